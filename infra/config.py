@@ -1,0 +1,299 @@
+"""Typed, validated stack configuration.
+
+Every setting is read and checked here, before any resource is registered, so a
+bad value stops `pulumi preview` with one message that names the setting and
+what it accepts. `parse()` works on a plain mapping (unit tests, offline render);
+`load()` reads the Pulumi config of the current stack.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import pulumi
+
+PROJECT = "do-ha-stack"
+
+# Regions where droplets, VPCs and reserved IPs are all offered.
+REGIONS = (
+    "ams3", "atl1", "blr1", "fra1", "lon1", "nyc1", "nyc2", "nyc3",
+    "sfo2", "sfo3", "sgp1", "syd1", "tor1",
+)
+MIN_APP_NODES, MAX_APP_NODES = 2, 9
+# Key types OpenSSH 10 still accepts for user authentication.
+SSH_KEY_TYPES = (
+    "ssh-ed25519", "sk-ssh-ed25519@openssh.com",
+    "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+    "sk-ecdsa-sha2-nistp256@openssh.com", "ssh-rsa",
+)
+MIN_RSA_BITS = 3072
+RESERVED_USERS = frozenset({
+    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news",
+    "uucp", "proxy", "www-data", "backup", "list", "irc", "nobody", "systemd-network",
+    "sshd", "hacluster", "mysql", "gluster", "admin", "debian",
+})
+ENVIRONMENTS = ("Development", "Staging", "Production")
+
+
+class ConfigError(ValueError):
+    """A setting holds a value the stack cannot use."""
+
+    def __init__(self, key: str, problem: str, allowed: str) -> None:
+        super().__init__(f"{PROJECT}:{key}: {problem}; allowed: {allowed}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    stack: str
+    region: str
+    app_node_count: int
+    witness: bool
+    node_size: str
+    witness_size: str
+    image: str
+    vpc_ip_range: str
+    admin_ssh_keys: tuple[str, ...]
+    ssh_allowed_cidrs: tuple[str, ...]
+    public_tcp_ports: tuple[int, ...]
+    deploy_user: str
+    alert_email: str
+    protect: bool
+    environment: str
+    install_packages: bool
+    ssh_classical_kex_fallback: bool
+    replace_on_user_data_change: bool
+    droplet_backups: bool
+    register_admin_ssh_keys: bool
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        names = tuple(f"app{i}" for i in range(1, self.app_node_count + 1))
+        return names + (("witness",) if self.witness else ())
+
+
+# --- value checkers: each returns the clean value or raises ConfigError -----
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(key, f"{value!r} is not a boolean", "true or false")
+
+
+def _int(key: str, value: Any, lo: int, hi: int) -> int:
+    try:
+        number = int(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or str(number) != str(value).strip():
+        raise ConfigError(key, f"{value!r} is not an integer", f"an integer from {lo} to {hi}")
+    if not lo <= number <= hi:
+        raise ConfigError(key, f"{number} is out of range", f"an integer from {lo} to {hi}")
+    return number
+
+
+def _list(key: str, value: Any) -> list[Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigError(key, "is not a list", "a YAML/JSON list") from None
+    if not isinstance(value, list):
+        raise ConfigError(key, "is not a list", "a YAML/JSON list")
+    return value
+
+
+def _slug(key: str, value: Any, what: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", value):
+        raise ConfigError(key, f"{value!r} is not a {what} slug", f"a {what} slug such as the defaults")
+    return value
+
+
+def _region(key: str, value: Any) -> str:
+    if value not in REGIONS:
+        raise ConfigError(key, f"unknown region {value!r}", ", ".join(REGIONS))
+    return value
+
+
+def _image(key: str, value: Any) -> str:
+    # Numeric image ids change with every rebuild of an image; slugs are stable.
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        raise ConfigError(key, f"{value!r} is an image id", "an image slug such as debian-13-x64")
+    return _slug(key, value, "image")
+
+
+def _vpc_range(key: str, value: Any) -> str:
+    allowed = "an RFC 1918 IPv4 network (10/8, 172.16/12, 192.168/16) with a prefix from /16 to /24"
+    try:
+        net = ipaddress.IPv4Network(str(value), strict=True)
+    except ValueError as exc:
+        raise ConfigError(key, f"{value!r} is not a valid network ({exc})", allowed) from None
+    private = [ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+    if not any(net.subnet_of(p) for p in private):
+        raise ConfigError(key, f"{net} is not an RFC 1918 range", allowed)
+    if not 16 <= net.prefixlen <= 24:
+        raise ConfigError(key, f"prefix /{net.prefixlen} is out of range", allowed)
+    return str(net)
+
+
+def _cidr(key: str, value: Any) -> str:
+    try:
+        return str(ipaddress.ip_network(str(value), strict=True))
+    except ValueError as exc:
+        raise ConfigError(
+            key, f"{value!r} is not a valid CIDR ({exc})",
+            "IPv4 or IPv6 networks such as 198.51.100.0/24 or 2001:db8::/48",
+        ) from None
+
+
+def _ssh_key(key: str, value: Any) -> str:
+    allowed = "OpenSSH public keys ('TYPE BASE64 [comment]'; TYPE one of " + ", ".join(SSH_KEY_TYPES) + \
+        f"; RSA at least {MIN_RSA_BITS} bits)"
+    parts = str(value).strip().split(None, 2)
+    if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES:
+        raise ConfigError(key, f"{str(value)[:40]!r}... is not a supported public key", allowed)
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+        fields = _ssh_strings(blob)
+    except (binascii.Error, ValueError):
+        raise ConfigError(key, f"the {parts[0]} key's base64 body is malformed", allowed) from None
+    if fields[0] != parts[0].encode():
+        raise ConfigError(key, f"the key body says {fields[0][:40]!r}, not {parts[0]}", allowed)
+    if parts[0] == "ssh-rsa":
+        bits = int.from_bytes(fields[2], "big").bit_length() if len(fields) > 2 else 0
+        if bits < MIN_RSA_BITS:
+            raise ConfigError(key, f"RSA key has {bits} bits", allowed)
+    return " ".join(parts)
+
+
+def _ssh_strings(blob: bytes) -> list[bytes]:
+    """Split an SSH wire-format blob into its length-prefixed fields."""
+    fields, pos = [], 0
+    while pos < len(blob):
+        if pos + 4 > len(blob):
+            raise ValueError("truncated")
+        (size,) = struct.unpack(">I", blob[pos:pos + 4])
+        pos += 4
+        if pos + size > len(blob):
+            raise ValueError("truncated")
+        fields.append(blob[pos:pos + size])
+        pos += size
+    if not fields:
+        raise ValueError("empty")
+    return fields
+
+
+def _port(key: str, value: Any) -> int:
+    from infra.ports import CLUSTER_TCP_PORT_RANGES, SSH_PORT
+
+    port = _int(key, value, 1, 65535)
+    if port == SSH_PORT:
+        raise ConfigError(key, "port 22 is SSH, which has its own setting", "TCP ports other than 22 and cluster ports")
+    if any(lo <= port <= hi for lo, hi in CLUSTER_TCP_PORT_RANGES.values()):
+        raise ConfigError(key, f"port {port} is a cluster port and must stay private",
+                          "TCP ports other than 22 and cluster ports")
+    return port
+
+
+def _user(key: str, value: Any) -> str:
+    allowed = "a lowercase login name (letter first; letters, digits, '_' or '-'; up to 32) that is not a system account"
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", value):
+        raise ConfigError(key, f"{value!r} is not a valid user name", allowed)
+    if value in RESERVED_USERS:
+        raise ConfigError(key, f"{value!r} is a system account", allowed)
+    return value
+
+
+def _email(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}", value):
+        raise ConfigError(key, f"{value!r} is not an e-mail address", "an address such as ops@example.com")
+    return value
+
+
+def _environment(key: str, value: Any) -> str:
+    if value not in ENVIRONMENTS:
+        raise ConfigError(key, f"{value!r} is not a DigitalOcean project environment", ", ".join(ENVIRONMENTS))
+    return value
+
+
+def _non_empty(key: str, items: list[Any], what: str) -> list[Any]:
+    if not items:
+        raise ConfigError(key, "is empty", f"at least one {what}")
+    return items
+
+
+# --- the settings table: key -> (default or REQUIRED, checker) ---------------
+
+REQUIRED = object()
+
+def _default_environment(stack: str) -> str:
+    return {"prod": "Production", "staging": "Staging"}.get(stack, "Development")
+
+
+SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
+    "region": ("fra1", _region),
+    "appNodeCount": (2, lambda k, v: _int(k, v, MIN_APP_NODES, MAX_APP_NODES)),
+    "witness": (True, _bool),
+    "nodeSize": ("s-2vcpu-4gb", lambda k, v: _slug(k, v, "droplet size")),
+    "witnessSize": ("s-1vcpu-1gb", lambda k, v: _slug(k, v, "droplet size")),
+    "image": ("debian-13-x64", _image),
+    "vpcIpRange": ("10.10.0.0/20", _vpc_range),
+    "adminSshKeys": (REQUIRED, lambda k, v: [_ssh_key(k, x) for x in _non_empty(k, _list(k, v), "OpenSSH public key")]),
+    "sshAllowedCidrs": (REQUIRED, lambda k, v: [_cidr(k, x) for x in _non_empty(k, _list(k, v), "CIDR")]),
+    "publicTcpPorts": ([80, 443], lambda k, v: sorted({_port(k, x) for x in _list(k, v)})),
+    "deployUser": ("deploy", _user),
+    "alertEmail": (REQUIRED, _email),
+    "protect": (False, _bool),
+    "environment": (None, _environment),
+    "installPackages": (True, _bool),
+    "sshClassicalKexFallback": (True, _bool),
+    "replaceOnUserDataChange": (False, _bool),
+    "dropletBackups": (False, _bool),
+    "registerAdminSshKeys": (True, _bool),
+}
+
+def _field(key: str) -> str:
+    """camelCase setting name -> snake_case StackConfig field."""
+    return re.sub(r"([A-Z])", r"_\1", key).lower()
+
+
+
+
+def parse(stack: str, raw: Mapping[str, Any]) -> StackConfig:
+    """Validate raw settings (keys without the project prefix) into a StackConfig."""
+    unknown = sorted(set(raw) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(unknown[0], "is not a setting of this project", ", ".join(SETTINGS))
+    values: dict[str, Any] = {}
+    for key, (default, check) in SETTINGS.items():
+        value = raw.get(key)
+        if value is None:
+            if default is REQUIRED:
+                raise ConfigError(key, "is not set", f"set it with `pulumi config set {PROJECT}:{key} ...`")
+            if default is None:  # derived default
+                values[_field(key)] = _default_environment(stack)
+                continue
+            value = default
+        checked = check(key, value)
+        values[_field(key)] = tuple(checked) if isinstance(checked, list) else checked
+    return StackConfig(stack=stack, **values)
+
+
+def load() -> StackConfig:
+    """Read and validate the current stack's `do-ha-stack:*` settings."""
+    cfg = pulumi.Config(PROJECT)
+    raw: dict[str, Any] = {}
+    for key in SETTINGS:
+        value = cfg.get(key)
+        if value is not None:
+            raw[key] = value
+    return parse(pulumi.get_stack(), raw)

@@ -1,0 +1,254 @@
+"""Run the real Pulumi program under mocks and record what it registers.
+
+Used by the unit tests, the offline render and the benchmark: no Pulumi CLI, no
+credentials, no network. The recording monitor sees each registration as the
+engine would (type, parent, dependencies, options, inputs with secrets still
+marked), so tests assert on the same graph `pulumi up` would act on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import pulumi
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from infra.config import PROJECT
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET_MARKER = "[secret]"
+STACK_TYPE = "pulumi:pulumi:Stack"
+
+
+@dataclass
+class Registration:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    dependencies: list[str]
+    protect: bool
+    ignore_changes: list[str]
+    replace_on_changes: list[str]
+    additional_secret_outputs: list[str]
+    deleted_with: str
+    inputs: dict[str, Any]  # secrets replaced by SECRET_MARKER
+    secret_inputs: list[str]  # top-level input names that were secret
+    raw_inputs: dict[str, Any] = field(repr=False, default_factory=dict)  # secrets unwrapped
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "urn": self.urn, "type": self.type, "name": self.name, "parent": self.parent,
+            "custom": self.custom, "dependencies": self.dependencies, "protect": self.protect,
+            "ignoreChanges": self.ignore_changes, "replaceOnChanges": self.replace_on_changes,
+            "additionalSecretOutputs": self.additional_secret_outputs,
+            "deletedWith": self.deleted_with, "secretInputs": self.secret_inputs,
+            "inputs": self.inputs,
+        }
+
+
+def _redact(value: Any) -> Any:
+    if rpc.is_rpc_secret(value):
+        return SECRET_MARKER
+    if isinstance(value, dict):
+        return {k: _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+def _unwrap(value: Any) -> Any:
+    if rpc.is_rpc_secret(value):
+        return _unwrap(rpc.unwrap_rpc_secret(value))
+    if isinstance(value, dict):
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """Addresses the mocked provider hands out (placeholders, or the lab's)."""
+
+    public: dict[str, str]  # node -> public IPv4
+    private: dict[str, str]  # node -> VPC IPv4
+    reserved_ip: str
+
+    @staticmethod
+    def placeholders(vpc_range: str, nodes: list[str]) -> "Addresses":
+        # Documentation ranges (RFC 5737): never routable, obviously fake in a diff.
+        vpc = ipaddress.IPv4Network(vpc_range)
+        return Addresses(
+            public={n: f"203.0.113.{11 + i}" for i, n in enumerate(nodes)},
+            private={n: str(vpc.network_address + 11 + i) for i, n in enumerate(nodes)},
+            reserved_ip="198.51.100.10",
+        )
+
+    @staticmethod
+    def from_file(path: Path) -> "Addresses":
+        data = json.loads(path.read_text())
+        return Addresses(dict(data["public"]), dict(data["private"]), str(data["reservedIp"]))
+
+
+def _ed25519_openssh(seed: bytes) -> tuple[str, str]:
+    """A real, deterministic ed25519 key pair (OpenSSH encodings) from a seed."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(seed).digest())
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return private, public + "\n"
+
+
+class StackMocks(pulumi.runtime.Mocks):
+    """Provider stand-ins returning plausible outputs, deterministic per stack.
+
+    Generated secrets (keys, passwords) are real values derived from the stack
+    name, so the lab can use them and renders do not change between runs. They
+    exist only in renders and the lab, never in a real deployment.
+    """
+
+    def __init__(self, stack: str, addresses: Addresses) -> None:
+        self.stack = stack
+        self.addresses = addresses
+        self._next_id = 1000
+
+    def _id(self) -> str:
+        self._next_id += 1
+        return str(self._next_id)
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+        state = dict(args.inputs)
+        rid = self._id()
+        kind = args.typ
+        if kind == "digitalocean:index/droplet:Droplet":
+            state.update(
+                ipv4Address=self.addresses.public[args.name],
+                ipv4AddressPrivate=self.addresses.private[args.name],
+                dropletUrn=f"do:droplet:{rid}",
+                status="active",
+            )
+        elif kind == "digitalocean:index/reservedIp:ReservedIp":
+            rid = self.addresses.reserved_ip
+            state.update(ipAddress=rid, reservedIpUrn=f"do:reservedip:{rid}")
+        elif kind == "digitalocean:index/sshKey:SshKey":
+            digest = hashlib.md5(str(args.inputs.get("publicKey", "")).encode()).hexdigest()
+            state["fingerprint"] = ":".join(digest[i:i + 2] for i in range(0, 32, 2))
+        elif kind == "digitalocean:index/vpc:Vpc":
+            rid = f"vpc-{hashlib.sha1(args.name.encode()).hexdigest()[:12]}"
+            state["urn"] = f"do:vpc:{rid}"
+        elif kind == "tls:index/privateKey:PrivateKey":
+            private, public = _ed25519_openssh(f"{self.stack}/{args.name}".encode())
+            state.update(privateKeyOpenssh=private, publicKeyOpenssh=public)
+        elif kind == "random:index/randomPassword:RandomPassword":
+            length = int(args.inputs.get("length", 32))
+            digest = hashlib.sha256(f"{self.stack}/{args.name}".encode()).hexdigest()
+            state["result"] = (digest * 4)[:length]
+        return rid, state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list | None]:
+        return {}, None
+
+
+class RecordingMonitor(pmocks.MockMonitor):
+    def __init__(self, mocks: StackMocks) -> None:
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        if request.type != STACK_TYPE:
+            inputs = rpc.deserialize_properties(request.object)
+            self.registrations.append(Registration(
+                urn=response.urn, type=request.type, name=request.name, parent=request.parent,
+                custom=bool(request.custom), dependencies=list(request.dependencies),
+                protect=bool(request.protect), ignore_changes=list(request.ignoreChanges),
+                replace_on_changes=list(request.replaceOnChanges),
+                additional_secret_outputs=list(request.additionalSecretOutputs),
+                deleted_with=request.deletedWith, inputs=_redact(inputs),
+                secret_inputs=sorted(k for k, v in inputs.items() if rpc.is_rpc_secret(v)),
+                raw_inputs=_unwrap(inputs),
+            ))
+        return response
+
+
+@dataclass
+class Run:
+    stack: str
+    registrations: list[Registration]
+    outputs: dict[str, Any]
+
+    def of_type(self, kind: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == kind]
+
+    def by_name(self, name: str) -> Registration:
+        matches = [r for r in self.registrations if r.name == name]
+        if len(matches) != 1:
+            raise KeyError(f"{len(matches)} resources named {name!r}")
+        return matches[0]
+
+
+def config_values(raw: Mapping[str, Any]) -> dict[str, str]:
+    """Encode settings the way the Pulumi CLI hands them to a program."""
+    out = {}
+    for key, value in raw.items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        if isinstance(value, bool):
+            out[full] = "true" if value else "false"
+        elif isinstance(value, (list, dict)):
+            out[full] = json.dumps(value)
+        else:
+            out[full] = str(value)
+    return out
+
+
+def run_program(stack: str, raw_config: Mapping[str, Any], addresses: Addresses | None = None) -> Run:
+    """Evaluate __main__.py under mocks with the given settings (keys with or without prefix)."""
+    from infra.config import parse
+
+    plain = {k.split(":", 1)[-1]: v for k, v in raw_config.items() if k.startswith(f"{PROJECT}:") or ":" not in k}
+    if addresses is None:
+        cfg = parse(stack, plain)  # config errors surface here, before anything runs
+        addresses = Addresses.placeholders(cfg.vpc_ip_range, list(cfg.node_names))
+    mocks = StackMocks(stack, addresses)
+    monitor = RecordingMonitor(mocks)
+    settings.ROOT.set(None)  # a fresh root Stack resource per run
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_all_config(config_values(raw_config))
+    settings.SETTINGS.rpc_manager.clear()
+    settings.SETTINGS.outputs.clear()
+
+    def program() -> None:
+        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+
+    _sync_await(run_pulumi_func(program))
+    return Run(stack, monitor.registrations, _resolve_exports())
+
+
+def _resolve_exports() -> dict[str, Any]:
+    """The values exported with pulumi.export, secrets replaced by the marker.
+
+    Under mocks the root Stack registered its (empty) outputs before the program
+    ran, so the exports are read from it directly.
+    """
+    root = settings.get_root_resource()
+    resolved = {}
+    for key, value in getattr(root, "outputs", {}).items():
+        output = pulumi.Output.from_input(value)
+        secret = _sync_await(output.is_secret())
+        resolved[key] = SECRET_MARKER if secret else _sync_await(output.future())
+    return resolved

@@ -1,0 +1,34 @@
+"""Names, tags and resource options shared by every component of a stack."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from infra.config import PROJECT, StackConfig
+
+
+def droplet_name(cfg: StackConfig, node: str) -> str:
+    return f"{PROJECT}-{cfg.stack}-{node}"
+
+
+def stack_tag(cfg: StackConfig) -> str:
+    return f"{PROJECT}-{cfg.stack}"
+
+
+def role_tag(cfg: StackConfig, role: str) -> str:
+    return f"{PROJECT}-{cfg.stack}-{role}"
+
+
+def role_of(node: str) -> str:
+    return "witness" if node == "witness" else "app"
+
+
+def child_opts(cfg: StackConfig, parent: pulumi.Resource, **kwargs: Any) -> pulumi.ResourceOptions:
+    """Options for a resource inside a component: parented, and protected on prod.
+
+    protect is set on every resource explicitly rather than inherited, so the
+    mocks tests can see it per resource.
+    """
+    return pulumi.ResourceOptions(parent=parent, protect=cfg.protect, **kwargs)
