@@ -126,6 +126,8 @@ class StackMocks(pulumi.runtime.Mocks):
         self.stack = stack
         self.addresses = addresses
         self._next_id = 1000
+        # resource name -> generated secret outputs (the lab needs the real values)
+        self.generated: dict[str, dict[str, str]] = {}
 
     def _id(self) -> str:
         self._next_id += 1
@@ -154,10 +156,12 @@ class StackMocks(pulumi.runtime.Mocks):
         elif kind == "tls:index/privateKey:PrivateKey":
             private, public = _ed25519_openssh(f"{self.stack}/{args.name}".encode())
             state.update(privateKeyOpenssh=private, publicKeyOpenssh=public)
+            self.generated[args.name] = {"privateKeyOpenssh": private}
         elif kind == "random:index/randomPassword:RandomPassword":
             length = int(args.inputs.get("length", 32))
             digest = hashlib.sha256(f"{self.stack}/{args.name}".encode()).hexdigest()
             state["result"] = (digest * 4)[:length]
+            self.generated[args.name] = {"result": state["result"]}
         return rid, state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list | None]:
@@ -191,6 +195,7 @@ class Run:
     stack: str
     registrations: list[Registration]
     outputs: dict[str, Any]
+    generated_secrets: dict[str, dict[str, str]]
 
     def of_type(self, kind: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == kind]
@@ -236,7 +241,7 @@ def run_program(stack: str, raw_config: Mapping[str, Any], addresses: Addresses 
         runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
 
     _sync_await(run_pulumi_func(program))
-    return Run(stack, monitor.registrations, _resolve_exports())
+    return Run(stack, monitor.registrations, _resolve_exports(), mocks.generated)
 
 
 def _resolve_exports() -> dict[str, Any]:

@@ -1,0 +1,110 @@
+"""Every invalid setting fails with one message naming the setting and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.config import ConfigError, parse
+from infra.mocks import Addresses, run_program
+from tests.conftest import plain_config
+
+RSA_2048 = (
+    "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"
+    + "A" * 340 + "== short"
+)
+
+
+def _rsa_key(bits: int) -> str:
+    import base64
+    import struct
+
+    def s(b: bytes) -> bytes:
+        return struct.pack(">I", len(b)) + b
+    modulus = b"\x00" + b"\xc5" * (bits // 8)
+    blob = s(b"ssh-rsa") + s(b"\x01\x00\x01") + s(modulus)
+    return "ssh-rsa " + base64.b64encode(blob).decode() + " test"
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("vpcIpRange", "10.0.0.0/33", "not a valid network"),
+    ("vpcIpRange", "10.0.0.1/24", "not a valid network"),
+    ("vpcIpRange", "8.8.8.0/24", "not an RFC 1918 range"),
+    ("vpcIpRange", "10.0.0.0/12", "prefix /12 is out of range"),
+    ("vpcIpRange", "192.168.1.0/28", "prefix /28 is out of range"),
+    ("appNodeCount", 1, "1 is out of range"),
+    ("appNodeCount", 10, "10 is out of range"),
+    ("appNodeCount", "two", "not an integer"),
+    ("region", "mars1", "unknown region"),
+    ("adminSshKeys", [], "is empty"),
+    ("adminSshKeys", ["ssh-ed25519 not*base64 me"], "base64 body is malformed"),
+    ("adminSshKeys", ["ssh-dss AAAAB3NzaC1kc3MAAACBAP8= old"], "not a supported public key"),
+    ("adminSshKeys", ["ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 x"], "malformed"),
+    ("adminSshKeys", ["hello"], "not a supported public key"),
+    ("sshAllowedCidrs", [], "is empty"),
+    ("sshAllowedCidrs", ["300.1.2.0/24"], "not a valid CIDR"),
+    ("sshAllowedCidrs", "not-a-list", "is not a list"),
+    ("publicTcpPorts", [22], "port 22 is SSH"),
+    ("publicTcpPorts", [3306], "cluster port"),
+    ("publicTcpPorts", [70000], "out of range"),
+    ("deployUser", "root", "system account"),
+    ("deployUser", "Bad User", "not a valid user name"),
+    ("alertEmail", "ops-at-example", "not an e-mail address"),
+    ("environment", "QA", "not a DigitalOcean project environment"),
+    ("image", "12345678", "image id"),
+    ("witness", "maybe", "not a boolean"),
+    ("nodeSize", "S 2 VCPU", "droplet size slug"),
+])
+def test_invalid_setting_is_named_with_what_is_allowed(key: str, value: object, fragment: str) -> None:
+    raw = plain_config("staging") | {key: value}
+    with pytest.raises(ConfigError) as err:
+        parse("staging", raw)
+    message = str(err.value)
+    assert message.startswith(f"do-ha-stack:{key}: ")
+    assert fragment in message
+    assert "allowed: " in message
+    assert err.value.key == key
+
+
+def test_rsa_key_must_have_enough_bits() -> None:
+    raw = plain_config("staging")
+    ok = parse("staging", raw | {"adminSshKeys": [_rsa_key(4096)]})
+    assert ok.admin_ssh_keys[0].startswith("ssh-rsa ")
+    with pytest.raises(ConfigError, match="RSA key has 2048 bits"):
+        parse("staging", raw | {"adminSshKeys": [_rsa_key(2048)]})
+
+
+@pytest.mark.parametrize("missing", ["adminSshKeys", "sshAllowedCidrs", "alertEmail"])
+def test_required_settings(missing: str) -> None:
+    raw = plain_config("staging")
+    del raw[missing]
+    with pytest.raises(ConfigError, match=f"do-ha-stack:{missing}: is not set"):
+        parse("staging", raw)
+
+
+def test_unknown_setting_is_refused() -> None:
+    with pytest.raises(ConfigError, match="do-ha-stack:nodeCount: is not a setting"):
+        parse("staging", plain_config("staging") | {"nodeCount": 3})
+
+
+def test_values_as_the_cli_passes_them() -> None:
+    # The Pulumi CLI hands every value to the program as a string (lists as JSON).
+    raw = {k: str(v).lower() if isinstance(v, bool) else v for k, v in plain_config("prod").items()}
+    raw["appNodeCount"] = "3"
+    raw["publicTcpPorts"] = "[443, 80, 443]"
+    cfg = parse("prod", raw)
+    assert cfg.app_node_count == 3 and cfg.protect is True
+    assert cfg.public_tcp_ports == (80, 443)
+    assert cfg.node_names == ("app1", "app2", "app3", "witness")
+    assert cfg.environment == "Production"
+
+
+def test_bad_config_registers_nothing() -> None:
+    raw = {f"do-ha-stack:{k}": v for k, v in plain_config("staging").items()}
+    raw["do-ha-stack:vpcIpRange"] = "172.32.0.0/16"
+    addresses = Addresses.placeholders("10.0.0.0/16", ["app1", "app2", "witness"])
+    with pytest.raises(Exception) as err:
+        run_program("staging", raw, addresses)  # goes through __main__.py's config.load()
+    assert "do-ha-stack:vpcIpRange" in str(err.value)
+    from pulumi.runtime import settings
+    # the program stopped before its first resource: only the root stack exists
+    assert settings.SETTINGS.monitor.registrations == []
