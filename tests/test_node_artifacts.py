@@ -1,0 +1,122 @@
+"""Rendered node artifacts checked by the tools that consume them (Debian 13 versions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra.config import parse
+from infra.mocks import Run, run_program
+from infra.render import stack_config, user_data
+from infra.userdata import CLOUDINIT_DIR, packages_for, render, sshd_dropin
+from tests.conftest import plain_config
+from tests.tools import cloud_init_schema, shellcheck, sshd_effective, tools_root
+
+pytestmark = pytest.mark.tools
+
+# What cloud-init itself writes on DigitalOcean (ssh_pwauth), made hostile on
+# purpose: our drop-in must win over it.
+HOSTILE_CLOUD_INIT = "PasswordAuthentication yes\nPermitRootLogin yes\nKbdInteractiveAuthentication yes\n"
+
+
+@pytest.fixture(scope="module")
+def root() -> Path:
+    return tools_root()
+
+
+@pytest.fixture(scope="module")
+def no_packages() -> Run:
+    return run_program("staging", stack_config("staging") | {"do-ha-stack:installPackages": False})
+
+
+def test_user_data_passes_cloud_init_schema(root: Path, stack_run: Run, no_packages: Run) -> None:
+    for run in (stack_run, no_packages):
+        for node, text in user_data(run).items():
+            result = cloud_init_schema(root, text)
+            assert result.returncode == 0, f"{run.stack}/{node}: {result.stdout}{result.stderr}"
+            assert "Valid schema" in result.stdout
+
+
+def test_schema_check_can_fail(root: Path, staging: Run) -> None:
+    broken = user_data(staging)["app1"].replace("ssh_pwauth: false", "ssh_pwauth: {nope: 1}")
+    result = cloud_init_schema(root, broken)
+    assert result.returncode != 0 and "ssh_pwauth" in (result.stdout + result.stderr)
+
+
+def test_skipping_packages_changes_nothing_else(staging: Run, no_packages: Run) -> None:
+    for node, text in user_data(staging).items():
+        full, bare = yaml.safe_load(text), yaml.safe_load(user_data(no_packages)[node])
+        assert full.pop("packages") == packages_for("witness" if node == "witness" else "app")
+        assert full.pop("package_update") is True and full.pop("package_upgrade") is True
+        assert full == bare
+
+
+EXPECTED_SSHD = {
+    "permitrootlogin": "no",
+    "passwordauthentication": "no",
+    "kbdinteractiveauthentication": "no",
+    "permitemptypasswords": "no",
+    "pubkeyauthentication": "yes",
+    "authenticationmethods": "publickey",
+    "allowusers": "deploy",
+    "maxauthtries": "3",
+    "allowtcpforwarding": "no",
+    "allowagentforwarding": "no",
+    "allowstreamlocalforwarding": "no",
+    "x11forwarding": "no",
+    "permittunnel": "no",
+    "permituserenvironment": "no",
+    "loglevel": "VERBOSE",
+    "hostkeyalgorithms": "ssh-ed25519,ssh-ed25519-cert-v01@openssh.com",
+    "ciphers": "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,"
+               "aes256-ctr,aes192-ctr,aes128-ctr",
+    "macs": "hmac-sha2-512-etm@openssh.com,hmac-sha2-256-etm@openssh.com,umac-128-etm@openssh.com",
+}
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_effective_sshd_configuration(root: Path, fallback: bool) -> None:
+    cfg = parse("prod", plain_config("prod") | {"sshClassicalKexFallback": fallback})
+    result, effective = sshd_effective(
+        root, {"00-do-ha-stack.conf": sshd_dropin(cfg), "50-cloud-init.conf": HOSTILE_CLOUD_INIT},
+        ["-C", "user=deploy,host=admin.example,addr=198.51.100.7"])
+    assert result.returncode == 0, result.stderr
+    for key, value in EXPECTED_SSHD.items():
+        assert effective.get(key) == value, f"{key}: {effective.get(key)!r}"
+    kex = effective["kexalgorithms"].split(",")
+    assert kex[:2] == ["mlkem768x25519-sha256", "sntrup761x25519-sha512"]
+    assert ("curve25519-sha256" in kex) is fallback
+    assert not [k for k in kex if k.startswith(("diffie-hellman", "ecdh-"))]
+    assert effective["hostkey"] == "/etc/ssh/ssh_host_ed25519_key"
+
+
+def test_sshd_rejects_a_broken_dropin(root: Path) -> None:
+    result, _ = sshd_effective(root, {"00-do-ha-stack.conf": "MACs hmac-ripemd160\n"})
+    assert result.returncode != 0
+
+
+def test_rendered_dropin_is_the_one_in_user_data(staging: Run) -> None:
+    cfg = parse("staging", plain_config("staging"))
+    doc = yaml.safe_load(user_data(staging)["app1"])
+    files = {f["path"]: f for f in doc["write_files"]}
+    assert files["/etc/ssh/sshd_config.d/00-do-ha-stack.conf"]["content"] == sshd_dropin(cfg)
+    assert render(cfg, "x", "app", ["ssh-ed25519 AAAA k"]).startswith("#cloud-config\n")
+
+
+def _shell_scripts() -> list[Path]:
+    return sorted(p for p in CLOUDINIT_DIR.rglob("*")
+                  if p.is_file() and (p.suffix == ".sh" or p.read_text(errors="ignore").startswith("#!/bin/")))
+
+
+@pytest.mark.parametrize("script", _shell_scripts(), ids=lambda p: p.name)
+def test_shell_scripts_pass_shellcheck(root: Path, script: Path) -> None:
+    result = shellcheck(root, script)
+    assert result.returncode == 0, result.stdout
+
+
+def test_shellcheck_can_fail(root: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sh"
+    bad.write_text("#!/bin/bash\nrm -rf $1/*\n")
+    assert shellcheck(root, bad).returncode != 0
