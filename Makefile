@@ -1,0 +1,35 @@
+# do-ha-stack developer entry points. `make test` is what CI runs.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STACK  ?= staging
+OUT    ?= build/$(STACK)
+
+.PHONY: setup test test-unit render bench lab lab-down host-packages
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Debian packages the tests and the lab need on the host (root).
+host-packages:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		debootstrap systemd-container iproute2 shellcheck make ca-certificates
+
+# Everything: mocks tests, Debian 13 tool checks, and the lab tier.
+test: setup
+	$(PY) -m pytest -q
+
+# Fast tier only: mocks and Debian 13 tool checks, no containers.
+test-unit: setup
+	$(PY) -m pytest -q -m "not lab"
+
+render: setup
+	$(PY) -m infra.render --stack $(STACK) --out $(OUT)
+
+bench: setup
+	$(PY) -m bench.mocks_eval
