@@ -16,9 +16,7 @@ setup: $(VENV)/.installed
 
 # Debian packages the tests and the lab need on the host (root).
 host-packages:
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		debootstrap systemd-container iproute2 shellcheck make ca-certificates
+	bash lab/host-packages.sh
 
 # Everything: mocks tests, Debian 13 tool checks, and the lab tier.
 test: setup
@@ -33,3 +31,10 @@ render: setup
 
 bench: setup
 	$(PY) -m bench.mocks_eval
+
+# The lab: the lab stack on Debian 13 containers on this machine (root).
+lab: setup
+	$(PY) -m lab.lab up
+
+lab-down: setup
+	$(PY) -m lab.lab down

@@ -8,6 +8,7 @@ Runs the program under Pulumi mocks with the stack's config file: no Pulumi CLI,
 no credentials, no network. Writes
   OUT/<node>/user-data   exactly what the droplet receives
   OUT/resources.json     every registered resource, secret inputs as "[secret]"
+  OUT/commands.json      the remote commands in order, secrets as "[secret]"
   OUT/outputs.json       the stack outputs
 and, only with --secrets-dir, the generated secrets the lab needs (mode 0600).
 The generated secrets are deterministic mock values, never a real stack's.
@@ -25,9 +26,10 @@ from typing import Any
 import yaml
 
 from infra.config import PROJECT, ConfigError
-from infra.mocks import ROOT, Addresses, Run, run_program
+from infra.mocks import ROOT, SECRET_MARKER, Addresses, Run, run_program
 
 DROPLET = "digitalocean:index/droplet:Droplet"
+REMOTE_COMMAND = "command:remote:Command"
 
 
 def stack_config(stack: str, config_file: Path | None = None) -> dict[str, Any]:
@@ -56,6 +58,63 @@ def user_data(run: Run) -> dict[str, str]:
     return {r.name: r.raw_inputs["userData"] for r in run.of_type(DROPLET)}
 
 
+def commands(run: Run, reveal: bool = False) -> list[dict[str, Any]]:
+    """The program's remote commands in registration order, as a replay needs them.
+
+    Each names the commands it depends on (directly, or through a component it
+    depends on). Secret values (the private key, secret stdin) are replaced by
+    the marker unless `reveal` is set (the lab's replay, in-process only).
+    """
+    by_urn = {r.urn: r for r in run.registrations}
+    command_urns = {r.urn for r in run.of_type(REMOTE_COMMAND)}
+
+    def command_deps(urn: str) -> set[str]:
+        if urn in command_urns:
+            return {by_urn[urn].name}
+        # a component: every command below it
+        return {by_urn[c].name for c in command_urns if _under(by_urn, c, urn)}
+
+    plan = []
+    for r in run.of_type(REMOTE_COMMAND):
+        conn = r.raw_inputs["connection"]
+        entry = {
+            "name": r.name,
+            "host": conn["host"], "port": int(conn.get("port", 22)), "user": conn["user"],
+            "privateKey": conn["privateKey"] if reveal else SECRET_MARKER,
+            "create": r.raw_inputs.get("create"), "update": r.raw_inputs.get("update"),
+            "delete": r.raw_inputs.get("delete"),
+            "stdin": r.raw_inputs.get("stdin") if reveal or "stdin" not in r.secret_inputs else SECRET_MARKER,
+            "environment": r.raw_inputs.get("environment") or {},
+            "triggers": r.inputs.get("triggers") or [],
+            "logging": r.raw_inputs.get("logging"),
+            "dependsOn": sorted(set().union(*[command_deps(d) for d in r.dependencies]) - {r.name})
+            if r.dependencies else [],
+        }
+        plan.append(entry)
+    return dependency_order(plan)
+
+
+def dependency_order(plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Commands sorted so each follows what it depends on; ties by name (stable diffs)."""
+    remaining = {c["name"]: c for c in plan}
+    done: list[dict[str, Any]] = []
+    while remaining:
+        ready = sorted(n for n, c in remaining.items() if not set(c["dependsOn"]) & set(remaining))
+        if not ready:
+            raise ValueError(f"dependency cycle among commands {sorted(remaining)}")
+        done += [remaining.pop(n) for n in ready]
+    return done
+
+
+def _under(by_urn: dict[str, Any], urn: str, ancestor: str) -> bool:
+    parent = by_urn[urn].parent
+    while parent in by_urn:
+        if parent == ancestor:
+            return True
+        parent = by_urn[parent].parent
+    return False
+
+
 def write(run: Run, out: Path, secrets_dir: Path | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for node, text in user_data(run).items():
@@ -63,6 +122,7 @@ def write(run: Run, out: Path, secrets_dir: Path | None = None) -> None:
         (out / node / "user-data").write_text(text)
     resources = [r.to_json() for r in run.registrations]
     (out / "resources.json").write_text(json.dumps(resources, indent=2, sort_keys=True) + "\n")
+    (out / "commands.json").write_text(json.dumps(commands(run), indent=2) + "\n")
     (out / "outputs.json").write_text(json.dumps(run.outputs, indent=2, sort_keys=True) + "\n")
     if secrets_dir is not None:
         write_secrets(run, secrets_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pulumi
 
 from infra.access import Access
+from infra.cluster import Cluster
 from infra.config import StackConfig
 from infra.firewall import Firewalls
 from infra.monitoring import Monitoring
@@ -22,6 +23,7 @@ class HaStack(pulumi.ComponentResource):
         self.access = Access("access", cfg, child)
         self.nodes = Nodes("nodes", cfg, self.network, self.access, child)
         self.reserved = ReservedAddress("reserved-address", cfg, self.nodes.app_nodes[0].droplet, child)
+        self.cluster = Cluster("cluster", cfg, self.nodes, self.access, child)
         self.firewalls = Firewalls("firewalls", cfg, self.network, child)
         self.monitoring = Monitoring(
             "monitoring", cfg, self.network.stack_tag,

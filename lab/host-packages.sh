@@ -1,0 +1,7 @@
+#!/bin/bash
+# Debian packages the tests and the lab need on the (Debian 12) host.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+	debootstrap systemd-container iproute2 shellcheck make ca-certificates python3-venv >/dev/null

@@ -1,0 +1,314 @@
+"""Bring the stack up on this machine as systemd-nspawn containers, and tear it down.
+
+    python -m lab.lab up      # make lab
+    python -m lab.lab down    # make lab-down
+
+`up` renders the `lab` stack with the lab's addresses (infra.render, the same code
+users run), boots every node from the cached Debian 13 image with its rendered
+user-data as a NoCloud seed, waits for cloud-init, replays the program's remote
+commands, and prints how to reach the nodes. A lab left over from an earlier
+(failed or interrupted) run is detected and removed first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from infra import render
+from infra.mocks import Addresses, Run, run_program
+from lab import image
+from lab.topology import (
+    API_PORT, GATEWAY, METADATA_IP, PREFIX, PUBLIC_NET, RESERVED_IP, SECOND_CLIENT, STACK,
+    SWITCH_NS, REPO, LabNode, nodes_for, run_dir,
+)
+
+BOOT_TIMEOUT = 300.0
+NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}  # trixie's systemd under bookworm's nspawn
+
+
+def log(msg: str) -> None:
+    print(f"lab: {msg}", file=sys.stderr, flush=True)
+
+
+def sh(*cmd: str, check: bool = True, capture: bool = False) -> str:
+    result = subprocess.run(cmd, check=False, text=True,
+                            stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {result.stderr.strip()}")
+    return result.stdout or ""
+
+
+def in_switch(*cmd: str, check: bool = True, capture: bool = False) -> str:
+    return sh("ip", "netns", "exec", SWITCH_NS, *cmd, check=check, capture=capture)
+
+
+# --- state --------------------------------------------------------------------
+
+def state_file() -> Path:
+    return run_dir() / "state.json"
+
+
+def load_state() -> dict:
+    try:
+        return json.loads(state_file().read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def lab_nodes() -> list[LabNode]:
+    names = load_state().get("nodes")
+    if names is None:
+        cfg = yaml.safe_load((REPO / "lab/stack.yaml").read_text())["config"]
+        count = int(cfg.get("do-ha-stack:appNodeCount", 2))
+        names = [f"app{i}" for i in range(1, count + 1)] + (["witness"] if cfg.get("do-ha-stack:witness", True) else [])
+    return nodes_for(names)
+
+
+# --- teardown -------------------------------------------------------------------
+
+def _pids_rooted_under(path: Path) -> list[int]:
+    """Processes whose root directory is inside `path` (a container's whole tree)."""
+    pids = []
+    target = str(path)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            root = os.readlink(entry / "root")
+        except OSError:
+            continue
+        if root == target or root.startswith(target + "/"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _mounts_under(path: Path) -> list[str]:
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4]
+        if point == str(path) or point.startswith(str(path) + "/"):
+            mounts.append(point)
+    return sorted(mounts, key=len, reverse=True)
+
+
+def down() -> None:
+    """Remove every container, process, mount and namespace the lab made."""
+    start = time.monotonic()
+    base = run_dir()
+    # nspawn processes first (they would otherwise restart nothing, but hold mounts),
+    # then whatever runs with a root inside the lab (orphaned container inits).
+    for pid_file in base.glob("nodes/*/nspawn.pid"):
+        try:
+            _kill([int(pid_file.read_text())])
+        except (ValueError, OSError):
+            pass
+    for _ in range(20):
+        pids = _pids_rooted_under(base)
+        if not pids:
+            break
+        _kill(pids)
+        time.sleep(0.1)
+    # Processes started inside lab namespaces from the host (API stand-in, clients).
+    namespaces = [n for n in sh("ip", "netns", "list", capture=True).split() if n.startswith(PREFIX)]
+    for ns in namespaces:
+        _kill([int(p) for p in sh("ip", "netns", "pids", ns, capture=True, check=False).split()])
+    for point in _mounts_under(base):
+        sh("umount", "-l", point, check=False)
+    for ns in namespaces:
+        sh("ip", "netns", "delete", ns, check=False)
+    if base.exists():
+        sh("rm", "-rf", "--one-file-system", str(base))
+    log(f"down in {time.monotonic() - start:.1f} s")
+
+
+def is_stale() -> bool:
+    namespaces = [n for n in sh("ip", "netns", "list", capture=True).split() if n.startswith(PREFIX)]
+    return bool(namespaces) or run_dir().exists()
+
+
+# --- network --------------------------------------------------------------------
+
+def make_network(nodes: list[LabNode]) -> None:
+    sh("ip", "netns", "add", SWITCH_NS)
+    in_switch("ip", "link", "set", "lo", "up")
+    for bridge in ("br-pub", "br-vpc"):
+        in_switch("ip", "link", "add", bridge, "type", "bridge")
+        in_switch("ip", "link", "set", bridge, "up")
+    prefix = PUBLIC_NET.split("/")[1]
+    for address in (f"{GATEWAY}/{prefix}", f"{SECOND_CLIENT}/{prefix}", f"{METADATA_IP}/32"):
+        in_switch("ip", "addr", "add", address, "dev", "br-pub")
+    for node in nodes:
+        sh("ip", "netns", "add", node.netns)
+        sh("ip", "-n", node.netns, "link", "set", "lo", "up")
+        for lab_end, node_end, bridge in ((node.veth_pub, "eth0", "br-pub"), (node.veth_vpc, "eth1", "br-vpc")):
+            sh("ip", "-n", SWITCH_NS, "link", "add", lab_end, "type", "veth", "peer", "name", node_end,
+               "netns", node.netns)
+            in_switch("ip", "link", "set", lab_end, "master", bridge, "up")
+
+
+# --- nodes ------------------------------------------------------------------------
+
+def network_config(node: LabNode) -> str:
+    """NoCloud network-config v2: the two interfaces a droplet has."""
+    return yaml.safe_dump({"version": 2, "ethernets": {
+        "eth0": {"addresses": [f"{node.public_ip}/24", f"{node.anchor_ip}/16"],
+                 "routes": [{"to": "0.0.0.0/0", "via": GATEWAY}]},
+        "eth1": {"addresses": [f"{node.private_ip}/24"]},
+    }}, sort_keys=False)
+
+
+def prepare_root(node: LabNode, base: Path, user_data: str) -> None:
+    for sub in ("upper", "work", "root"):
+        (node.dir / sub).mkdir(parents=True, exist_ok=True)
+    sh("mount", "-t", "overlay", "overlay", "-o",
+       f"lowerdir={base},upperdir={node.dir / 'upper'},workdir={node.dir / 'work'}", str(node.root))
+    seed = node.root / "var/lib/cloud/seed/nocloud"
+    seed.mkdir(parents=True, exist_ok=True)
+    (seed / "user-data").write_text(user_data)
+    (seed / "meta-data").write_text(yaml.safe_dump({
+        "instance-id": f"lab-{node.name}-{node.droplet_id}", "local-hostname": node.name}))
+    (seed / "network-config").write_text(network_config(node))
+
+
+def boot(node: LabNode) -> None:
+    logfile = open(node.dir / "console.log", "w")
+    proc = subprocess.Popen(
+        ["systemd-nspawn", "-q", "-D", str(node.root), "-M", node.machine, "--boot",
+         "--register=no", "--keep-unit", "--console=passive",
+         f"--network-namespace-path=/run/netns/{node.netns}",
+         "--capability=CAP_NET_ADMIN,CAP_NET_RAW,CAP_SYS_NICE,CAP_IPC_LOCK",
+         "--bind=/dev/fuse"],
+        env=os.environ | NSPAWN_ENV, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (node.dir / "nspawn.pid").write_text(str(proc.pid))
+
+
+def cloud_init_result(node: LabNode) -> dict | None:
+    """cloud-init's final result, read from the node's disk (no SSH needed)."""
+    try:
+        return json.loads((node.root / "var/lib/cloud/data/result.json").read_text())["v1"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+
+
+def wait_for_cloud_init(nodes: list[LabNode], timeout: float = BOOT_TIMEOUT) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout
+    results: dict[str, dict] = {}
+    while len(results) < len(nodes):
+        for node in nodes:
+            if node.name not in results and (result := cloud_init_result(node)) is not None:
+                results[node.name] = result
+                log(f"{node.name}: cloud-init finished, errors: {result.get('errors') or 'none'}")
+        if time.monotonic() > deadline:
+            missing = [n.name for n in nodes if n.name not in results]
+            raise TimeoutError(f"cloud-init did not finish on {missing} within {timeout:.0f} s")
+        time.sleep(0.5)
+    return results
+
+
+# --- up -------------------------------------------------------------------------------
+
+def lab_program() -> Run:
+    """The `lab` stack evaluated under mocks with the lab's addresses and admin key."""
+    nodes = lab_nodes()
+    addresses = Addresses(
+        public={n.name: n.public_ip for n in nodes},
+        private={n.name: n.private_ip for n in nodes},
+        reserved_ip=RESERVED_IP,
+    )
+    admin_pub = (run_dir() / "admin_key.pub").read_text().strip()
+    raw = render.stack_config(STACK, REPO / "lab/stack.yaml") | {"do-ha-stack:adminSshKeys": [admin_pub]}
+    return run_program(STACK, raw, addresses)
+
+
+def render_lab() -> Path:
+    out = run_dir() / "render"
+    render.write(lab_program(), out)
+    return out
+
+
+def up() -> None:
+    t0 = time.monotonic()
+    if is_stale():
+        log("a previous lab is still here; removing it")
+        down()
+    base = image.ensure_image("node")
+    nodes = lab_nodes()
+    run_dir().mkdir(parents=True)
+    os.chmod(run_dir(), 0o700)
+    state_file().write_text(json.dumps({"nodes": [n.name for n in nodes], "started": time.time()}))
+    admin_key = run_dir() / "admin_key"
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lab-admin", "-f", str(admin_key))
+    out = render_lab()
+    make_network(nodes)
+    for node in nodes:
+        prepare_root(node, base, (out / node.name / "user-data").read_text())
+        boot(node)
+    t_boot = time.monotonic()
+    results = wait_for_cloud_init(nodes)
+    failed = {name: r["errors"] for name, r in results.items() if r.get("errors")}
+    if failed:
+        raise RuntimeError(f"cloud-init reported errors: {failed}")
+    t_ready = time.monotonic()
+    from lab import replay  # noqa: PLC0415 (needs the booted lab)
+    ran = replay.replay_all()
+    t_done = time.monotonic()
+    timings = {"render_and_network_s": round(t_boot - t0, 1), "cloud_init_s": round(t_ready - t_boot, 1),
+               "replay_s": round(t_done - t_ready, 1), "total_s": round(t_done - t0, 1),
+               "commands_run": ran}
+    state = load_state() | {"timings": timings}
+    state_file().write_text(json.dumps(state))
+    print_summary(nodes, timings)
+
+
+def print_summary(nodes: list[LabNode], timings: dict) -> None:
+    key = run_dir() / "admin_key"
+    print(f"lab is up in {timings['total_s']} s (cloud-init {timings['cloud_init_s']} s, "
+          f"replay {timings['replay_s']} s, {timings['commands_run']} commands)")
+    print(f"reserved IP: {RESERVED_IP} (DigitalOcean API stand-in on {GATEWAY}:{API_PORT})")
+    for node in nodes:
+        print(f"  {node.name:8} public {node.public_ip:15} private {node.private_ip:12} "
+              f"ssh: ip netns exec {SWITCH_NS} ssh -i {key} deploy@{node.public_ip}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.lab")
+    parser.add_argument("action", choices=["up", "down", "status"])
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("the lab needs root (namespaces, mounts, containers)", file=sys.stderr)
+        return 1
+    if args.action == "up":
+        try:
+            up()
+        except BaseException:
+            log("bring-up failed; the lab is left for inspection, `make lab-down` removes it")
+            raise
+    elif args.action == "down":
+        down()
+    else:
+        print(json.dumps(load_state(), indent=2) if state_file().exists() else "no lab")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

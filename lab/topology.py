@@ -1,0 +1,87 @@
+"""The lab's fixed layout: names, addresses and paths. Everything stays inside
+network namespaces the lab creates; no lab address is ever routed off this machine.
+
+    [dohs-lab namespace: the "internet" side, the DO API and metadata stand-in]
+        br-pub 203.0.113.1/24 (+ .250 as a second client, 169.254.169.254)
+          |-- eth0 of each node: public 203.0.113.1N, anchor 10.19.0.1N
+        br-vpc (no address: the lab namespace is outside the VPC)
+          |-- eth1 of each node: private 10.99.0.1N
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PREFIX = "dohs-"
+SWITCH_NS = f"{PREFIX}lab"
+PUBLIC_NET = "203.0.113.0/24"
+GATEWAY = "203.0.113.1"
+SECOND_CLIENT = "203.0.113.250"  # the fail2ban test bans this one, never the gateway
+RESERVED_IP = "203.0.113.100"
+METADATA_IP = "169.254.169.254"
+API_PORT = 8080
+API_URL = f"http://{GATEWAY}:{API_PORT}"
+VPC_RANGE = "10.99.0.0/24"
+STACK = "lab"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def lab_dir() -> Path:
+    return Path(os.environ.get("DO_HA_LAB_DIR", "/var/lib/do-ha-stack-lab"))
+
+
+def run_dir() -> Path:
+    """Per-run state (overlays, render, keys, logs); removed by `make lab-down`."""
+    return lab_dir() / "run"
+
+
+@dataclass(frozen=True)
+class LabNode:
+    name: str  # app1, app2, witness (the program's node names)
+    index: int
+
+    @property
+    def netns(self) -> str:
+        return f"{PREFIX}{self.name}"
+
+    @property
+    def machine(self) -> str:
+        return f"{PREFIX}{self.name}"
+
+    @property
+    def public_ip(self) -> str:
+        return f"203.0.113.{11 + self.index}"
+
+    @property
+    def private_ip(self) -> str:
+        return f"10.99.0.{11 + self.index}"
+
+    @property
+    def anchor_ip(self) -> str:
+        return f"10.19.0.{11 + self.index}"
+
+    @property
+    def droplet_id(self) -> int:
+        return 5000 + self.index
+
+    @property
+    def veth_pub(self) -> str:  # lab-side end; 15 characters at most
+        return f"p-{self.name}"[:15]
+
+    @property
+    def veth_vpc(self) -> str:
+        return f"v-{self.name}"[:15]
+
+    @property
+    def dir(self) -> Path:
+        return run_dir() / "nodes" / self.name
+
+    @property
+    def root(self) -> Path:
+        return self.dir / "root"
+
+
+def nodes_for(names: list[str]) -> list[LabNode]:
+    return [LabNode(name, i) for i, name in enumerate(names)]
