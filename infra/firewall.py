@@ -89,7 +89,7 @@ class Firewalls(pulumi.ComponentResource):
         tags = [network.stack_tag, *network.role_tags.values()]
         self.firewalls = [
             do.Firewall(
-                spec.name.removeprefix(f"{stack_tag(cfg)}-"),
+                spec.name.removeprefix(f"{stack_tag(cfg)}-") + "-firewall",
                 name=spec.name,
                 tags=list(spec.tags),
                 inbound_rules=[_inbound(r) for r in spec.inbound],

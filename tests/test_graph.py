@@ -92,7 +92,7 @@ def test_no_cluster_port_is_reachable_from_outside_the_stack_tag(stack_run: Run)
                 assert not rule.get("sourceAddresses"), f"{fw.name} opens cluster ports to addresses"
                 assert rule["sourceTags"] == [stack_tag], f"{fw.name} opens cluster ports to {rule['sourceTags']}"
     # ...and the cluster firewall really opens every cluster port within the stack
-    cluster_fw = stack_run.by_name("cluster")
+    cluster_fw = stack_run.by_name("cluster-firewall")
     for proto, ports in cluster.items():
         opened = set().union(*(_ports(r) for r in cluster_fw.inputs["inboundRules"] if r["protocol"] == proto))
         assert ports <= opened
@@ -109,9 +109,9 @@ def test_public_exposure_is_ssh_from_allowed_ranges_and_public_ports(stack_run: 
             if ports == {22}:
                 assert sources == set(cfg.ssh_allowed_cidrs)
             else:
-                assert fw.name == "public-app" and sources == PUBLIC
+                assert fw.name == "public-app-firewall" and sources == PUBLIC
                 assert ports <= set(cfg.public_tcp_ports)
-    witness_fw = stack_run.by_name("public-witness")
+    witness_fw = stack_run.by_name("public-witness-firewall")
     assert {p for r in witness_fw.inputs["inboundRules"] for p in _ports(r)} == {22}
 
 
@@ -205,4 +205,4 @@ def test_no_witness_means_no_witness_resources() -> None:
     run = run_program("staging", stack_config("staging") | {"do-ha-stack:witness": False,
                                                              "do-ha-stack:appNodeCount": 3})
     assert sorted(d.name for d in run.of_type(DROPLET)) == ["app1", "app2", "app3"]
-    assert "public-witness" not in {f.name for f in run.of_type(FIREWALL)}
+    assert "public-witness-firewall" not in {f.name for f in run.of_type(FIREWALL)}
