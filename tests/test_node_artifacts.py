@@ -12,6 +12,7 @@ from infra.mocks import Run, run_program
 from infra.render import stack_config, user_data
 from infra.userdata import CLOUDINIT_DIR, packages_for, render, sshd_dropin
 from tests.conftest import plain_config
+from tests.expect import EXPECTED_SSHD
 from tests.tools import cloud_init_schema, shellcheck, sshd_effective, tools_root
 
 pytestmark = pytest.mark.tools
@@ -53,27 +54,6 @@ def test_skipping_packages_changes_nothing_else(staging: Run, no_packages: Run) 
         assert full == bare
 
 
-EXPECTED_SSHD = {
-    "permitrootlogin": "no",
-    "passwordauthentication": "no",
-    "kbdinteractiveauthentication": "no",
-    "permitemptypasswords": "no",
-    "pubkeyauthentication": "yes",
-    "authenticationmethods": "publickey",
-    "allowusers": "deploy",
-    "maxauthtries": "3",
-    "allowtcpforwarding": "no",
-    "allowagentforwarding": "no",
-    "allowstreamlocalforwarding": "no",
-    "x11forwarding": "no",
-    "permittunnel": "no",
-    "permituserenvironment": "no",
-    "loglevel": "VERBOSE",
-    "hostkeyalgorithms": "ssh-ed25519,ssh-ed25519-cert-v01@openssh.com",
-    "ciphers": "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,"
-               "aes256-ctr,aes192-ctr,aes128-ctr",
-    "macs": "hmac-sha2-512-etm@openssh.com,hmac-sha2-256-etm@openssh.com,umac-128-etm@openssh.com",
-}
 
 
 @pytest.mark.parametrize("fallback", [True, False])

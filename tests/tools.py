@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from lab.image import ensure_image
+from tests.expect import parse_sshd_t
 
 
 def tools_root() -> Path:
@@ -61,11 +62,7 @@ def sshd_effective(root: Path, dropins: dict[str, str], extra: Sequence[str] = (
         if test.returncode != 0:
             return test, {}
         effective = chroot(root, "/usr/sbin/sshd", "-T", "-f", f"{inside}/sshd_config", *extra)
-    values: dict[str, str] = {}
-    for line in effective.stdout.splitlines():
-        key, _, value = line.partition(" ")
-        values.setdefault(key, value)
-    return effective, values
+    return effective, parse_sshd_t(effective.stdout)
 
 
 def shellcheck(root: Path, script: Path) -> subprocess.CompletedProcess[str]:

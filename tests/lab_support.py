@@ -1,0 +1,70 @@
+"""Helpers for the lab tier: reach nodes the way an admin would, from the lab's public side."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from dataclasses import dataclass
+
+from lab.topology import SWITCH_NS, LabNode, run_dir
+
+SSH_OPTS = ["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"]
+
+
+def in_lab(*cmd: str, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", SWITCH_NS, *cmd], capture_output=True, text=True,
+                          timeout=timeout, input=input)
+
+
+@dataclass
+class Admin:
+    """SSH as the deploy user with the lab's admin key over one multiplexed connection.
+
+    Multiplexing keeps the tests far below ufw's SSH rate limit (6 new
+    connections per 30 s per source), which is itself under test.
+    """
+
+    node: LabNode
+
+    def run(self, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = in_lab("ssh", "-i", str(run_dir() / "admin_key"), *SSH_OPTS,
+                        "-o", "ControlMaster=auto", "-o", f"ControlPath={run_dir()}/cm-%C",
+                        "-o", "ControlPersist=300", f"deploy@{self.node.public_ip}", command)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{self.node.name}: {command!r} exited {result.returncode}: "
+                                 f"{result.stdout[-1500:]}{result.stderr[-1500:]}")
+        return result
+
+    def sudo(self, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.run(f"sudo -n {command}", check=check)
+
+
+PROBE = r"""
+import json, socket, sys
+host, ports, source = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+out = {}
+for port in ports:
+    s = socket.socket(); s.settimeout(2.0)
+    if source: s.bind((source, 0))
+    try:
+        s.connect((host, port)); out[port] = "open"
+    except ConnectionRefusedError:
+        out[port] = "refused"
+    except OSError:
+        out[port] = "filtered"
+    finally:
+        s.close()
+print(json.dumps(out))
+"""
+
+
+def probe_tcp(host: str, ports: list[int], source: str = "", netns: str = SWITCH_NS) -> dict[int, str]:
+    """open / refused (the host answered) / filtered (no answer) for each port, seen from `netns`."""
+    result = subprocess.run(["ip", "netns", "exec", netns, "python3", "-c", PROBE, host, json.dumps(ports), source],
+                            capture_output=True, text=True, timeout=10 + 3 * len(ports), check=True)
+    return {int(k): v for k, v in json.loads(result.stdout).items()}
+
+
+__all__ = ["Admin", "in_lab", "probe_tcp", "SSH_OPTS", "socket"]
