@@ -49,7 +49,7 @@ class Registration:
     def to_json(self) -> dict[str, Any]:
         return {
             "urn": self.urn, "type": self.type, "name": self.name, "parent": self.parent,
-            "custom": self.custom, "dependencies": self.dependencies, "protect": self.protect,
+            "custom": self.custom, "dependencies": sorted(self.dependencies), "protect": self.protect,
             "ignoreChanges": self.ignore_changes, "replaceOnChanges": self.replace_on_changes,
             "additionalSecretOutputs": self.additional_secret_outputs,
             "deletedWith": self.deleted_with, "secretInputs": self.secret_inputs,
@@ -125,18 +125,19 @@ class StackMocks(pulumi.runtime.Mocks):
     def __init__(self, stack: str, addresses: Addresses) -> None:
         self.stack = stack
         self.addresses = addresses
-        self._next_id = 1000
         # resource name -> generated secret outputs (the lab needs the real values)
         self.generated: dict[str, dict[str, str]] = {}
 
-    def _id(self) -> str:
-        self._next_id += 1
-        return str(self._next_id)
+    @staticmethod
+    def _id(kind: str, name: str) -> str:
+        # Derived from the resource, not registration order (which is concurrent),
+        # so renders are byte-for-byte repeatable.
+        return str(100000 + int(hashlib.sha256(f"{kind}::{name}".encode()).hexdigest()[:8], 16) % 900000)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         state = dict(args.inputs)
-        rid = self._id()
         kind = args.typ
+        rid = self._id(kind, args.name)
         if kind == "digitalocean:index/droplet:Droplet":
             state.update(
                 ipv4Address=self.addresses.public[args.name],

@@ -120,7 +120,7 @@ def write(run: Run, out: Path, secrets_dir: Path | None = None) -> None:
     for node, text in user_data(run).items():
         (out / node).mkdir(exist_ok=True)
         (out / node / "user-data").write_text(text)
-    resources = [r.to_json() for r in run.registrations]
+    resources = [r.to_json() for r in sorted(run.registrations, key=lambda r: r.urn)]
     (out / "resources.json").write_text(json.dumps(resources, indent=2, sort_keys=True) + "\n")
     (out / "commands.json").write_text(json.dumps(commands(run), indent=2) + "\n")
     (out / "outputs.json").write_text(json.dumps(run.outputs, indent=2, sort_keys=True) + "\n")
