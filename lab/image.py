@@ -63,6 +63,10 @@ NODE_BASE_PACKAGES: tuple[str, ...] = (
     "ca-certificates",
     "locales",
     "systemd-sysv",
+    # priority "important", so on every standard install but not in minbase: without
+    # cron, logwatch's and rkhunter's cron.daily jobs would silently never run.
+    "cron",
+    "logrotate",
     # cloud-init tries renderers eni > netplan > networkd; ifupdown makes it pick eni
     # (/etc/network/interfaces.d/50-cloud-init, brought up by networking.service),
     # as on DigitalOcean's Debian images. Without it, networkd would be picked but
@@ -140,7 +144,7 @@ def image_path(kind: str) -> pathlib.Path:
 def _host_apt_entries() -> Iterator[tuple[str, list[str]]]:
     """(uri, suites) of every enabled deb entry in the host's apt config."""
     root = HOST_APT_DIR
-    files = [root / "sources.list"] + sorted((root / "sources.list.d").glob("*"))
+    files = [root / "sources.list", *sorted((root / "sources.list.d").glob("*"))]
     for f in files:
         if not f.is_file():
             continue
@@ -153,7 +157,8 @@ def _host_apt_entries() -> Iterator[tuple[str, list[str]]]:
                         continue
                     k, v = line.split(":", 1)
                     fields[k.strip().lower()] = v.strip()
-                if fields.get("enabled", "yes").lower() == "no" or "deb" not in fields.get("types", "").split():
+                enabled = fields.get("enabled", "yes").lower() != "no"
+                if not enabled or "deb" not in fields.get("types", "").split():
                     continue
                 for uri in fields.get("uris", "").split():
                     yield uri, fields.get("suites", "").split()
@@ -215,7 +220,8 @@ def _mounts_under(path: pathlib.Path) -> list[str]:
 
 def _in_use(path: pathlib.Path) -> bool:
     """True if anything is mounted in the image or uses it (e.g. an overlay lower dir)."""
-    return bool(_mounts_under(path)) or str(path.resolve()) in pathlib.Path("/proc/self/mountinfo").read_text()
+    mountinfo = pathlib.Path("/proc/self/mountinfo").read_text()
+    return bool(_mounts_under(path)) or str(path.resolve()) in mountinfo
 
 
 def _kill_chroot_procs(root: pathlib.Path) -> None:
@@ -405,6 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--kind", required=True, choices=KINDS)
     ap.add_argument("--print-key", action="store_true", help="print the image path without building")
     args = ap.parse_args(argv)
+    # SIGTERM as an exception, so an interrupted build unmounts /proc and removes its
+    # temp root instead of leaving both behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(image_path(args.kind) if args.print_key else ensure_image(args.kind))
     return 0
 

@@ -66,6 +66,18 @@ _DROP = {"example", "examples", "description", "title", "discriminator", "xml",
          "externalDocs", "deprecated", "readOnly", "writeOnly", "nullable"}
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: PyYAML's 1.1 rules read the droplet status enum's
+    `off` (and on/yes/no) as booleans, which would reject a correct "off"."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
 def default_root() -> Path:
     """The `specification` folder: $DO_OPENAPI_DIR, else shared/ beside the repo."""
     env = os.environ.get("DO_OPENAPI_DIR")
@@ -130,7 +142,7 @@ class Spec:
     def _load(self, path: Path) -> Any:
         if path not in self._files:
             with path.open() as f:
-                self._files[path] = yaml.safe_load(f)
+                self._files[path] = yaml.load(f, Loader=_Yaml12Loader)
         return self._files[path]
 
     def _deref(self, ref: str, loc: _Loc) -> tuple[Any, _Loc] | None:
@@ -249,9 +261,9 @@ class Spec:
             prop = disc["propertyName"]
             rules = []
             for value, ref in disc["mapping"].items():
-                target = self._convert({"$ref": ref}, loc, True, stack)
+                mapped = self._convert({"$ref": ref}, loc, True, stack)
                 rules.append({"if": {"properties": {prop: {"const": value}}, "required": [prop]},
-                              "then": target})
+                              "then": mapped})
             out.setdefault("allOf", []).extend(rules)
 
         if self.strict and not in_combinator and _shape(out) == "declared":
