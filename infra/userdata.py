@@ -121,8 +121,7 @@ def render(cfg: StackConfig, hostname: str, role: str, authorized_keys: Sequence
             _file("/etc/logwatch/conf/logwatch.conf", read("files/logwatch.conf"), defer=True),
         ] + [
             _file(f"/etc/systemd/system/{unit}", read(f"files/{unit}"), defer=True)
-            for unit in ("do-ha-rkhunter.service", "do-ha-rkhunter.timer",
-                         "do-ha-logwatch.service", "do-ha-logwatch.timer")
+            for unit in ("do-ha-logwatch.service", "do-ha-logwatch.timer")
         ],
         "runcmd": [["/usr/local/sbin/do-ha-harden"]],
     }

@@ -27,7 +27,7 @@ from infra import render
 from infra.mocks import Addresses, Run, run_program
 from lab import image
 from lab.topology import (
-    API_PORT, GATEWAY, METADATA_IP, PREFIX, PUBLIC_NET, RESERVED_IP, SECOND_CLIENT, STACK,
+    API_PORT, AUDITOR_IP, AUDITOR_NS, GATEWAY, METADATA_IP, PREFIX, PUBLIC_NET, RESERVED_IP, SECOND_CLIENT, STACK,
     SWITCH_NS, REPO, LabNode, nodes_for, run_dir,
 )
 
@@ -109,6 +109,20 @@ def _mounts_under(path: Path) -> list[str]:
     return sorted(mounts, key=len, reverse=True)
 
 
+def kill_node(node: LabNode) -> None:
+    """Hard power-off: SIGKILL nspawn and every process of the container (its init first)."""
+    pid_file = node.dir / "nspawn.pid"
+    if pid_file.exists():
+        _kill([int(pid_file.read_text())])
+    for _ in range(50):
+        pids = _pids_rooted_under(node.root)
+        if not pids:
+            return
+        _kill(pids)
+        time.sleep(0.1)
+    raise RuntimeError(f"{node.name}: processes survive SIGKILL: {pids}")
+
+
 def down() -> None:
     """Remove every container, process, mount and namespace the lab made."""
     start = time.monotonic()
@@ -155,6 +169,12 @@ def make_network(nodes: list[LabNode]) -> None:
     prefix = PUBLIC_NET.split("/")[1]
     for address in (f"{GATEWAY}/{prefix}", f"{SECOND_CLIENT}/{prefix}", f"{METADATA_IP}/32"):
         in_switch("ip", "addr", "add", address, "dev", "br-pub")
+    sh("ip", "netns", "add", AUDITOR_NS)
+    sh("ip", "-n", SWITCH_NS, "link", "add", "p-auditor", "type", "veth", "peer", "name", "eth0", "netns", AUDITOR_NS)
+    in_switch("ip", "link", "set", "p-auditor", "master", "br-pub", "up")
+    for cmd in (("link", "set", "lo", "up"), ("link", "set", "eth0", "up"),
+                ("addr", "add", f"{AUDITOR_IP}/{prefix}", "dev", "eth0")):
+        sh("ip", "-n", AUDITOR_NS, *cmd)
     for node in nodes:
         sh("ip", "netns", "add", node.netns)
         sh("ip", "-n", node.netns, "link", "set", "lo", "up")
@@ -180,6 +200,11 @@ def prepare_root(node: LabNode, base: Path, user_data: str) -> None:
         (node.dir / sub).mkdir(parents=True, exist_ok=True)
     sh("mount", "-t", "overlay", "overlay", "-o",
        f"lowerdir={base},upperdir={node.dir / 'upper'},workdir={node.dir / 'work'}", str(node.root))
+    # Container-only: the overlay root cannot be remounted, so this unit would fail
+    # on every lab node (a droplet remounts its disk fine). Masked per node, not in the image.
+    units = node.root / "etc/systemd/system"
+    units.mkdir(parents=True, exist_ok=True)
+    (units / "systemd-remount-fs.service").symlink_to("/dev/null")
     seed = node.root / "var/lib/cloud/seed/nocloud"
     seed.mkdir(parents=True, exist_ok=True)
     (seed / "user-data").write_text(user_data)
@@ -225,6 +250,50 @@ def wait_for_cloud_init(nodes: list[LabNode], timeout: float = BOOT_TIMEOUT) -> 
     return results
 
 
+# --- the DigitalOcean stand-in ----------------------------------------------------------
+
+def start_api(nodes: list[LabNode]) -> None:
+    """API and metadata stand-in in the switch namespace; the reserved IP starts on app1,
+    as the program's one-time assignment leaves it."""
+    from infra.naming import droplet_name
+    from infra.config import parse
+
+    cfg = parse(STACK, {k.split(":", 1)[1]: v for k, v in
+                        render.stack_config(STACK, REPO / "lab/stack.yaml").items()} | {"adminSshKeys": [
+                            (run_dir() / "admin_key.pub").read_text().strip()]})
+    state = {
+        "region": cfg.region,
+        "droplets": [{"id": n.droplet_id, "name": droplet_name(cfg, n.name), "public_ipv4": n.public_ip,
+                      "private_ipv4": n.private_ip, "anchor_ipv4": n.anchor_ip,
+                      "tags": [f"do-ha-stack-{STACK}", f"do-ha-stack-{STACK}-{'witness' if n.name == 'witness' else 'app'}"]}
+                     for n in nodes],
+        "reserved_ips": [{"ip": RESERVED_IP, "droplet_id": nodes[0].droplet_id}],
+    }
+    (run_dir() / "api-config.json").write_text(json.dumps(state, indent=1))
+    token = run_dir() / "api_token"
+    token.touch(mode=0o600)
+    token.write_text(os.urandom(24).hex())
+    hook = run_dir() / "hook"
+    hook.write_text(f"#!/bin/sh\ncd {REPO} && exec {sys.executable} -m lab.hook \"$@\"\n")
+    hook.chmod(0o700)
+    in_switch("ip", "link", "set", "lo", "up")
+    log_file = open(run_dir() / "api.log", "w")
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", SWITCH_NS, sys.executable, "-m", "lab.do_api",
+         "--state", str(run_dir() / "api-config.json"), "--state-out", str(run_dir() / "api-state.json"),
+         "--token-file", str(token), "--api-listen", f"{GATEWAY}:{API_PORT}",
+         "--metadata-listen", f"{METADATA_IP}:80", "--hook", str(hook)],
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    (run_dir() / "api.pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + 20
+    while not (run_dir() / "api-state.json").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the API stand-in did not start: {(run_dir() / 'api.log').read_text()[-2000:]}")
+        time.sleep(0.1)
+    # What DigitalOcean does on the program's initial assignment.
+    sh("ip", "netns", "exec", SWITCH_NS, str(hook), "assign", RESERVED_IP, str(nodes[0].droplet_id))
+
+
 # --- up -------------------------------------------------------------------------------
 
 def lab_program() -> Run:
@@ -260,6 +329,7 @@ def up() -> None:
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lab-admin", "-f", str(admin_key))
     out = render_lab()
     make_network(nodes)
+    start_api(nodes)
     for node in nodes:
         prepare_root(node, base, (out / node.name / "user-data").read_text())
         boot(node)
@@ -292,7 +362,8 @@ def print_summary(nodes: list[LabNode], timings: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.lab")
-    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("action", choices=["up", "down", "status", "boot"])
+    parser.add_argument("node", nargs="?", help="for boot: the node to start again (power_on)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("the lab needs root (namespaces, mounts, containers)", file=sys.stderr)
@@ -305,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
     elif args.action == "down":
         down()
+    elif args.action == "boot":
+        node = next(n for n in lab_nodes() if n.name == args.node)
+        kill_node(node)  # nothing may be left of the previous boot
+        boot(node)
     else:
         print(json.dumps(load_state(), indent=2) if state_file().exists() else "no lab")
     return 0

@@ -4,6 +4,7 @@ network namespaces the lab creates; no lab address is ever routed off this machi
     [dohs-lab namespace: the "internet" side, the DO API and metadata stand-in]
         br-pub 203.0.113.1/24 (+ .250 as a second client, 169.254.169.254)
           |-- eth0 of each node: public 203.0.113.1N, anchor 10.19.0.1N
+          |-- eth0 of the auditor namespace: 203.0.113.251
         br-vpc (no address: the lab namespace is outside the VPC)
           |-- eth1 of each node: private 10.99.0.1N
 """
@@ -19,6 +20,10 @@ SWITCH_NS = f"{PREFIX}lab"
 PUBLIC_NET = "203.0.113.0/24"
 GATEWAY = "203.0.113.1"
 SECOND_CLIENT = "203.0.113.250"  # the fail2ban test bans this one, never the gateway
+# An admin workstation of its own (namespace + address), for scans such as
+# ssh-audit whose connections count against the SSH rate limit per source.
+AUDITOR_NS = f"{PREFIX}auditor"
+AUDITOR_IP = "203.0.113.251"
 RESERVED_IP = "203.0.113.100"
 METADATA_IP = "169.254.169.254"
 API_PORT = 8080

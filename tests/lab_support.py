@@ -13,9 +13,8 @@ SSH_OPTS = ["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHost
             "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"]
 
 
-def in_lab(*cmd: str, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", SWITCH_NS, *cmd], capture_output=True, text=True,
-                          timeout=timeout, input=input)
+def in_lab(*cmd: str, timeout: float = 120, netns: str = SWITCH_NS) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", netns, *cmd], capture_output=True, text=True, timeout=timeout)
 
 
 @dataclass
@@ -28,17 +27,17 @@ class Admin:
 
     node: LabNode
 
-    def run(self, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(self, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         result = in_lab("ssh", "-i", str(run_dir() / "admin_key"), *SSH_OPTS,
                         "-o", "ControlMaster=auto", "-o", f"ControlPath={run_dir()}/cm-%C",
-                        "-o", "ControlPersist=300", f"deploy@{self.node.public_ip}", command)
+                        "-o", "ControlPersist=300", f"deploy@{self.node.public_ip}", command, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"{self.node.name}: {command!r} exited {result.returncode}: "
                                  f"{result.stdout[-1500:]}{result.stderr[-1500:]}")
         return result
 
-    def sudo(self, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run(f"sudo -n {command}", check=check)
+    def sudo(self, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return self.run(f"sudo -n {command}", check=check, timeout=timeout)
 
 
 PROBE = r"""
@@ -68,3 +67,29 @@ def probe_tcp(host: str, ports: list[int], source: str = "", netns: str = SWITCH
 
 
 __all__ = ["Admin", "in_lab", "probe_tcp", "SSH_OPTS", "socket"]
+
+
+API_CLIENT = r"""
+import json, sys, urllib.request, urllib.error
+method, url, token, body = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+req = urllib.request.Request(url, method=method, data=body.encode() if body else None,
+                             headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        print(json.dumps({"status": r.status, "body": json.loads(r.read() or b"null")}))
+except urllib.error.HTTPError as e:
+    print(json.dumps({"status": e.code, "body": json.loads(e.read() or b"null")}))
+"""
+
+
+def api(method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
+    """Call the lab's DigitalOcean stand-in from the lab's public side."""
+    from lab.topology import API_URL
+
+    token = token if token is not None else (run_dir() / "api_token").read_text().strip()
+    # The token travels on stdin-free argv of a process inside the lab only; it is a lab token.
+    result = subprocess.run(["ip", "netns", "exec", SWITCH_NS, "python3", "-c", API_CLIENT, method,
+                             API_URL + path, token, json.dumps(body) if body else ""],
+                            capture_output=True, text=True, timeout=30, check=True)
+    reply = json.loads(result.stdout)
+    return reply["status"], reply["body"]

@@ -13,7 +13,7 @@ import pytest
 
 from lab import lab as lab_mod
 from lab import replay
-from lab.topology import GATEWAY, SECOND_CLIENT, VPC_RANGE, LabNode, run_dir
+from lab.topology import AUDITOR_IP, AUDITOR_NS, SECOND_CLIENT, VPC_RANGE, LabNode, run_dir
 from tests.expect import EXPECTED_SSHD, parse_sshd_t
 from tests.lab_support import SSH_OPTS, Admin, in_lab, probe_tcp
 
@@ -73,8 +73,10 @@ def test_effective_sshd_configuration(nodes: list[LabNode]) -> None:
 def test_ssh_audit_has_no_failure_and_only_the_fallback_warning(nodes: list[LabNode], report: dict) -> None:
     tool = str(Path(os.sys.executable).with_name("ssh-audit"))
     for node in nodes:
-        # The DHEat rate test would trip the SSH rate limit: skip it.
-        result = in_lab(tool, "-j", "--skip-rate-test", node.public_ip)
+        # From the auditor's own address: its handful of connections count against
+        # the per-source SSH rate limit, and its DHEat rate test would trip it.
+        Admin(node).sudo(f"fail2ban-client set sshd unbanip {AUDITOR_IP}", check=False)
+        result = in_lab(tool, "-j", "--skip-rate-test", node.public_ip, netns=AUDITOR_NS)
         audit = json.loads(result.stdout)
         findings = []
         for section in ("kex", "key", "enc", "mac"):
@@ -92,9 +94,10 @@ def test_ssh_audit_has_no_failure_and_only_the_fallback_warning(nodes: list[LabN
 def test_root_and_password_logins_are_refused(nodes: list[LabNode]) -> None:
     key = str(run_dir() / "admin_key")
     node = nodes[0]
-    root = in_lab("ssh", "-i", key, *SSH_OPTS, f"root@{node.public_ip}", "true")
+    # From the second client, whose failures fail2ban may count (the ban test unbans it).
+    root = in_lab("ssh", "-i", key, *SSH_OPTS, "-b", SECOND_CLIENT, f"root@{node.public_ip}", "true")
     assert root.returncode == 255 and "Permission denied" in root.stderr
-    password = in_lab("ssh", *SSH_OPTS, "-o", "PubkeyAuthentication=no",
+    password = in_lab("ssh", *SSH_OPTS, "-b", SECOND_CLIENT, "-o", "PubkeyAuthentication=no",
                       "-o", "PreferredAuthentications=password,keyboard-interactive", f"deploy@{node.public_ip}", "true")
     assert password.returncode == 255 and "Permission denied (publickey)" in password.stderr
     # and the admin key does work for the deploy user
@@ -105,15 +108,15 @@ def test_failed_logins_get_the_source_banned_then_unbanned(nodes: list[LabNode])
     node = nodes[-1]
     admin = Admin(node)
     admin.sudo(f"fail2ban-client set sshd unbanip {SECOND_CLIENT}", check=False)
-    banned = False
-    for _ in range(8):
+    # maxretry is 5; stay within ufw's 6 new connections per 30 s from this source.
+    for _ in range(5):
         in_lab("ssh", *SSH_OPTS, "-b", SECOND_CLIENT, "-o", "PubkeyAuthentication=no",
                "-o", "PreferredAuthentications=password", f"nosuchuser@{node.public_ip}", "true", timeout=20)
-        if SECOND_CLIENT in admin.sudo("fail2ban-client status sshd").stdout:
-            banned = True
-            break
-        time.sleep(1)
-    assert banned, admin.sudo("fail2ban-client status sshd").stdout
+    # fail2ban's journal backend reads in batches: give it time to act.
+    deadline = time.monotonic() + 90
+    while SECOND_CLIENT not in (status := admin.sudo("fail2ban-client status sshd").stdout):
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
     assert probe_tcp(node.public_ip, [22], source=SECOND_CLIENT)[22] == "filtered"
     assert probe_tcp(node.public_ip, [22])[22] == "open"  # the ban is per source
     admin.sudo(f"fail2ban-client set sshd unbanip {SECOND_CLIENT}")
@@ -124,7 +127,8 @@ def test_ufw_is_active_with_the_intended_rules(nodes: list[LabNode]) -> None:
     for node in nodes:
         status = Admin(node).sudo("ufw status verbose").stdout
         assert "Status: active" in status
-        assert "Default: deny (incoming), allow (outgoing), deny (routed)" in status
+        # routed shows "disabled" while the node does not forward at all
+        assert re.search(r"Default: deny \(incoming\), allow \(outgoing\), (deny|disabled) \(routed\)", status), status
         assert re.search(r"^22/tcp\s+LIMIT IN\s+203\.0\.113\.0/24", status, re.M), status
         for port in ("2224/tcp", "3306/tcp", "24007:24008/tcp", "49152:49251/tcp", "5404:5406/udp"):
             assert re.search(rf"^{re.escape(port)}\s+ALLOW IN\s+{re.escape(VPC_RANGE)}", status, re.M), port
@@ -145,15 +149,21 @@ def test_unattended_upgrades_are_effective(nodes: list[LabNode]) -> None:
 
 def test_daily_scans_and_baseline(nodes: list[LabNode]) -> None:
     for node in nodes:
-        assert Admin(node).run("systemctl is-active do-ha-rkhunter.timer do-ha-logwatch.timer fail2ban").stdout.split() == [
+        assert Admin(node).run("systemctl is-active do-ha-logwatch.timer fail2ban cron").stdout.split() == [
             "active"] * 3
         assert Admin(node).sudo("test -s /var/lib/rkhunter/db/rkhunter.dat", check=False).returncode == 0
+        assert 'CRON_DAILY_RUN="true"' in Admin(node).run("cat /etc/default/rkhunter").stdout
+        # the daily scan runs clean against the first-boot baseline
+        scan = Admin(node).sudo("rkhunter --check --cronjob --report-warnings-only", check=False, timeout=600)
+        assert scan.returncode == 0, scan.stdout[-3000:]
 
 
 def test_public_side_sees_only_ssh_and_public_ports(nodes: list[LabNode]) -> None:
     for node in nodes:
-        seen = probe_tcp(node.public_ip, [22, 80, 443] + CLUSTER_TCP)
-        assert seen[22] == "open"
+        # Port 22 is proven open by every admin session; a bare TCP probe of it
+        # would count as a failed login for fail2ban (mode aggressive).
+        assert Admin(node).run("true").returncode == 0
+        seen = probe_tcp(node.public_ip, [80, 443] + CLUSTER_TCP)
         for port in CLUSTER_TCP:
             assert seen[port] == "filtered", f"{node.name}:{port} answers from the public side"
         if node.name == "witness":
@@ -167,13 +177,13 @@ def test_cluster_ports_answer_inside_the_vpc(nodes: list[LabNode]) -> None:
     # The same ports the public side cannot see do answer between nodes, so the
     # public-side check above is the firewall's doing, not an idle port.
     a, b = _app(nodes)[:2]
-    seen = probe_tcp(b.private_ip, [24007, 2224], netns=a.netns)
-    assert seen[24007] == "open", seen
+    seen = probe_tcp(b.private_ip, [2224], netns=a.netns)  # pcsd listens from boot
+    assert seen[2224] == "open", seen
 
 
 def test_lynis_hardening_index(nodes: list[LabNode], report: dict) -> None:
     node = _app(nodes)[0]
-    result = Admin(node).sudo("lynis audit system --quick --no-colors --no-log", check=False)
+    result = Admin(node).sudo("lynis audit system --quick --no-colors --no-log", check=False, timeout=900)
     match = re.search(r"Hardening index : (\d+)", result.stdout)
     assert match, result.stdout[-2000:]
     index = int(match.group(1))

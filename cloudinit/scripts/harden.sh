@@ -40,8 +40,9 @@ configure_ufw() {
 }
 
 configure_rkhunter() {
-	# Daily scans come from do-ha-rkhunter.timer; Debian's cron job stays off.
-	sed -i -e 's/^CRON_DAILY_RUN=.*/CRON_DAILY_RUN="false"/' \
+	# Debian's daily cron job does the scan (report to root); no signature updates
+	# from the web, and apt refreshes the baseline after upgrades.
+	sed -i -e 's/^CRON_DAILY_RUN=.*/CRON_DAILY_RUN="true"/' \
 		-e 's/^CRON_DB_UPDATE=.*/CRON_DB_UPDATE="false"/' \
 		-e 's/^APT_AUTOGEN=.*/APT_AUTOGEN="true"/' /etc/default/rkhunter
 	if [ ! -s /var/lib/rkhunter/db/rkhunter.dat ]; then
@@ -55,8 +56,10 @@ main() {
 	configure_ufw
 	configure_rkhunter
 	systemctl daemon-reload
-	systemctl enable --now fail2ban.service unattended-upgrades.service \
-		do-ha-rkhunter.timer do-ha-logwatch.timer
+	# logwatch: our timer writes the daily report to /var/log/logwatch; Debian's
+	# cron job would mail the same report, so it is switched off (run-parts skips it).
+	if [ -f /etc/cron.daily/00logwatch ]; then chmod a-x /etc/cron.daily/00logwatch; fi
+	systemctl enable --now fail2ban.service unattended-upgrades.service do-ha-logwatch.timer
 	systemctl restart fail2ban.service
 	# chrony is skipped by its own unit condition where time cannot be set (lab).
 	systemctl enable --now chrony.service || log "chrony did not start"

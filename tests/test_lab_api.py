@@ -1,0 +1,93 @@
+"""The lab's DigitalOcean stand-in acting for real: metadata per node, the reserved IP
+moving between nodes, and power actions that really stop and start a node."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from lab import lab as lab_mod
+from lab.topology import RESERVED_IP, LabNode, run_dir
+from tests.lab_support import SSH_OPTS, Admin, api, in_lab
+from tests.test_lab import nodes  # noqa: F401  (the session's lab)
+
+pytestmark = pytest.mark.lab
+
+
+def _wait_action(path: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = api("GET", path)
+        assert status == 200, body
+        if body["action"]["status"] != "in-progress":
+            return body["action"]
+        assert time.monotonic() < deadline, body
+        time.sleep(0.3)
+
+
+def _assign(ip: str, node: LabNode) -> None:
+    for _ in range(20):  # 422 while an earlier action on the IP is pending
+        status, body = api("POST", f"/v2/reserved_ips/{ip}/actions", {"type": "assign", "droplet_id": node.droplet_id})
+        if status != 422:
+            break
+        time.sleep(0.5)
+    assert status == 201, body
+    action = _wait_action(f"/v2/reserved_ips/{ip}/actions/{body['action']['id']}")
+    assert action["status"] == "completed", action
+
+
+def _holder_hostname() -> str:
+    """Whoever answers on the reserved IP, asked over SSH through it."""
+    result = in_lab("ssh", "-i", str(run_dir() / "admin_key"), *SSH_OPTS, f"deploy@{RESERVED_IP}", "hostname")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def _metadata(node: LabNode, path: str) -> str:
+    return Admin(node).run(f"curl -fsS http://169.254.169.254/metadata/v1/{path}").stdout.strip()
+
+
+def test_metadata_answers_each_node_about_itself(nodes: list[LabNode]) -> None:
+    for node in nodes:
+        assert _metadata(node, "id") == str(node.droplet_id)
+        assert _metadata(node, "interfaces/public/0/ipv4/address") == node.public_ip
+        assert _metadata(node, "interfaces/public/0/anchor_ipv4/address") == node.anchor_ip
+        assert _metadata(node, "interfaces/private/0/ipv4/address") == node.private_ip
+
+
+def test_api_refuses_a_wrong_token(nodes: list[LabNode]) -> None:
+    status, body = api("GET", "/v2/reserved_ips", token="not-the-token")
+    assert status == 401 and body["id"] == "unauthorized"
+
+
+def test_reserved_ip_really_moves_with_its_assignment(nodes: list[LabNode]) -> None:
+    app1, app2 = nodes[0], nodes[1]
+    assert _metadata(app1, "reserved_ip/ipv4/active") == "true"
+    assert _holder_hostname() == "do-ha-stack-lab-app1"
+    _assign(RESERVED_IP, app2)
+    assert _holder_hostname() == "do-ha-stack-lab-app2"
+    assert _metadata(app2, "reserved_ip/ipv4/active") == "true"
+    assert _metadata(app1, "reserved_ip/ipv4/active") == "false"
+    status, body = api("GET", f"/v2/reserved_ips/{RESERVED_IP}")
+    assert body["reserved_ip"]["droplet"]["id"] == app2.droplet_id
+    _assign(RESERVED_IP, app1)  # leave it where the program put it
+    assert _holder_hostname() == "do-ha-stack-lab-app1"
+
+
+def test_power_off_really_stops_the_node_and_power_on_boots_it(nodes: list[LabNode]) -> None:
+    witness = nodes[-1]
+    status, body = api("POST", f"/v2/droplets/{witness.droplet_id}/actions", {"type": "power_off"})
+    assert status == 201, body
+    assert _wait_action(f"/v2/actions/{body['action']['id']}")["status"] == "completed"
+    assert lab_mod._pids_rooted_under(witness.root) == []
+    assert api("GET", f"/v2/droplets/{witness.droplet_id}")[1]["droplet"]["status"] == "off"
+    status, body = api("POST", f"/v2/droplets/{witness.droplet_id}/actions", {"type": "power_on"})
+    assert status == 201, body
+    assert _wait_action(f"/v2/actions/{body['action']['id']}")["status"] == "completed"
+    deadline = time.monotonic() + 120
+    while Admin(witness).run("systemctl is-system-running --wait", check=False).stdout.strip() not in (
+            "running", "degraded"):
+        assert time.monotonic() < deadline, "the witness did not come back"
+        time.sleep(2)
+    assert Admin(witness).run("cloud-init status").stdout.strip().endswith("done")
