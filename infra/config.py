@@ -276,6 +276,8 @@ def parse(stack: str, raw: Mapping[str, Any]) -> StackConfig:
     values: dict[str, Any] = {}
     for key, (default, check) in SETTINGS.items():
         value = raw.get(key)
+        if default is None and value == "":  # Pulumi.yaml's empty default: derive it
+            value = None
         if value is None:
             if default is REQUIRED:
                 raise ConfigError(key, "is not set", f"set it with `pulumi config set {PROJECT}:{key} ...`")

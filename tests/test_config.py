@@ -108,3 +108,24 @@ def test_bad_config_registers_nothing() -> None:
     from pulumi.runtime import settings
     # the program stopped before its first resource: only the root stack exists
     assert settings.SETTINGS.monitor.registrations == []
+
+
+def test_pulumi_yaml_schema_matches_the_settings() -> None:
+    # Every setting is declared with a type and description; defaults agree with the code's.
+    from pathlib import Path
+
+    import yaml
+
+    from infra.config import REQUIRED, SETTINGS
+
+    schema = yaml.safe_load((Path(__file__).parent.parent / "Pulumi.yaml").read_text())["config"]
+    assert set(schema) == set(SETTINGS)
+    for key, (default, _) in SETTINGS.items():
+        assert schema[key]["type"] in ("string", "integer", "boolean", "array") and schema[key]["description"]
+        if default is REQUIRED:
+            assert "default" not in schema[key], key
+        elif default is None:
+            assert schema[key]["default"] == "", key
+        else:
+            assert schema[key]["default"] == default, key
+    assert parse("staging", plain_config("staging") | {"environment": ""}).environment == "Staging"
