@@ -45,9 +45,13 @@ configure_rkhunter() {
 	sed -i -e 's/^CRON_DAILY_RUN=.*/CRON_DAILY_RUN="true"/' \
 		-e 's/^CRON_DB_UPDATE=.*/CRON_DB_UPDATE="false"/' \
 		-e 's/^APT_AUTOGEN=.*/APT_AUTOGEN="true"/' /etc/default/rkhunter
-	if [ ! -s /var/lib/rkhunter/db/rkhunter.dat ]; then
+	# The package's own postinst already wrote a baseline, before the deploy user
+	# and the other packages existed: take ours once, after everything is in place.
+	if [ ! -e /var/lib/do-ha-stack/rkhunter-baseline ]; then
 		log "taking the rkhunter baseline"
 		rkhunter --propupd --nocolors >/dev/null
+		mkdir -p /var/lib/do-ha-stack
+		date -u +%FT%TZ >/var/lib/do-ha-stack/rkhunter-baseline
 	fi
 }
 
