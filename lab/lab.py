@@ -279,7 +279,8 @@ def start_api(nodes: list[LabNode]) -> None:
     in_switch("ip", "link", "set", "lo", "up")
     log_file = open(run_dir() / "api.log", "w")
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", SWITCH_NS, sys.executable, "-m", "lab.do_api",
+        # Only the network namespace is switched (see lab.hook.power_on).
+        ["nsenter", f"--net=/run/netns/{SWITCH_NS}", sys.executable, "-m", "lab.do_api",
          "--state", str(run_dir() / "api-config.json"), "--state-out", str(run_dir() / "api-state.json"),
          "--token-file", str(token), "--api-listen", f"{GATEWAY}:{API_PORT}",
          "--metadata-listen", f"{METADATA_IP}:80", "--hook", str(hook)],

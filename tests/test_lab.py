@@ -7,7 +7,6 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -19,39 +18,14 @@ from tests.lab_support import SSH_OPTS, Admin, in_lab, probe_tcp
 
 pytestmark = pytest.mark.lab
 CLUSTER_TCP = [2224, 3306, 24007]
-REPORT = Path(os.environ.get("LAB_REPORT", "build/lab-report.json"))
-
-
-def _lab_is_up() -> bool:
-    state = lab_mod.load_state()
-    return "timings" in state and all(lab_mod.cloud_init_result(n) for n in lab_mod.lab_nodes())
-
-
-@pytest.fixture(scope="session")
-def nodes() -> Iterator[list[LabNode]]:
-    if os.geteuid() != 0:
-        pytest.fail("the lab tier needs root")
-    reuse = _lab_is_up()
-    if not reuse:
-        lab_mod.up()
-    yield lab_mod.lab_nodes()
-    if not reuse and not os.environ.get("LAB_KEEP"):
-        lab_mod.down()
-
-
-@pytest.fixture(scope="session")
-def report() -> Iterator[dict]:
-    data: dict = {}
-    yield data
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(json.dumps(data, indent=2))
 
 
 def _app(nodes: list[LabNode]) -> list[LabNode]:
     return [n for n in nodes if n.name != "witness"]
 
 
-def test_cloud_init_finished_without_errors(nodes: list[LabNode]) -> None:
+def test_cloud_init_finished_without_errors(nodes: list[LabNode], report: dict) -> None:
+    report["lab_up"] = lab_mod.load_state().get("timings")
     for node in nodes:
         status = Admin(node).run("cloud-init status --long", check=False)
         assert status.returncode == 0, status.stdout
@@ -198,11 +172,11 @@ def test_lynis_hardening_index(nodes: list[LabNode], report: dict) -> None:
     # Lab nodes have no route to a mirror: skip the tests that refresh apt's lists
     # (they would only wait for network time-outs). Everything else runs.
     Admin(node).run("printf 'skip-test=PKGS-7390\\nskip-test=PKGS-7392\\n' | sudo tee /etc/lynis/custom.prf >/dev/null")
-    result = Admin(node).sudo("lynis audit system --quick --no-colors --no-log", check=False, timeout=900)
-    match = re.search(r"Hardening index : (\d+)", result.stdout)
-    assert match, result.stdout[-2000:]
-    index = int(match.group(1))
-    suggestions = re.findall(r"^\s+\* (.+)$", result.stdout, re.M)
+    result = Admin(node).sudo("lynis audit system --quick --no-colors", check=False, timeout=900)
+    assert re.search(r"Hardening index : \d+", result.stdout), result.stdout[-2000:]
+    data = Admin(node).sudo("cat /var/log/lynis-report.dat").stdout
+    index = int(re.search(r"^hardening_index=(\d+)$", data, re.M).group(1))
+    suggestions = re.findall(r"^suggestion\[\]=([^|]+\|[^|]+)", data, re.M)
     report["lynis"] = {"node": node.name, "hardening_index": index, "suggestions": suggestions}
     print(f"\nlynis hardening index on {node.name}: {index} (goal 80); {len(suggestions)} suggestions")
     assert 0 < index <= 100

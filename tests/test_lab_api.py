@@ -10,7 +10,6 @@ import pytest
 from lab import lab as lab_mod
 from lab.topology import RESERVED_IP, LabNode, run_dir
 from tests.lab_support import SSH_OPTS, Admin, api, in_lab
-from tests.test_lab import nodes  # noqa: F401  (the session's lab)
 
 pytestmark = pytest.mark.lab
 
@@ -90,4 +89,6 @@ def test_power_off_really_stops_the_node_and_power_on_boots_it(nodes: list[LabNo
             "running", "degraded"):
         assert time.monotonic() < deadline, "the witness did not come back"
         time.sleep(2)
-    assert Admin(witness).run("cloud-init status").stdout.strip().endswith("done")
+    # the node came back from its own disk: same instance, first boot not repeated
+    assert Admin(witness).run("cloud-init status --wait").stdout.strip().endswith("done")
+    assert Admin(witness).run("test -s /var/lib/do-ha-stack/hardened").returncode == 0

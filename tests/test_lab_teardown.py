@@ -1,0 +1,45 @@
+"""`make lab-down` leaves nothing behind, also after an interrupted run.
+
+Runs last in the lab tier (file order): it tears the session's lab down for real,
+after adding the debris an interrupted bring-up can leave.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from lab import lab as lab_mod
+from lab.topology import PREFIX, run_dir
+
+pytestmark = pytest.mark.lab
+
+
+def _namespaces() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)]
+
+
+def test_down_removes_everything_even_half_made_debris(nodes: list, report: dict) -> None:
+    # Debris of an interrupted run: a namespace with a process in it, and a mount.
+    subprocess.run(["ip", "netns", "add", f"{PREFIX}debris"], check=True)
+    sleeper = subprocess.Popen(["ip", "netns", "exec", f"{PREFIX}debris", "sleep", "600"])
+    debris = run_dir() / "nodes" / "debris" / "root"
+    debris.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(debris)], check=True)
+    assert lab_mod.is_stale()
+
+    start = time.monotonic()
+    lab_mod.down()
+    report["lab_down_s"] = round(time.monotonic() - start, 2)
+
+    assert _namespaces() == []
+    assert lab_mod._mounts_under(run_dir()) == []
+    assert not run_dir().exists()
+    assert lab_mod._pids_rooted_under(run_dir()) == []
+    assert sleeper.wait(timeout=10) != 0  # killed, not finished
+    for node in nodes:
+        assert lab_mod._pids_rooted_under(node.root) == []
+    assert not lab_mod.is_stale()
