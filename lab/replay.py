@@ -76,7 +76,8 @@ def replay_all(plan: list[dict[str, Any]] | None = None) -> int:
             took = time.monotonic() - start
             if result.returncode != 0:
                 # Output may carry secrets only when the program marks it; show stderr tail.
-                shown = "[hidden]" if cmd.get("logging") == "none" else result.stderr[-2000:]
+                shown = "[hidden]" if cmd.get("logging") == "none" else \
+                    f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
                 raise RuntimeError(f"{cmd['name']} failed on {cmd['host']} (exit {result.returncode}): {shown}")
             log(f"{cmd['name']} on {cmd['host']}: ok in {took:.1f} s")
             state[cmd["name"]] = print_
