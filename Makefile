@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STACK  ?= staging
 OUT    ?= build/$(STACK)
 
-.PHONY: setup test test-unit render bench lab lab-down host-packages
+.PHONY: setup test test-unit render bench lab lab-down host-packages preview up destroy state-bucket
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -38,3 +38,20 @@ lab: setup
 
 lab-down: setup
 	$(PY) -m lab.lab down
+
+# The Pulumi CLI for one stack: make preview|up|destroy STACK=staging|prod
+# (STACK must be given; its default above is only for render). infra/cli_guard
+# checks the CLI, the backend login and the DigitalOcean token first, and
+# refuses `destroy STACK=prod` without CONFIRM_DESTROY_PROD=yes.
+# Extra pulumi flags: ARGS='--yes --skip-preview'.
+GIVEN_STACK = $(if $(filter file,$(origin STACK)),,$(STACK))
+
+preview up destroy: setup
+	CONFIRM_DESTROY_PROD='$(CONFIRM_DESTROY_PROD)' $(PY) -m infra.cli_guard $@ '$(GIVEN_STACK)' $(ARGS)
+
+# The Pulumi state bucket on DigitalOcean Spaces (private, versioned):
+# make state-bucket BUCKET=name REGION=fra1 [ENDPOINT=https://...]
+state-bucket: setup
+	$(if $(BUCKET),,$(error BUCKET is required: make state-bucket BUCKET=name REGION=fra1))
+	$(if $(REGION),,$(error REGION is required: make state-bucket BUCKET=name REGION=fra1))
+	$(PY) -m infra.state_backend --bucket='$(BUCKET)' --region='$(REGION)' $(if $(ENDPOINT),--endpoint='$(ENDPOINT)')

@@ -115,7 +115,11 @@ def render(cfg: StackConfig, hostname: str, role: str, authorized_keys: Sequence
             _file("/etc/do-ha-stack/node.env", node_env(cfg, role), "0600"),
             _file("/etc/sysctl.d/90-do-ha-stack.conf", read("files/sysctl-hardening.conf")),
             _file("/usr/local/sbin/do-ha-harden", read("scripts/harden.sh"), "0755"),
-            _file("/etc/fail2ban/jail.d/do-ha-sshd.local", read("files/fail2ban-sshd.local"), defer=True),
+            # jail.local: the override file fail2ban reads last, untouched by upgrades
+            _file("/etc/fail2ban/jail.local", read("files/fail2ban-sshd.local"), defer=True),
+            _file("/etc/modprobe.d/do-ha-stack.conf", read("files/modprobe-blacklist.conf")),
+            _file("/etc/issue", read("files/issue.net")),
+            _file("/etc/issue.net", read("files/issue.net")),
             _file("/etc/apt/apt.conf.d/90do-ha-stack-upgrades", read("files/apt-auto-upgrades.conf"), defer=True),
             _file("/etc/rkhunter.conf.local", read("files/rkhunter.conf.local"), defer=True),
             _file("/etc/logwatch/conf/logwatch.conf", read("files/logwatch.conf"), defer=True),

@@ -16,6 +16,9 @@ EXPECTED_SSHD = {
     "permittunnel": "no",
     "permituserenvironment": "no",
     "loglevel": "VERBOSE",
+    "banner": "/etc/issue.net",
+    "compression": "no",
+    "tcpkeepalive": "no",
     "hostkeyalgorithms": "ssh-ed25519,ssh-ed25519-cert-v01@openssh.com",
     "ciphers": "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,"
                "aes256-ctr,aes192-ctr,aes128-ctr",

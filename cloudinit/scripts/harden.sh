@@ -58,15 +58,43 @@ configure_rkhunter() {
 	fi
 }
 
+set_login_def() {
+	if grep -q "^$1[[:space:]]" /etc/login.defs; then
+		sed -i "s/^$1[[:space:]].*/$1\t$2/" /etc/login.defs
+	else
+		printf '%s\t%s\n' "$1" "$2" >>/etc/login.defs
+	fi
+}
+
+harden_accounts_and_files() {
+	# New files private to their owner by default; password ageing and hashing
+	# rounds for any password ever set (the deploy user has none).
+	set_login_def UMASK 027
+	set_login_def PASS_MAX_DAYS 365
+	set_login_def PASS_MIN_DAYS 1
+	set_login_def SHA_CRYPT_MIN_ROUNDS 65536
+	# Scheduled jobs and sshd's configuration readable by root only.
+	chmod 0600 /etc/crontab /etc/ssh/sshd_config
+	chmod 0700 /etc/cron.d /etc/cron.daily /etc/cron.hourly /etc/cron.weekly /etc/cron.monthly
+	if [ -f /etc/default/sysstat ]; then
+		sed -i 's/^ENABLED=.*/ENABLED="true"/' /etc/default/sysstat
+	fi
+	# debsums: weekly check of installed files against their packages.
+	if [ -f /etc/default/debsums ]; then
+		sed -i 's/^CRON_CHECK=.*/CRON_CHECK=weekly/' /etc/default/debsums
+	fi
+}
+
 main() {
 	apply_sysctls
+	harden_accounts_and_files
 	configure_ufw
 	configure_rkhunter
 	systemctl daemon-reload
 	# logwatch: our timer writes the daily report to /var/log/logwatch; Debian's
 	# cron job would mail the same report, so it is switched off (run-parts skips it).
 	if [ -f /etc/cron.daily/00logwatch ]; then chmod a-x /etc/cron.daily/00logwatch; fi
-	systemctl enable --now fail2ban.service unattended-upgrades.service do-ha-logwatch.timer
+	systemctl enable --now fail2ban.service unattended-upgrades.service do-ha-logwatch.timer sysstat.service
 	systemctl restart fail2ban.service
 	# chrony is skipped by its own unit condition where time cannot be set (lab).
 	systemctl enable --now chrony.service || log "chrony did not start"
