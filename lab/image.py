@@ -32,6 +32,8 @@ from collections.abc import Iterator, Sequence
 
 import yaml
 
+from lab.procfs import mounts_under, pids_rooted_under
+
 # Bump when the build steps change in a way the package lists do not show.
 BUILDER_VERSION = "2"
 RELEASE = "trixie"
@@ -208,41 +210,27 @@ def trixie_sources(main: str, security: str | None) -> str:
 # --- mounts, processes and removal ----------------------------------------------
 
 
-def _mounts_under(path: pathlib.Path) -> list[str]:
-    prefix = str(path.resolve())
-    found = []
-    for line in pathlib.Path("/proc/self/mountinfo").read_text().splitlines():
-        mnt = line.split()[4].encode().decode("unicode_escape")
-        if mnt == prefix or mnt.startswith(prefix + "/"):
-            found.append(mnt)
-    return found
-
-
 def _in_use(path: pathlib.Path) -> bool:
     """True if anything is mounted in the image or uses it (e.g. an overlay lower dir)."""
     mountinfo = pathlib.Path("/proc/self/mountinfo").read_text()
-    return bool(_mounts_under(path)) or str(path.resolve()) in mountinfo
+    return bool(mounts_under(path)) or str(path.resolve()) in mountinfo
 
 
 def _kill_chroot_procs(root: pathlib.Path) -> None:
     """Stop daemons a maintainer script may have left running inside our build root."""
-    target = str(root.resolve())
-    for pid_dir in pathlib.Path("/proc").glob("[0-9]*"):
-        try:
-            if os.readlink(pid_dir / "root") == target:
-                log(f"killing leftover process {pid_dir.name} in build root")
-                os.kill(int(pid_dir.name), signal.SIGKILL)
-        except (OSError, ValueError):
-            continue
+    for pid in pids_rooted_under(root):
+        log(f"killing leftover process {pid} in build root")
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _remove_tree(path: pathlib.Path) -> None:
     # rmtree through a live /proc or /dev mount would hit the host: unmount first,
     # and refuse if anything is still mounted.
     _kill_chroot_procs(path)
-    for mnt in sorted(_mounts_under(path), key=len, reverse=True):
+    for mnt in mounts_under(path):
         subprocess.run(["umount", "-l", mnt], check=False)
-    if _mounts_under(path):
+    if mounts_under(path):
         raise RuntimeError(f"refusing to delete {path}: still has mounts")
     shutil.rmtree(path)
 

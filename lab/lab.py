@@ -24,14 +24,19 @@ from pathlib import Path
 import yaml
 
 from infra import render
+from infra.config import StackConfig, parse
 from infra.mocks import Addresses, Run, run_program
+from infra.naming import droplet_name, role_of, role_tag, stack_tag
 from lab import image
+from lab.procfs import mounts_under, pids_rooted_under
 from lab.topology import (
     API_PORT, AUDITOR_IP, AUDITOR_NS, GATEWAY, METADATA_IP, PREFIX, PUBLIC_NET, RESERVED_IP, SECOND_CLIENT, STACK,
     SWITCH_NS, REPO, LabNode, nodes_for, run_dir,
 )
 
 BOOT_TIMEOUT = 300.0
+# Stands in for the lab's admin key where only names and addresses are needed.
+PLACEHOLDER_ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKEEDKvaNL0z6KEvR1fQ3iWj9K3r4lzzh+husUhCQxzO lab"
 NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}  # trixie's systemd under bookworm's nspawn
 
 
@@ -68,29 +73,17 @@ def load_state() -> dict:
 def lab_nodes() -> list[LabNode]:
     names = load_state().get("nodes")
     if names is None:
-        cfg = yaml.safe_load((REPO / "lab/stack.yaml").read_text())["config"]
-        count = int(cfg.get("do-ha-stack:appNodeCount", 2))
-        names = [f"app{i}" for i in range(1, count + 1)] + (["witness"] if cfg.get("do-ha-stack:witness", True) else [])
+        names = list(lab_config().node_names)
     return nodes_for(names)
 
 
+def lab_config(admin_key: str = PLACEHOLDER_ADMIN_KEY) -> StackConfig:
+    """The lab stack's validated settings (the admin key is the lab's own, made at `up`)."""
+    plain = {k.split(":", 1)[1]: v for k, v in render.stack_config(STACK, REPO / "lab/stack.yaml").items()}
+    return parse(STACK, plain | {"adminSshKeys": [admin_key]})
+
+
 # --- teardown -------------------------------------------------------------------
-
-def _pids_rooted_under(path: Path) -> list[int]:
-    """Processes whose root directory is inside `path` (a container's whole tree)."""
-    pids = []
-    target = str(path)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            root = os.readlink(entry / "root")
-        except OSError:
-            continue
-        if root == target or root.startswith(target + "/"):
-            pids.append(int(entry.name))
-    return pids
-
 
 def _kill(pids: list[int]) -> None:
     for pid in pids:
@@ -100,22 +93,13 @@ def _kill(pids: list[int]) -> None:
             pass
 
 
-def _mounts_under(path: Path) -> list[str]:
-    mounts = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split()[4]
-        if point == str(path) or point.startswith(str(path) + "/"):
-            mounts.append(point)
-    return sorted(mounts, key=len, reverse=True)
-
-
 def kill_node(node: LabNode) -> None:
     """Hard power-off: SIGKILL nspawn and every process of the container (its init first)."""
     pid_file = node.dir / "nspawn.pid"
     if pid_file.exists():
         _kill([int(pid_file.read_text())])
     for _ in range(50):
-        pids = _pids_rooted_under(node.root)
+        pids = pids_rooted_under(node.root)
         if not pids:
             return
         _kill(pids)
@@ -135,7 +119,7 @@ def down() -> None:
         except (ValueError, OSError):
             pass
     for _ in range(20):
-        pids = _pids_rooted_under(base)
+        pids = pids_rooted_under(base)
         if not pids:
             break
         _kill(pids)
@@ -144,7 +128,7 @@ def down() -> None:
     namespaces = [n for n in sh("ip", "netns", "list", capture=True).split() if n.startswith(PREFIX)]
     for ns in namespaces:
         _kill([int(p) for p in sh("ip", "netns", "pids", ns, capture=True, check=False).split()])
-    for point in _mounts_under(base):
+    for point in mounts_under(base):
         sh("umount", "-l", point, check=False)
     for ns in namespaces:
         sh("ip", "netns", "delete", ns, check=False)
@@ -255,17 +239,12 @@ def wait_for_cloud_init(nodes: list[LabNode], timeout: float = BOOT_TIMEOUT) -> 
 def start_api(nodes: list[LabNode]) -> None:
     """API and metadata stand-in in the switch namespace; the reserved IP starts on app1,
     as the program's one-time assignment leaves it."""
-    from infra.naming import droplet_name
-    from infra.config import parse
-
-    cfg = parse(STACK, {k.split(":", 1)[1]: v for k, v in
-                        render.stack_config(STACK, REPO / "lab/stack.yaml").items()} | {"adminSshKeys": [
-                            (run_dir() / "admin_key.pub").read_text().strip()]})
+    cfg = lab_config()
     state = {
         "region": cfg.region,
         "droplets": [{"id": n.droplet_id, "name": droplet_name(cfg, n.name), "public_ipv4": n.public_ip,
                       "private_ipv4": n.private_ip, "anchor_ipv4": n.anchor_ip,
-                      "tags": [f"do-ha-stack-{STACK}", f"do-ha-stack-{STACK}-{'witness' if n.name == 'witness' else 'app'}"]}
+                      "tags": [stack_tag(cfg), role_tag(cfg, role_of(n.name))]}
                      for n in nodes],
         "reserved_ips": [{"ip": RESERVED_IP, "droplet_id": nodes[0].droplet_id}],
     }

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from lab import lab as lab_mod
+from lab.procfs import mounts_under, pids_rooted_under
 from lab.topology import PREFIX, run_dir
 
 pytestmark = pytest.mark.lab
@@ -36,10 +37,10 @@ def test_down_removes_everything_even_half_made_debris(nodes: list, report: dict
     report["lab_down_s"] = round(time.monotonic() - start, 2)
 
     assert _namespaces() == []
-    assert lab_mod._mounts_under(run_dir()) == []
+    assert mounts_under(run_dir()) == []
     assert not run_dir().exists()
-    assert lab_mod._pids_rooted_under(run_dir()) == []
+    assert pids_rooted_under(run_dir()) == []
     assert sleeper.wait(timeout=10) != 0  # killed, not finished
     for node in nodes:
-        assert lab_mod._pids_rooted_under(node.root) == []
+        assert pids_rooted_under(node.root) == []
     assert not lab_mod.is_stale()
