@@ -72,6 +72,7 @@ class StackConfig:
     replace_on_user_data_change: bool
     droplet_backups: bool
     register_admin_ssh_keys: bool
+    cluster_api_url: str
 
     @property
     def node_names(self) -> tuple[str, ...]:
@@ -225,6 +226,19 @@ def _environment(key: str, value: Any) -> str:
     return value
 
 
+def _api_url(key: str, value: Any) -> str:
+    allowed = "an http(s) URL of the DigitalOcean API without a path, such as https://api.digitalocean.com"
+    if not isinstance(value, str) or not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", value):
+        raise ConfigError(key, f"{value!r} is not an API base URL", allowed)
+    return value
+
+
+def _token(key: str, value: Any) -> None:
+    # Checked for shape only; the value is read as a Pulumi secret (secret_setting).
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{16,256}", value):
+        raise ConfigError(key, "is not an API token", SECRET_SETTINGS[key])
+
+
 def _non_empty(key: str, items: list[Any], what: str) -> list[Any]:
     if not items:
         raise ConfigError(key, "is empty", f"at least one {what}")
@@ -259,6 +273,15 @@ SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "replaceOnUserDataChange": (False, _bool),
     "dropletBackups": (False, _bool),
     "registerAdminSshKeys": (True, _bool),
+    "clusterApiUrl": ("https://api.digitalocean.com", _api_url),
+}
+
+# Secret settings: validated like the others but never kept in StackConfig; the
+# program reads them as Pulumi secrets (secret_setting), so they stay secret end to end.
+SECRET_SETTINGS: dict[str, str] = {
+    "failoverApiToken": "a DigitalOcean API token with write scope (the cluster moves the reserved IP "
+                        "and fences droplets with it), set with "
+                        f"`pulumi config set --secret {PROJECT}:failoverApiToken`",
 }
 
 def _field(key: str) -> str:
@@ -270,9 +293,9 @@ def _field(key: str) -> str:
 
 def parse(stack: str, raw: Mapping[str, Any]) -> StackConfig:
     """Validate raw settings (keys without the project prefix) into a StackConfig."""
-    unknown = sorted(set(raw) - set(SETTINGS))
+    unknown = sorted(set(raw) - set(SETTINGS) - set(SECRET_SETTINGS))
     if unknown:
-        raise ConfigError(unknown[0], "is not a setting of this project", ", ".join(SETTINGS))
+        raise ConfigError(unknown[0], "is not a setting of this project", ", ".join([*SETTINGS, *SECRET_SETTINGS]))
     values: dict[str, Any] = {}
     for key, (default, check) in SETTINGS.items():
         value = raw.get(key)
@@ -287,7 +310,18 @@ def parse(stack: str, raw: Mapping[str, Any]) -> StackConfig:
             value = default
         checked = check(key, value)
         values[_field(key)] = tuple(checked) if isinstance(checked, list) else checked
+    for key, allowed in SECRET_SETTINGS.items():
+        if raw.get(key) in (None, ""):
+            raise ConfigError(key, "is not set", allowed)
+        _token(key, raw[key])
     return StackConfig(stack=stack, **values)
+
+
+def secret_setting(key: str) -> pulumi.Output[str]:
+    """A secret setting as a Pulumi secret (validated by parse before any resource exists)."""
+    if key not in SECRET_SETTINGS:
+        raise KeyError(key)
+    return pulumi.Config(PROJECT).require_secret(key)
 
 
 def load() -> StackConfig:
@@ -296,6 +330,11 @@ def load() -> StackConfig:
     raw: dict[str, Any] = {}
     for key in SETTINGS:
         value = cfg.get(key)
+        if value is not None:
+            raw[key] = value
+    for key in SECRET_SETTINGS:
+        # Read raw for validation only (Config.get would warn about a secret).
+        value = pulumi.runtime.get_config(f"{PROJECT}:{key}")
         if value is not None:
             raw[key] = value
     return parse(pulumi.get_stack(), raw)

@@ -22,6 +22,7 @@ from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from infra import mock_tls
 from infra.config import PROJECT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,10 +155,20 @@ class StackMocks(pulumi.runtime.Mocks):
         elif kind == "digitalocean:index/vpc:Vpc":
             rid = f"vpc-{hashlib.sha1(args.name.encode()).hexdigest()[:12]}"
             state["urn"] = f"do:vpc:{rid}"
+        elif kind == "tls:index/privateKey:PrivateKey" and args.inputs.get("algorithm") == "ECDSA":
+            pem = mock_tls.ecdsa_key_pem(f"{self.stack}/{args.name}")
+            state.update(privateKeyPem=pem)
+            self.generated[args.name] = {"privateKeyPem": pem}
         elif kind == "tls:index/privateKey:PrivateKey":
             private, public = _ed25519_openssh(f"{self.stack}/{args.name}".encode())
             state.update(privateKeyOpenssh=private, publicKeyOpenssh=public)
             self.generated[args.name] = {"privateKeyOpenssh": private}
+        elif kind == "tls:index/selfSignedCert:SelfSignedCert":
+            state["certPem"] = mock_tls.self_signed_cert_pem(f"{self.stack}/{args.name}", _unwrap(dict(args.inputs)))
+        elif kind == "tls:index/certRequest:CertRequest":
+            state["certRequestPem"] = mock_tls.cert_request_pem(_unwrap(dict(args.inputs)))
+        elif kind == "tls:index/locallySignedCert:LocallySignedCert":
+            state["certPem"] = mock_tls.locally_signed_cert_pem(f"{self.stack}/{args.name}", _unwrap(dict(args.inputs)))
         elif kind == "random:index/randomPassword:RandomPassword":
             length = int(args.inputs.get("length", 32))
             digest = hashlib.sha256(f"{self.stack}/{args.name}".encode()).hexdigest()
@@ -222,8 +233,17 @@ def config_values(raw: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+# Stand-ins for the secret settings a real stack keeps encrypted in its config file.
+MOCK_SECRETS = {"failoverApiToken": "mock-failover-api-token-0000"}
+
+
 def run_program(stack: str, raw_config: Mapping[str, Any], addresses: Addresses | None = None) -> Run:
-    """Evaluate __main__.py under mocks with the given settings (keys with or without prefix)."""
+    """Evaluate __main__.py under mocks with the given settings (keys with or without prefix).
+
+    Secret settings the config lacks get MOCK_SECRETS values (as `pulumi preview`
+    would get the stack's encrypted ones)."""
+    raw_config = {**{f"{PROJECT}:{k}": v for k, v in MOCK_SECRETS.items()
+                     if k not in raw_config and f"{PROJECT}:{k}" not in raw_config}, **raw_config}
     from infra.config import parse
 
     plain = {k.split(":", 1)[-1]: v for k, v in raw_config.items() if k.startswith(f"{PROJECT}:") or ":" not in k}
@@ -234,7 +254,10 @@ def run_program(stack: str, raw_config: Mapping[str, Any], addresses: Addresses 
     monitor = RecordingMonitor(mocks)
     settings.ROOT.set(None)  # a fresh root Stack resource per run
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
-    pulumi.runtime.set_all_config(config_values(raw_config))
+    from infra.config import SECRET_SETTINGS
+
+    values = config_values(raw_config)
+    pulumi.runtime.set_all_config(values, [f"{PROJECT}:{k}" for k in SECRET_SETTINGS if f"{PROJECT}:{k}" in values])
     settings.SETTINGS.rpc_manager.clear()
     settings.SETTINGS.outputs.clear()
 

@@ -7,10 +7,12 @@ import pulumi
 from infra.access import Access
 from infra.cluster import Cluster
 from infra.config import StackConfig
+from infra.database import Database
 from infra.firewall import Firewalls
 from infra.monitoring import Monitoring
 from infra.network import Network, ReservedAddress
 from infra.nodes import Nodes
+from infra.storage import SharedStorage
 
 
 class HaStack(pulumi.ComponentResource):
@@ -24,6 +26,13 @@ class HaStack(pulumi.ComponentResource):
         self.nodes = Nodes("nodes", cfg, self.network, self.access, child)
         self.reserved = ReservedAddress("reserved-address", cfg, self.nodes.app_nodes[0].droplet, child)
         self.cluster = Cluster("cluster", cfg, self.nodes, self.access, child)
+        self.storage = SharedStorage("storage", cfg, self.cluster, child)
+        # nginx serves /srv/shared: each node's database step waits for its mount.
+        self.database = Database("database", cfg, self.cluster,
+                                 {name: [mount] for name, mount in self.storage.mounts.items()}, child)
+        self.active = self.cluster.configure_resources(
+            self.database.replication_password, self.reserved.address,
+            [*self.database.handed_over.values(), *self.storage.mounts.values()])
         self.firewalls = Firewalls("firewalls", cfg, self.network, child)
         self.monitoring = Monitoring(
             "monitoring", cfg, self.network.stack_tag,

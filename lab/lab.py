@@ -25,7 +25,7 @@ import yaml
 
 from infra import render
 from infra.config import StackConfig, parse
-from infra.mocks import Addresses, Run, run_program
+from infra.mocks import MOCK_SECRETS, Addresses, Run, run_program
 from infra.naming import droplet_name, role_of, role_tag, stack_tag
 from lab import image
 from lab.procfs import mounts_under, pids_rooted_under
@@ -80,7 +80,7 @@ def lab_nodes() -> list[LabNode]:
 def lab_config(admin_key: str = PLACEHOLDER_ADMIN_KEY) -> StackConfig:
     """The lab stack's validated settings (the admin key is the lab's own, made at `up`)."""
     plain = {k.split(":", 1)[1]: v for k, v in render.stack_config(STACK, REPO / "lab/stack.yaml").items()}
-    return parse(STACK, plain | {"adminSshKeys": [admin_key]})
+    return parse(STACK, plain | {"adminSshKeys": [admin_key], **MOCK_SECRETS})
 
 
 # --- teardown -------------------------------------------------------------------
@@ -236,6 +236,15 @@ def wait_for_cloud_init(nodes: list[LabNode], timeout: float = BOOT_TIMEOUT) -> 
 
 # --- the DigitalOcean stand-in ----------------------------------------------------------
 
+def ensure_api_token() -> Path:
+    """The stand-in's bearer token; the program hands it to the nodes as failoverApiToken."""
+    token = run_dir() / "api_token"
+    if not token.exists():
+        token.touch(mode=0o600)
+        token.write_text(os.urandom(24).hex())
+    return token
+
+
 def start_api(nodes: list[LabNode]) -> None:
     """API and metadata stand-in in the switch namespace; the reserved IP starts on app1,
     as the program's one-time assignment leaves it."""
@@ -249,9 +258,7 @@ def start_api(nodes: list[LabNode]) -> None:
         "reserved_ips": [{"ip": RESERVED_IP, "droplet_id": nodes[0].droplet_id}],
     }
     (run_dir() / "api-config.json").write_text(json.dumps(state, indent=1))
-    token = run_dir() / "api_token"
-    token.touch(mode=0o600)
-    token.write_text(os.urandom(24).hex())
+    token = ensure_api_token()
     hook = run_dir() / "hook"
     hook.write_text(f"#!/bin/sh\ncd {REPO} && exec {sys.executable} -m lab.hook \"$@\"\n")
     hook.chmod(0o700)
@@ -285,7 +292,10 @@ def lab_program() -> Run:
         reserved_ip=RESERVED_IP,
     )
     admin_pub = (run_dir() / "admin_key.pub").read_text().strip()
-    raw = render.stack_config(STACK, REPO / "lab/stack.yaml") | {"do-ha-stack:adminSshKeys": [admin_pub]}
+    # The cluster's agents call the lab's API stand-in with the lab's own token.
+    raw = render.stack_config(STACK, REPO / "lab/stack.yaml") | {
+        "do-ha-stack:adminSshKeys": [admin_pub],
+        "do-ha-stack:failoverApiToken": (run_dir() / "api_token").read_text().strip()}
     return run_program(STACK, raw, addresses)
 
 
@@ -307,6 +317,7 @@ def up() -> None:
     state_file().write_text(json.dumps({"nodes": [n.name for n in nodes], "started": time.time()}))
     admin_key = run_dir() / "admin_key"
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lab-admin", "-f", str(admin_key))
+    ensure_api_token()
     out = render_lab()
     make_network(nodes)
     start_api(nodes)

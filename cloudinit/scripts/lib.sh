@@ -1,0 +1,85 @@
+# Shared helpers for the bootstrap steps pulumi-command runs on the nodes.
+# Prepended to each step script by infra/remote.py; never run on its own.
+#
+# Secrets and files arrive on stdin as a bundle, one item per line:
+#   secret NAME BASE64          -> shell variable SECRET_NAME (never echoed)
+#   file MODE OWNER PATH BASE64 -> written atomically when the content differs
+# so nothing secret is ever part of a command line or a log.
+
+STEP="${0##*/}"  # bash -c sets $0 to the step name
+STATE_DIR=/var/lib/do-ha-stack
+CHANGED=()
+
+log() {
+	printf '%s: %s\n' "$STEP" "$*" >&2
+	logger -t "do-ha-stack" -- "$STEP: $*" 2>/dev/null || true
+}
+
+die() {
+	log "error: $*"
+	exit 1
+}
+
+# quiet COMMAND...: run it silently, but show its output if it fails.
+quiet() {
+	local out
+	if ! out=$("$@" 2>&1); then
+		log "'$1 ${2:-}' failed: $out"
+		return 1
+	fi
+}
+
+# put_file MODE OWNER PATH: stdin becomes PATH, replaced atomically, only if it differs.
+put_file() {
+	local mode=$1 owner=$2 path=$3 tmp
+	install -d -m 0755 "$(dirname "$path")"
+	tmp=$(mktemp "$path.XXXXXX")
+	cat >"$tmp"
+	chmod "$mode" "$tmp"
+	chown "$owner" "$tmp"
+	if [ -f "$path" ] && cmp -s "$tmp" "$path" &&
+		[ "$(stat -c '%a %U:%G' "$path")" = "$(stat -c '%a %U:%G' "$tmp")" ]; then
+		rm -f "$tmp"
+		return 0
+	fi
+	mv -f "$tmp" "$path"
+	CHANGED+=("$path")
+}
+
+# read_bundle: consume stdin (see above).
+read_bundle() {
+	local kind a b c d
+	while read -r kind a b c d; do
+		case "$kind" in
+		secret)
+			[[ "$a" =~ ^[A-Z0-9_]+$ ]] || die "bad secret name in bundle"
+			# Shell variables only: not exported, so no child process sees them.
+			printf -v "SECRET_$a" '%s' "$(printf '%s' "$b" | base64 -d)"
+			;;
+		file) put_file "$a" "$b" "$c" < <(printf "%s" "$d" | base64 -d) ;;
+		'') ;;
+		*) die "unknown bundle item '$kind'" ;;
+		esac
+	done
+}
+
+changed() {
+	local path
+	for path in "${CHANGED[@]}"; do
+		[ "$path" = "$1" ] && return 0
+	done
+	return 1
+}
+
+# wait_for DESCRIPTION SECONDS COMMAND...: poll until COMMAND succeeds.
+wait_for() {
+	local what=$1 seconds=$2 deadline
+	shift 2
+	deadline=$((SECONDS + seconds))
+	until "$@"; do
+		[ "$SECONDS" -lt "$deadline" ] || die "timed out after ${seconds}s waiting for $what"
+		sleep 1
+	done
+}
+
+install -d -m 0755 "$STATE_DIR"
