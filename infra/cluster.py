@@ -19,6 +19,7 @@ from infra.access import Access
 from infra.config import StackConfig, secret_setting
 from infra.naming import child_opts, droplet_name, stack_tag
 from infra.nodes import Node, Nodes
+from infra.ports import CLUSTER_TCP_PORT_RANGES
 from infra.remote import Bundle, NodeFile, step_command
 from infra.userdata import read
 
@@ -33,6 +34,8 @@ WAIT_FOR_FIRST_BOOT = (
 # corosync's token timeout: a silent node is declared dead after token +
 # consensus (1.2 x token), about 2.6 s; long enough not to flap on a busy droplet.
 TOKEN_MS = 1200
+
+BRICK_PORTS = CLUSTER_TCP_PORT_RANGES["gluster-bricks"]
 
 OCF_AGENT_PATH = "/usr/lib/ocf/resource.d/do-ha-stack/reserved-ip"
 FENCE_AGENT_PATH = "/usr/sbin/fence_digitalocean"
@@ -78,9 +81,11 @@ class Cluster(pulumi.ComponentResource):
         self.api_token = secret_setting("failoverApiToken")
         agents = [NodeFile(OCF_AGENT_PATH, read("agents/reserved-ip"), "0755"),
                   NodeFile(FENCE_AGENT_PATH, read("agents/fence_digitalocean"), "0755")]
+        members = pulumi.Output.all(*[member_spec(cfg, n) for n in nodes.nodes])
         self.prepared: dict[str, command.remote.Command] = {
             node.name: step_command(
-                f"{node.name}-cluster-node", "cluster-node", [self.name],
+                f"{node.name}-cluster-node", "cluster-node",
+                members.apply(lambda specs: [self.name, *map(str, BRICK_PORTS), *specs]),
                 connection(cfg, node, access),
                 Bundle({"HACLUSTER_PASSWORD": self.hacluster_password.result,
                         "DO_API_TOKEN": self.api_token}, agents),
@@ -89,8 +94,7 @@ class Cluster(pulumi.ComponentResource):
         }
         self.formed = step_command(
             "cluster-setup", "cluster-setup",
-            pulumi.Output.all(*[member_spec(cfg, n) for n in nodes.nodes]).apply(
-                lambda specs: [self.name, str(TOKEN_MS), *specs]),
+            members.apply(lambda specs: [self.name, str(TOKEN_MS), *specs]),
             connection(cfg, self.bootstrap, access),
             Bundle({"HACLUSTER_PASSWORD": self.hacluster_password.result}),
             child_opts(cfg, self, deleted_with=self.bootstrap.droplet, depends_on=list(self.prepared.values())))

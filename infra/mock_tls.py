@@ -71,7 +71,8 @@ def cert_request_pem(inputs: dict[str, Any]) -> str:
     builder = x509.CertificateSigningRequestBuilder().subject_name(_name(inputs.get("subject")))
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+    return builder.sign(key, hashes.SHA256(), ecdsa_deterministic=True).public_bytes(
+        serialization.Encoding.PEM).decode()
 
 
 def locally_signed_cert_pem(name: str, inputs: dict[str, Any]) -> str:

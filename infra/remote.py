@@ -47,9 +47,21 @@ class Bundle:
         return pulumi.Output.all(*lines).apply("".join)
 
 
+STEPS = ("cluster-node", "cluster-setup", "cluster-resources", "storage-volume", "storage-mount",
+         "db-node", "db-seed", "db-handover")
+
+
+def step_script(step: str) -> str:
+    """What runs for a step: its script with lib.sh inserted after the shebang."""
+    if step not in STEPS:
+        raise ValueError(f"unknown step {step!r}; allowed: {', '.join(STEPS)}")
+    shebang, _, body = read(f"scripts/{step}.sh").partition("\n")
+    return f"{shebang}\n{read('scripts/lib.sh')}\n{body}"
+
+
 def step_text(step: str, args: Sequence[str]) -> str:
-    """The command line for a step: lib.sh + cloudinit/scripts/<step>.sh, as root."""
-    script = read("scripts/lib.sh") + "\n" + read(f"scripts/{step}.sh")
+    """The command line for a step: step_script(step) through `sudo bash -c`, as root."""
+    script = step_script(step)
     quoted = " ".join(shlex.quote(a) for a in args)
     return f"sudo -n bash -c {shlex.quote(script)} {shlex.quote(step)} {quoted}".rstrip()
 

@@ -331,12 +331,15 @@ def up() -> None:
         raise RuntimeError(f"cloud-init reported errors: {failed}")
     t_ready = time.monotonic()
     from lab import replay  # noqa: PLC0415 (needs the booted lab)
-    ran = replay.replay_all()
+    from lab.seed_probe import seed_probe  # noqa: PLC0415
+    probe: dict = {}
+    primary, replicas = nodes[0], [n for n in nodes[1:] if role_of(n.name) == "app"]
+    ran = replay.replay_all(around={f"{n.name}-db-seed": lambda: seed_probe(primary, probe) for n in replicas[:1]})
     t_done = time.monotonic()
     timings = {"render_and_network_s": round(t_boot - t0, 1), "cloud_init_s": round(t_ready - t_boot, 1),
                "replay_s": round(t_done - t_ready, 1), "total_s": round(t_done - t0, 1),
                "commands_run": ran}
-    state = load_state() | {"timings": timings}
+    state = load_state() | {"timings": timings, "seed_probe": probe}
     state_file().write_text(json.dumps(state))
     print_summary(nodes, timings)
 

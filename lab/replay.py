@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from infra.render import commands
@@ -52,8 +54,10 @@ def ssh(cmd: dict[str, Any], text: str, key_file: Path) -> subprocess.CompletedP
     raise AssertionError("unreachable")
 
 
-def replay_all(plan: list[dict[str, Any]] | None = None) -> int:
-    """Run what changed; return how many commands ran."""
+def replay_all(plan: list[dict[str, Any]] | None = None,
+               around: dict[str, Callable[[], AbstractContextManager[None]]] | None = None) -> int:
+    """Run what changed; return how many commands ran. `around` wraps named
+    commands in a context (the lab measures things while they run)."""
     if plan is None:
         from lab.lab import lab_program
         plan = commands(lab_program(), reveal=True)
@@ -72,7 +76,8 @@ def replay_all(plan: list[dict[str, Any]] | None = None) -> int:
             # (pulumi-command replaces a command whose create or triggers changed).
             text = cmd["update"] if cmd["name"] in state and cmd.get("update") else cmd["create"]
             start = time.monotonic()
-            result = ssh(cmd, text, key_file)
+            with (around or {}).get(cmd["name"], nullcontext)():
+                result = ssh(cmd, text, key_file)
             took = time.monotonic() - start
             if result.returncode != 0:
                 # Output may carry secrets only when the program marks it; show stderr tail.

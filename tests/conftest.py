@@ -18,8 +18,11 @@ if TYPE_CHECKING:
 
 
 def plain_config(stack: str) -> dict[str, Any]:
-    """A stack's settings without the project prefix (as config.parse takes them)."""
-    return {k.split(":", 1)[1]: copy.deepcopy(v) for k, v in stack_config(stack).items()}
+    """A stack's settings without the project prefix (as config.parse takes them),
+    with the mock values of its secret settings."""
+    from infra.mocks import MOCK_SECRETS
+
+    return {k.split(":", 1)[1]: copy.deepcopy(v) for k, v in stack_config(stack).items()} | MOCK_SECRETS
 
 
 @pytest.fixture(scope="session")

@@ -53,6 +53,11 @@ def _rsa_key(bits: int) -> str:
     ("image", "12345678", "image id"),
     ("witness", "maybe", "not a boolean"),
     ("nodeSize", "S 2 VCPU", "droplet size slug"),
+    ("clusterApiUrl", "ftp://api.digitalocean.com", "not an API base URL"),
+    ("clusterApiUrl", "https://api.digitalocean.com/v2", "not an API base URL"),
+    ("failoverApiToken", "", "is not set"),
+    ("failoverApiToken", "short", "is not an API token"),
+    ("failoverApiToken", "has spaces in it but is long enough", "is not an API token"),
 ])
 def test_invalid_setting_is_named_with_what_is_allowed(key: str, value: object, fragment: str) -> None:
     raw = plain_config("staging") | {key: value}
@@ -63,6 +68,8 @@ def test_invalid_setting_is_named_with_what_is_allowed(key: str, value: object, 
     assert fragment in message
     assert "allowed: " in message
     assert err.value.key == key
+    if key == "failoverApiToken" and value:
+        assert str(value) not in message  # a secret is never echoed back
 
 
 def test_rsa_key_must_have_enough_bits() -> None:
@@ -116,10 +123,12 @@ def test_pulumi_yaml_schema_matches_the_settings() -> None:
 
     import yaml
 
-    from infra.config import REQUIRED, SETTINGS
+    from infra.config import REQUIRED, SECRET_SETTINGS, SETTINGS
 
     schema = yaml.safe_load((Path(__file__).parent.parent / "Pulumi.yaml").read_text())["config"]
-    assert set(schema) == set(SETTINGS)
+    assert set(schema) == set(SETTINGS) | set(SECRET_SETTINGS)
+    for key in SECRET_SETTINGS:
+        assert schema[key]["secret"] is True and "default" not in schema[key], key
     for key, (default, _) in SETTINGS.items():
         assert schema[key]["type"] in ("string", "integer", "boolean", "array") and schema[key]["description"]
         if default is REQUIRED:

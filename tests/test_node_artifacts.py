@@ -10,6 +10,7 @@ import yaml
 from infra.config import parse
 from infra.mocks import Run, run_program
 from infra.render import stack_config, user_data
+from infra.remote import STEPS, step_script
 from infra.userdata import CLOUDINIT_DIR, packages_for, render, sshd_dropin
 from tests.conftest import plain_config
 from tests.expect import EXPECTED_SSHD
@@ -86,8 +87,19 @@ def test_rendered_dropin_is_the_one_in_user_data(staging: Run) -> None:
 
 
 def _shell_scripts() -> list[Path]:
+    steps = {f"{s}.sh" for s in STEPS} | {"lib.sh"}  # checked as assembled, below
     return sorted(p for p in CLOUDINIT_DIR.rglob("*")
-                  if p.is_file() and (p.suffix == ".sh" or p.read_text(errors="ignore").startswith("#!/bin/")))
+                  if p.is_file() and p.name not in steps
+                  and (p.suffix == ".sh" or p.read_text(errors="ignore").startswith("#!/bin/")))
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_remote_steps_pass_shellcheck_as_they_run(root: Path, tmp_path: Path, step: str) -> None:
+    """Each bootstrap step exactly as a node runs it: lib.sh inside the step script."""
+    script = tmp_path / f"{step}.sh"
+    script.write_text(step_script(step))
+    result = shellcheck(root, script)
+    assert result.returncode == 0, result.stdout
 
 
 @pytest.mark.parametrize("script", _shell_scripts(), ids=lambda p: p.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
@@ -9,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra.mocks import MOCK_SECRETS, Run
 from infra.render import DROPLET, commands, dependency_order, main, user_data
-from infra.mocks import Run
-from lab import replay
 
+from lab import replay
 
 def test_render_writes_exactly_what_droplets_receive(tmp_path: Path, staging: Run) -> None:
     assert main(["--stack", "staging", "--out", str(tmp_path)]) == 0
@@ -24,13 +25,11 @@ def test_render_writes_exactly_what_droplets_receive(tmp_path: Path, staging: Ru
         assert {"type", "name", "parent", "dependencies", "inputs"} <= set(r)
     assert json.loads((tmp_path / "outputs.json").read_text())["reservedIp"] == "198.51.100.10"
 
-
 def test_render_is_deterministic(tmp_path: Path) -> None:
     for out in ("a", "b"):
         assert main(["--stack", "prod", "--out", str(tmp_path / out)]) == 0
     diff = subprocess.run(["diff", "-r", str(tmp_path / "a"), str(tmp_path / "b")], capture_output=True)
     assert diff.returncode == 0, diff.stdout
-
 
 def test_no_secret_in_any_rendered_file(tmp_path: Path, staging: Run) -> None:
     assert main(["--stack", "staging", "--out", str(tmp_path)]) == 0
@@ -42,7 +41,6 @@ def test_no_secret_in_any_rendered_file(tmp_path: Path, staging: Run) -> None:
             assert body[:40] not in text and "PRIVATE KEY" not in text, path
     plan = json.loads((tmp_path / "commands.json").read_text())
     assert plan and all(c["privateKey"] == "[secret]" for c in plan)
-
 
 def test_overrides_and_address_map(tmp_path: Path) -> None:
     addresses = tmp_path / "addresses.json"
@@ -58,28 +56,44 @@ def test_overrides_and_address_map(tmp_path: Path) -> None:
     doc = yaml.safe_load((out / "app3" / "user-data").read_text())
     assert doc["hostname"] == "do-ha-stack-staging-app3"
 
-
 def test_bad_override_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--stack", "staging", "--out", str(tmp_path), "--set", "region=mars1"]) == 2
     assert "do-ha-stack:region: unknown region 'mars1'" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
-
 def test_commands_wait_for_first_boot_and_carry_no_secret(staging: Run) -> None:
     plan = commands(staging)
-    assert {c["name"] for c in plan} == {"app1-first-boot", "app2-first-boot", "witness-first-boot"}
+    by_name = {c["name"]: c for c in plan}
+    first_boot = {c["host"]: c["name"] for c in plan if c["name"].endswith("-first-boot")}
+    assert set(first_boot.values()) == {"app1-first-boot", "app2-first-boot", "witness-first-boot"}
     for c in plan:
-        assert c["user"] == "deploy" and "cloud-init status --wait" in c["create"]
+        assert c["user"] == "deploy"
+        if c["name"].endswith("-first-boot"):
+            assert "cloud-init status --wait" in c["create"]
+            continue
+        assert c["create"].startswith("sudo -n bash -c ")
+
+        def ancestors(name: str) -> set[str]:
+            deps = set(by_name[name]["dependsOn"])
+            return deps.union(*(ancestors(d) for d in deps)) if deps else set()
+        assert first_boot[c["host"]] in ancestors(c["name"]), c["name"]
     revealed = commands(staging, reveal=True)
     assert all(c["privateKey"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----") for c in revealed)
-
+    secrets = [v for values in staging.generated_secrets.values() for v in values.values()]
+    secrets.append(MOCK_SECRETS["failoverApiToken"])
+    for shown, real in zip(plan, revealed):
+        text = json.dumps({k: v for k, v in shown.items()})
+        assert not any(s in text for s in secrets), shown["name"]
+        if real["stdin"] and any(s in real["stdin"] or base64.b64encode(s.encode()).decode() in real["stdin"]
+                                 for s in secrets):
+            # a step that carries secrets: hidden stdin, no logs
+            assert shown["stdin"] == "[secret]" and shown["logging"] == "none", shown["name"]
 
 def test_dependency_order_and_cycles() -> None:
     plan = [{"name": "b", "dependsOn": ["a"]}, {"name": "c", "dependsOn": []}, {"name": "a", "dependsOn": ["c"]}]
     assert [c["name"] for c in dependency_order(plan)] == ["c", "a", "b"]
     with pytest.raises(ValueError, match="cycle"):
         dependency_order([{"name": "x", "dependsOn": ["y"]}, {"name": "y", "dependsOn": ["x"]}])
-
 
 def test_replay_runs_changed_commands_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DO_HA_LAB_DIR", str(tmp_path))

@@ -1,9 +1,11 @@
 #!/bin/bash
 # Prepare one node for the cluster (every node, witness included).
-# Args: CLUSTER_NAME. Bundle: secrets HACLUSTER_PASSWORD, DO_API_TOKEN; the
+# Args: CLUSTER_NAME BRICK_FIRST_PORT BRICK_LAST_PORT NAME=PRIVATE_IP...
+# Bundle: secrets HACLUSTER_PASSWORD, DO_API_TOKEN; the
 # reserved-IP resource agent and the DigitalOcean fence agent as files.
 set -euo pipefail
-CLUSTER_NAME=$1
+CLUSTER_NAME=$1 BRICK_FIRST=$2 BRICK_LAST=$3
+shift 3
 
 read_bundle
 [ -n "${SECRET_HACLUSTER_PASSWORD:-}" ] || die "no hacluster password on stdin"
@@ -19,9 +21,38 @@ printf 'hacluster:%s\n' "$SECRET_HACLUSTER_PASSWORD" | chpasswd
 # Debian's corosync package ships a one-node cluster of its own. Remove it, and
 # nothing else: a corosync.conf naming our cluster is never touched again.
 conf=/etc/corosync/corosync.conf
-if [ -f "$conf" ] && ! grep -Eq "^[[:space:]]*cluster_name:[[:space:]]*$CLUSTER_NAME[[:space:]]*$" "$conf"; then
+if [ -f "$conf" ] && ! grep -Eq "^[[:space:]]*cluster_name:[[:space:]]*${CLUSTER_NAME}[[:space:]]*$" "$conf"; then
 	log "removing the distribution's default cluster"
 	quiet pcs cluster destroy --force
+fi
+
+# Peers by name over the VPC, without DNS: glusterd and pacemaker look peers up
+# (forward and reverse) and a slow resolver stalls them. cloud-init rewrites
+# /etc/hosts at boot from its template, so the block goes into both.
+block() {
+	local spec
+	echo "# do-ha-stack cluster members (private addresses)"
+	for spec in "$@"; do printf '%s %s\n' "${spec#*=}" "${spec%%=*}"; done
+	echo "# end do-ha-stack"
+}
+for hosts in /etc/hosts /etc/cloud/templates/hosts.debian.tmpl; do
+	[ -f "$hosts" ] || continue
+	put_file 0644 root:root "$hosts" < <(
+		sed '/^# do-ha-stack cluster members/,/^# end do-ha-stack/d' "$hosts"
+		block "$@")
+done
+
+# Where GlusterFS bricks live (glusterd creates only the last path component).
+install -d -m 0700 "$STATE_DIR/bricks"
+
+# Bricks listen only inside the range the firewalls open (ports.py), not
+# glusterd's default of anything up to 60999. Args 2 and 3 are that range.
+vol=/etc/glusterfs/glusterd.vol
+put_file 0644 root:root "$vol" < <(
+	sed -e '/option[[:space:]]\+\(base\|max\)-port/d' \
+		-e "s/^end-volume/    option base-port $BRICK_FIRST\n    option max-port $BRICK_LAST\nend-volume/" "$vol")
+if changed "$vol" && systemctl is-active --quiet glusterd.service; then
+	systemctl restart glusterd.service
 fi
 
 # Every node runs glusterd (enabled here: Debian leaves it off) (app bricks, the witness's arbiter brick) and pcsd.

@@ -71,7 +71,7 @@ if ! grep -q 'colocation-active-mariadb-clone' <<<"$constraints"; then
 	pcsf constraint colocation add active with Promoted mariadb-clone INFINITY
 fi
 if ! grep -q 'order-mariadb-clone-active' <<<"$constraints"; then
-	pcsf constraint order promote mariadb-clone then start active
+	pcsf constraint order promote mariadb-clone "then" start active
 fi
 if [ "$WITNESS" != - ]; then
 	for resource in mariadb-clone active; do
@@ -88,7 +88,7 @@ else
 	log "configuration unchanged"
 fi
 
-promoted() { crm_mon -1 --output-as=xml | grep -q 'resource id="mariadb".*role="Promoted".*active="true"'; }
-wait_for "a promoted MariaDB" 180 promoted
-wait_for "the reserved IP" 120 sh -c "crm_mon -1 --output-as=xml | grep -q 'resource id=\"reserved-ip\".*role=\"Started\"'"
+running() { crm_mon -1 --output-as=xml | grep -q "resource id=\"$1\".*role=\"$2\".*active=\"true\""; }
+wait_for "a promoted MariaDB" 180 running mariadb Promoted
+wait_for "the reserved IP" 120 running reserved-ip Started
 log "active: $(crm_resource --resource reserved-ip --locate 2>&1)"

@@ -17,7 +17,7 @@ done
 # pcs reads the password from stdin when it is not a terminal.
 quiet pcs host auth "${hosts[@]}" -u hacluster <<<"$SECRET_HACLUSTER_PASSWORD"
 
-ours() { grep -Eq "^[[:space:]]*cluster_name:[[:space:]]*$CLUSTER_NAME[[:space:]]*$" /etc/corosync/corosync.conf 2>/dev/null; }
+ours() { grep -Eq "^[[:space:]]*cluster_name:[[:space:]]*${CLUSTER_NAME}[[:space:]]*$" /etc/corosync/corosync.conf 2>/dev/null; }
 members() { pcs cluster corosync | sed -n 's/^[[:space:]]*name:[[:space:]]*//p'; }
 
 if ! ours; then

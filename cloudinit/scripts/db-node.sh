@@ -8,7 +8,6 @@ VPC_HOSTS=$1 BOOTSTRAP=$2
 read_bundle
 [ -n "${SECRET_REPL_PASSWORD:-}" ] || die "no replication password on stdin"
 
-cnf=/etc/mysql/mariadb.conf.d/60-do-ha-stack.cnf
 managed_by_pacemaker() { crm_resource --resource mariadb --query-xml >/dev/null 2>&1; }
 
 # The unit starts MariaDB only until pacemaker takes over (see db-handover.sh).

@@ -9,7 +9,7 @@ read_bundle
 # out the volume layout when the local one is down.
 entry="$SERVER:/$VOLUME $MOUNTPOINT glusterfs defaults,_netdev,backup-volfile-servers=$BACKUPS,x-systemd.requires=glusterd.service,x-systemd.after=glusterd.service 0 0"
 install -d -m 0755 "$MOUNTPOINT"
-put_file 0644 root:root /etc/fstab < <(grep -v "[[:space:]]$MOUNTPOINT[[:space:]]" /etc/fstab || true; printf "%s\n" "$entry")
+put_file 0644 root:root /etc/fstab < <(grep -v "[[:space:]]${MOUNTPOINT}[[:space:]]" /etc/fstab || true; printf "%s\n" "$entry")
 if changed /etc/fstab; then
 	systemctl daemon-reload
 fi

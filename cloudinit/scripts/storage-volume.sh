@@ -12,7 +12,8 @@ read_bundle
 self=$(hostname -I)
 for ip in "${peers[@]}"; do
 	case " $self " in *" $ip "*) continue ;; esac
-	quiet gluster peer probe "$ip"
+	# Probe only new peers; the CLI can hang on a peer it already knows.
+	gluster pool list | grep -q "[[:space:]]$ip[[:space:]]" || quiet gluster --timeout=60 peer probe "$ip"
 done
 connected() {
 	[ "$(gluster pool list | grep -c 'Connected')" -ge "${#peers[@]}" ]

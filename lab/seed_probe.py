@@ -1,0 +1,72 @@
+"""Measure the primary's write latency while the replica is seeded (lab only).
+
+Before the seed step the primary gets some ballast (so the dump takes a while),
+then a loop of single-row commits runs on it, each timing itself with
+SYSDATE(6), until the seed step has finished. The worst latency is the figure.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from lab.topology import SWITCH_NS, LabNode, run_dir
+
+BALLAST_ROWS = 200_000  # ~45 MB of rows to stream
+
+SETUP = f"""
+SET SESSION sql_log_bin = 1;
+CREATE TABLE IF NOT EXISTS do_ha_canary.ballast (id INT PRIMARY KEY, pad CHAR(200) NOT NULL);
+INSERT IGNORE INTO do_ha_canary.ballast SELECT seq, REPEAT('x', 200) FROM seq_1_to_{BALLAST_ROWS};
+CREATE TABLE IF NOT EXISTS do_ha_canary.seed_probe (id INT AUTO_INCREMENT PRIMARY KEY, latency_us BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS do_ha_canary.seed_probe_stop (id INT PRIMARY KEY);
+INSERT INTO do_ha_canary.seed_probe (latency_us) VALUES (0);
+"""
+
+LOOP = """
+BEGIN NOT ATOMIC
+  DECLARE t0 DATETIME(6);
+  WHILE NOT EXISTS (SELECT 1 FROM do_ha_canary.seed_probe_stop) DO
+    SET t0 = SYSDATE(6);
+    INSERT INTO do_ha_canary.seed_probe (latency_us) VALUES (-1);
+    UPDATE do_ha_canary.seed_probe SET latency_us = TIMESTAMPDIFF(MICROSECOND, t0, SYSDATE(6))
+      WHERE id = LAST_INSERT_ID();
+  END WHILE;
+END
+"""
+
+RESULT = "SELECT COUNT(*), COALESCE(MAX(latency_us), 0) FROM do_ha_canary.seed_probe WHERE latency_us > 0"
+CLEANUP = """
+DROP TABLE do_ha_canary.ballast, do_ha_canary.seed_probe, do_ha_canary.seed_probe_stop;
+"""
+
+
+def _ssh(node: LabNode, command: str, stdin: str = "") -> list[str]:
+    return ["ip", "netns", "exec", SWITCH_NS, "ssh", "-i", str(run_dir() / "admin_key"), "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            f"deploy@{node.public_ip}", command]
+
+
+def _sql(node: LabNode, sql: str) -> str:
+    return subprocess.run(_ssh(node, "sudo -n mariadb -N -B"), input=sql, capture_output=True, text=True,
+                          check=True, timeout=300).stdout
+
+
+@contextmanager
+def seed_probe(primary: LabNode, result: dict) -> Iterator[None]:
+    _sql(primary, SETUP)
+    loop = subprocess.Popen(_ssh(primary, "sudo -n mariadb -N -B"), stdin=subprocess.PIPE, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert loop.stdin is not None
+    loop.stdin.write(LOOP)
+    loop.stdin.close()
+    try:
+        yield
+    finally:
+        _sql(primary, "INSERT INTO do_ha_canary.seed_probe_stop VALUES (1);")
+        _, err = loop.communicate(timeout=60)
+        count, worst = _sql(primary, RESULT).split()
+        result.update(writes=int(count), max_ms=round(int(worst) / 1000, 1), errors=loop.returncode,
+                      stderr=err.strip()[-300:], ballast_rows=BALLAST_ROWS)
+        _sql(primary, CLEANUP)

@@ -1,0 +1,270 @@
+"""The lab tier, issue 4: the cluster the program's commands build, proven on real nodes.
+
+Runs after test_lab/test_lab_api (file order) and before test_lab_teardown.
+Figures (failover time, lost writes, bootstrap time, write latency while the
+replica was seeded) go to the lab report.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from lab import lab as lab_mod
+from lab import replay
+from lab.topology import REPO, RESERVED_IP, SWITCH_NS, LabNode, run_dir
+from tests.lab_support import Admin, api, in_lab
+
+pytestmark = pytest.mark.lab
+URL = f"http://{RESERVED_IP}"
+FAILOVER_RUNS = 3
+
+
+def _apps(nodes: list[LabNode]) -> list[LabNode]:
+    return [n for n in nodes if n.name != "witness"]
+
+
+def _crm(node: LabNode) -> str:
+    return Admin(node).sudo("crm_mon -1 --output-as=xml").stdout
+
+
+def _promoted(nodes: list[LabNode]) -> LabNode | None:
+    for node in _apps(nodes):
+        out = Admin(node).sudo("crm_resource --resource mariadb-clone --locate", check=False).stdout
+        for line in out.splitlines():
+            if "Promoted" in line:
+                host = line.split("running on:")[-1].split()[0]
+                return next(n for n in nodes if host.endswith(f"-{n.name}"))
+    return None
+
+
+def _holder(nodes: list[LabNode]) -> LabNode | None:
+    _, body = api("GET", f"/v2/reserved_ips/{RESERVED_IP}")
+    droplet = (body.get("reserved_ip") or {}).get("droplet") or {}
+    return next((n for n in nodes if n.droplet_id == droplet.get("id")), None)
+
+
+def _http(path: str, method: str = "GET") -> tuple[int, str]:
+    out = in_lab("curl", "-s", "-m", "5", "-X", method, "-o", "/dev/stdout", "-w", "\n%{http_code}", URL + path)
+    body, _, code = out.stdout.rpartition("\n")
+    return int(code or 0), body
+
+
+def _sql(node: LabNode, query: str) -> str:
+    return Admin(node).sudo(f"mariadb -N -B do_ha_canary -e {json.dumps(query)}").stdout.strip()
+
+
+def _wait(what: str, seconds: float, check) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if check():
+                return
+        except (AssertionError, subprocess.SubprocessError):
+            pass
+        assert time.monotonic() < deadline, f"timed out after {seconds} s waiting for {what}"
+        time.sleep(1)
+
+
+def _settled(nodes: list[LabNode]) -> bool:
+    """Every node online, one promoted MariaDB, one unpromoted replica replicating."""
+    xml = _crm(_apps(nodes)[0])
+    if xml.count('online="true"') < len(nodes):
+        return False
+    active = _promoted(nodes)
+    if active is None or _holder(nodes) != active:
+        return False
+    for node in _apps(nodes):
+        if node is active:
+            continue
+        status = Admin(node).sudo("mariadb -e 'SHOW SLAVE STATUS\\G'", check=False).stdout
+        if "Slave_IO_Running: Yes" not in status or "Slave_SQL_Running: Yes" not in status:
+            return False
+    return True
+
+
+def test_cluster_formed_with_every_node_and_a_valid_configuration(nodes: list[LabNode], report: dict) -> None:
+    report["bootstrap"] = lab_mod.load_state().get("timings")
+    _wait("a settled cluster", 180, lambda: _settled(nodes))
+    xml = _crm(nodes[0])
+    for node in nodes:
+        assert f'name="do-ha-stack-lab-{node.name}" ' in xml and xml.count('online="true"') == len(nodes)
+    verify = Admin(nodes[0]).sudo("crm_verify --live-check -V", check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    config = Admin(nodes[0]).sudo("pcs cluster corosync").stdout
+    assert "transport: knet" in config and "crypto_cipher: aes256" in config and "crypto_hash: sha256" in config
+    assert "two_node" not in config  # three votes with the witness
+    props = Admin(nodes[0]).sudo("pcs property config --all").stdout
+    assert "stonith-enabled=true" in props.replace(": ", "=")
+    # nothing but fencing ever runs on the witness
+    witness_resources = [line for line in xml.splitlines()
+                         if "do-ha-stack-lab-witness" in line and "<node " in line and "resource" in line]
+    assert all("fence" in line for line in witness_resources), witness_resources
+
+
+def test_secrets_are_not_in_the_cib_parameters_or_node_logs(nodes: list[LabNode]) -> None:
+    token = (run_dir() / "api_token").read_text().strip()
+    cib = Admin(nodes[0]).sudo("cibadmin --query").stdout
+    assert token not in cib
+    assert "api_token" not in cib and "token=" not in cib
+    for node in nodes:
+        logs = Admin(node).sudo("journalctl --no-pager -o cat").stdout
+        assert token not in logs, node.name
+        mode = Admin(node).sudo("stat -c '%a %U' /etc/do-ha-stack/do-api-token").stdout.split()
+        assert mode == ["600", "root"]
+
+
+def test_reserved_ip_serves_http_from_the_active_node(nodes: list[LabNode]) -> None:
+    active = _promoted(nodes)
+    assert active is not None and _holder(nodes) == active
+    code, body = _http("/canary/health")
+    assert code == 200, body
+    assert json.loads(body) == {"database": "writable", "node": f"do-ha-stack-lab-{active.name}"}
+
+
+def test_shared_volume_carries_a_file_between_app_nodes(nodes: list[LabNode]) -> None:
+    app1, app2 = _apps(nodes)[:2]
+    name = f"probe-{uuid.uuid4().hex[:8]}.txt"
+    Admin(app1).sudo(f"sh -c 'mkdir -p /srv/shared/www && echo from-app1 > /srv/shared/www/{name}'")
+    assert Admin(app2).sudo(f"cat /srv/shared/www/{name}").stdout.strip() == "from-app1"
+    code, body = _http(f"/{name}")  # and nginx on the active node serves it
+    assert (code, body.strip()) == (200, "from-app1")
+    for node in _apps(nodes):
+        fstab = Admin(node).run("grep /srv/shared /etc/fstab").stdout
+        assert "x-systemd.requires=glusterd.service" in fstab and "backup-volfile-servers=" in fstab
+    info = Admin(app1).sudo("gluster volume info shared").stdout
+    assert "Number of Bricks: 1 x (2 + 1) = 3" in info and "(arbiter)" in info
+    assert "auth.allow: 10.99.0.11,10.99.0.12,10.99.0.13" in info
+
+
+def test_a_row_written_on_the_primary_appears_on_the_replica(nodes: list[LabNode]) -> None:
+    active = _promoted(nodes)
+    replica = next(n for n in _apps(nodes) if n is not active)
+    key = f"row-{uuid.uuid4().hex[:8]}"
+    code, _ = _http(f"/canary/write?key={key}", "POST")
+    assert code == 200
+    _wait("the row on the replica", 10, lambda: _sql(replica, f"SELECT COUNT(*) FROM writes WHERE client_key='{key}'") == "1")
+    status = Admin(replica).sudo("mariadb -e 'SHOW SLAVE STATUS\\G'").stdout
+    assert "Master_SSL_Allowed: Yes" in status and "Using_Gtid: Current_Pos" in status
+    assert _sql(replica, "SELECT @@read_only") == "1"
+    # the replication account refuses a connection without TLS
+    plain = Admin(replica).sudo(f"mariadb --skip-ssl -h {active.private_ip} -u repl -pwrong -e 'SELECT 1'", check=False)
+    assert plain.returncode != 0
+
+
+def test_seeding_left_no_dump_and_did_not_stall_the_primary(nodes: list[LabNode], report: dict) -> None:
+    replica = _apps(nodes)[1]
+    assert Admin(replica).sudo("test -s /var/lib/do-ha-stack/db-seeded", check=False).returncode == 0
+    dumps = Admin(replica).sudo("find / -xdev -name '*.sql' -newer /etc/hostname -size +0", check=False).stdout
+    assert dumps.strip() == ""
+    seed = lab_mod.load_state().get("seed_probe")
+    assert seed, "the lab's bootstrap measured no writes during seeding"
+    report["seed_primary_write_latency_max_ms"] = seed["max_ms"]
+    assert seed["writes"] > 0 and seed["errors"] == 0
+
+
+def _write_through_failover(nodes: list[LabNode], tag: str) -> dict:
+    """Kill the active node while a client writes; measure and check every acked write."""
+    _wait("a settled cluster", 300, lambda: _settled(nodes))
+    victim = _promoted(nodes)
+    assert victim is not None
+    out, stop = run_dir() / f"writer-{tag}.json", run_dir() / f"writer-{tag}.stop"
+    stop.unlink(missing_ok=True)
+    writer = subprocess.Popen(["ip", "netns", "exec", SWITCH_NS, sys.executable, "-m", "lab.writer", URL,
+                               str(out), str(stop)], cwd=REPO)
+    try:
+        time.sleep(3)
+        killed_at = time.time()
+        lab_mod.kill_node(victim)
+        survivor = next(n for n in _apps(nodes) if n is not victim)
+        _wait("writes on the survivor", 60, lambda: _promoted(nodes) == survivor and _http("/canary/health")[0] == 200)
+        time.sleep(3)
+    finally:
+        stop.touch()
+        writer.wait(timeout=30)
+    attempts = json.loads(out.read_text())
+    acked = [a for a in attempts if a["outcome"] == "ok"]
+    before = [a for a in acked if a["t"] < killed_at]
+    after = [a for a in acked if a["t"] >= killed_at]
+    assert before and after, "the writer saw no success before or after the kill"
+    last_ok_before = max(a["t"] + a["took"] for a in before)
+    recovered = min(a["t"] + a["took"] for a in after)
+    stored = set(_sql(survivor, "SELECT client_key FROM writes WHERE client_key LIKE 'w%'").split())
+    lost = sorted({a["key"] for a in acked} - stored)
+    return {"victim": victim.name, "survivor": survivor.name, "failover_s": round(recovered - killed_at, 2),
+            "unavailable_s": round(recovered - last_ok_before, 2), "acked": len(acked), "lost": lost,
+            "all_after_on": {a["node"] for a in after} == {f"do-ha-stack-lab-{survivor.name}"}}
+
+
+def test_failover_keeps_every_acknowledged_write_and_the_old_node_rejoins(nodes: list[LabNode], report: dict) -> None:
+    runs = []
+    for i in range(FAILOVER_RUNS):
+        # each run clears the table of the previous run's keys on the primary
+        _wait("a settled cluster", 300, lambda: _settled(nodes))
+        Admin(_promoted(nodes)).sudo("mariadb do_ha_canary -e \"DELETE FROM writes WHERE client_key LIKE 'w%'\"")
+        result = _write_through_failover(nodes, f"run{i}")
+        runs.append(result)
+        assert result["lost"] == [], result
+        assert result["all_after_on"], result
+        # the fenced node was powered off and on by the fence agent, and rejoins as a replica
+        victim = next(n for n in nodes if n.name == result["victim"])
+        _wait(f"{victim.name} back as a replica", 300, lambda: _settled(nodes) and _promoted(nodes) != victim)
+        assert _sql(victim, "SELECT @@read_only") == "1"
+    report["failover"] = {"runs": runs, "median_failover_s": statistics.median(r["failover_s"] for r in runs),
+                          "lost_writes": sum(len(r["lost"]) for r in runs)}
+    fenced = [line for line in (run_dir() / "api.log").read_text().splitlines() if "power_off" in line or "/actions" in line]
+    assert any("POST /v2/droplets/" in line for line in fenced), "no fencing call reached the API"
+
+
+def test_a_node_cut_off_the_private_network_never_makes_two_writable_databases(nodes: list[LabNode], report: dict) -> None:
+    _wait("a settled cluster", 300, lambda: _settled(nodes))
+    active = _promoted(nodes)
+    other = next(n for n in _apps(nodes) if n is not active)
+    samples: list[dict] = []
+
+    def writable(node: LabNode) -> bool:
+        result = Admin(node).sudo("mariadb -N -e 'SELECT @@read_only'", check=False, timeout=5)
+        return result.returncode == 0 and result.stdout.strip() == "0"
+
+    def holds(node: LabNode) -> bool:
+        result = Admin(node).run("curl -s -m 2 http://169.254.169.254/metadata/v1/reserved_ip/ipv4/active",
+                                 check=False, timeout=5)
+        return result.stdout.strip() == "true"
+
+    subprocess.run(["ip", "-n", active.netns, "link", "set", "eth1", "down"], check=True)
+    cut_at = time.monotonic()
+    try:
+        while time.monotonic() - cut_at < 90:
+            sample = {"t": round(time.monotonic() - cut_at, 1),
+                      "writable": [n.name for n in (active, other) if _safe(writable, n)],
+                      "holders": [n.name for n in (active, other) if _safe(holds, n)]}
+            samples.append(sample)
+            assert len(sample["writable"]) <= 1, samples
+            assert len(sample["holders"]) <= 1, samples
+            if sample["writable"] == [other.name] and sample["holders"] == [other.name]:
+                break
+            time.sleep(0.5)
+    finally:
+        subprocess.run(["ip", "-n", active.netns, "link", "set", "eth1", "up"], check=False)
+    assert samples[-1]["writable"] == [other.name], samples
+    report["partition"] = {"took_over_after_s": samples[-1]["t"], "samples": len(samples)}
+    _wait("the cut-off node back as a replica", 300, lambda: _settled(nodes))
+
+
+def _safe(check, node: LabNode) -> bool:  # noqa: ANN001
+    try:
+        return check(node)
+    except subprocess.SubprocessError:
+        return False
+
+
+def test_a_second_replay_changes_nothing(nodes: list[LabNode]) -> None:
+    assert replay.replay_all() == 0
+    _wait("a settled cluster", 120, lambda: _settled(nodes))
