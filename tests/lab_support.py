@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 
 from lab.topology import SWITCH_NS, LabNode, run_dir
@@ -28,9 +29,15 @@ class Admin:
     node: LabNode
 
     def run(self, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = in_lab("ssh", "-i", str(run_dir() / "admin_key"), *SSH_OPTS,
-                        "-o", "ControlMaster=auto", "-o", f"ControlPath={run_dir()}/cm-%C",
-                        "-o", "ControlPersist=300", f"deploy@{self.node.public_ip}", command, timeout=timeout)
+        for attempt in range(8):
+            result = in_lab("ssh", "-i", str(run_dir() / "admin_key"), *SSH_OPTS,
+                            "-o", "ControlMaster=auto", "-o", f"ControlPath={run_dir()}/cm-%C",
+                            "-o", "ControlPersist=300", f"deploy@{self.node.public_ip}", command, timeout=timeout)
+            # A new connection refused by ufw's SSH rate limit (it counts every
+            # client of this source): wait for the window to pass.
+            if result.returncode != 255 or "Connection refused" not in result.stderr or attempt == 7:
+                break
+            time.sleep(5)
         if check and result.returncode != 0:
             raise AssertionError(f"{self.node.name}: {command!r} exited {result.returncode}: "
                                  f"{result.stdout[-1500:]}{result.stderr[-1500:]}")

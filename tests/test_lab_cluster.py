@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -104,9 +105,11 @@ def test_cluster_formed_with_every_node_and_a_valid_configuration(nodes: list[La
     props = Admin(nodes[0]).sudo("pcs property config --all").stdout
     assert "stonith-enabled=true" in props.replace(": ", "=")
     # nothing but fencing ever runs on the witness
-    witness_resources = [line for line in xml.splitlines()
-                         if "do-ha-stack-lab-witness" in line and "<node " in line and "resource" in line]
-    assert all("fence" in line for line in witness_resources), witness_resources
+    on_witness = [r.get("id") for r in ElementTree.fromstring(xml).iter("resource")
+                  if any(n.get("name") == "do-ha-stack-lab-witness" for n in r.iter("node"))]
+    assert all(r.startswith("fence") for r in on_witness), on_witness
+    constraints = Admin(nodes[0]).sudo("pcs constraint config").stdout
+    assert constraints.count("do-ha-stack-lab-witness") >= 2  # mariadb-clone and active avoid it
 
 
 def test_secrets_are_not_in_the_cib_parameters_or_node_logs(nodes: list[LabNode]) -> None:
@@ -132,7 +135,8 @@ def test_reserved_ip_serves_http_from_the_active_node(nodes: list[LabNode]) -> N
 def test_shared_volume_carries_a_file_between_app_nodes(nodes: list[LabNode]) -> None:
     app1, app2 = _apps(nodes)[:2]
     name = f"probe-{uuid.uuid4().hex[:8]}.txt"
-    Admin(app1).sudo(f"sh -c 'mkdir -p /srv/shared/www && echo from-app1 > /srv/shared/www/{name}'")
+    assert Admin(app1).run("stat -c %a /srv/shared/www").stdout.strip() == "755"
+    Admin(app1).sudo(f"sh -c 'umask 022; echo from-app1 > /srv/shared/www/{name}'")
     assert Admin(app2).sudo(f"cat /srv/shared/www/{name}").stdout.strip() == "from-app1"
     code, body = _http(f"/{name}")  # and nginx on the active node serves it
     assert (code, body.strip()) == (200, "from-app1")

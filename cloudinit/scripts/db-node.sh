@@ -10,6 +10,10 @@ read_bundle
 
 managed_by_pacemaker() { crm_resource --resource mariadb --query-xml >/dev/null 2>&1; }
 
+# Under pacemaker the server logs to a file (the agent's log parameter); Debian
+# 13 logs to the journal and has no such directory.
+install -d -m 2750 -o mysql -g adm /var/log/mysql
+
 # The unit starts MariaDB only until pacemaker takes over (see db-handover.sh).
 if ! managed_by_pacemaker; then
 	if [ "${#CHANGED[@]}" -gt 0 ] || ! systemctl is-active --quiet mariadb.service; then

@@ -17,4 +17,6 @@ if ! mountpoint -q "$MOUNTPOINT"; then
 	wait_for "$VOLUME mounted at $MOUNTPOINT" 60 mount "$MOUNTPOINT"
 fi
 wait_for "$MOUNTPOINT writable" 30 test -w "$MOUNTPOINT"
+# nginx's document root (cloudinit/app/nginx-site.conf) lives on the shared volume.
+install -d -m 0755 "$MOUNTPOINT/www"
 log "$VOLUME mounted at $MOUNTPOINT"
