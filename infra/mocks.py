@@ -85,6 +85,7 @@ class Addresses:
     public: dict[str, str]  # node -> public IPv4
     private: dict[str, str]  # node -> VPC IPv4
     reserved_ip: str
+    droplet_ids: dict[str, int] = field(default_factory=dict)  # node -> droplet id (the lab's)
 
     @staticmethod
     def placeholders(vpc_range: str, nodes: list[str]) -> "Addresses":
@@ -140,6 +141,7 @@ class StackMocks(pulumi.runtime.Mocks):
         kind = args.typ
         rid = self._id(kind, args.name)
         if kind == "digitalocean:index/droplet:Droplet":
+            rid = str(self.addresses.droplet_ids.get(args.name, rid))
             state.update(
                 ipv4Address=self.addresses.public[args.name],
                 ipv4AddressPrivate=self.addresses.private[args.name],

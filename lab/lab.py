@@ -28,7 +28,7 @@ from infra.config import StackConfig, parse
 from infra.mocks import MOCK_SECRETS, Addresses, Run, run_program
 from infra.naming import droplet_name, role_of, role_tag, stack_tag
 from lab import image
-from lab.procfs import mounts_under, pids_rooted_under
+from lab.procfs import mounts_under, pids_in_netns, pids_rooted_under
 from lab.topology import (
     API_PORT, AUDITOR_IP, AUDITOR_NS, GATEWAY, METADATA_IP, PREFIX, PUBLIC_NET, RESERVED_IP, SECOND_CLIENT, STACK,
     SWITCH_NS, REPO, LabNode, nodes_for, run_dir,
@@ -99,7 +99,7 @@ def kill_node(node: LabNode) -> None:
     if pid_file.exists():
         _kill([int(pid_file.read_text())])
     for _ in range(50):
-        pids = pids_rooted_under(node.root)
+        pids = sorted(set(pids_rooted_under(node.root)) | set(pids_in_netns(Path(f"/run/netns/{node.netns}"))))
         if not pids:
             return
         _kill(pids)
@@ -290,6 +290,7 @@ def lab_program() -> Run:
         public={n.name: n.public_ip for n in nodes},
         private={n.name: n.private_ip for n in nodes},
         reserved_ip=RESERVED_IP,
+        droplet_ids={n.name: n.droplet_id for n in nodes},
     )
     admin_pub = (run_dir() / "admin_key.pub").read_text().strip()
     # The cluster's agents call the lab's API stand-in with the lab's own token.

@@ -40,3 +40,23 @@ def pids_rooted_under(path: Path) -> list[int]:
         if _inside(root, prefix):
             pids.append(int(entry.name))
     return pids
+
+
+def pids_in_netns(netns_path: Path) -> list[int]:
+    """Processes inside a network namespace (a lab node's container, whatever its root
+    looks like from here: /proc/PID/root can read "/" when the container's root
+    mount is not visible in this mount namespace)."""
+    try:
+        target = os.stat(netns_path).st_ino
+    except FileNotFoundError:
+        return []
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(entry / "ns" / "net").st_ino == target:
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids

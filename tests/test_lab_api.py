@@ -3,12 +3,13 @@ moving between nodes, and power actions that really stop and start a node."""
 
 from __future__ import annotations
 
+from pathlib import Path
 import time
 
 import pytest
 
 from lab import lab as lab_mod
-from lab.procfs import mounts_under, pids_rooted_under
+from lab.procfs import mounts_under, pids_in_netns, pids_rooted_under
 from lab.topology import RESERVED_IP, LabNode, run_dir
 from tests.lab_support import SSH_OPTS, Admin, api, in_lab
 
@@ -80,7 +81,7 @@ def test_power_off_really_stops_the_node_and_power_on_boots_it(nodes: list[LabNo
     status, body = api("POST", f"/v2/droplets/{witness.droplet_id}/actions", {"type": "power_off"})
     assert status == 201, body
     assert _wait_action(f"/v2/actions/{body['action']['id']}")["status"] == "completed"
-    assert pids_rooted_under(witness.root) == []
+    assert pids_rooted_under(witness.root) == [] and pids_in_netns(Path(f"/run/netns/{witness.netns}")) == []
     assert api("GET", f"/v2/droplets/{witness.droplet_id}")[1]["droplet"]["status"] == "off"
     status, body = api("POST", f"/v2/droplets/{witness.droplet_id}/actions", {"type": "power_on"})
     assert status == 201, body
