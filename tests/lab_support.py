@@ -29,15 +29,15 @@ class Admin:
     node: LabNode
 
     def run(self, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        for attempt in range(8):
+        for attempt in range(5):
             result = in_lab("ssh", "-i", str(run_dir() / "admin_key"), *SSH_OPTS,
                             "-o", "ControlMaster=auto", "-o", f"ControlPath={run_dir()}/cm-%C",
                             "-o", "ControlPersist=300", f"deploy@{self.node.public_ip}", command, timeout=timeout)
-            # A new connection refused by ufw's SSH rate limit (it counts every
-            # client of this source): wait for the window to pass.
-            if result.returncode != 255 or "Connection refused" not in result.stderr or attempt == 7:
+            # A new connection refused by ufw's SSH rate limit (6 per 30 s per
+            # source, every attempt counted): wait out the whole window.
+            if result.returncode != 255 or "Connection refused" not in result.stderr or attempt == 4:
                 break
-            time.sleep(5)
+            time.sleep(31)
         if check and result.returncode != 0:
             raise AssertionError(f"{self.node.name}: {command!r} exited {result.returncode}: "
                                  f"{result.stdout[-1500:]}{result.stderr[-1500:]}")

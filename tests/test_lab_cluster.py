@@ -37,12 +37,12 @@ def _crm(node: LabNode) -> str:
 
 
 def _promoted(nodes: list[LabNode]) -> LabNode | None:
-    for node in _apps(nodes):
-        out = Admin(node).sudo("crm_resource --resource mariadb-clone --locate", check=False).stdout
-        for line in out.splitlines():
-            if "Promoted" in line:
-                host = line.split("running on:")[-1].split()[0]
-                return next(n for n in nodes if host.endswith(f"-{n.name}"))
+    """The promoted MariaDB's node, as the witness (never killed by a test) sees it."""
+    out = Admin(nodes[-1]).sudo("crm_resource --resource mariadb-clone --locate", check=False).stdout
+    for line in out.splitlines():
+        if "Promoted" in line:
+            host = line.split("running on:")[-1].split()[0]
+            return next(n for n in nodes if host.endswith(f"-{n.name}"))
     return None
 
 
@@ -71,12 +71,12 @@ def _wait(what: str, seconds: float, check) -> None:  # noqa: ANN001
         except (AssertionError, subprocess.SubprocessError):
             pass
         assert time.monotonic() < deadline, f"timed out after {seconds} s waiting for {what}"
-        time.sleep(1)
+        time.sleep(3)
 
 
 def _settled(nodes: list[LabNode]) -> bool:
     """Every node online, one promoted MariaDB, one unpromoted replica replicating."""
-    xml = _crm(_apps(nodes)[0])
+    xml = _crm(nodes[-1])  # the witness: never the node a test kills
     if xml.count('online="true"') < len(nodes):
         return False
     active = _promoted(nodes)
