@@ -6,6 +6,8 @@ import json
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from lab.topology import SWITCH_NS, LabNode, run_dir
@@ -100,3 +102,15 @@ def api(method: str, path: str, body: dict | None = None, token: str | None = No
                             capture_output=True, text=True, timeout=30, check=True)
     reply = json.loads(result.stdout)
     return reply["status"], reply["body"]
+
+
+@contextmanager
+def cluster_paused(node: LabNode) -> Iterator[None]:
+    """Pacemaker neither manages resources nor fences while a test moves the
+    reserved IP or powers a node off by hand through the API."""
+    admin = Admin(node)
+    admin.sudo("pcs property set maintenance-mode=true stonith-enabled=false")
+    try:
+        yield
+    finally:
+        admin.sudo("pcs property set maintenance-mode=false stonith-enabled=true")

@@ -11,7 +11,7 @@ import pytest
 from lab import lab as lab_mod
 from lab.procfs import mounts_under, pids_in_netns, pids_rooted_under
 from lab.topology import RESERVED_IP, LabNode, run_dir
-from tests.lab_support import SSH_OPTS, Admin, api, in_lab
+from tests.lab_support import SSH_OPTS, Admin, api, cluster_paused, in_lab
 
 pytestmark = pytest.mark.lab
 
@@ -63,21 +63,29 @@ def test_api_refuses_a_wrong_token(nodes: list[LabNode]) -> None:
 
 
 def test_reserved_ip_really_moves_with_its_assignment(nodes: list[LabNode]) -> None:
-    app1, app2 = nodes[0], nodes[1]
-    assert _metadata(app1, "reserved_ip/ipv4/active") == "true"
-    assert _holder_hostname() == "do-ha-stack-lab-app1"
-    _assign(RESERVED_IP, app2)
-    assert _holder_hostname() == "do-ha-stack-lab-app2"
-    assert _metadata(app2, "reserved_ip/ipv4/active") == "true"
-    assert _metadata(app1, "reserved_ip/ipv4/active") == "false"
-    status, body = api("GET", f"/v2/reserved_ips/{RESERVED_IP}")
-    assert body["reserved_ip"]["droplet"]["id"] == app2.droplet_id
-    _assign(RESERVED_IP, app1)  # leave it where the program put it
-    assert _holder_hostname() == "do-ha-stack-lab-app1"
+    _, body = api("GET", f"/v2/reserved_ips/{RESERVED_IP}")
+    holder = next(n for n in nodes if n.droplet_id == body["reserved_ip"]["droplet"]["id"])
+    other = next(n for n in nodes[:2] if n is not holder)
+    with cluster_paused(nodes[-1]):
+        assert _metadata(holder, "reserved_ip/ipv4/active") == "true"
+        assert _holder_hostname() == f"do-ha-stack-lab-{holder.name}"
+        _assign(RESERVED_IP, other)
+        assert _holder_hostname() == f"do-ha-stack-lab-{other.name}"
+        assert _metadata(other, "reserved_ip/ipv4/active") == "true"
+        assert _metadata(holder, "reserved_ip/ipv4/active") == "false"
+        status, body = api("GET", f"/v2/reserved_ips/{RESERVED_IP}")
+        assert body["reserved_ip"]["droplet"]["id"] == other.droplet_id
+        _assign(RESERVED_IP, holder)  # leave it with the cluster's active node
+        assert _holder_hostname() == f"do-ha-stack-lab-{holder.name}"
 
 
 def test_power_off_really_stops_the_node_and_power_on_boots_it(nodes: list[LabNode]) -> None:
     witness = nodes[-1]
+    with cluster_paused(nodes[0]):
+        _power_cycle(witness)
+
+
+def _power_cycle(witness: LabNode) -> None:
     status, body = api("POST", f"/v2/droplets/{witness.droplet_id}/actions", {"type": "power_off"})
     assert status == 201, body
     assert _wait_action(f"/v2/actions/{body['action']['id']}")["status"] == "completed"
