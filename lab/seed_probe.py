@@ -16,7 +16,7 @@ from lab.topology import SWITCH_NS, LabNode, run_dir
 BALLAST_ROWS = 200_000  # ~45 MB of rows to stream
 
 SETUP = f"""
-SET SESSION sql_log_bin = 1;
+USE do_ha_canary;
 CREATE TABLE IF NOT EXISTS do_ha_canary.ballast (id INT PRIMARY KEY, pad CHAR(200) NOT NULL);
 INSERT IGNORE INTO do_ha_canary.ballast SELECT seq, REPEAT('x', 200) FROM seq_1_to_{BALLAST_ROWS};
 CREATE TABLE IF NOT EXISTS do_ha_canary.seed_probe (id INT AUTO_INCREMENT PRIMARY KEY, latency_us BIGINT NOT NULL);
@@ -25,6 +25,7 @@ INSERT INTO do_ha_canary.seed_probe (latency_us) VALUES (0);
 """
 
 LOOP = """
+DELIMITER //
 BEGIN NOT ATOMIC
   DECLARE t0 DATETIME(6);
   WHILE NOT EXISTS (SELECT 1 FROM do_ha_canary.seed_probe_stop) DO
@@ -33,7 +34,7 @@ BEGIN NOT ATOMIC
     UPDATE do_ha_canary.seed_probe SET latency_us = TIMESTAMPDIFF(MICROSECOND, t0, SYSDATE(6))
       WHERE id = LAST_INSERT_ID();
   END WHILE;
-END
+END //
 """
 
 RESULT = "SELECT COUNT(*), COALESCE(MAX(latency_us), 0) FROM do_ha_canary.seed_probe WHERE latency_us > 0"
@@ -43,14 +44,19 @@ DROP TABLE do_ha_canary.ballast, do_ha_canary.seed_probe, do_ha_canary.seed_prob
 
 
 def _ssh(node: LabNode, command: str, stdin: str = "") -> list[str]:
+    # One multiplexed connection: new ones count against the nodes' SSH rate limit.
     return ["ip", "netns", "exec", SWITCH_NS, "ssh", "-i", str(run_dir() / "admin_key"), "-o", "BatchMode=yes",
+            "-o", "ControlMaster=auto", "-o", f"ControlPath={run_dir()}/cm-%C", "-o", "ControlPersist=300",
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
             f"deploy@{node.public_ip}", command]
 
 
 def _sql(node: LabNode, sql: str) -> str:
-    return subprocess.run(_ssh(node, "sudo -n mariadb -N -B"), input=sql, capture_output=True, text=True,
-                          check=True, timeout=300).stdout
+    result = subprocess.run(_ssh(node, "sudo -n mariadb -N -B"), input=sql, capture_output=True, text=True,
+                            timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(f"seed probe on {node.name}: {result.stderr.strip()[-500:]}")
+    return result.stdout
 
 
 @contextmanager
@@ -64,8 +70,9 @@ def seed_probe(primary: LabNode, result: dict) -> Iterator[None]:
     try:
         yield
     finally:
-        _sql(primary, "INSERT INTO do_ha_canary.seed_probe_stop VALUES (1);")
-        _, err = loop.communicate(timeout=60)
+        _sql(primary, "INSERT IGNORE INTO do_ha_canary.seed_probe_stop VALUES (1);")
+        loop.wait(timeout=60)
+        err = loop.stderr.read() if loop.stderr else ""
         count, worst = _sql(primary, RESULT).split()
         result.update(writes=int(count), max_ms=round(int(worst) / 1000, 1), errors=loop.returncode,
                       stderr=err.strip()[-300:], ballast_rows=BALLAST_ROWS)
