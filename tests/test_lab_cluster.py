@@ -217,8 +217,13 @@ def test_failover_keeps_every_acknowledged_write_and_the_old_node_rejoins(nodes:
         runs.append(result)
         assert result["lost"] == [], result
         assert result["all_after_on"], result
-        # the fenced node was powered off and on by the fence agent, and rejoins as a replica
+        # the fenced node was powered off through the API; an operator powers it on
+        # and it rejoins as a replica
         victim = next(n for n in nodes if n.name == result["victim"])
+        _, droplet = api("GET", f"/v2/droplets/{victim.droplet_id}")
+        assert droplet["droplet"]["status"] == "off"
+        status, body = api("POST", f"/v2/droplets/{victim.droplet_id}/actions", {"type": "power_on"})
+        assert status == 201, body
         _wait(f"{victim.name} back as a replica", 300, lambda: _settled(nodes) and _promoted(nodes) != victim)
         assert _sql(victim, "SELECT @@read_only") == "1"
     report["failover"] = {"runs": runs, "median_failover_s": statistics.median(r["failover_s"] for r in runs),
@@ -243,6 +248,7 @@ def test_a_node_cut_off_the_private_network_never_makes_two_writable_databases(n
         return result.stdout.strip() == "true"
 
     subprocess.run(["ip", "-n", active.netns, "link", "set", "eth1", "down"], check=True)
+    fenced_before = _fenced_count(active)
     cut_at = time.monotonic()
     try:
         while time.monotonic() - cut_at < 90:
@@ -258,8 +264,16 @@ def test_a_node_cut_off_the_private_network_never_makes_two_writable_databases(n
     finally:
         subprocess.run(["ip", "-n", active.netns, "link", "set", "eth1", "up"], check=False)
     assert samples[-1]["writable"] == [other.name], samples
+    # the cut-off node was powered off (fenced) before its database moved
+    assert _fenced_count(active) > fenced_before
     report["partition"] = {"took_over_after_s": samples[-1]["t"], "samples": len(samples)}
+    api("POST", f"/v2/droplets/{active.droplet_id}/actions", {"type": "power_on"})
     _wait("the cut-off node back as a replica", 300, lambda: _settled(nodes))
+
+
+def _fenced_count(node: LabNode) -> int:
+    log = (run_dir() / "api.log").read_text()
+    return log.count(f'"POST /v2/droplets/{node.droplet_id}/actions" 201')
 
 
 def _safe(check, node: LabNode) -> bool:  # noqa: ANN001

@@ -33,8 +33,10 @@ if exists fence-do; then
 else
 	pcsf stonith create fence-do "${fence[@]}" op monitor interval=60s
 fi
-# reboot: the fenced droplet comes back and rejoins as a replica.
-pcsf property set stonith-enabled=true stonith-action=reboot stonith-timeout=60s
+# off, not reboot: a reboot fence completes only once the droplet is up again,
+# which would hold the failover for a whole boot. The fenced droplet stays off
+# until an operator powers it on; it then rejoins as a replica.
+pcsf property set stonith-enabled=true stonith-action=off stonith-timeout=60s
 
 db=(binary=/usr/bin/mariadbd-safe config=/etc/mysql/my.cnf datadir=/var/lib/mysql
 	pid=/run/mysqld/mysqld.pid socket=/run/mysqld/mysqld.sock log=/var/log/mysql/error.log
