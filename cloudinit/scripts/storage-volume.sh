@@ -13,7 +13,7 @@ self=$(hostname -I)
 for ip in "${peers[@]}"; do
 	case " $self " in *" $ip "*) continue ;; esac
 	# Probe only new peers; the CLI can hang on a peer it already knows.
-	gluster pool list | grep -q "[[:space:]]$ip[[:space:]]" || quiet gluster --timeout=60 peer probe "$ip"
+	gluster pool list | grep -q "[[:space:]]${ip}[[:space:]]" || quiet gluster --timeout=60 peer probe "$ip"
 done
 connected() {
 	[ "$(gluster pool list | grep -c 'Connected')" -ge "${#peers[@]}" ]
