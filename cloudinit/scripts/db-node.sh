@@ -63,9 +63,8 @@ fi
 # The canary write endpoint and the site nginx serves on the active node.
 if ! id -u do-ha-canary >/dev/null 2>&1; then
 	useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin do-ha-canary
-	# rkhunter compares users and groups with its copies from the first boot
-	# (in its TMPDIR): a user
-	# added on purpose is recorded, so its daily scan stays clean.
+	# rkhunter compares users and groups with its first-boot copies (in its
+	# TMPDIR): record a user added on purpose, so the daily scan stays clean.
 	if [ -f /var/lib/rkhunter/tmp/passwd ]; then
 		cp -p /etc/passwd /etc/group /var/lib/rkhunter/tmp/
 		chmod 0600 /var/lib/rkhunter/tmp/passwd /var/lib/rkhunter/tmp/group
