@@ -97,13 +97,15 @@ class Database(pulumi.ComponentResource):
                            depends_on=[self.configured[node.name], self.configured[cluster.bootstrap.name]]))
             for node in apps if node is not cluster.bootstrap
         }
-        self.handed_over: dict[str, command.remote.Command] = {
-            node.name: step_command(
-                f"{node.name}-db-handover", "db-handover", [],
+        # Replicas first, then the bootstrap primary (see db-handover.sh).
+        self.handed_over: dict[str, command.remote.Command] = {}
+        for node in sorted(apps, key=lambda n: n is cluster.bootstrap):
+            first = node is cluster.bootstrap
+            self.handed_over[node.name] = step_command(
+                f"{node.name}-db-handover", "db-handover", ["yes" if first else "no"],
                 connection(cfg, node, cluster.access), Bundle(),
                 child_opts(cfg, self, deleted_with=node.droplet,
                            depends_on=[cluster.formed, self.configured[node.name], *self.seeded.values(),
-                                       *after.get(node.name, [])]))
-            for node in apps
-        }
+                                       *after.get(node.name, []),
+                                       *(list(self.handed_over.values()) if first else [])]))
         self.register_outputs({"caCertPem": self.ca_cert_pem})
