@@ -105,12 +105,14 @@ def api(method: str, path: str, body: dict | None = None, token: str | None = No
 
 
 @contextmanager
-def cluster_paused(node: LabNode) -> Iterator[None]:
-    """Pacemaker neither manages resources nor fences while a test moves the
-    reserved IP or powers a node off by hand through the API."""
+def unmanaged(node: LabNode, resource: str) -> Iterator[None]:
+    """Pacemaker leaves `resource` alone while a test moves it by hand (only that
+    resource: pausing the whole cluster would make the database agents re-probe
+    and reset replication afterwards)."""
     admin = Admin(node)
-    admin.sudo("pcs property set maintenance-mode=true stonith-enabled=false")
+    admin.sudo(f"pcs resource unmanage {resource}")
     try:
         yield
     finally:
-        admin.sudo("pcs property set maintenance-mode=false stonith-enabled=true")
+        admin.sudo(f"pcs resource manage {resource}")
+        admin.sudo(f"pcs resource cleanup {resource}")
