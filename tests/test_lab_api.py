@@ -91,6 +91,15 @@ def _power_cycle(witness: LabNode) -> None:
     assert _wait_action(f"/v2/actions/{body['action']['id']}")["status"] == "completed"
     assert pids_rooted_under(witness.root) == [] and pids_in_netns(Path(f"/run/netns/{witness.netns}")) == []
     assert api("GET", f"/v2/droplets/{witness.droplet_id}")[1]["droplet"]["status"] == "off"
+    # The cluster fences the vanished node (power off through the API, from a node):
+    # wait for that, or the fence would stop the node again after the power_on.
+    fence = f'"POST /v2/droplets/{witness.droplet_id}/actions" 201'
+    deadline = time.monotonic() + 90
+    while not any(fence in line and " api 203.0.113.1 " not in line
+                  for line in (run_dir() / "api.log").read_text().splitlines()):
+        assert time.monotonic() < deadline, "the cluster did not fence the powered-off witness"
+        time.sleep(1)
+    time.sleep(3)  # the fence's action completes
     status, body = api("POST", f"/v2/droplets/{witness.droplet_id}/actions", {"type": "power_on"})
     assert status == 201, body
     assert _wait_action(f"/v2/actions/{body['action']['id']}")["status"] == "completed"
