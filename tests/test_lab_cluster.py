@@ -247,7 +247,7 @@ def test_a_node_cut_off_the_private_network_never_makes_two_writable_databases(n
                                  check=False, timeout=5)
         return result.stdout.strip() == "true"
 
-    subprocess.run(["ip", "-n", active.netns, "link", "set", "eth1", "down"], check=True)
+    _cut(active, True)
     fenced_before = _fenced_count(active)
     cut_at = time.monotonic()
     try:
@@ -262,13 +262,24 @@ def test_a_node_cut_off_the_private_network_never_makes_two_writable_databases(n
                 break
             time.sleep(0.5)
     finally:
-        subprocess.run(["ip", "-n", active.netns, "link", "set", "eth1", "up"], check=False)
-    assert samples[-1]["writable"] == [other.name], samples
+        diagnostics = Admin(other).sudo("crm_mon -1", check=False).stdout[-1500:]
+        _cut(active, False)
+    assert samples[-1]["writable"] == [other.name], (samples[-3:], diagnostics)
     # the cut-off node was powered off (fenced) before its database moved
     assert _fenced_count(active) > fenced_before
     report["partition"] = {"took_over_after_s": samples[-1]["t"], "samples": len(samples)}
     api("POST", f"/v2/droplets/{active.droplet_id}/actions", {"type": "power_on"})
     _wait("the cut-off node back as a replica", 300, lambda: _settled(nodes))
+
+
+def _cut(node: LabNode, cut: bool) -> None:
+    """Cut a node off the VPC: its link down, and every packet to or from the VPC
+    range dropped in its namespace whatever route it would take."""
+    subprocess.run(["ip", "-n", node.netns, "link", "set", "eth1", "down" if cut else "up"], check=cut)
+    rules = ("table inet lab_cut { chain in { type filter hook input priority -300; ip saddr 10.99.0.0/24 drop; } "
+             "chain out { type filter hook output priority -300; ip daddr 10.99.0.0/24 drop; } }")
+    script = rules if cut else "delete table inet lab_cut"
+    subprocess.run(["ip", "netns", "exec", node.netns, "nft", "-f", "-"], input=script, text=True, check=cut)
 
 
 def _fenced_count(node: LabNode) -> int:
