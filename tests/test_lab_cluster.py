@@ -276,8 +276,8 @@ def _cut(node: LabNode, cut: bool) -> None:
     """Cut a node off the VPC: its link down, and every packet to or from the VPC
     range dropped in its namespace whatever route it would take."""
     subprocess.run(["ip", "-n", node.netns, "link", "set", "eth1", "down" if cut else "up"], check=cut)
-    rules = ("table inet lab_cut { chain in { type filter hook input priority -300; ip saddr 10.99.0.0/24 drop; } "
-             "chain out { type filter hook output priority -300; ip daddr 10.99.0.0/24 drop; } }")
+    rules = ("table inet lab_cut { chain in { type filter hook input priority -300; ip saddr 10.99.0.0/24 drop; }; "
+             "chain out { type filter hook output priority -300; ip daddr 10.99.0.0/24 drop; }; }")
     script = rules if cut else "delete table inet lab_cut"
     subprocess.run(["ip", "netns", "exec", node.netns, "nft", "-f", "-"], input=script, text=True, check=cut)
 
