@@ -219,6 +219,44 @@ def cloud_init_result(node: LabNode) -> dict | None:
         return None
 
 
+def container_init(node: LabNode) -> int | None:
+    """Host PID of the node's systemd (PID 1 inside its PID namespace)."""
+    for pid in pids_in_netns(Path(f"/run/netns/{node.netns}")):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+        if nspid[-1:] == ["1"]:
+            return pid
+    return None
+
+
+def heal_spawn_failures(node: LabNode) -> list[str]:
+    """Restart units that failed only because systemd could not spawn them.
+
+    Lab-only: trixie's systemd under bookworm's nspawn sometimes loses a race
+    creating a unit's cgroup on a loaded host ("Failed to spawn executor",
+    result 'resources'); systemd-user-sessions failing that way blocks every
+    login. A unit that failed for any other reason is left failed.
+    """
+    init = container_init(node)
+    if init is None:
+        return []
+    ns = ["nsenter", "-t", str(init), "-a"]
+    failed = sh(*ns, "systemctl", "list-units", "--state=failed", "--plain", "--no-legend", capture=True,
+                check=False).split("\n")
+    healed = []
+    for unit in (line.split()[0] for line in failed if line.strip()):
+        result = sh(*ns, "systemctl", "show", "-P", "Result", unit, capture=True, check=False).strip()
+        if result == "resources":
+            sh(*ns, "systemctl", "restart", unit, check=False)
+            healed.append(unit)
+    if healed:
+        log(f"{node.name}: restarted units systemd failed to spawn: {', '.join(healed)}")
+    return healed
+
+
 def wait_for_cloud_init(nodes: list[LabNode], timeout: float = BOOT_TIMEOUT) -> dict[str, dict]:
     deadline = time.monotonic() + timeout
     results: dict[str, dict] = {}
@@ -330,6 +368,8 @@ def up() -> None:
     failed = {name: r["errors"] for name, r in results.items() if r.get("errors")}
     if failed:
         raise RuntimeError(f"cloud-init reported errors: {failed}")
+    for node in nodes:
+        heal_spawn_failures(node)
     t_ready = time.monotonic()
     from lab import replay  # noqa: PLC0415 (needs the booted lab)
     from lab.seed_probe import seed_probe  # noqa: PLC0415
