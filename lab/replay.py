@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from infra.render import commands
-from lab.topology import SWITCH_NS, run_dir
+from lab.topology import SSH_OPTS, SWITCH_NS, run_dir
 
 DIAL_ATTEMPTS = 30  # as the program's dial_error_limit
 SSH_UNREACHABLE = 255
@@ -39,9 +39,7 @@ def fingerprint(cmd: dict[str, Any]) -> str:
 
 def ssh(cmd: dict[str, Any], text: str, key_file: Path) -> subprocess.CompletedProcess[str]:
     """Run `text` on the command's host like the provider: one connection, one session."""
-    args = ["ip", "netns", "exec", SWITCH_NS, "ssh", "-i", str(key_file), "-p", str(cmd["port"]),
-            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"]
+    args = ["ip", "netns", "exec", SWITCH_NS, "ssh", "-i", str(key_file), "-p", str(cmd["port"]), *SSH_OPTS]
     for name, value in sorted((cmd.get("environment") or {}).items()):
         args += ["-o", f"SetEnv={name}={value}"]
     args += [f"{cmd['user']}@{cmd['host']}", text]

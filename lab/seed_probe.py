@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from lab.topology import SWITCH_NS, LabNode, run_dir
+from lab.topology import SSH_OPTS, SWITCH_NS, LabNode, run_dir
 
 BALLAST_ROWS = 200_000  # ~45 MB of rows to stream
 
@@ -45,9 +45,8 @@ DROP TABLE do_ha_canary.ballast, do_ha_canary.seed_probe, do_ha_canary.seed_prob
 
 def _ssh(node: LabNode, command: str, stdin: str = "") -> list[str]:
     # One multiplexed connection: new ones count against the nodes' SSH rate limit.
-    return ["ip", "netns", "exec", SWITCH_NS, "ssh", "-i", str(run_dir() / "admin_key"), "-o", "BatchMode=yes",
+    return ["ip", "netns", "exec", SWITCH_NS, "ssh", "-i", str(run_dir() / "admin_key"), *SSH_OPTS,
             "-o", "ControlMaster=auto", "-o", f"ControlPath={run_dir()}/cm-%C", "-o", "ControlPersist=300",
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
             f"deploy@{node.public_ip}", command]
 
 

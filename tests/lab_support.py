@@ -10,10 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from lab.topology import SWITCH_NS, LabNode, run_dir
+from lab.topology import SSH_OPTS, SWITCH_NS, LabNode, run_dir
 
-SSH_OPTS = ["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"]
 
 
 def in_lab(*cmd: str, timeout: float = 120, netns: str = SWITCH_NS) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,7 @@ read_bundle
 for unit in mariadb nginx; do
 	systemctl disable "$unit.service" >/dev/null 2>&1
 done
-if crm_resource --resource mariadb --query-xml >/dev/null 2>&1; then
+if managed_by_pacemaker; then
 	log "pacemaker already manages mariadb and nginx"
 	exit 0
 fi

@@ -8,7 +8,6 @@ VPC_HOSTS=$1 BOOTSTRAP=$2
 read_bundle
 [ -n "${SECRET_REPL_PASSWORD:-}" ] || die "no replication password on stdin"
 
-managed_by_pacemaker() { crm_resource --resource mariadb --query-xml >/dev/null 2>&1; }
 
 # Under pacemaker the server logs to a file (the agent's log parameter); Debian
 # 13 logs to the journal and has no such directory.
@@ -25,7 +24,6 @@ elif [ "${#CHANGED[@]}" -gt 0 ]; then
 fi
 wait_for "mariadb" 60 mariadb -e 'SELECT 1' >/dev/null
 
-sql_escape() { sed -e "s/\\\\/\\\\\\\\/g" -e "s/'/\\\\'/g" <<<"$1"; }
 pw=$(sql_escape "$SECRET_REPL_PASSWORD")
 
 # Users exist on every node alike and are never binlogged, so replication and

@@ -16,7 +16,7 @@ both_running() {
 }
 
 marker=$STATE_DIR/db-seeded
-if [ -e "$marker" ] || both_running || crm_resource --resource mariadb --query-xml >/dev/null 2>&1; then
+if [ -e "$marker" ] || both_running || managed_by_pacemaker; then
 	log "already a replica; not seeding again"
 	exit 0
 fi
@@ -49,7 +49,6 @@ started=$SECONDS
 		--databases "${databases[@]}"
 } | mariadb
 
-sql_escape() { sed -e "s/\\\\/\\\\\\\\/g" -e "s/'/\\\\'/g" <<<"$1"; }
 mariadb <<SQL
 CHANGE MASTER TO MASTER_HOST='$PRIMARY', MASTER_PORT=3306,
   MASTER_USER='repl', MASTER_PASSWORD='$(sql_escape "$SECRET_REPL_PASSWORD")',

@@ -71,6 +71,12 @@ changed() {
 	return 1
 }
 
+# sql_escape TEXT: TEXT as the inside of a single-quoted SQL string.
+sql_escape() { sed -e "s/\\\\/\\\\\\\\/g" -e "s/'/\\\\'/g" <<<"$1"; }
+
+# managed_by_pacemaker: MariaDB is a pacemaker resource on this cluster already.
+managed_by_pacemaker() { crm_resource --resource mariadb --query-xml >/dev/null 2>&1; }
+
 # wait_for DESCRIPTION SECONDS COMMAND...: poll until COMMAND succeeds.
 wait_for() {
 	local what=$1 seconds=$2 deadline
