@@ -27,7 +27,7 @@ test-unit: setup
 	$(PY) -m pytest -q -m "not lab"
 
 render: setup
-	$(PY) -m infra.render --stack $(STACK) --out $(OUT)
+	$(PY) -m tooling.render --stack $(STACK) --out $(OUT)
 
 bench: setup
 	$(PY) -m bench.mocks_eval
@@ -40,18 +40,18 @@ lab-down: setup
 	$(PY) -m lab.lab down
 
 # The Pulumi CLI for one stack: make preview|up|destroy STACK=staging|prod
-# (STACK must be given; its default above is only for render). infra/cli_guard
+# (STACK must be given; its default above is only for render). tooling/cli_guard
 # checks the CLI, the backend login and the DigitalOcean token first, and
 # refuses `destroy STACK=prod` without CONFIRM_DESTROY_PROD=yes.
 # Extra pulumi flags: ARGS='--yes --skip-preview'.
 GIVEN_STACK = $(if $(filter file,$(origin STACK)),,$(STACK))
 
 preview up destroy: setup
-	CONFIRM_DESTROY_PROD='$(CONFIRM_DESTROY_PROD)' $(PY) -m infra.cli_guard $@ '$(GIVEN_STACK)' $(ARGS)
+	CONFIRM_DESTROY_PROD='$(CONFIRM_DESTROY_PROD)' $(PY) -m tooling.cli_guard $@ '$(GIVEN_STACK)' $(ARGS)
 
 # The Pulumi state bucket on DigitalOcean Spaces (private, versioned):
 # make state-bucket BUCKET=name REGION=fra1 [ENDPOINT=https://...]
 state-bucket: setup
 	$(if $(BUCKET),,$(error BUCKET is required: make state-bucket BUCKET=name REGION=fra1))
 	$(if $(REGION),,$(error REGION is required: make state-bucket BUCKET=name REGION=fra1))
-	$(PY) -m infra.state_backend --bucket='$(BUCKET)' --region='$(REGION)' $(if $(ENDPOINT),--endpoint='$(ENDPOINT)')
+	$(PY) -m tooling.state_backend --bucket='$(BUCKET)' --region='$(REGION)' $(if $(ENDPOINT),--endpoint='$(ENDPOINT)')

@@ -13,8 +13,8 @@ import statistics
 import time
 from unittest import mock
 
-from infra.mocks import run_program
-from infra.render import stack_config
+from tooling.mocks import run_program
+from tooling.render import stack_config
 
 COUNTS = (2, 8, 32)
 

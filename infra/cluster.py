@@ -2,7 +2,7 @@
 
 Every command connects as the deploy user with the automation key. The first
 command on each node waits for cloud-init (hardening included) to finish; all
-later steps depend on it. The steps themselves are shell in cloudinit/scripts/,
+later steps depend on it. The steps themselves are shell in cloudinit/steps/,
 each safe to run again (see infra/remote.py for how secrets travel).
 
 Order: first-boot -> cluster-node (every node) -> cluster-setup (bootstrap node)
@@ -21,7 +21,7 @@ from infra.naming import child_opts, droplet_name, stack_tag
 from infra.nodes import Node, Nodes
 from infra.ports import CLUSTER_TCP_PORT_RANGES
 from infra.remote import Bundle, NodeFile, step_command
-from infra.userdata import read
+from infra.paths import read
 
 # cloud-init exits 0 when done, 1 on errors, 2 on recoverable errors; hardening
 # leaves a marker last, so its presence proves the whole first boot ran.

@@ -16,7 +16,7 @@ from infra.cluster import Cluster, connection
 from infra.config import StackConfig
 from infra.naming import child_opts, droplet_name, stack_tag
 from infra.remote import Bundle, NodeFile, step_command
-from infra.userdata import read
+from infra.paths import read
 
 CA_VALIDITY_HOURS = 10 * 365 * 24
 CERT_VALIDITY_HOURS = 2 * 365 * 24
@@ -27,7 +27,7 @@ SEMI_SYNC_TIMEOUT_MS = 1000
 
 
 def replication_cnf(server_id: int, private_ip: str) -> str:
-    return Template(read("files/mariadb-replication.cnf")).substitute(
+    return Template(read("steps/templates/mariadb-replication.cnf")).substitute(
         server_id=server_id, private_ip=private_ip, semi_sync_timeout_ms=SEMI_SYNC_TIMEOUT_MS)
 
 

@@ -1,6 +1,6 @@
-"""Remote commands built from the shell steps in cloudinit/scripts/.
+"""Remote commands built from the shell steps in cloudinit/steps/.
 
-A step's text is cloudinit/scripts/lib.sh plus the step script, run as root
+A step's text is cloudinit/steps/lib.sh plus the step script, run as root
 through `sudo bash -c`, with only non-secret arguments on its command line.
 Secrets and files travel on stdin as a bundle (see lib.sh), so they never show
 in a command line, a process list or a Pulumi diff; commands that carry a secret
@@ -17,7 +17,7 @@ from typing import Sequence
 import pulumi
 import pulumi_command as command
 
-from infra.userdata import read
+from infra.paths import read
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ def step_script(step: str) -> str:
     """What runs for a step: its script with lib.sh inserted after the shebang."""
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}; allowed: {', '.join(STEPS)}")
-    shebang, _, body = read(f"scripts/{step}.sh").partition("\n")
-    return f"{shebang}\n{read('scripts/lib.sh')}\n{body}"
+    shebang, _, body = read(f"steps/{step}.sh").partition("\n")
+    return f"{shebang}\n{read('steps/lib.sh')}\n{body}"
 
 
 def step_text(step: str, args: Sequence[str]) -> str:

@@ -8,16 +8,15 @@ carries public keys and addresses only, never a secret.
 
 from __future__ import annotations
 
-from pathlib import Path
 from string import Template
 from typing import Sequence
 
 import yaml
 
 from infra.config import StackConfig
+from infra.paths import read
 from infra.ports import CLUSTER_TCP_PORT_RANGES, CLUSTER_UDP_PORT_RANGES, port_range
 
-CLOUDINIT_DIR = Path(__file__).resolve().parent.parent / "cloudinit"
 USER_DATA_LIMIT = 64 * 1024  # DigitalOcean's limit for user_data
 
 # Post-quantum hybrids first. pulumi-command's Go client offers
@@ -29,16 +28,31 @@ CLASSICAL_KEX = ("curve25519-sha256", "curve25519-sha256@libssh.org")
 ROLES = ("app", "witness")
 
 
-def read(relative: str) -> str:
-    return (CLOUDINIT_DIR / relative).read_text()
+PACKAGES_FILE = "firstboot/packages.yaml"
+
+
+def package_lists() -> dict[str, list[str]]:
+    """cloudinit/firstboot/packages.yaml, checked: `common` and one list per role.
+
+    The one parser of that file: first boot installs from it, and the lab image
+    is built from it.
+    """
+    data = yaml.safe_load(read(PACKAGES_FILE)) or {}
+    expected = ("common", *ROLES)
+    if not isinstance(data, dict) or set(data) != set(expected):
+        raise ValueError(f"cloudinit/{PACKAGES_FILE}: expected the keys {', '.join(expected)}")
+    for group, pkgs in data.items():
+        if not isinstance(pkgs, list | type(None)) or not all(isinstance(p, str) for p in pkgs or []):
+            raise ValueError(f"cloudinit/{PACKAGES_FILE}: {group!r} must be a list of package names")
+    return {group: list(data[group] or []) for group in expected}
 
 
 def packages_for(role: str) -> list[str]:
-    """Debian packages a node of `role` installs at first boot (cloudinit/packages.yaml)."""
+    """Debian packages a node of `role` installs at first boot."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; allowed: {', '.join(ROLES)}")
-    lists = yaml.safe_load(read("packages.yaml"))
-    return list(lists["common"]) + list(lists[role] or [])
+    lists = package_lists()
+    return lists["common"] + lists[role]
 
 
 def kex_algorithms(cfg: StackConfig) -> str:
@@ -46,13 +60,13 @@ def kex_algorithms(cfg: StackConfig) -> str:
 
 
 def sshd_dropin(cfg: StackConfig) -> str:
-    return Template(read("files/sshd-hardening.conf")).substitute(
+    return Template(read("firstboot/templates/sshd-hardening.conf")).substitute(
         deploy_user=cfg.deploy_user, kex_algorithms=kex_algorithms(cfg)
     )
 
 
 def node_env(cfg: StackConfig, role: str) -> str:
-    """Shell-sourceable settings for cloudinit/scripts/harden.sh (values are all validated tokens)."""
+    """Shell-sourceable settings for cloudinit/firstboot/harden.sh (values are all validated tokens)."""
     ports = cfg.public_tcp_ports if role == "app" else ()
     values = {
         "ROLE": role,
@@ -113,18 +127,18 @@ def render(cfg: StackConfig, hostname: str, role: str, authorized_keys: Sequence
         "write_files": [
             _file("/etc/ssh/sshd_config.d/00-do-ha-stack.conf", sshd_dropin(cfg), "0600"),
             _file("/etc/do-ha-stack/node.env", node_env(cfg, role), "0600"),
-            _file("/etc/sysctl.d/90-do-ha-stack.conf", read("files/sysctl-hardening.conf")),
-            _file("/usr/local/sbin/do-ha-harden", read("scripts/harden.sh"), "0755"),
+            _file("/etc/sysctl.d/90-do-ha-stack.conf", read("firstboot/files/sysctl-hardening.conf")),
+            _file("/usr/local/sbin/do-ha-harden", read("firstboot/harden.sh"), "0755"),
             # jail.local: the override file fail2ban reads last, untouched by upgrades
-            _file("/etc/fail2ban/jail.local", read("files/fail2ban-sshd.local"), defer=True),
-            _file("/etc/modprobe.d/do-ha-stack.conf", read("files/modprobe-blacklist.conf")),
-            _file("/etc/issue", read("files/issue.net")),
-            _file("/etc/issue.net", read("files/issue.net")),
-            _file("/etc/apt/apt.conf.d/90do-ha-stack-upgrades", read("files/apt-auto-upgrades.conf"), defer=True),
-            _file("/etc/rkhunter.conf.local", read("files/rkhunter.conf.local"), defer=True),
-            _file("/etc/logwatch/conf/logwatch.conf", read("files/logwatch.conf"), defer=True),
+            _file("/etc/fail2ban/jail.local", read("firstboot/files/fail2ban-sshd.local"), defer=True),
+            _file("/etc/modprobe.d/do-ha-stack.conf", read("firstboot/files/modprobe-blacklist.conf")),
+            _file("/etc/issue", read("firstboot/files/issue.net")),
+            _file("/etc/issue.net", read("firstboot/files/issue.net")),
+            _file("/etc/apt/apt.conf.d/90do-ha-stack-upgrades", read("firstboot/files/apt-auto-upgrades.conf"), defer=True),
+            _file("/etc/rkhunter.conf.local", read("firstboot/files/rkhunter.conf.local"), defer=True),
+            _file("/etc/logwatch/conf/logwatch.conf", read("firstboot/files/logwatch.conf"), defer=True),
         ] + [
-            _file(f"/etc/systemd/system/{unit}", read(f"files/{unit}"), defer=True)
+            _file(f"/etc/systemd/system/{unit}", read(f"firstboot/files/{unit}"), defer=True)
             for unit in ("do-ha-logwatch.service", "do-ha-logwatch.timer")
         ],
         "runcmd": [["/usr/local/sbin/do-ha-harden"]],

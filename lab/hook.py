@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 
-from lab.topology import REPO, LabNode
+from infra.paths import REPO_ROOT
+from lab.topology import LabNode
 
 NFT_TABLE = "reserved_ip"
 
@@ -54,7 +55,7 @@ def power_off(node: LabNode) -> None:
 def power_on(node: LabNode) -> None:
     # The stand-in runs with the host's mount namespace (nsenter --net only), which
     # nspawn needs: `ip netns exec` would remount /sys and hide the cgroups.
-    subprocess.run([sys.executable, "-m", "lab.lab", "boot", node.name], cwd=REPO, check=True)
+    subprocess.run([sys.executable, "-m", "lab.lab", "boot", node.name], cwd=REPO_ROOT, check=True)
 
 
 def main(argv: list[str]) -> int:

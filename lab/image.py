@@ -5,7 +5,7 @@ Two kinds:
          validate the project's artifacts; the host's bookworm versions are too old.
   node   pristine root that lab nodes boot from (as an overlay lower dir): the base a
          DigitalOcean debian-13-x64 droplet has, plus every role package of
-         cloudinit/packages.yaml.
+         cloudinit/firstboot/packages.yaml.
 
 `python -m lab.image --kind tools|node` builds if needed and prints the root path as
 the last stdout line; `--print-key` prints that path without building.
@@ -30,8 +30,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 
-import yaml
-
+from infra.userdata import package_lists as first_boot_packages
 from lab.procfs import mounts_under, pids_rooted_under
 
 # Bump when the build steps change in a way the package lists do not show.
@@ -41,8 +40,6 @@ HOST_RELEASE = "bookworm"  # the host's suite, used to find its configured mirro
 HOST_APT_DIR = pathlib.Path("/etc/apt")
 KINDS = ("tools", "node")
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-PACKAGES_YAML = REPO / "cloudinit" / "packages.yaml"
 
 # debootstrap fails configuring python3-cryptography unless python3-cffi-backend is
 # listed explicitly (see lab-feasibility notes).
@@ -107,17 +104,9 @@ def images_dir() -> pathlib.Path:
     return lab_dir() / "images"
 
 
-def role_packages(path: pathlib.Path = PACKAGES_YAML) -> list[str]:
-    """Sorted union of every role list in packages.yaml."""
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of role -> package list")
-    union: set[str] = set()
-    for role, pkgs in data.items():
-        if not isinstance(pkgs, list | type(None)) or not all(isinstance(p, str) for p in pkgs or []):
-            raise ValueError(f"{path}: role {role!r} must be a list of package names")
-        union.update(pkgs or [])
-    return sorted(union)
+def role_packages() -> list[str]:
+    """Sorted union of every list in cloudinit/firstboot/packages.yaml."""
+    return sorted({pkg for pkgs in first_boot_packages().values() for pkg in pkgs})
 
 
 def package_lists(kind: str) -> dict[str, list[str]]:
@@ -317,7 +306,7 @@ def _build_node(root: pathlib.Path, main: str, security: str | None) -> None:
     _configure_apt(root, main, security)
     missing = missing_packages(root, roles)
     if missing:
-        raise RuntimeError(f"not installable on {RELEASE} (fix {PACKAGES_YAML}): {' '.join(missing)}")
+        raise RuntimeError(f"not installable on {RELEASE} (fix cloudinit/firstboot/packages.yaml): {' '.join(missing)}")
     _gen_locale(root)
     with _apt_session(root):
         _chroot(root, "apt-get", "install", *APT_OPTS, *roles)

@@ -3,7 +3,7 @@
     python -m lab.lab up      # make lab
     python -m lab.lab down    # make lab-down
 
-`up` renders the `lab` stack with the lab's addresses (infra.render, the same code
+`up` renders the `lab` stack with the lab's addresses (tooling.render, the same code
 users run), boots every node from the cached Debian 13 image with its rendered
 user-data as a NoCloud seed, waits for cloud-init, replays the program's remote
 commands, and prints how to reach the nodes. A lab left over from an earlier
@@ -23,15 +23,16 @@ from pathlib import Path
 
 import yaml
 
-from infra import render
+from infra.paths import REPO_ROOT
+from tooling import render
 from infra.config import StackConfig, parse
-from infra.mocks import MOCK_SECRETS, Addresses, Run, run_program
+from tooling.mocks import MOCK_SECRETS, Addresses, Run, run_program
 from infra.naming import droplet_name, role_of, role_tag, stack_tag
 from lab import image
 from lab.procfs import mounts_under, pids_in_netns, pids_rooted_under
 from lab.topology import (
     API_PORT, AUDITOR_IP, AUDITOR_NS, GATEWAY, METADATA_IP, PREFIX, PUBLIC_NET, RESERVED_IP, SECOND_CLIENT, STACK,
-    SWITCH_NS, REPO, LabNode, nodes_for, run_dir,
+    SWITCH_NS, LabNode, nodes_for, run_dir,
 )
 
 BOOT_TIMEOUT = 300.0
@@ -79,7 +80,7 @@ def lab_nodes() -> list[LabNode]:
 
 def lab_config(admin_key: str = PLACEHOLDER_ADMIN_KEY) -> StackConfig:
     """The lab stack's validated settings (the admin key is the lab's own, made at `up`)."""
-    plain = {k.split(":", 1)[1]: v for k, v in render.stack_config(STACK, REPO / "lab/stack.yaml").items()}
+    plain = {k.split(":", 1)[1]: v for k, v in render.stack_config(STACK, REPO_ROOT / "lab/stack.yaml").items()}
     return parse(STACK, plain | {"adminSshKeys": [admin_key], **MOCK_SECRETS})
 
 
@@ -298,7 +299,7 @@ def start_api(nodes: list[LabNode]) -> None:
     (run_dir() / "api-config.json").write_text(json.dumps(state, indent=1))
     token = ensure_api_token()
     hook = run_dir() / "hook"
-    hook.write_text(f"#!/bin/sh\ncd {REPO} && exec {sys.executable} -m lab.hook \"$@\"\n")
+    hook.write_text(f"#!/bin/sh\ncd {REPO_ROOT} && exec {sys.executable} -m lab.hook \"$@\"\n")
     hook.chmod(0o700)
     in_switch("ip", "link", "set", "lo", "up")
     log_file = open(run_dir() / "api.log", "w")
@@ -308,7 +309,7 @@ def start_api(nodes: list[LabNode]) -> None:
          "--state", str(run_dir() / "api-config.json"), "--state-out", str(run_dir() / "api-state.json"),
          "--token-file", str(token), "--api-listen", f"{GATEWAY}:{API_PORT}",
          "--metadata-listen", f"{METADATA_IP}:80", "--hook", str(hook)],
-        cwd=REPO, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     (run_dir() / "api.pid").write_text(str(proc.pid))
     deadline = time.monotonic() + 20
     while not (run_dir() / "api-state.json").exists():
@@ -332,7 +333,7 @@ def lab_program() -> Run:
     )
     admin_pub = (run_dir() / "admin_key.pub").read_text().strip()
     # The cluster's agents call the lab's API stand-in with the lab's own token.
-    raw = render.stack_config(STACK, REPO / "lab/stack.yaml") | {
+    raw = render.stack_config(STACK, REPO_ROOT / "lab/stack.yaml") | {
         "do-ha-stack:adminSshKeys": [admin_pub],
         "do-ha-stack:failoverApiToken": (run_dir() / "api_token").read_text().strip()}
     return run_program(STACK, raw, addresses)

@@ -38,7 +38,8 @@ from urllib.parse import urlparse
 import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 
-REPO = Path(__file__).resolve().parent.parent
+from infra.paths import REPO_ROOT
+
 
 # The operations lab/do_api.py implements, as DigitalOcean-public.v2.yaml maps
 # them (that top-level file is not part of the shared subset, so the table is here).
@@ -81,7 +82,7 @@ _Yaml12Loader.add_implicit_resolver(
 def default_root() -> Path:
     """The `specification` folder: $DO_OPENAPI_DIR, else shared/ beside the repo."""
     env = os.environ.get("DO_OPENAPI_DIR")
-    base = Path(env) if env else REPO.parent / "shared" / "do-openapi"
+    base = Path(env) if env else REPO_ROOT.parent / "shared" / "do-openapi"
     return base / "specification" if (base / "specification").is_dir() else base
 
 

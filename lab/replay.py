@@ -20,7 +20,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from infra.render import commands
+from tooling.render import commands
 from lab.topology import SSH_OPTS, SWITCH_NS, run_dir
 
 DIAL_ATTEMPTS = 30  # as the program's dial_error_limit

@@ -30,7 +30,6 @@ API_PORT = 8080
 API_URL = f"http://{GATEWAY}:{API_PORT}"
 VPC_RANGE = "10.99.0.0/24"
 STACK = "lab"
-REPO = Path(__file__).resolve().parent.parent
 # How the lab's own clients (replay, probes, tests) call ssh: keys only, lab
 # host keys are throwaway.
 SSH_OPTS = ["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",

@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Pulumi starts a pack from its own folder: the repository (where infra.paths
+# defines the root for everything else) must be importable first.
+_repo = str(Path(__file__).resolve().parent.parent)
+if _repo not in sys.path:
+    sys.path.insert(0, _repo)
 
 from pulumi_policy import (  # noqa: E402
     EnforcementLevel,

@@ -3,7 +3,7 @@
 Resource rules take (resource type, props, Options) and return violation
 messages (an empty list means the resource complies). The stack rule takes every
 resource of the stack. `policy/__main__.py` wires them into pulumi_policy; the
-tests feed them the offline render (`infra.mocks.run_program`).
+tests feed them the offline render (`tooling.mocks.run_program`).
 
 Props use the engine's camelCase names (`vpcUuid`, `inboundRules`, ...), the
 same as the render's inputs; snake_case names are accepted as well.

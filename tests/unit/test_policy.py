@@ -30,12 +30,12 @@ from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
-from infra.mocks import Addresses, Registration, Run, StackMocks
+from infra.paths import REPO_ROOT
+from tooling.mocks import Addresses, Registration, Run, StackMocks
 from infra.userdata import USER_DATA_LIMIT
 from policy import rules
 
-ROOT = Path(__file__).resolve().parent.parent
-POLICY_DIR = ROOT / "policy"
+POLICY_DIR = REPO_ROOT / "policy"
 
 
 # --- the render as the rules see it -----------------------------------------------------

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from infra.config import ConfigError, parse
-from infra.mocks import Addresses, run_program
-from tests.conftest import plain_config
+from infra.paths import REPO_ROOT
+from tooling.mocks import Addresses, run_program
+from tests.helpers.stacks import plain_config
 
 RSA_2048 = (
     "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"
@@ -119,13 +120,12 @@ def test_bad_config_registers_nothing() -> None:
 
 def test_pulumi_yaml_schema_matches_the_settings() -> None:
     # Every setting is declared with a type and description; defaults agree with the code's.
-    from pathlib import Path
 
     import yaml
 
     from infra.config import REQUIRED, SECRET_SETTINGS, SETTINGS
 
-    schema = yaml.safe_load((Path(__file__).parent.parent / "Pulumi.yaml").read_text())["config"]
+    schema = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())["config"]
     assert set(schema) == set(SETTINGS) | set(SECRET_SETTINGS)
     for key in SECRET_SETTINGS:
         assert schema[key]["secret"] is True and "default" not in schema[key], key

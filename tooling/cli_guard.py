@@ -1,6 +1,6 @@
 """Checks in front of `make preview|up|destroy`, then the Pulumi CLI itself.
 
-    python -m infra.cli_guard ACTION STACK [EXTRA PULUMI ARGS...]
+    python -m tooling.cli_guard ACTION STACK [EXTRA PULUMI ARGS...]
 
 Each check stops with one line saying what is missing and how to fix it, and
 exit code 2, before pulumi touches anything:
@@ -102,7 +102,7 @@ def check(action: str, stack: str, env: Mapping[str, str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2:
-        print("usage: python -m infra.cli_guard {preview|up|destroy} STACK [PULUMI ARGS...]", file=sys.stderr)
+        print("usage: python -m tooling.cli_guard {preview|up|destroy} STACK [PULUMI ARGS...]", file=sys.stderr)
         return 2
     action, stack, extra = args[0], args[1].strip(), args[2:]
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from lab.image import ensure_image
-from tests.expect import parse_sshd_t
+from tests.helpers.expect import parse_sshd_t
 
 
 def tools_root() -> Path:

@@ -11,7 +11,7 @@ import pytest
 from lab import lab as lab_mod
 from lab.procfs import mounts_under, pids_in_netns, pids_rooted_under
 from lab.topology import RESERVED_IP, LabNode, run_dir
-from tests.lab_support import SSH_OPTS, Admin, api, in_lab, unmanaged
+from tests.helpers.lab_support import SSH_OPTS, Admin, api, in_lab, unmanaged
 
 pytestmark = pytest.mark.lab
 

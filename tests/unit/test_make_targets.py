@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from infra.paths import REPO_ROOT
+
 MAKE = shutil.which("make") or "make"
 FAKE_PULUMI = f"""#!{sys.executable}
 import json, os, sys
@@ -64,7 +65,7 @@ class Make:
         base.update(PATH=os.pathsep.join(self.path), FAKE_PULUMI_LOG=str(self.log))
         # -o: never rebuild the venv here; these tests are about the guard.
         return subprocess.run([MAKE, "--no-print-directory", "-o", ".venv/.installed", *args],
-                              cwd=REPO, env={**base, **env}, capture_output=True, text=True, timeout=120)
+                              cwd=REPO_ROOT, env={**base, **env}, capture_output=True, text=True, timeout=120)
 
     @property
     def calls(self) -> list[list[str]]:
@@ -188,7 +189,7 @@ def test_pulumi_failure_fails_make(make: Make, tmp_path: Path) -> None:
 
 
 def test_make_n_test_still_works() -> None:
-    run = subprocess.run([MAKE, "--no-print-directory", "-n", "test"], cwd=REPO, capture_output=True, text=True,
+    run = subprocess.run([MAKE, "--no-print-directory", "-n", "test"], cwd=REPO_ROOT, capture_output=True, text=True,
                          env={k: v for k, v in os.environ.items() if k not in _SCRUB}, timeout=60)
     assert run.returncode == 0, run.stderr
     assert "-m pytest -q" in run.stdout

@@ -18,10 +18,11 @@ from xml.etree import ElementTree
 
 import pytest
 
+from infra.paths import REPO_ROOT
 from lab import lab as lab_mod
 from lab import replay
-from lab.topology import REPO, RESERVED_IP, SWITCH_NS, LabNode, run_dir
-from tests.lab_support import Admin, api, in_lab
+from lab.topology import RESERVED_IP, SWITCH_NS, LabNode, run_dir
+from tests.helpers.lab_support import Admin, api, in_lab
 
 pytestmark = pytest.mark.lab
 URL = f"http://{RESERVED_IP}"
@@ -182,7 +183,7 @@ def _write_through_failover(nodes: list[LabNode], tag: str) -> dict:
     out, stop = run_dir() / f"writer-{tag}.json", run_dir() / f"writer-{tag}.stop"
     stop.unlink(missing_ok=True)
     writer = subprocess.Popen(["ip", "netns", "exec", SWITCH_NS, sys.executable, "-m", "lab.writer", URL,
-                               str(out), str(stop)], cwd=REPO)
+                               str(out), str(stop)], cwd=REPO_ROOT)
     try:
         time.sleep(3)
         killed_at = time.time()

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from lab.topology import REPO
-from tests.agent_sandbox import AgentSandbox
-from tests.tools import chroot, scratch, tools_root
+from infra.paths import REPO_ROOT
+from tests.helpers.agent_sandbox import AgentSandbox
+from tests.helpers.tools_root import chroot, scratch, tools_root
 
-AGENT_SRC = REPO / "cloudinit" / "agents" / "fence_digitalocean"
+AGENT_SRC = REPO_ROOT / "cloudinit" / "agents" / "fence_digitalocean"
 AGENT = "/usr/sbin/fence_digitalocean"
 TARGET = "app2"  # fenced from app1, as a peer would be
 # Long enough that an action started just before the agent runs is still pending

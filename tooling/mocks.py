@@ -22,10 +22,10 @@ from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from infra import mock_tls
+from tooling import mock_tls
 from infra.config import PROJECT
+from infra.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET_MARKER = "[secret]"
 STACK_TYPE = "pulumi:pulumi:Stack"
 
@@ -264,7 +264,7 @@ def run_program(stack: str, raw_config: Mapping[str, Any], addresses: Addresses 
     settings.SETTINGS.outputs.clear()
 
     def program() -> None:
-        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+        runpy.run_path(str(REPO_ROOT / "__main__.py"), run_name="__main__")
 
     _sync_await(run_pulumi_func(program))
     return Run(stack, monitor.registrations, _resolve_exports(), mocks.generated)

@@ -8,13 +8,14 @@ import pytest
 import yaml
 
 from infra.config import parse
-from infra.mocks import Run, run_program
-from infra.render import stack_config, user_data
+from tooling.mocks import Run, run_program
+from tooling.render import stack_config, user_data
 from infra.remote import STEPS, step_script
-from infra.userdata import CLOUDINIT_DIR, packages_for, render, sshd_dropin
-from tests.conftest import plain_config
-from tests.expect import EXPECTED_SSHD
-from tests.tools import cloud_init_schema, shellcheck, sshd_effective, tools_root
+from infra.paths import CLOUDINIT_DIR
+from infra.userdata import packages_for, render, sshd_dropin
+from tests.helpers.stacks import plain_config
+from tests.helpers.expect import EXPECTED_SSHD
+from tests.helpers.tools_root import cloud_init_schema, shellcheck, sshd_effective, tools_root
 
 pytestmark = pytest.mark.tools
 

@@ -1,6 +1,6 @@
 """Create the DigitalOcean Spaces bucket that holds the Pulumi state.
 
-    python -m infra.state_backend --bucket NAME --region REGION [--endpoint URL]
+    python -m tooling.state_backend --bucket NAME --region REGION [--endpoint URL]
 
 Spaces speaks the S3 API, so this is plain boto3. The bucket ends up private
 (canned ACL `private`) and versioned (every state checkpoint Pulumi overwrites
@@ -323,7 +323,7 @@ def login_instructions(result: Result, endpoint: str | None, credentials: Creden
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m infra.state_backend",
+        prog="python -m tooling.state_backend",
         description="Create (or check) a private, versioned Spaces bucket for the Pulumi state.",
     )
     parser.add_argument("--bucket", required=True, help=f"bucket name ({BUCKET_RULE})")

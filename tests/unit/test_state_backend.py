@@ -1,4 +1,4 @@
-"""infra/state_backend.py against moto's S3 in server mode, with real authentication.
+"""tooling/state_backend.py against moto's S3 in server mode, with real authentication.
 
 moto accepts any credentials by default. Its server has an auth switch,
 POST /moto-api/reset-auth with the number of requests to let through
@@ -29,9 +29,9 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from infra import state_backend as sb
+from infra.paths import REPO_ROOT
+from tooling import state_backend as sb
 
-REPO = Path(__file__).resolve().parents[1]
 REGION = "fra1"
 OTHER_ACCOUNT = "111111111111"
 S3_ALL = json.dumps({"Version": "2012-10-17",
@@ -111,7 +111,7 @@ def _record_operations(client: Any) -> list[str]:
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SPACES_"))}
-    return subprocess.run([sys.executable, "-m", "infra.state_backend", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "tooling.state_backend", *args], cwd=REPO_ROOT,
                           env={**base, **env}, capture_output=True, text=True, timeout=60)
 
 

@@ -40,9 +40,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from infra.paths import REPO_ROOT
 from lab.image import ensure_image
 from lab.procfs import mounts_under, pids_rooted_under
-from lab.topology import REPO
 
 PREFIX = "dohsbx-"
 GATEWAY = "203.0.113.1"
@@ -279,7 +279,7 @@ class AgentSandbox:
                  "--token-file", str(self.base / "api-token"), "--api-listen", f"{GATEWAY}:{API_PORT}",
                  "--metadata-listen", f"{METADATA_IP}:80", "--hook", str(hook),
                  "--action-delay", str(self.action_delay)],
-                cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 20
         while True:
             if self._api.poll() is not None or time.monotonic() > deadline:

@@ -15,12 +15,12 @@ from typing import Iterator
 
 import pytest
 
+from infra.paths import REPO_ROOT
 from lab.procfs import pids_rooted_under
-from lab.topology import REPO
-from tests.agent_sandbox import AgentSandbox
-from tests.tools import shellcheck, tools_root
+from tests.helpers.agent_sandbox import AgentSandbox
+from tests.helpers.tools_root import shellcheck, tools_root
 
-AGENT_SRC = REPO / "cloudinit/agents/reserved-ip"
+AGENT_SRC = REPO_ROOT / "cloudinit/agents/reserved-ip"
 AGENT = "/usr/lib/ocf/resource.d/do-ha-stack/reserved-ip"
 OCF_SUCCESS, OCF_ERR_GENERIC, OCF_ERR_UNIMPLEMENTED, OCF_ERR_PERM, OCF_ERR_INSTALLED, OCF_ERR_CONFIGURED, \
     OCF_NOT_RUNNING = 0, 1, 3, 4, 5, 6, 7

@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 import pytest
 import yaml
+from infra.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW_DIR = ROOT / ".github" / "workflows"
+WORKFLOW_DIR = REPO_ROOT / ".github" / "workflows"
 EXPECTED_FILES = {"preview.yml", "deploy.yml", "teardown.yml"}
 STACKS = ("staging", "prod")
 PULUMI_ACTION = "pulumi/actions"
@@ -254,9 +254,9 @@ def preview_problems(workflows: Workflows) -> list[str]:
     if missing:
         problems.append(f"preview.yml previews {sorted(previewed)}, not {sorted(missing)}")
     scripts = [str(s.get("run", "")) for _, job in jobs(doc) for s in steps(job)]
-    render = [t for t in scripts if "infra.render" in t]
+    render = [t for t in scripts if RENDER.search(t)]
     if not render or not all(stack in " ".join(render) for stack in STACKS):
-        problems.append("preview.yml does not render both stacks with python -m infra.render")
+        problems.append("preview.yml does not render both stacks with make render")
     if not any("diff -ru" in t for t in scripts):
         problems.append("preview.yml does not diff the renders (diff -ru)")
     if not any(action(s) == "actions/github-script" for _, job in jobs(doc) for s in steps(job)):
@@ -266,6 +266,7 @@ def preview_problems(workflows: Workflows) -> list[str]:
     return problems
 
 
+RENDER = re.compile(r"\bmake\b[^\n]*\brender\b")
 SECRET_NAME = re.compile(r"token|secret|passphrase|password|access_key|key_id|private_key", re.IGNORECASE)
 SECRET_REF = re.compile(r"^\$\{\{\s*secrets\.([A-Za-z0-9_]+)\s*\}\}$")
 LITERAL_CREDENTIALS = [
@@ -371,7 +372,7 @@ def actionlint() -> str:
 
 def run_actionlint(paths: list[Path]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([actionlint(), "-no-color", "-oneline", *map(str, paths)],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+                          capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
 
 
 def test_the_three_workflows_exist() -> None:
@@ -560,7 +561,7 @@ def _preview_no_diff(w: Workflows) -> None:
 
 
 def _no_render_job(w: Workflows) -> None:
-    for name in [j for j, job in jobs(w["preview.yml"]) if "infra.render" in text_of(job)]:
+    for name in [j for j, job in jobs(w["preview.yml"]) if RENDER.search(text_of(job))]:
         del w["preview.yml"]["jobs"][name]
 
 
@@ -573,7 +574,7 @@ def _no_unit_tests(w: Workflows) -> None:
     (_preview_staging_only, "not ['prod']"),
     (_preview_no_comment, "comment-on-pr: False"),
     (_preview_no_diff, "diff: None"),
-    (_no_render_job, "infra.render"),
+    (_no_render_job, "make render"),
     (_no_unit_tests, "make test-unit"),
 ])
 def test_previews_cover_both_stacks_render_and_tests(real: Workflows, tmp_path: Path, mutate: Mutation,

@@ -26,8 +26,9 @@ from typing import Any
 
 import pytest
 
+from infra.paths import REPO_ROOT
 from lab.do_api import Lab, running
-from lab.openapi import OPERATIONS, REPO, Spec, match_operation
+from lab.openapi import OPERATIONS, Spec, match_operation
 
 TOKEN = "dop_v1_lab_" + "5e" * 24
 RIP = "198.51.100.10"  # held by app1 at start
@@ -536,7 +537,7 @@ def test_cli_serves_logs_requests_and_keeps_the_token_out_of_logs(tmp_path: Path
         [sys.executable, "-m", "lab.do_api", "--state", str(tmp_path / "state.json"),
          "--state-out", str(tmp_path / "out.json"), "--token-file", str(tmp_path / "token"),
          "--api-listen", "127.0.0.1:0", "--metadata-listen", "127.0.0.1:0", "--action-delay", "0.05"],
-        cwd=REPO, stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+        cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
     lines: queue.Queue[str] = queue.Queue()
     def read() -> None:
         for line in proc.stderr or []:

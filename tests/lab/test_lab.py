@@ -13,8 +13,8 @@ import pytest
 from lab import lab as lab_mod
 from lab import replay
 from lab.topology import AUDITOR_IP, AUDITOR_NS, SECOND_CLIENT, VPC_RANGE, LabNode, run_dir
-from tests.expect import EXPECTED_SSHD, parse_sshd_t
-from tests.lab_support import SSH_OPTS, Admin, in_lab, probe_tcp
+from tests.helpers.expect import EXPECTED_SSHD, parse_sshd_t
+from tests.helpers.lab_support import SSH_OPTS, Admin, in_lab, probe_tcp
 
 pytestmark = pytest.mark.lab
 CLUSTER_TCP = [2224, 3306, 24007]

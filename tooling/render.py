@@ -1,7 +1,7 @@
 """Offline render: what a stack would create and what lands on its nodes.
 
-    python -m infra.render --stack prod --out build/prod
-    python -m infra.render --stack lab --config lab/stack.yaml --addresses lab.json \
+    python -m tooling.render --stack prod --out build/prod
+    python -m tooling.render --stack lab --config lab/stack.yaml --addresses lab.json \
         --set installPackages=false --out build/lab --secrets-dir build/lab-secrets
 
 Runs the program under Pulumi mocks with the stack's config file: no Pulumi CLI,
@@ -26,7 +26,8 @@ from typing import Any
 import yaml
 
 from infra.config import PROJECT, ConfigError
-from infra.mocks import ROOT, SECRET_MARKER, Addresses, Run, run_program
+from infra.paths import REPO_ROOT
+from tooling.mocks import SECRET_MARKER, Addresses, Run, run_program
 
 DROPLET = "digitalocean:index/droplet:Droplet"
 REMOTE_COMMAND = "command:remote:Command"
@@ -34,7 +35,7 @@ REMOTE_COMMAND = "command:remote:Command"
 
 def stack_config(stack: str, config_file: Path | None = None) -> dict[str, Any]:
     """The plain (non-secret) project settings of a stack's config file."""
-    path = config_file or ROOT / f"Pulumi.{stack}.yaml"
+    path = config_file or REPO_ROOT / f"Pulumi.{stack}.yaml"
     if not path.exists():
         raise SystemExit(f"no config file {path} for stack {stack!r}")
     data = yaml.safe_load(path.read_text()) or {}
@@ -140,7 +141,7 @@ def write_secrets(run: Run, directory: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.render", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tooling.render", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", required=True, help="stack name (reads Pulumi.STACK.yaml)")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--config", type=Path, help="config file instead of Pulumi.STACK.yaml")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.mocks import MOCK_SECRETS, Run
-from infra.render import DROPLET, commands, dependency_order, main, user_data
+from tooling.mocks import MOCK_SECRETS, Run
+from tooling.render import DROPLET, commands, dependency_order, main, user_data
 
 from lab import replay
 

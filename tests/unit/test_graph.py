@@ -6,11 +6,11 @@ import ipaddress
 import json
 
 from infra.config import parse
-from infra.mocks import SECRET_MARKER, Run, run_program
+from tooling.mocks import SECRET_MARKER, Run, run_program
 from infra.ports import CLUSTER_TCP_PORT_RANGES, CLUSTER_UDP_PORT_RANGES
-from infra.render import stack_config
+from tooling.render import stack_config
 from infra.userdata import USER_DATA_LIMIT
-from tests.conftest import plain_config
+from tests.helpers.stacks import plain_config
 
 DROPLET = "digitalocean:index/droplet:Droplet"
 FIREWALL = "digitalocean:index/firewall:Firewall"
@@ -160,7 +160,7 @@ def test_private_key_is_secret_and_absent_everywhere(stack_run: Run) -> None:
 
 def test_secret_inputs_are_redacted_in_records() -> None:
     # A secret config value that reached an input would show as the marker.
-    from infra.mocks import _redact
+    from tooling.mocks import _redact
     from pulumi.runtime import rpc
     assert _redact({"a": rpc.wrap_rpc_secret("x"), "b": ["y"]}) == {"a": SECRET_MARKER, "b": ["y"]}
 
