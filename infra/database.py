@@ -8,27 +8,20 @@ import ipaddress
 from string import Template
 
 import pulumi
-import pulumi_command as command
 import pulumi_random as random
 import pulumi_tls as tls
 
-from infra.cluster import Cluster, connection
+from infra import tuning
 from infra.config import StackConfig
 from infra.naming import child_opts, droplet_name, stack_tag
-from infra.remote import Bundle, NodeFile, step_command
+from infra.nodes import Nodes
 from infra.paths import read
-
-CA_VALIDITY_HOURS = 10 * 365 * 24
-CERT_VALIDITY_HOURS = 2 * 365 * 24
-RENEW_BEFORE_HOURS = 30 * 24  # `pulumi up` in the last month re-issues the certificate
-# A primary whose replica is gone waits this long for an acknowledgement, then
-# commits alone (semi-sync falls back to asynchronous).
-SEMI_SYNC_TIMEOUT_MS = 1000
+from infra.remote import Bundle, Connector, NodeFile, step_command
 
 
 def replication_cnf(server_id: int, private_ip: str) -> str:
     return Template(read("steps/templates/mariadb-replication.cnf")).substitute(
-        server_id=server_id, private_ip=private_ip, semi_sync_timeout_ms=SEMI_SYNC_TIMEOUT_MS)
+        server_id=server_id, private_ip=private_ip, semi_sync_timeout_ms=tuning.SEMI_SYNC_TIMEOUT_MS)
 
 
 def sql_host_pattern(vpc_range: str) -> str:
@@ -38,10 +31,13 @@ def sql_host_pattern(vpc_range: str) -> str:
 
 
 class Database(pulumi.ComponentResource):
-    def __init__(self, name: str, cfg: StackConfig, cluster: Cluster, after: dict[str, list[pulumi.Resource]],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    """`configured[node]`: MariaDB set up; `handed_over[node]`: left to pacemaker."""
+
+    def __init__(self, name: str, cfg: StackConfig, nodes: Nodes, connect: Connector,
+                 ready: dict[str, pulumi.Resource], cluster_formed: pulumi.Resource,
+                 opts: pulumi.ResourceOptions) -> None:
         super().__init__("do-ha-stack:database:Database", name, None, opts)
-        apps = cluster.nodes.app_nodes
+        apps, bootstrap = nodes.app_nodes, nodes.bootstrap
         self.replication_password = random.RandomPassword(
             "replication-password", length=32, special=False, opts=child_opts(cfg, self)).result
         ca_key = tls.PrivateKey("db-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child_opts(cfg, self))
@@ -49,11 +45,11 @@ class Database(pulumi.ComponentResource):
             "db-ca", private_key_pem=ca_key.private_key_pem, is_ca_certificate=True,
             subject=tls.SelfSignedCertSubjectArgs(common_name=f"{stack_tag(cfg)} MariaDB CA",
                                                   organization="do-ha-stack"),
-            validity_period_hours=CA_VALIDITY_HOURS, allowed_uses=["cert_signing", "crl_signing"],
+            validity_period_hours=tuning.DB_CA_VALIDITY_HOURS, allowed_uses=["cert_signing", "crl_signing"],
             opts=child_opts(cfg, self))
         self.ca_cert_pem: pulumi.Output[str] = ca.cert_pem
 
-        self.configured: dict[str, command.remote.Command] = {}
+        self.configured: dict[str, pulumi.Resource] = {}
         for server_id, node in enumerate(apps, start=1):
             key = tls.PrivateKey(f"{node.name}-db-key", algorithm="ECDSA", ecdsa_curve="P256",
                                  opts=child_opts(cfg, self))
@@ -66,7 +62,8 @@ class Database(pulumi.ComponentResource):
             cert = tls.LocallySignedCert(
                 f"{node.name}-db-cert", cert_request_pem=csr.cert_request_pem,
                 ca_private_key_pem=ca_key.private_key_pem, ca_cert_pem=ca.cert_pem,
-                validity_period_hours=CERT_VALIDITY_HOURS, early_renewal_hours=RENEW_BEFORE_HOURS,
+                validity_period_hours=tuning.DB_CERT_VALIDITY_HOURS,
+                early_renewal_hours=tuning.DB_CERT_RENEW_BEFORE_HOURS,
                 allowed_uses=["digital_signature", "key_encipherment", "server_auth", "client_auth"],
                 opts=child_opts(cfg, self))
             files = [
@@ -75,37 +72,29 @@ class Database(pulumi.ComponentResource):
                 NodeFile("/etc/mysql/tls/server-key.pem", key.private_key_pem, "0640", "root:mysql"),
                 NodeFile("/etc/mysql/mariadb.conf.d/60-do-ha-stack.cnf",
                          node.droplet.ipv4_address_private.apply(lambda ip, s=server_id: replication_cnf(s, ip))),
-                NodeFile("/usr/local/lib/do-ha-stack/canary.py", read("app/canary.py"), "0755"),
-                NodeFile("/etc/systemd/system/do-ha-canary.service", read("app/do-ha-canary.service")),
-                NodeFile("/etc/nginx/sites-available/do-ha-stack", read("app/nginx-site.conf")),
             ]
             self.configured[node.name] = step_command(
-                f"{node.name}-db-node", "db-node",
-                [sql_host_pattern(cfg.vpc_ip_range), "yes" if node is cluster.bootstrap else "no"],
-                connection(cfg, node, cluster.access),
-                Bundle({"REPL_PASSWORD": self.replication_password}, files),
-                child_opts(cfg, self, deleted_with=node.droplet,
-                           depends_on=[cluster.ready[node.name]]))
+                f"{node.name}-db-node", "db-node", node,
+                {"VPC_HOSTS": sql_host_pattern(cfg.vpc_ip_range), "BOOTSTRAP": "yes" if node is bootstrap else "no"},
+                connect, Bundle({"REPL_PASSWORD": self.replication_password}, files),
+                cfg, self, depends_on=[ready[node.name]])
 
-        primary_ip = cluster.bootstrap.droplet.ipv4_address_private
-        self.seeded: dict[str, command.remote.Command] = {
+        primary_ip = bootstrap.droplet.ipv4_address_private
+        self.seeded: dict[str, pulumi.Resource] = {
             node.name: step_command(
-                f"{node.name}-db-seed", "db-seed", primary_ip.apply(lambda ip: [ip]),
-                connection(cfg, node, cluster.access),
-                Bundle({"REPL_PASSWORD": self.replication_password}),
-                child_opts(cfg, self, deleted_with=node.droplet,
-                           depends_on=[self.configured[node.name], self.configured[cluster.bootstrap.name]]))
-            for node in apps if node is not cluster.bootstrap
+                f"{node.name}-db-seed", "db-seed", node,
+                {"PRIMARY": primary_ip, "START_WAIT_S": tuning.REPLICATION_START_WAIT_S},
+                connect, Bundle({"REPL_PASSWORD": self.replication_password}),
+                cfg, self, depends_on=[self.configured[node.name], self.configured[bootstrap.name]])
+            for node in apps if node is not bootstrap
         }
         # Replicas first, then the bootstrap primary (see db-handover.sh).
-        self.handed_over: dict[str, command.remote.Command] = {}
-        for node in sorted(apps, key=lambda n: n is cluster.bootstrap):
-            first = node is cluster.bootstrap
+        self.handed_over: dict[str, pulumi.Resource] = {}
+        for node in sorted(apps, key=lambda n: n is bootstrap):
+            first = node is bootstrap
             self.handed_over[node.name] = step_command(
-                f"{node.name}-db-handover", "db-handover", ["yes" if first else "no"],
-                connection(cfg, node, cluster.access), Bundle(),
-                child_opts(cfg, self, deleted_with=node.droplet,
-                           depends_on=[cluster.formed, self.configured[node.name], *self.seeded.values(),
-                                       *after.get(node.name, []),
-                                       *(list(self.handed_over.values()) if first else [])]))
+                f"{node.name}-db-handover", "db-handover", node, {"BOOTSTRAP": "yes" if first else "no"},
+                connect, Bundle(), cfg, self,
+                depends_on=[cluster_formed, self.configured[node.name], *self.seeded.values(),
+                            *(list(self.handed_over.values()) if first else [])])
         self.register_outputs({"caCertPem": self.ca_cert_pem})

@@ -32,3 +32,15 @@ def child_opts(cfg: StackConfig, parent: pulumi.Resource, **kwargs: Any) -> pulu
     mocks tests can see it per resource.
     """
     return pulumi.ResourceOptions(parent=parent, protect=cfg.protect, **kwargs)
+
+
+def moved_from(parent_type: str, parent_name: str, grandparent: pulumi.Resource | None) -> list[pulumi.Alias]:
+    """Aliases for a resource that moved to another component of the same stack.
+
+    The URN carries the parent chain, so a move alone would make the engine
+    create the resource anew and delete the old one (refused on prod, where
+    everything is protected). The alias names the former parent, whose own
+    parent was `grandparent`, so state carries over and nothing is replaced.
+    """
+    former = pulumi.create_urn(parent_name, parent_type, parent=grandparent)
+    return [pulumi.Alias(parent=former)]

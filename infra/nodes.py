@@ -69,3 +69,12 @@ class Nodes(pulumi.ComponentResource):
     @property
     def app_nodes(self) -> list[Node]:
         return [n for n in self.nodes if n.role == "app"]
+
+    @property
+    def witness(self) -> Node | None:
+        return next((n for n in self.nodes if n.role == "witness"), None)
+
+    @property
+    def bootstrap(self) -> Node:
+        """The app node that forms the cluster and holds the first primary and the reserved IP."""
+        return self.app_nodes[0]

@@ -1,23 +1,33 @@
 """Remote commands built from the shell steps in cloudinit/steps/.
 
 A step's text is cloudinit/steps/lib.sh plus the step script, run as root
-through `sudo bash -c`, with only non-secret arguments on its command line.
-Secrets and files travel on stdin as a bundle (see lib.sh), so they never show
-in a command line, a process list or a Pulumi diff; commands that carry a secret
-also keep their output out of the logs and mark it secret in the state.
+through `sudo bash -c`, with only non-secret NAME=value arguments on its command
+line; each script declares its names with `step_args`, and the program checks
+them against that declaration before it renders a step. Secrets and files
+travel on stdin as a bundle (see lib.sh), so they never show in a command line,
+a process list or a Pulumi diff; commands that carry a secret also keep their
+output out of the logs and mark it secret in the state.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping
 
 import pulumi
 import pulumi_command as command
 
-from infra.paths import read
+from infra import tuning
+from infra.config import StackConfig
+from infra.naming import child_opts
+from infra.nodes import Node
+from infra.paths import CLOUDINIT_DIR, read
+
+STEPS_DIR = "steps"
 
 
 @dataclass(frozen=True)
@@ -47,40 +57,78 @@ class Bundle:
         return pulumi.Output.all(*lines).apply("".join)
 
 
-STEPS = ("cluster-node", "cluster-setup", "cluster-resources", "storage-volume", "storage-mount",
-         "db-node", "db-seed", "db-handover")
+def steps() -> tuple[str, ...]:
+    """Every step script (cloudinit/steps/*.sh but lib.sh)."""
+    return tuple(sorted(p.stem for p in (CLOUDINIT_DIR / STEPS_DIR).glob("*.sh") if p.name != "lib.sh"))
+
+
+_STEP_ARGS = re.compile(r"^step_args ((?:[A-Z][A-Z0-9_]* )+)-- \"\$@\"$", re.MULTILINE)
+
+
+@functools.cache
+def declared_args(step: str) -> tuple[str, ...]:
+    """The argument names a step script declares in its `step_args NAME... -- "$@"` line."""
+    if step not in steps():
+        raise ValueError(f"unknown step {step!r}; allowed: {', '.join(steps())}")
+    text = re.sub(r"\s*\\\n\s*", " ", read(f"{STEPS_DIR}/{step}.sh"))  # join continued lines
+    found = _STEP_ARGS.findall(text)
+    if len(found) != 1:
+        raise ValueError(f"cloudinit/{STEPS_DIR}/{step}.sh must declare its arguments in one step_args line")
+    return tuple(found[0].split())
 
 
 def step_script(step: str) -> str:
     """What runs for a step: its script with lib.sh inserted after the shebang."""
-    if step not in STEPS:
-        raise ValueError(f"unknown step {step!r}; allowed: {', '.join(STEPS)}")
-    shebang, _, body = read(f"steps/{step}.sh").partition("\n")
-    return f"{shebang}\n{read('steps/lib.sh')}\n{body}"
+    declared_args(step)  # an unknown step fails here
+    shebang, _, body = read(f"{STEPS_DIR}/{step}.sh").partition("\n")
+    return f"{shebang}\n{read(f'{STEPS_DIR}/lib.sh')}\n{body}"
 
 
-def step_text(step: str, args: Sequence[str]) -> str:
-    """The command line for a step: step_script(step) through `sudo bash -c`, as root."""
-    script = step_script(step)
-    quoted = " ".join(shlex.quote(a) for a in args)
-    return f"sudo -n bash -c {shlex.quote(script)} {shlex.quote(step)} {quoted}".rstrip()
+def step_text(step: str, args: Mapping[str, str]) -> str:
+    """The command line for a step: step_script(step) through `sudo bash -c`, as root,
+    with its arguments as NAME=value, exactly the names the script declares."""
+    declared = declared_args(step)
+    if set(args) != set(declared):
+        raise ValueError(f"step {step}: the program passes {sorted(args)}, the script declares {sorted(declared)}")
+    quoted = " ".join(shlex.quote(f"{name}={args[name]}") for name in declared)
+    return f"sudo -n bash -c {shlex.quote(step_script(step))} {shlex.quote(step)} {quoted}".rstrip()
 
 
-def step_command(resource_name: str, step: str, args: pulumi.Input[Sequence[str]],
-                 connection: command.remote.ConnectionArgs, bundle: Bundle,
-                 opts: pulumi.ResourceOptions) -> command.remote.Command:
-    """One bootstrap step on one node. Re-running it is safe: every step script
-    checks before it changes anything."""
+@dataclass(frozen=True)
+class Connector:
+    """How every remote command reaches a node: the deploy user, the automation key."""
+
+    user: str
+    private_key: pulumi.Input[str]
+
+    def to(self, node: Node) -> command.remote.ConnectionArgs:
+        return command.remote.ConnectionArgs(
+            host=node.droplet.ipv4_address,
+            user=self.user,
+            private_key=self.private_key,
+            dial_error_limit=tuning.SSH_DIAL_ERROR_LIMIT,
+            per_dial_timeout=tuning.SSH_PER_DIAL_TIMEOUT_S,
+        )
+
+
+def step_command(resource_name: str, step: str, node: Node, args: Mapping[str, pulumi.Input[str]],
+                 connect: Connector, bundle: Bundle, cfg: StackConfig, parent: pulumi.Resource,
+                 depends_on: list[pulumi.Resource], aliases: list[pulumi.Alias] | None = None,
+                 ) -> command.remote.Command:
+    """One bootstrap step on one node; it goes with the node's droplet. Re-running it
+    is safe: every step script checks before it changes anything."""
     secret = bool(bundle.secrets)
     stdin = bundle.render()
+    values = pulumi.Output.all(**{name: pulumi.Output.from_input(v).apply(str) for name, v in args.items()}) \
+        if args else pulumi.Output.from_input({})
     return command.remote.Command(
         resource_name,
-        connection=connection,
-        create=pulumi.Output.from_input(args).apply(lambda a: step_text(step, a)),
+        connection=connect.to(node),
+        create=values.apply(lambda a: step_text(step, a)),
         stdin=pulumi.Output.secret(stdin) if secret else stdin,
         # Output may name hosts and timings but never a secret; still, a step that
         # handles secrets keeps its output out of logs and marks it secret in state.
         logging=command.remote.Logging.NONE if secret else command.remote.Logging.STDOUT_AND_STDERR,
-        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["stdout", "stderr"] if secret else None)),
+        opts=child_opts(cfg, parent, deleted_with=node.droplet, depends_on=depends_on, aliases=aliases,
+                        additional_secret_outputs=["stdout", "stderr"] if secret else None),
     )

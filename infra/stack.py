@@ -1,4 +1,8 @@
-"""The top-level component: one HA web stack per Pulumi stack."""
+"""The top-level component: one HA web stack per Pulumi stack.
+
+It reads top to bottom in bootstrap order; each component gets what it needs
+explicitly and hands on only what later ones depend on.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,17 @@ import pulumi
 
 from infra.access import Access
 from infra.cluster import Cluster
-from infra.config import StackConfig
+from infra.config import StackConfig, secret_setting
 from infra.database import Database
+from infra.failover import Failover
 from infra.firewall import Firewalls
+from infra.first_boot import FirstBoot
 from infra.monitoring import Monitoring
 from infra.network import Network, ReservedAddress
 from infra.nodes import Nodes
+from infra.remote import Connector
 from infra.storage import SharedStorage
+from infra.web import Web
 
 
 class HaStack(pulumi.ComponentResource):
@@ -20,27 +28,30 @@ class HaStack(pulumi.ComponentResource):
         super().__init__("do-ha-stack:index:HaStack", cfg.stack, None,
                          pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(protect=cfg.protect)))
         child = pulumi.ResourceOptions(parent=self, protect=cfg.protect)
-        self.cfg = cfg
-        self.network = Network("network", cfg, child)
-        self.access = Access("access", cfg, child)
-        self.nodes = Nodes("nodes", cfg, self.network, self.access, child)
-        self.reserved = ReservedAddress("reserved-address", cfg, self.nodes.app_nodes[0].droplet, child)
-        self.cluster = Cluster("cluster", cfg, self.nodes, self.access, child)
-        self.storage = SharedStorage("storage", cfg, self.cluster, child)
-        # nginx serves /srv/shared: each node's database step waits for its mount.
-        self.database = Database("database", cfg, self.cluster,
-                                 {name: [mount] for name, mount in self.storage.mounts.items()}, child)
-        self.active = self.cluster.configure_resources(
-            self.database.replication_password, self.reserved.address,
-            [*self.database.handed_over.values(), *self.storage.mounts.values()])
-        self.firewalls = Firewalls("firewalls", cfg, self.network, child)
-        self.monitoring = Monitoring(
-            "monitoring", cfg, self.network.stack_tag,
-            [n.droplet.droplet_urn for n in self.nodes.nodes] + [self.reserved.ip.reserved_ip_urn],
-            child,
-        )
+
+        # Cloud resources: network, keys, droplets (hardened by their user-data), firewalls.
+        network = Network("network", cfg, child)
+        access = Access("access", cfg, child)
+        nodes = Nodes("nodes", cfg, network, access, child)
+        Firewalls("firewalls", cfg, network, child)
+        reserved = ReservedAddress("reserved-address", cfg, nodes.bootstrap.droplet, child)
+
+        # The bootstrap over SSH, in order.
+        connect = Connector(cfg.deploy_user, access.automation_private_key)
+        first_boot = FirstBoot("first-boot", cfg, nodes, connect, child)
+        cluster = Cluster("cluster", cfg, nodes, connect, first_boot.ready,
+                          secret_setting("failoverApiToken"), child)
+        storage = SharedStorage("storage", cfg, nodes, connect, cluster.prepared, child)
+        database = Database("database", cfg, nodes, connect, first_boot.ready, cluster.formed, child)
+        web = Web("web", cfg, nodes, connect, storage.mounts, child)
+        Failover("failover", cfg, nodes, connect, reserved.address, database.replication_password,
+                 [cluster.formed, *database.handed_over.values(), *web.installed.values()], child)
+
+        Monitoring("monitoring", cfg, network.stack_tag,
+                   [n.droplet.droplet_urn for n in nodes.nodes] + [reserved.ip.reserved_ip_urn], child)
+
         self.outputs = {
-            "reservedIp": self.reserved.address,
+            "reservedIp": reserved.address,
             "nodes": {
                 n.name: {
                     "role": n.role,
@@ -48,7 +59,7 @@ class HaStack(pulumi.ComponentResource):
                     "privateIpv4": n.droplet.ipv4_address_private,
                     "ssh": n.droplet.ipv4_address.apply(lambda ip: f"ssh {cfg.deploy_user}@{ip}"),
                 }
-                for n in self.nodes.nodes
+                for n in nodes.nodes
             },
         }
         self.register_outputs(self.outputs)

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import yaml
 
+from infra import tuning
 from infra.config import StackConfig
 from infra.paths import read
 from infra.ports import CLUSTER_TCP_PORT_RANGES, CLUSTER_UDP_PORT_RANGES, port_range
@@ -66,7 +67,8 @@ def sshd_dropin(cfg: StackConfig) -> str:
 
 
 def node_env(cfg: StackConfig, role: str) -> str:
-    """Shell-sourceable settings for cloudinit/firstboot/harden.sh (values are all validated tokens)."""
+    """Shell-sourceable settings for cloudinit/firstboot/harden.sh (values are all validated tokens
+    or tuning values)."""
     ports = cfg.public_tcp_ports if role == "app" else ()
     values = {
         "ROLE": role,
@@ -76,6 +78,10 @@ def node_env(cfg: StackConfig, role: str) -> str:
         "PUBLIC_PORTS": " ".join(str(p) for p in ports),
         "CLUSTER_TCP": " ".join(port_range(a, b, ":") for a, b in CLUSTER_TCP_PORT_RANGES.values()),
         "CLUSTER_UDP": " ".join(port_range(a, b, ":") for a, b in CLUSTER_UDP_PORT_RANGES.values()),
+        "LOGIN_UMASK": tuning.LOGIN_UMASK,
+        "PASS_MAX_DAYS": tuning.PASS_MAX_DAYS,
+        "PASS_MIN_DAYS": tuning.PASS_MIN_DAYS,
+        "SHA_CRYPT_MIN_ROUNDS": tuning.SHA_CRYPT_MIN_ROUNDS,
     }
     return "".join(f'{k}="{v}"\n' for k, v in values.items())
 

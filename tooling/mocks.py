@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pulumi
+from google.protobuf import json_format
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_pulumi_func
@@ -46,6 +47,7 @@ class Registration:
     inputs: dict[str, Any]  # secrets replaced by SECRET_MARKER
     secret_inputs: list[str]  # top-level input names that were secret
     raw_inputs: dict[str, Any] = field(repr=False, default_factory=dict)  # secrets unwrapped
+    aliases: list[dict[str, Any]] = field(default_factory=list)  # the alias specs, as the engine gets them
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,7 +56,7 @@ class Registration:
             "ignoreChanges": self.ignore_changes, "replaceOnChanges": self.replace_on_changes,
             "additionalSecretOutputs": self.additional_secret_outputs,
             "deletedWith": self.deleted_with, "secretInputs": self.secret_inputs,
-            "inputs": self.inputs,
+            "aliases": self.aliases, "inputs": self.inputs,
         }
 
 
@@ -200,6 +202,8 @@ class RecordingMonitor(pmocks.MockMonitor):
                 deleted_with=request.deletedWith, inputs=_redact(inputs),
                 secret_inputs=sorted(k for k, v in inputs.items() if rpc.is_rpc_secret(v)),
                 raw_inputs=_unwrap(inputs),
+                aliases=[json_format.MessageToDict(a) for a in request.aliases]
+                + [{"urn": u} for u in request.aliasURNs],
             ))
         return response
 

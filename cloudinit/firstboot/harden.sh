@@ -68,11 +68,11 @@ set_login_def() {
 
 harden_accounts_and_files() {
 	# New files private to their owner by default; password ageing and hashing
-	# rounds for any password ever set (the deploy user has none).
-	set_login_def UMASK 027
-	set_login_def PASS_MAX_DAYS 365
-	set_login_def PASS_MIN_DAYS 1
-	set_login_def SHA_CRYPT_MIN_ROUNDS 65536
+	# rounds for any password ever set (values and why: infra/tuning.py).
+	set_login_def UMASK "$LOGIN_UMASK"
+	set_login_def PASS_MAX_DAYS "$PASS_MAX_DAYS"
+	set_login_def PASS_MIN_DAYS "$PASS_MIN_DAYS"
+	set_login_def SHA_CRYPT_MIN_ROUNDS "$SHA_CRYPT_MIN_ROUNDS"
 	# Scheduled jobs and sshd's configuration readable by root only.
 	chmod 0600 /etc/crontab /etc/ssh/sshd_config
 	chmod 0700 /etc/cron.d /etc/cron.daily /etc/cron.hourly /etc/cron.weekly /etc/cron.monthly

@@ -1,11 +1,15 @@
 #!/bin/bash
 # Prepare one node for the cluster (every node, witness included).
-# Args: CLUSTER_NAME BRICK_FIRST_PORT BRICK_LAST_PORT NAME=PRIVATE_IP...
+# Arguments:
+#   CLUSTER_NAME      the corosync cluster's name
+#   BRICK_FIRST_PORT  first port of the range GlusterFS bricks may listen on
+#   BRICK_LAST_PORT   last port of that range (the firewalls open exactly it)
+#   MEMBERS           every member as NAME=PRIVATE_IP, space separated
 # Bundle: secrets HACLUSTER_PASSWORD, DO_API_TOKEN; the
 # reserved-IP resource agent and the DigitalOcean fence agent as files.
 set -euo pipefail
-CLUSTER_NAME=$1 BRICK_FIRST=$2 BRICK_LAST=$3
-shift 3
+step_args CLUSTER_NAME BRICK_FIRST_PORT BRICK_LAST_PORT MEMBERS -- "$@"
+read -ra specs <<<"$MEMBERS"
 
 read_bundle
 [ -n "${SECRET_HACLUSTER_PASSWORD:-}" ] || die "no hacluster password on stdin"
@@ -39,18 +43,18 @@ for hosts in /etc/hosts /etc/cloud/templates/hosts.debian.tmpl; do
 	[ -f "$hosts" ] || continue
 	put_file 0644 root:root "$hosts" < <(
 		sed '/^# do-ha-stack cluster members/,/^# end do-ha-stack/d' "$hosts"
-		block "$@")
+		block "${specs[@]}")
 done
 
 # Where GlusterFS bricks live (glusterd creates only the last path component).
 install -d -m 0700 "$STATE_DIR/bricks"
 
-# Bricks listen only inside the range the firewalls open (ports.py), not
-# glusterd's default of anything up to 60999. Args 2 and 3 are that range.
+# Bricks listen only inside the range the firewalls open (infra/ports.py), not
+# glusterd's default of anything up to 60999.
 vol=/etc/glusterfs/glusterd.vol
 put_file 0644 root:root "$vol" < <(
 	sed -e '/option[[:space:]]\+\(base\|max\)-port/d' \
-		-e "s/^end-volume/    option base-port $BRICK_FIRST\n    option max-port $BRICK_LAST\nend-volume/" "$vol")
+		-e "s/^end-volume/    option base-port $BRICK_FIRST_PORT\n    option max-port $BRICK_LAST_PORT\nend-volume/" "$vol")
 if changed "$vol" && systemctl is-active --quiet glusterd.service; then
 	systemctl restart glusterd.service
 fi

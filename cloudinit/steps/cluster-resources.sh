@@ -3,17 +3,31 @@
 # promotable MariaDB, and nginx with the reserved IP on the promoted node. Built
 # in a copy of the CIB, checked with crm_verify, pushed only when it differs.
 # Runs on the bootstrap node.
-# Args: RESERVED_IP API_URL HOST_MAP(name:droplet;...) WITNESS(name|-) APP=PRIVATE_IP...
-# (the bootstrap node last: it wins the first primary election on equal GTIDs)
+# Arguments (operation timings and why: infra/tuning.py):
+#   RESERVED_IP       the stack's reserved IP
+#   API_URL           the DigitalOcean API the agents call
+#   HOST_MAP          node name to droplet id, name:id;name:id...
+#   WITNESS           the witness's node name, or - without one
+#   APP_MEMBERS       the app nodes as NAME=PRIVATE_IP, space separated, the
+#                     bootstrap node last (it wins the first election on equal GTIDs)
+#   STONITH_TIMEOUT, FENCE_MONITOR                      fencing
+#   DB_PROMOTED_MONITOR, DB_UNPROMOTED_MONITOR,
+#   DB_MONITOR_TIMEOUT, DB_OP_TIMEOUT                   the mariadb resource
+#   WEB_MONITOR, WEB_MONITOR_TIMEOUT                    nginx
+#   RESERVED_IP_MONITOR, RESERVED_IP_MONITOR_TIMEOUT,
+#   RESERVED_IP_START_TIMEOUT                           the reserved-IP agent
+#   PROMOTION_WAIT_S, RESERVED_IP_WAIT_S                how long this step waits
 # Bundle: secret REPL_PASSWORD.
 set -euo pipefail
-RESERVED_IP=$1 API_URL=$2 HOST_MAP=$3 WITNESS=$4
-shift 4
+step_args RESERVED_IP API_URL HOST_MAP WITNESS APP_MEMBERS STONITH_TIMEOUT FENCE_MONITOR \
+	DB_PROMOTED_MONITOR DB_UNPROMOTED_MONITOR DB_MONITOR_TIMEOUT DB_OP_TIMEOUT WEB_MONITOR WEB_MONITOR_TIMEOUT \
+	RESERVED_IP_MONITOR RESERVED_IP_MONITOR_TIMEOUT RESERVED_IP_START_TIMEOUT PROMOTION_WAIT_S RESERVED_IP_WAIT_S -- "$@"
+read -ra app_specs <<<"$APP_MEMBERS"
 read_bundle
 [ -n "${SECRET_REPL_PASSWORD:-}" ] || die "no replication password on stdin"
 
 apps=() node_list=""
-for spec in "$@"; do
+for spec in "${app_specs[@]}"; do
 	apps+=("${spec%%=*}")
 	node_list+="${node_list:+ }${spec%%=*}"
 	# The address other nodes replicate from (the agent falls back to uname -n).
@@ -31,12 +45,12 @@ fence=(fence_digitalocean api_url="$API_URL" pcmk_host_map="$HOST_MAP")
 if exists fence-do; then
 	pcsf stonith update fence-do "${fence[@]:1}"
 else
-	pcsf stonith create fence-do "${fence[@]}" op monitor interval=60s
+	pcsf stonith create fence-do "${fence[@]}" op monitor interval="$FENCE_MONITOR"
 fi
 # off, not reboot: a reboot fence completes only once the droplet is up again,
 # which would hold the failover for a whole boot. The fenced droplet stays off
 # until an operator powers it on; it then rejoins as a replica.
-pcsf property set stonith-enabled=true stonith-action=off stonith-timeout=60s
+pcsf property set stonith-enabled=true stonith-action=off stonith-timeout="$STONITH_TIMEOUT"
 
 db=(binary=/usr/bin/mariadbd-safe config=/etc/mysql/my.cnf datadir=/var/lib/mysql
 	pid=/run/mysqld/mysqld.pid socket=/run/mysqld/mysqld.sock log=/var/log/mysql/error.log
@@ -45,9 +59,10 @@ if exists mariadb; then
 	pcsf resource update mariadb "${db[@]}"
 else
 	pcsf resource create mariadb ocf:heartbeat:mariadb "${db[@]}" replication_passwd=unset \
-		op start timeout=120s op stop timeout=120s op promote timeout=120s op demote timeout=120s \
-		op monitor interval=5s timeout=30s role=Promoted \
-		op monitor interval=7s timeout=30s role=Unpromoted \
+		op start timeout="$DB_OP_TIMEOUT" op stop timeout="$DB_OP_TIMEOUT" \
+		op promote timeout="$DB_OP_TIMEOUT" op demote timeout="$DB_OP_TIMEOUT" \
+		op monitor interval="$DB_PROMOTED_MONITOR" timeout="$DB_MONITOR_TIMEOUT" role=Promoted \
+		op monitor interval="$DB_UNPROMOTED_MONITOR" timeout="$DB_MONITOR_TIMEOUT" role=Unpromoted \
 		promotable promoted-max=1 notify=true
 fi
 pcsf resource meta mariadb-clone clone-max="${#apps[@]}"
@@ -59,11 +74,13 @@ printf '<nvpair id="mariadb-instance_attributes-replication_passwd" name="replic
 	"$(xml_escape "$SECRET_REPL_PASSWORD")" | CIB_file=$work/cib.xml cibadmin --modify --scope resources --xml-pipe
 
 if ! exists web; then
-	pcsf resource create web systemd:nginx op monitor interval=10s timeout=20s --group active
+	pcsf resource create web systemd:nginx op monitor interval="$WEB_MONITOR" timeout="$WEB_MONITOR_TIMEOUT" \
+		--group active
 fi
 if ! exists reserved-ip; then
 	pcsf resource create reserved-ip ocf:do-ha-stack:reserved-ip ip="$RESERVED_IP" api_url="$API_URL" \
-		op monitor interval=10s timeout=30s op start timeout=60s --group active
+		op monitor interval="$RESERVED_IP_MONITOR" timeout="$RESERVED_IP_MONITOR_TIMEOUT" \
+		op start timeout="$RESERVED_IP_START_TIMEOUT" --group active
 else
 	pcsf resource update reserved-ip ip="$RESERVED_IP" api_url="$API_URL"
 fi
@@ -91,6 +108,6 @@ else
 fi
 
 running() { crm_mon -1 --output-as=xml | grep -q "resource id=\"$1\".*role=\"$2\".*active=\"true\""; }
-wait_for "a promoted MariaDB" 180 running mariadb Promoted
-wait_for "the reserved IP" 120 running reserved-ip Started
+wait_for "a promoted MariaDB" "$PROMOTION_WAIT_S" running mariadb Promoted
+wait_for "the reserved IP" "$RESERVED_IP_WAIT_S" running reserved-ip Started
 log "active: $(crm_resource --resource reserved-ip --locate 2>&1)"

@@ -2,10 +2,13 @@
 # Seed this node's MariaDB from the primary without stopping or locking it, then
 # replicate from it over TLS. A node that already replicates, or whose database
 # pacemaker already manages, is never seeded again.
-# Args: PRIMARY_IP (the bootstrap primary; a running cluster's current primary wins)
+# Arguments:
+#   PRIMARY       the bootstrap primary's private address (a running cluster's
+#                 current primary wins)
+#   START_WAIT_S  how long replication has to show both threads running
 # Bundle: secret REPL_PASSWORD.
 set -euo pipefail
-PRIMARY=$1
+step_args PRIMARY START_WAIT_S -- "$@"
 read_bundle
 [ -n "${SECRET_REPL_PASSWORD:-}" ] || die "no replication password on stdin"
 
@@ -16,7 +19,7 @@ both_running() {
 }
 
 marker=$STATE_DIR/db-seeded
-if [ -e "$marker" ] || both_running || managed_by_pacemaker; then
+if [ -e "$marker" ] || both_running || managed_by_pacemaker mariadb; then
 	log "already a replica; not seeding again"
 	exit 0
 fi
@@ -57,7 +60,7 @@ CHANGE MASTER TO MASTER_HOST='$PRIMARY', MASTER_PORT=3306,
 START SLAVE;
 SQL
 
-for _ in $(seq 60); do
+for _ in $(seq "$START_WAIT_S"); do
 	both_running && break
 	sleep 1
 done

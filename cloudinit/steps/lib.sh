@@ -1,6 +1,9 @@
 # Shared helpers for the bootstrap steps pulumi-command runs on the nodes.
 # Prepended to each step script by infra/remote.py; never run on its own.
 #
+# Arguments are NAME=value, each declared by the step with `step_args` (the
+# program checks its names against that declaration before it renders a step).
+#
 # Secrets and files arrive on stdin as a bundle, one item per line:
 #   secret NAME BASE64          -> shell variable SECRET_NAME (never echoed)
 #   file MODE OWNER PATH BASE64 -> written atomically when the content differs
@@ -63,6 +66,32 @@ read_bundle() {
 	done
 }
 
+# step_args NAME... -- "$@": set each declared NAME from its NAME=value argument.
+# An undeclared, repeated or missing argument stops the step before it changes anything.
+step_args() {
+	local -a declared=()
+	local -A given=()
+	local arg name
+	while [ "$#" -gt 0 ] && [ "$1" != -- ]; do
+		declared+=("$1")
+		shift
+	done
+	[ "$#" -gt 0 ] || die "step_args: no '--' before the arguments"
+	shift
+	for arg in "$@"; do
+		name=${arg%%=*}
+		[[ "$arg" == *=* && "$name" =~ ^[A-Z][A-Z0-9_]*$ ]] ||
+			die "argument '${arg:0:40}' is not NAME=value; this step takes: ${declared[*]}"
+		[[ " ${declared[*]} " == *" $name "* ]] || die "unknown argument $name; this step takes: ${declared[*]}"
+		[ -z "${given[$name]:-}" ] || die "argument $name given twice"
+		given[$name]=1
+		printf -v "$name" '%s' "${arg#*=}"
+	done
+	for name in "${declared[@]}"; do
+		[ -n "${given[$name]:-}" ] || die "missing argument $name; this step takes: ${declared[*]}"
+	done
+}
+
 changed() {
 	local path
 	for path in "${CHANGED[@]}"; do
@@ -74,8 +103,8 @@ changed() {
 # sql_escape TEXT: TEXT as the inside of a single-quoted SQL string.
 sql_escape() { sed -e "s/\\\\/\\\\\\\\/g" -e "s/'/\\\\'/g" <<<"$1"; }
 
-# managed_by_pacemaker: MariaDB is a pacemaker resource on this cluster already.
-managed_by_pacemaker() { crm_resource --resource mariadb --query-xml >/dev/null 2>&1; }
+# managed_by_pacemaker RESOURCE: pacemaker already has RESOURCE (mariadb, web) on this cluster.
+managed_by_pacemaker() { crm_resource --resource "$1" --query-xml >/dev/null 2>&1; }
 
 # wait_for DESCRIPTION SECONDS COMMAND...: poll until COMMAND succeeds.
 wait_for() {

@@ -1,28 +1,35 @@
 #!/bin/bash
 # Create the replicated GlusterFS volume once; re-runs only re-apply its options.
 # Runs on the bootstrap node.
-# Args: VOLUME BRICK_DIR ARBITER(yes|no) ALLOW(comma list) PEER_IP... (app nodes
-# first, the arbiter's last).
+# Arguments (tuning values and why: infra/tuning.py):
+#   VOLUME           the volume's name
+#   BRICK_DIR        where each peer keeps its brick
+#   ARBITER          yes: the last peer holds an arbiter brick; no: plain replica 2
+#   ALLOW            addresses allowed to mount, comma separated
+#   PEERS            the peers' private addresses, space separated, app nodes
+#                    first, the arbiter's last
+#   PING_TIMEOUT_S   network.ping-timeout
+#   QUORUM_TYPE      cluster.quorum-type
+#   PROBE_TIMEOUT_S  bound on one peer probe
 set -euo pipefail
-VOLUME=$1 BRICK_DIR=$2 ARBITER=$3 ALLOW=$4
-shift 4
-peers=("$@")
+step_args VOLUME BRICK_DIR ARBITER ALLOW PEERS PING_TIMEOUT_S QUORUM_TYPE PROBE_TIMEOUT_S -- "$@"
+read -ra peer_ips <<<"$PEERS"
 read_bundle
 
 self=$(hostname -I)
-for ip in "${peers[@]}"; do
+for ip in "${peer_ips[@]}"; do
 	case " $self " in *" $ip "*) continue ;; esac
 	# Probe only new peers; the CLI can hang on a peer it already knows.
-	gluster pool list | grep -q "[[:space:]]${ip}[[:space:]]" || quiet gluster --timeout=60 peer probe "$ip"
+	gluster pool list | grep -q "[[:space:]]${ip}[[:space:]]" || quiet gluster --timeout="$PROBE_TIMEOUT_S" peer probe "$ip"
 done
 connected() {
-	[ "$(gluster pool list | grep -c 'Connected')" -ge "${#peers[@]}" ]
+	[ "$(gluster pool list | grep -c 'Connected')" -ge "${#peer_ips[@]}" ]
 }
-wait_for "all ${#peers[@]} gluster peers connected" 120 connected
+wait_for "all ${#peer_ips[@]} gluster peers connected" 120 connected
 
 if ! gluster volume info "$VOLUME" >/dev/null 2>&1; then
 	bricks=()
-	for ip in "${peers[@]}"; do bricks+=("$ip:$BRICK_DIR"); done
+	for ip in "${peer_ips[@]}"; do bricks+=("$ip:$BRICK_DIR"); done
 	if [ "$ARBITER" = yes ]; then
 		layout=(replica 3 arbiter 1)
 	else
@@ -34,12 +41,11 @@ if ! gluster volume info "$VOLUME" >/dev/null 2>&1; then
 	quiet gluster --mode=script volume create "$VOLUME" "${layout[@]}" "${bricks[@]}" force
 fi
 
-# Only cluster members may mount; a dead peer is given up on after 5 s instead
-# of freezing clients for the default 42 s.
+# Only cluster members may mount.
 quiet gluster volume set "$VOLUME" auth.allow "$ALLOW"
-quiet gluster volume set "$VOLUME" network.ping-timeout 5
-quiet gluster volume set "$VOLUME" cluster.quorum-type auto
+quiet gluster volume set "$VOLUME" network.ping-timeout "$PING_TIMEOUT_S"
+quiet gluster volume set "$VOLUME" cluster.quorum-type "$QUORUM_TYPE"
 if ! gluster volume info "$VOLUME" | grep -q '^Status: Started'; then
 	quiet gluster volume start "$VOLUME"
 fi
-log "volume $VOLUME started on ${peers[*]}"
+log "volume $VOLUME started on ${peer_ips[*]}"

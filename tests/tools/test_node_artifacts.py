@@ -10,7 +10,7 @@ import yaml
 from infra.config import parse
 from tooling.mocks import Run, run_program
 from tooling.render import stack_config, user_data
-from infra.remote import STEPS, step_script
+from infra.remote import step_script, steps
 from infra.paths import CLOUDINIT_DIR
 from infra.userdata import packages_for, render, sshd_dropin
 from tests.helpers.stacks import plain_config
@@ -88,13 +88,13 @@ def test_rendered_dropin_is_the_one_in_user_data(staging: Run) -> None:
 
 
 def _shell_scripts() -> list[Path]:
-    steps = {f"{s}.sh" for s in STEPS} | {"lib.sh"}  # checked as assembled, below
+    assembled = {f"{s}.sh" for s in steps()} | {"lib.sh"}  # checked as assembled, below
     return sorted(p for p in CLOUDINIT_DIR.rglob("*")
-                  if p.is_file() and p.name not in steps
+                  if p.is_file() and p.name not in assembled
                   and (p.suffix == ".sh" or p.read_text(errors="ignore").startswith("#!/bin/")))
 
 
-@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("step", steps())
 def test_remote_steps_pass_shellcheck_as_they_run(root: Path, tmp_path: Path, step: str) -> None:
     """Each bootstrap step exactly as a node runs it: lib.sh inside the step script."""
     script = tmp_path / f"{step}.sh"

@@ -1,0 +1,42 @@
+#!/bin/bash
+# The web tier on an app node: nginx's site, the canary write endpoint, and
+# nginx handed to pacemaker (it runs on the active node only).
+# Arguments:
+#   DOCUMENT_ROOT  nginx's document root, on the shared volume
+# Bundle: files: the canary service and the nginx site.
+set -euo pipefail
+step_args DOCUMENT_ROOT -- "$@"
+read_bundle
+
+install -d -m 0755 "$DOCUMENT_ROOT"
+
+# The canary talks to the local MariaDB as its own system user (unix_socket).
+if ! id -u do-ha-canary >/dev/null 2>&1; then
+	useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin do-ha-canary
+	# rkhunter compares users and groups with its first-boot copies (in its
+	# TMPDIR): record a user added on purpose, so the daily scan stays clean.
+	if [ -f /var/lib/rkhunter/tmp/passwd ]; then
+		cp -p /etc/passwd /etc/group /var/lib/rkhunter/tmp/
+		chmod 0600 /var/lib/rkhunter/tmp/passwd /var/lib/rkhunter/tmp/group
+	fi
+fi
+ln -sfn /etc/nginx/sites-available/do-ha-stack /etc/nginx/sites-enabled/do-ha-stack
+rm -f /etc/nginx/sites-enabled/default
+systemctl daemon-reload
+systemctl enable do-ha-canary.service >/dev/null 2>&1
+if changed /usr/local/lib/do-ha-stack/canary.py || ! systemctl is-active --quiet do-ha-canary.service; then
+	systemctl restart do-ha-canary.service
+fi
+nginx -t -q
+
+# From now on pacemaker starts nginx where the reserved IP is.
+systemctl disable nginx.service >/dev/null 2>&1
+if managed_by_pacemaker web; then
+	if systemctl is-active --quiet nginx.service; then
+		systemctl reload nginx.service
+	fi
+	log "site updated; pacemaker runs nginx"
+else
+	systemctl stop nginx.service
+	log "site installed; nginx is left to pacemaker"
+fi

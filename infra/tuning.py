@@ -1,0 +1,86 @@
+"""Every tuning value of the stack, each with why it has that value.
+
+The scripts under cloudinit/ hold no numbers of their own: the steps get these
+as named arguments (infra/remote.py), first boot through /etc/do-ha-stack/node.env.
+Change a value here and `make render` shows every place it lands.
+"""
+
+from __future__ import annotations
+
+# --- SSH connections of the remote commands ----------------------------------------
+# ufw rate-limits SSH (6 new connections per 30 s per source): a dial that lands
+# in the limit is retried instead of failing the step.
+SSH_DIAL_ERROR_LIMIT = 30
+SSH_PER_DIAL_TIMEOUT_S = 10
+
+# --- corosync ------------------------------------------------------------------------
+# A silent node is declared dead after token + consensus, about 2.6 s: fast
+# failure detection, yet long enough not to flap on a busy droplet.
+COROSYNC_TOKEN_MS = 1200
+# corosync's own rule of thumb: consensus = 1.2 x token.
+COROSYNC_CONSENSUS_MS = COROSYNC_TOKEN_MS * 12 // 10
+# A node that lost the token rejoins quickly instead of after the 50 ms x N default.
+COROSYNC_JOIN_MS = 100
+# pcs waits this long for a node to start or join before the step fails.
+CLUSTER_START_WAIT_S = 180
+
+# --- pacemaker -----------------------------------------------------------------------
+# Resources stay where they run unless that node fails (no move back after a
+# failover, which would be a second outage).
+RESOURCE_STICKINESS = 200
+# A resource failing three times in a row on a node moves elsewhere...
+MIGRATION_THRESHOLD = 3
+# ...and its failures are forgotten after two minutes.
+FAILURE_TIMEOUT = "120s"
+# Without quorum a partition stops its resources: it must never take writes.
+NO_QUORUM_POLICY = "stop"
+# Power actions through the API take seconds; a minute covers a slow one.
+STONITH_TIMEOUT = "60s"
+# The fence device's own health check (an API read), not on the failover path.
+FENCE_MONITOR_INTERVAL = "60s"
+# MariaDB: the promoted instance is checked every 5 s (a dead primary is found
+# fast); replicas every 7 s (a different interval, as pacemaker requires).
+DB_PROMOTED_MONITOR = "5s"
+DB_UNPROMOTED_MONITOR = "7s"
+DB_MONITOR_TIMEOUT = "30s"
+# Start, stop, promote and demote may wait for InnoDB recovery or relay logs.
+DB_OP_TIMEOUT = "120s"
+# nginx and the reserved-IP agent on the active node.
+WEB_MONITOR = "10s"
+WEB_MONITOR_TIMEOUT = "20s"
+RESERVED_IP_MONITOR = "10s"
+RESERVED_IP_MONITOR_TIMEOUT = "30s"
+# An assign is retried with backoff on 422/429/5xx; a minute covers that.
+RESERVED_IP_START_TIMEOUT = "60s"
+# How long cluster-resources waits for a promoted MariaDB and the reserved IP.
+PROMOTION_WAIT_S = 180
+RESERVED_IP_WAIT_S = 120
+
+# --- GlusterFS -----------------------------------------------------------------------
+# A dead peer is given up on after 5 s instead of freezing clients for the
+# default 42 s.
+GLUSTER_PING_TIMEOUT_S = 5
+# Writes need a majority of the replica set (with the arbiter: 2 of 3).
+GLUSTER_QUORUM_TYPE = "auto"
+# Bound on one `gluster peer probe` (the CLI can otherwise hang on a dead peer).
+GLUSTER_PROBE_TIMEOUT_S = 60
+
+# --- MariaDB -------------------------------------------------------------------------
+# A primary whose replica is gone waits this long for an acknowledgement, then
+# commits alone (semi-sync falls back to asynchronous).
+SEMI_SYNC_TIMEOUT_MS = 1000
+# The stack's own CA lives ten years; node certificates two, re-issued by a
+# `pulumi up` in their last month.
+DB_CA_VALIDITY_HOURS = 10 * 365 * 24
+DB_CERT_VALIDITY_HOURS = 2 * 365 * 24
+DB_CERT_RENEW_BEFORE_HOURS = 30 * 24
+# A fresh replica's seed has this long to show both replication threads running.
+REPLICATION_START_WAIT_S = 60
+
+# --- accounts on every node (login.defs) ---------------------------------------------
+# New files private to their owner and group by default.
+LOGIN_UMASK = "027"
+# Password ageing and hashing for any password ever set (the deploy user has none).
+PASS_MAX_DAYS = 365
+PASS_MIN_DAYS = 1
+SHA_CRYPT_MIN_ROUNDS = 65536

@@ -1,0 +1,43 @@
+"""URNs as the Pulumi engine builds them, from the mocks' registrations.
+
+The engine's URN carries the whole chain of parent types below the root stack
+(`HaStack$Cluster$command:remote:Command`); this is what a deployed stack's
+state is keyed by, so a refactor that changes it replaces the resource.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from infra.config import PROJECT
+from tooling.mocks import STACK_TYPE
+
+STACK_PREFIX = f"{STACK_TYPE}$"
+
+
+def _chain_of_urn(urn: str) -> str:
+    """The type chain of a URN the SDK computed from an engine-style parent URN."""
+    chain = urn.split("::")[2]
+    return chain[len(STACK_PREFIX):] if chain.startswith(STACK_PREFIX) else chain
+
+
+def engine_urns(stack: str, resources: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
+    """resource URN (the mocks') -> every engine URN it answers to: its own and its aliases'."""
+    by_urn = {r["urn"]: r for r in resources}
+
+    def chain(r: dict[str, Any]) -> str:
+        parent = by_urn.get(r["parent"])
+        return f"{chain(parent)}${r['type']}" if parent else r["type"]
+
+    out: dict[str, set[str]] = {}
+    for urn, r in by_urn.items():
+        names = {f"urn:pulumi:{stack}::{PROJECT}::{chain(r)}::{r['name']}"}
+        for alias in r.get("aliases", []):
+            spec = alias.get("spec", {})
+            if "parentUrn" in spec:
+                names.add(f"urn:pulumi:{stack}::{PROJECT}::{_chain_of_urn(spec['parentUrn'])}${r['type']}"
+                          f"::{spec.get('name', r['name'])}")
+            elif "urn" in alias:
+                names.add(alias["urn"])
+        out[urn] = names
+    return out
