@@ -3,7 +3,7 @@
 Everything runs in-process on 127.0.0.1 (clients bind 127.0.0.2/.3/.5 as source
 addresses to play different droplets for the metadata service). Every API
 response any test receives is validated against DigitalOcean's OpenAPI schemas
-in shared/do-openapi (lab/openapi.py), so the behaviour tests double as
+in shared/do-openapi (lab/fake_do/openapi.py), so the behaviour tests double as
 conformance tests; test_every_operation_conforms makes sure each implemented
 operation was seen answering both success and errors.
 """
@@ -28,7 +28,7 @@ import pytest
 
 from infra.paths import REPO_ROOT
 from lab.do_api import Lab, running
-from lab.openapi import OPERATIONS, Spec, match_operation
+from lab.fake_do.openapi import OPERATIONS, Spec, match_operation
 
 TOKEN = "dop_v1_lab_" + "5e" * 24
 RIP = "198.51.100.10"  # held by app1 at start
@@ -141,7 +141,7 @@ def _request_schema(spec: Spec, op_file: str) -> dict[str, Any]:
 
 
 def _root_loc(spec: Spec) -> Any:
-    from lab.openapi import _Loc
+    from lab.fake_do.openapi import _Loc
     return _Loc(spec.root / "index")
 
 
