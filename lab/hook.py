@@ -1,6 +1,6 @@
 """Make the DigitalOcean stand-in's actions real in the lab.
 
-The API stand-in (lab.do_api, running in the lab's switch namespace) calls
+The API stand-in (lab.fake_do, running in the lab's switch namespace) calls
     HOOK assign IP DROPLET_ID | unassign IP | power_off ID | power_on ID | reboot ID
 when an action completes. Like DigitalOcean's edge, the reserved IP is translated
 to the holder's anchor address (metadata: interfaces/public/0/anchor_ipv4), so

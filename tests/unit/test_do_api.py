@@ -1,9 +1,9 @@
-"""The lab's DigitalOcean API/metadata stand-in (lab/do_api.py).
+"""The lab's fake DigitalOcean account: API and metadata stand-in (lab/fake_do/).
 
 Everything runs in-process on 127.0.0.1 (clients bind 127.0.0.2/.3/.5 as source
 addresses to play different droplets for the metadata service). Every API
 response any test receives is validated against DigitalOcean's OpenAPI schemas
-in shared/do-openapi (lab/openapi.py), so the behaviour tests double as
+in shared/do-openapi (lab/fake_do/openapi.py), so the behaviour tests double as
 conformance tests; test_every_operation_conforms makes sure each implemented
 operation was seen answering both success and errors.
 """
@@ -27,8 +27,9 @@ from typing import Any
 import pytest
 
 from infra.paths import REPO_ROOT
-from lab.do_api import Lab, running
-from lab.openapi import OPERATIONS, Spec, match_operation
+from lab.fake_do.account import FakeAccount
+from lab.fake_do.openapi import OPERATIONS, Spec, match_operation
+from lab.fake_do.server import running
 
 TOKEN = "dop_v1_lab_" + "5e" * 24
 RIP = "198.51.100.10"  # held by app1 at start
@@ -40,7 +41,7 @@ KNOWN_MISSING = {"resources/regions/models/region.yml", "resources/images/models
                  "resources/sizes/models/gpu_info.yml"}
 
 
-def lab_config(delay: float = 0.2) -> dict[str, Any]:
+def account_config(delay: float = 0.2) -> dict[str, Any]:
     return {
         "token": TOKEN, "region": "fra1", "action_delay": delay,
         "droplets": [
@@ -141,7 +142,7 @@ def _request_schema(spec: Spec, op_file: str) -> dict[str, Any]:
 
 
 def _root_loc(spec: Spec) -> Any:
-    from lab.openapi import _Loc
+    from lab.fake_do.openapi import _Loc
     return _Loc(spec.root / "index")
 
 
@@ -153,7 +154,7 @@ def _assert_valid(spec: Spec, schema: dict[str, Any], instance: Any, what: str) 
 
 @dataclass
 class Env:
-    lab: Lab
+    account: FakeAccount
     api: Api
     md_port: int
     hook_log: Path
@@ -180,10 +181,10 @@ def make_env(tmp_path: Path, spec: Spec, cfg: dict[str, Any] | None = None) -> I
     # Records its arguments; fails while hook.fail exists.
     hook.write_text(f'#!/bin/sh\necho "$*" >> {log}\n[ -e {fail} ] && exit 3\nexit 0\n')
     hook.chmod(0o755)
-    lab = Lab(cfg or lab_config(), TOKEN, hook=str(hook), state_out=tmp_path / "state-out.json",
-              log=lambda line: None)
-    with running(lab) as (api_server, md_server):
-        yield Env(lab, Api(api_server.server_address[1], spec), md_server.server_address[1],
+    account = FakeAccount(cfg or account_config(), TOKEN, hook=str(hook), state_out=tmp_path / "state-out.json",
+                          log=lambda line: None)
+    with running(account) as (api_server, md_server):
+        yield Env(account, Api(api_server.server_address[1], spec), md_server.server_address[1],
                   log, fail, tmp_path / "state-out.json")
 
 
@@ -283,8 +284,8 @@ def test_every_operation_conforms(env: Env) -> None:
     api.call("GET", "/v2/actions/999999")
     api.call("GET", f"/v2/actions/{did}", token=None)
 
-    env.lab.inject_faults(429, 1)
-    env.lab.inject_faults(500, 1)
+    env.account.inject_faults(429, 1)
+    env.account.inject_faults(500, 1)
     assert api.call("GET", "/v2/actions").status == 429
     assert api.call("GET", "/v2/actions").status == 500
 
@@ -336,7 +337,7 @@ def test_bad_or_missing_token_is_401(env: Env, auth: str | None) -> None:
     assert reply.body["id"] == "unauthorized" and reply.body["message"]
     reply = env.api.call("POST", f"/v2/reserved_ips/{RIP}/actions", {"type": "unassign"}, token=None, auth=auth)
     assert reply.status == 401
-    assert env.lab.ips[RIP].droplet_id == APP1 and not env.lab.actions
+    assert env.account.ips[RIP].droplet_id == APP1 and not env.account.actions
 
 
 def test_assign_moves_ip_after_completion(env: Env) -> None:
@@ -390,7 +391,7 @@ def test_pending_event_is_422_until_the_action_finishes(env: Env) -> None:
 
 @pytest.fixture
 def fast_env(tmp_path: Path, spec: Spec) -> Iterator[Env]:
-    with make_env(tmp_path, spec, lab_config(delay=0.05)) as e:
+    with make_env(tmp_path, spec, account_config(delay=0.05)) as e:
         yield e
 
 
@@ -414,8 +415,8 @@ def test_hook_gets_the_documented_arguments(fast_env: Env) -> None:
     assert env.hook_calls() == [
         f"assign {RIP} {APP2}", f"unassign {RIP}", f"power_off {APP2}", f"power_off {APP2}",
         f"power_on {APP2}", f"reboot {APP2}", f"reboot {APP2}", f"power_off {APP1}", f"power_on {APP1}"]
-    assert env.lab.ips[RIP].droplet_id is None
-    assert {d.id: d.status for d in env.lab.droplets.values()} == {APP1: "active", APP2: "active", FAR: "active"}
+    assert env.account.ips[RIP].droplet_id is None
+    assert {d.id: d.status for d in env.account.droplets.values()} == {APP1: "active", APP2: "active", FAR: "active"}
 
 
 def test_hook_failure_makes_the_action_errored(env: Env) -> None:
@@ -440,7 +441,7 @@ def test_hook_failure_makes_the_action_errored(env: Env) -> None:
 def test_invalid_ip_actions_are_422(env: Env, body: dict[str, Any], needle: str) -> None:
     reply = env.api.call("POST", f"/v2/reserved_ips/{RIP}/actions", body)
     assert reply.status == 422 and needle in reply.body["message"], reply.body
-    assert not env.lab.actions and env.hook_calls() == []
+    assert not env.account.actions and env.hook_calls() == []
 
 
 def test_other_request_errors(env: Env) -> None:
@@ -506,7 +507,7 @@ def test_metadata_answers_per_source_address(env: Env) -> None:
 
 @pytest.mark.parametrize("status", [429, 500])
 def test_fault_injection(env: Env, status: int) -> None:
-    env.lab.inject_faults(status, 2)
+    env.account.inject_faults(status, 2)
     for _ in range(2):
         reply = env.api.call("GET", f"/v2/reserved_ips/{RIP}")
         assert reply.status == status
@@ -516,7 +517,7 @@ def test_fault_injection(env: Env, status: int) -> None:
     queued = env.api.call("POST", "/_lab/faults", {"status": status, "count": 1})
     assert queued.status == 200 and queued.body == {"queued": 1}
     assert env.api.call("POST", f"/v2/reserved_ips/{RIP}/actions", {"type": "unassign"}).status == status
-    assert not env.lab.actions
+    assert not env.account.actions
     assert env.api.call("POST", "/_lab/faults", {"status": 404}).status == 422
 
 
@@ -529,12 +530,12 @@ def test_floating_ip_actions_report_floating_ip(env: Env) -> None:
 # --- the command line ---------------------------------------------------------------------------
 
 def test_cli_serves_logs_requests_and_keeps_the_token_out_of_logs(tmp_path: Path, spec: Spec) -> None:
-    cfg = lab_config()
+    cfg = account_config()
     del cfg["token"]
     (tmp_path / "state.json").write_text(json.dumps(cfg))
     (tmp_path / "token").write_text(TOKEN + "\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lab.do_api", "--state", str(tmp_path / "state.json"),
+        [sys.executable, "-m", "lab.fake_do", "--state", str(tmp_path / "state.json"),
          "--state-out", str(tmp_path / "out.json"), "--token-file", str(tmp_path / "token"),
          "--api-listen", "127.0.0.1:0", "--metadata-listen", "127.0.0.1:0", "--action-delay", "0.05"],
         cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})

@@ -1,9 +1,9 @@
 """Load DigitalOcean's OpenAPI files (shared/do-openapi) as plain JSON Schemas.
 
-The lab's stand-in API (lab/do_api.py) is only useful if it answers the way the
-real API is documented to, so tests validate its requests and responses against
-the published schemas. OpenAPI 3.0 schemas are *almost* JSON Schema; this module
-inlines the cross-file `$ref`s and converts the differences:
+The lab's fake DigitalOcean account (lab.fake_do) is only useful if it answers
+the way the real API is documented to, so tests validate its requests and
+responses against the published schemas. OpenAPI 3.0 schemas are *almost* JSON
+Schema; this module inlines the cross-file `$ref`s and converts the differences:
 
 - `nullable: true` -> a "null" type (or an anyOf with null);
 - `discriminator` with a mapping on an anyOf/oneOf -> if/then per value, so
@@ -41,7 +41,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from infra.paths import REPO_ROOT
 
 
-# The operations lab/do_api.py implements, as DigitalOcean-public.v2.yaml maps
+# The operations lab.fake_do implements, as DigitalOcean-public.v2.yaml maps
 # them (that top-level file is not part of the shared subset, so the table is here).
 OPERATIONS: dict[tuple[str, str], str] = {
     ("GET", "/v2/reserved_ips"): "resources/reserved_ips/reservedIPs_list.yml",

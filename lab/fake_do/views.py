@@ -1,0 +1,231 @@
+"""What the fake account answers: API requests routed to operations, DO's list
+pagination, and the metadata service's plain-text and JSON views.
+
+API (Bearer token, under /v2):
+    GET  /v2/reserved_ips[/{ip}[/actions[/{action_id}]]]   (and /v2/floating_ips/...)
+    POST /v2/reserved_ips/{ip}/actions      {"type": "assign", "droplet_id": N} | {"type": "unassign"}
+    GET  /v2/droplets/{id}[/actions[/{action_id}]]
+    POST /v2/droplets/{id}/actions          {"type": power_off|power_on|shutdown|reboot|power_cycle}
+    GET  /v2/actions[/{action_id}]
+    POST /_lab/faults {"status": 429|500, "count": N}   (lab only: not a DO endpoint)
+Metadata (no auth, caller identified by source address): /metadata/v1/..., /metadata/v1.json
+
+Views are plain functions of the account and the request; HTTP is server.py's.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from lab.fake_do.account import JSON, ApiError, FakeAccount, not_found, unprocessable
+from lab.fake_do.shapes import action_json, droplet_json, ip_json, metadata_json, metadata_tree
+
+Groups = dict[str, str]
+Query = dict[str, list[str]]
+# (account, path groups, parsed JSON body, query, this path's absolute URL) -> (status, body)
+Operation = Callable[[FakeAccount, Groups, Any, Query, str], tuple[int, JSON]]
+
+
+def paginate(items: list[JSON], key: str, query: Query, base: str) -> JSON:
+    """DO's list envelope: items, links.pages (first/prev/next/last) and meta.total."""
+    def number(name: str, default: int) -> int:
+        try:
+            return int(query.get(name, [str(default)])[0])
+        except ValueError:
+            return default
+
+    per_page = min(max(number("per_page", 20), 1), 200)
+    page = max(number("page", 1), 1)
+    last = max((len(items) + per_page - 1) // per_page, 1)
+
+    def url(p: int) -> str:
+        return f"{base}?page={p}&per_page={per_page}"
+
+    pages: JSON = {}
+    if page > 1:
+        pages |= {"first": url(1), "prev": url(min(page - 1, last))}
+    if page < last:
+        pages |= {"next": url(page + 1), "last": url(last)}
+    return {key: items[(page - 1) * per_page: page * per_page],
+            "links": {"pages": pages} if pages else {}, "meta": {"total": len(items)}}
+
+
+# --- API operations: each returns (status, body) -------------------------------------------
+
+def _ip_key(g: Groups) -> tuple[str, str]:
+    """The resource type and list key: /v2/floating_ips answers in the old names."""
+    return ("reserved_ip", "reserved_ips") if g["kind"] == "reserved" else ("floating_ip", "floating_ips")
+
+
+def ip_list(account: FakeAccount, g: Groups, _b: Any, q: Query, base: str) -> tuple[int, JSON]:
+    with account.lock:
+        items = [ip_json(account, r) for r in account.ips.values()]
+    return 200, paginate(items, _ip_key(g)[1], q, base)
+
+
+def ip_get(account: FakeAccount, g: Groups, _b: Any, _q: Query, _base: str) -> tuple[int, JSON]:
+    with account.lock:
+        return 200, {_ip_key(g)[0]: ip_json(account, account.reserved_ip(g["ip"]))}
+
+
+def ip_actions(account: FakeAccount, g: Groups, _b: Any, q: Query, base: str) -> tuple[int, JSON]:
+    with account.lock:
+        r = account.reserved_ip(g["ip"])
+        items = [action_json(a) for a in reversed(account.actions.values()) if a.ip == r.ip]
+    return 200, paginate(items, "actions", q, base)
+
+
+def ip_action_post(account: FakeAccount, g: Groups, body: Any, _q: Query, _base: str) -> tuple[int, JSON]:
+    with account.lock:
+        a = account.start_ip_action(g["ip"], body, _ip_key(g)[0])
+        return 201, {"action": action_json(a, with_project=True)}
+
+
+def ip_action_get(account: FakeAccount, g: Groups, _b: Any, _q: Query, _base: str) -> tuple[int, JSON]:
+    with account.lock:
+        r = account.reserved_ip(g["ip"])
+        a = account.action(g["aid"])
+        if a.ip != r.ip:
+            raise not_found()
+        return 200, {"action": action_json(a, with_project=True)}
+
+
+def droplet_get(account: FakeAccount, g: Groups, _b: Any, _q: Query, _base: str) -> tuple[int, JSON]:
+    with account.lock:
+        return 200, {"droplet": droplet_json(account.droplet(g["did"]))}
+
+
+def droplet_actions(account: FakeAccount, g: Groups, _b: Any, q: Query, base: str) -> tuple[int, JSON]:
+    with account.lock:
+        d = account.droplet(g["did"])
+        items = [action_json(a) for a in reversed(account.actions.values())
+                 if a.resource_type == "droplet" and a.resource_id == d.id]
+    return 200, paginate(items, "actions", q, base)
+
+
+def droplet_action_post(account: FakeAccount, g: Groups, body: Any, _q: Query, _base: str) -> tuple[int, JSON]:
+    with account.lock:
+        return 201, {"action": action_json(account.start_droplet_action(g["did"], body))}
+
+
+def droplet_action_get(account: FakeAccount, g: Groups, _b: Any, _q: Query, _base: str) -> tuple[int, JSON]:
+    with account.lock:
+        d = account.droplet(g["did"])
+        a = account.action(g["aid"])
+        if a.resource_type != "droplet" or a.resource_id != d.id:
+            raise not_found()
+        return 200, {"action": action_json(a)}
+
+
+def action_list(account: FakeAccount, _g: Groups, _b: Any, q: Query, base: str) -> tuple[int, JSON]:
+    with account.lock:
+        items = [action_json(a) for a in reversed(account.actions.values())]
+    return 200, paginate(items, "actions", q, base)
+
+
+def action_get(account: FakeAccount, g: Groups, _b: Any, _q: Query, _base: str) -> tuple[int, JSON]:
+    with account.lock:
+        return 200, {"action": action_json(account.action(g["aid"]))}
+
+
+def lab_faults(account: FakeAccount, _g: Groups, body: Any, _q: Query, _base: str) -> tuple[int, JSON]:
+    if not isinstance(body, dict) or not isinstance(body.get("count", 1), int):
+        raise unprocessable("expected {\"status\": 429|500, \"count\": N}")
+    try:
+        queued = account.inject_faults(int(body.get("status", 0)), int(body.get("count", 1)))
+    except (TypeError, ValueError) as e:
+        raise unprocessable(str(e)) from None
+    return 200, {"queued": queued}
+
+
+ROUTES: list[tuple[str, re.Pattern[str], Operation]] = [(m, re.compile("^" + p + "$"), op) for m, p, op in [
+    ("GET", r"/v2/(?P<kind>reserved|floating)_ips", ip_list),
+    ("GET", r"/v2/(?P<kind>reserved|floating)_ips/(?P<ip>[^/]+)", ip_get),
+    ("GET", r"/v2/(?P<kind>reserved|floating)_ips/(?P<ip>[^/]+)/actions", ip_actions),
+    ("POST", r"/v2/(?P<kind>reserved|floating)_ips/(?P<ip>[^/]+)/actions", ip_action_post),
+    ("GET", r"/v2/(?P<kind>reserved|floating)_ips/(?P<ip>[^/]+)/actions/(?P<aid>[^/]+)", ip_action_get),
+    ("GET", r"/v2/droplets/(?P<did>[^/]+)", droplet_get),
+    ("GET", r"/v2/droplets/(?P<did>[^/]+)/actions", droplet_actions),
+    ("POST", r"/v2/droplets/(?P<did>[^/]+)/actions", droplet_action_post),
+    ("GET", r"/v2/droplets/(?P<did>[^/]+)/actions/(?P<aid>[^/]+)", droplet_action_get),
+    ("GET", r"/v2/actions", action_list),
+    ("GET", r"/v2/actions/(?P<aid>[^/]+)", action_get),
+    ("POST", r"/_lab/faults", lab_faults),
+]]
+
+
+def api(account: FakeAccount, method: str, target: str, authorization: str, raw_body: bytes,
+        host: str) -> tuple[int, JSON]:
+    """Answer one API request (target: path and query); errors raise ApiError.
+    Checks run in this order: token, route, injected fault, body."""
+    scheme, _, presented = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), account.token.encode()):
+        raise ApiError(401, "unauthorized", "Unable to authenticate you.")
+    url = urlsplit(target)
+    path = url.path.rstrip("/") or "/"
+    matches = [(m, mo, op) for m, rx, op in ROUTES if (mo := rx.match(path))]
+    if not matches:
+        raise not_found()
+    route = next(((mo, op) for m, mo, op in matches if m == method), None)
+    if route is None:
+        raise ApiError(405, "method_not_allowed", f"{method} is not supported here by the lab stand-in.")
+    match, op = route
+    if op is not lab_faults:  # the fault queue's own endpoint must stay reachable
+        fault = account.take_fault()
+        if fault == 429:
+            raise ApiError(429, "too_many_requests", "API Rate limit exceeded.")
+        if fault == 500:
+            raise ApiError(500, "server_error", "Server Error (injected by the lab).")
+    body: Any = None
+    if method == "POST":
+        try:
+            body = json.loads(raw_body or b"null")
+        except ValueError:
+            raise ApiError(400, "bad_request", "error parsing request body") from None
+    return op(account, match.groupdict(), body, parse_qs(url.query), f"http://{host}{path}")
+
+
+# --- metadata -------------------------------------------------------------------------------
+
+TEXT = "text/plain; charset=utf-8"
+NOT_FOUND = (404, b"not found\n", TEXT)
+
+
+def metadata(account: FakeAccount, caller: str, target: str) -> tuple[int, bytes, str]:
+    """(status, body, content type) for the droplet at address `caller`."""
+    d = account.droplet_for_address(caller)
+    path = urlsplit(target).path
+    if d is None:
+        return NOT_FOUND
+    if path == "/metadata/v1.json":
+        return 200, json.dumps(metadata_json(account, d)).encode(), "application/json"
+    if not path.startswith("/metadata/v1"):
+        return NOT_FOUND
+    node: Any = metadata_tree(account, d)
+    for part in [p for p in path.removeprefix("/metadata/v1").strip("/").split("/") if p]:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return NOT_FOUND
+    return 200, metadata_text(node).encode(), TEXT
+
+
+def metadata_text(node: Any) -> str:
+    """A leaf as its value (booleans as true/false); a folder as its entries,
+    sub-folders with a trailing slash, like DigitalOcean's index pages."""
+    if isinstance(node, bool):
+        return "true" if node else "false"
+    if isinstance(node, dict):
+        return "\n".join(k + ("/" if isinstance(v, (dict, list)) else "") for k, v in node.items())
+    if isinstance(node, list):
+        if all(not isinstance(v, (dict, list)) for v in node):
+            return "\n".join(str(v) for v in node)
+        return "\n".join(f"{i}/" for i in range(len(node)))
+    return str(node)
