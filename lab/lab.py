@@ -305,7 +305,7 @@ def start_api(nodes: list[LabNode]) -> None:
     log_file = open(run_dir() / "api.log", "w")
     proc = subprocess.Popen(
         # Only the network namespace is switched (see lab.hook.power_on).
-        ["nsenter", f"--net=/run/netns/{SWITCH_NS}", sys.executable, "-m", "lab.do_api",
+        ["nsenter", f"--net=/run/netns/{SWITCH_NS}", sys.executable, "-m", "lab.fake_do",
          "--state", str(run_dir() / "api-config.json"), "--state-out", str(run_dir() / "api-state.json"),
          "--token-file", str(token), "--api-listen", f"{GATEWAY}:{API_PORT}",
          "--metadata-listen", f"{METADATA_IP}:80", "--hook", str(hook)],

@@ -274,7 +274,7 @@ class AgentSandbox:
         (self.base / "hook.log").touch()
         with (self.base / "api.log").open("wb") as log:
             self._api = subprocess.Popen(
-                [self._tools["nsenter"], f"--net=/run/netns/{self.switch_ns}", sys.executable, "-m", "lab.do_api",
+                [self._tools["nsenter"], f"--net=/run/netns/{self.switch_ns}", sys.executable, "-m", "lab.fake_do",
                  "--state", str(self.base / "api-config.json"), "--state-out", str(self.base / "api-state.json"),
                  "--token-file", str(self.base / "api-token"), "--api-listen", f"{GATEWAY}:{API_PORT}",
                  "--metadata-listen", f"{METADATA_IP}:80", "--hook", str(hook),
