@@ -6,10 +6,12 @@ OUT    ?= build/$(STACK)
 
 .PHONY: setup lint test test-unit render bench lab lab-down host-packages preview up destroy state-bucket
 
-$(VENV)/.installed: requirements.txt
+# requirements-dev.txt: the program's requirements.txt and policy/requirements.txt,
+# plus what the tests, the lab, the tooling and the linter need.
+$(VENV)/.installed: requirements.txt requirements-dev.txt policy/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	touch $@
 
 setup: $(VENV)/.installed

@@ -205,3 +205,13 @@ def test_make_test_lints_first(target: str, pytest_args: str) -> None:
     assert any(line.endswith(pytest_args) for line in lines), lines
     assert _index(lines, "ruff check") < _index(lines, pytest_args), lines
 
+
+def test_make_setup_installs_the_dev_requirements_and_tracks_every_file(tmp_path: Path) -> None:
+    # A fresh venv path, so make plans the whole setup recipe (nothing runs: -n);
+    # -p adds make's database, where the stamp's rule lists its prerequisites.
+    venv = tmp_path / "venv"
+    lines = _dry_run("-p", "setup", f"VENV={venv}")
+    assert any(line.endswith("pip install -q -r requirements-dev.txt") for line in lines), lines
+    rule = next(line for line in lines if line.startswith(f"{venv}/.installed:"))
+    assert set(rule.split(":", 1)[1].split()) >= {"requirements.txt", "requirements-dev.txt",
+                                                   "policy/requirements.txt"}, rule
