@@ -4,12 +4,14 @@ PY     := $(VENV)/bin/python
 STACK  ?= staging
 OUT    ?= build/$(STACK)
 
-.PHONY: setup test test-unit render bench lab lab-down host-packages preview up destroy state-bucket
+.PHONY: setup lint test test-unit render bench lab lab-down host-packages preview up destroy state-bucket
 
-$(VENV)/.installed: requirements.txt
+# requirements-dev.txt: the program's requirements.txt and policy/requirements.txt,
+# plus what the tests, the lab, the tooling and the linter need.
+$(VENV)/.installed: requirements.txt requirements-dev.txt policy/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	touch $@
 
 setup: $(VENV)/.installed
@@ -18,12 +20,17 @@ setup: $(VENV)/.installed
 host-packages:
 	bash lab/host-packages.sh
 
-# Everything: mocks tests, Debian 13 tool checks, and the lab tier.
-test: setup
+# ruff over the whole tree (settings: pyproject.toml). `make test` and
+# `make test-unit` run it first.
+lint: setup
+	$(VENV)/bin/ruff check
+
+# Everything: lint, mocks tests, Debian 13 tool checks, and the lab tier.
+test: setup lint
 	$(PY) -m pytest -q
 
-# Fast tier only: mocks and Debian 13 tool checks, no containers.
-test-unit: setup
+# Fast tier only: lint, mocks and Debian 13 tool checks, no containers.
+test-unit: setup lint
 	$(PY) -m pytest -q -m "not lab"
 
 render: setup

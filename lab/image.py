@@ -1,8 +1,9 @@
 """Cached Debian 13 "trixie" roots for the lab, kept outside the repo.
 
 Two kinds:
-  tools  small root whose trixie tools (cloud-init schema, sshd -t/-T, shellcheck)
-         validate the project's artifacts; the host's bookworm versions are too old.
+  tools  small root whose trixie tools (cloud-init schema, sshd -t/-T, shellcheck,
+         the agents' meta-data) validate the project's artifacts; the host's
+         bookworm versions are too old.
   node   pristine root that lab nodes boot from (as an overlay lower dir): the base a
          DigitalOcean debian-13-x64 droplet has, plus every role package of
          cloudinit/firstboot/packages.yaml.
@@ -49,6 +50,10 @@ TOOLS_PACKAGES: tuple[str, ...] = (
     "openssh-server",
     "shellcheck",
     "locales",
+    # The libraries the node-side agents load (ocf-shellfuncs, fencing.py), for the
+    # agents' meta-data golden files (tests/tools/test_agent_metadata.py).
+    "resource-agents",
+    "fence-agents-common",
 )
 
 # What DigitalOcean's debian-13-x64 image already carries, plus lab-only checks.

@@ -11,8 +11,9 @@ the preview or update.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 # Pulumi starts a pack from its own folder: the repository (where infra.paths
 # defines the root for everything else) must be importable first.

@@ -18,8 +18,9 @@ could not run during this preview). `pulumi up` evaluates again with real values
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from infra.ports import CLUSTER_TCP_PORT_RANGES, CLUSTER_UDP_PORT_RANGES
 from infra.userdata import USER_DATA_LIMIT

@@ -23,7 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 COMMANDS = {
     "preview": ("preview", "--diff"),

@@ -188,8 +188,30 @@ def test_pulumi_failure_fails_make(make: Make, tmp_path: Path) -> None:
     assert make.runs == [["up", "--stack", "staging"]]
 
 
-def test_make_n_test_still_works() -> None:
-    run = subprocess.run([MAKE, "--no-print-directory", "-n", "test"], cwd=REPO_ROOT, capture_output=True, text=True,
+def _dry_run(*args: str) -> list[str]:
+    run = subprocess.run([MAKE, "--no-print-directory", "-n", *args], cwd=REPO_ROOT, capture_output=True, text=True,
                          env={k: v for k, v in os.environ.items() if k not in _SCRUB}, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert "-m pytest -q" in run.stdout
+    return run.stdout.splitlines()
+
+
+def _index(lines: list[str], needle: str) -> int:
+    return next(i for i, line in enumerate(lines) if needle in line)
+
+
+@pytest.mark.parametrize("target, pytest_args", [("test", "-m pytest -q"), ("test-unit", '-m pytest -q -m "not lab"')])
+def test_make_test_lints_first(target: str, pytest_args: str) -> None:
+    lines = _dry_run(target)
+    assert any(line.endswith(pytest_args) for line in lines), lines
+    assert _index(lines, "ruff check") < _index(lines, pytest_args), lines
+
+
+def test_make_setup_installs_the_dev_requirements_and_tracks_every_file(tmp_path: Path) -> None:
+    # A fresh venv path, so make plans the whole setup recipe (nothing runs: -n);
+    # -p adds make's database, where the stamp's rule lists its prerequisites.
+    venv = tmp_path / "venv"
+    lines = _dry_run("-p", "setup", f"VENV={venv}")
+    assert any(line.endswith("pip install -q -r requirements-dev.txt") for line in lines), lines
+    rule = next(line for line in lines if line.startswith(f"{venv}/.installed:"))
+    assert set(rule.split(":", 1)[1].split()) >= {"requirements.txt", "requirements-dev.txt",
+                                                   "policy/requirements.txt"}, rule

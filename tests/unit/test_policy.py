@@ -20,8 +20,8 @@ import queue
 import subprocess
 import sys
 import threading
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pulumi

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tooling.mocks import MOCK_SECRETS, Run
-from tooling.render import DROPLET, commands, dependency_order, main, user_data
+from tooling.render import DROPLET, commands, dependency_order, main
 
 from lab import replay
 
@@ -81,8 +81,8 @@ def test_commands_wait_for_first_boot_and_carry_no_secret(staging: Run) -> None:
     assert all(c["privateKey"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----") for c in revealed)
     secrets = [v for values in staging.generated_secrets.values() for v in values.values()]
     secrets.append(MOCK_SECRETS["failoverApiToken"])
-    for shown, real in zip(plan, revealed):
-        text = json.dumps({k: v for k, v in shown.items()})
+    for shown, real in zip(plan, revealed, strict=True):
+        text = json.dumps(shown)
         assert not any(s in text for s in secrets), shown["name"]
         if real["stdin"] and any(s in real["stdin"] or base64.b64encode(s.encode()).decode() in real["stdin"]
                                  for s in secrets):

@@ -21,9 +21,9 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -297,7 +297,7 @@ def test_endpoint_that_never_answers_times_out(moto: Moto) -> None:
                 filler.settimeout(0.3)
                 try:
                     filler.connect(listener.getsockname())
-                except (socket.timeout, BlockingIOError):
+                except (TimeoutError, BlockingIOError):
                     filler.close()
                     break
                 fillers.append(filler)

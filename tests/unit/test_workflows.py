@@ -12,14 +12,16 @@ workflows (no problems) and on deliberately broken copies written to tmp_path
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -337,6 +339,74 @@ def permission_problems(workflows: Workflows) -> list[str]:
     return problems
 
 
+PROGRAM_REQUIREMENTS = "requirements.txt"
+POLICY_REQUIREMENTS = "policy/requirements.txt"
+DEV_REQUIREMENTS = "requirements-dev.txt"
+# What `make setup` (every make target but host-packages) installs from: the dev file and its includes.
+MAKE_SETUP_FILES = (DEV_REQUIREMENTS, PROGRAM_REQUIREMENTS, POLICY_REQUIREMENTS)
+PIP_REQUIREMENT = re.compile(r"(?:^|\s)(?:-r|--requirement)(?:\s+|=)(\S+)")
+MAKE_CALL = re.compile(r"\bmake\b((?:\s+-[A-Za-z]\s+\S+)*)\s+([A-Za-z][\w-]*)")
+
+
+def pip_requirement_files(job: dict[str, Any]) -> list[str]:
+    """Files the job's shell steps install with `pip install -r`."""
+    found = []
+    for s in steps(job):
+        for line in str(s.get("run", "")).splitlines():
+            if re.search(r"\bpip3?\s+install\b", line):
+                found += [os.path.normpath(f.strip("'\"")) for f in PIP_REQUIREMENT.findall(line)]
+    return found
+
+
+def make_setup_dirs(job: dict[str, Any]) -> list[str]:
+    """Directories the job runs a make target in that goes through `make setup`."""
+    dirs = []
+    for s in steps(job):
+        script = str(s.get("run", ""))
+        for flags, target in MAKE_CALL.findall(script):
+            if target == "host-packages":
+                continue
+            c = re.search(r"-C\s+(\S+)", flags)
+            d = c.group(1).strip("'\"") if c else "."
+            var = re.fullmatch(r"\$\{?(\w+)\}?", d)
+            loop = re.search(rf"\bfor\s+{var.group(1)}\s+in\s+([^;\n]+)", script) if var else None
+            dirs += loop.group(1).split() if loop else [d]
+    return dirs
+
+
+def dependency_problems(workflows: Workflows) -> list[str]:
+    """Pulumi jobs install the run-time requirements only (plus the policy pack's where it
+    runs); a pip cache is keyed on every requirements file the job installs from."""
+    problems = []
+    for wf, doc in workflows.items():
+        for job_id, job in jobs(doc):
+            where = f"{wf}: job {job_id}"
+            installed = pip_requirement_files(job)
+            make_dirs = make_setup_dirs(job)
+            pulumi = pulumi_steps(job)
+            if pulumi:
+                if PROGRAM_REQUIREMENTS not in installed:
+                    problems.append(f"{where} runs pulumi without installing {PROGRAM_REQUIREMENTS}")
+                if any(with_(s).get("policyPacks") for _, s in pulumi) and POLICY_REQUIREMENTS not in installed:
+                    problems.append(f"{where} runs the policy pack without installing {POLICY_REQUIREMENTS}")
+                if DEV_REQUIREMENTS in installed or make_dirs:
+                    problems.append(f"{where} installs {DEV_REQUIREMENTS}; a job that runs pulumi needs the "
+                                    "run-time requirements only")
+            for s in steps(job):
+                if action(s) != "actions/setup-python" or with_(s).get("cache") != "pip":
+                    continue
+                patterns = [os.path.normpath(p) for p in str(with_(s).get("cache-dependency-path", "")).split()]
+                if not patterns:
+                    problems.append(f"{where}: the pip cache has no cache-dependency-path")
+                    continue
+                needed = installed + [os.path.normpath(os.path.join(d, f)) for d in make_dirs for f in MAKE_SETUP_FILES]
+                for path in needed:
+                    if not any(fnmatch.fnmatchcase(path, p) for p in patterns):
+                        problems.append(f"{where} installs from {path}, which its pip cache-dependency-path "
+                                        f"{patterns} does not cover")
+    return problems
+
+
 PIN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+@v\d+$")
 
 
@@ -365,7 +435,7 @@ def actionlint() -> str:
     beside = Path(sys.executable).parent / "actionlint"
     found = str(beside) if beside.exists() else shutil.which("actionlint")
     if not found:
-        pytest.fail("actionlint is not installed: it comes from the pinned PyPI wheel in requirements.txt "
+        pytest.fail("actionlint is not installed: it comes from the pinned PyPI wheel in requirements-dev.txt "
                     "(make setup)")
     return found
 
@@ -376,7 +446,7 @@ def run_actionlint(paths: list[Path]) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_three_workflows_exist() -> None:
-    assert EXPECTED_FILES <= {p.name for p in WORKFLOW_DIR.iterdir()}
+    assert {p.name for p in WORKFLOW_DIR.iterdir()} >= EXPECTED_FILES
 
 
 def test_actionlint_passes_on_every_workflow() -> None:
@@ -661,6 +731,66 @@ def test_permissions_are_minimal(real: Workflows, tmp_path: Path, mutate: Mutati
     broken = copy.deepcopy(real)
     mutate(broken)
     problems = permission_problems(load_dir(write_dir(tmp_path, broken)))
+    assert any(expected in p for p in problems), problems
+
+
+def install_step(job: dict[str, Any]) -> dict[str, Any]:
+    return next(s for s in steps(job) if "pip install" in str(s.get("run", "")))
+
+
+def setup_python(job: dict[str, Any]) -> dict[str, Any]:
+    return next(s for s in steps(job) if action(s) == "actions/setup-python")
+
+
+def _deploy_installs_dev(w: Workflows) -> None:
+    install_step(pulumi_job(w, "deploy.yml", "up", "staging"))["run"] = (
+        "python -m venv .venv\n.venv/bin/pip install -r requirements-dev.txt\n")
+
+
+def _deploy_runs_make_setup(w: Workflows) -> None:
+    install_step(pulumi_job(w, "deploy.yml", "up", "prod"))["run"] = "make setup\n"
+
+
+def _preview_without_policy_deps(w: Workflows) -> None:
+    install_step(pulumi_job(w, "preview.yml", "preview"))["run"] = (
+        "python -m venv .venv\n.venv/bin/pip install -r requirements.txt\n")
+
+
+def _teardown_installs_nothing(w: Workflows) -> None:
+    job = teardown_job(w)
+    job["steps"] = [s for s in steps(job) if s is not install_step(job)]
+
+
+def _cache_key_misses_policy(w: Workflows) -> None:
+    setup_python(pulumi_job(w, "deploy.yml", "up", "prod"))["with"]["cache-dependency-path"] = "requirements.txt"
+
+
+def _render_cache_misses_dev(w: Workflows) -> None:
+    job = job_of(w, "preview.yml", lambda j: bool(RENDER.search(text_of(j))))
+    setup_python(job)["with"]["cache-dependency-path"] = "head/requirements.txt\nbase/requirements.txt\n"
+
+
+def _cache_without_key(w: Workflows) -> None:
+    del setup_python(teardown_job(w))["with"]["cache-dependency-path"]
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (_deploy_installs_dev, "installs requirements-dev.txt; a job that runs pulumi needs the run-time"),
+    (_deploy_installs_dev, "runs pulumi without installing requirements.txt"),
+    (_deploy_runs_make_setup, "installs requirements-dev.txt"),
+    (_preview_without_policy_deps, "runs the policy pack without installing policy/requirements.txt"),
+    (_teardown_installs_nothing, "runs pulumi without installing requirements.txt"),
+    (_cache_key_misses_policy, "installs from policy/requirements.txt, which its pip cache-dependency-path"),
+    (_render_cache_misses_dev, "installs from head/requirements-dev.txt"),
+    (_render_cache_misses_dev, "installs from base/policy/requirements.txt"),
+    (_cache_without_key, "has no cache-dependency-path"),
+])
+def test_jobs_install_the_right_requirements(real: Workflows, tmp_path: Path, mutate: Mutation,
+                                             expected: str) -> None:
+    assert dependency_problems(real) == []
+    broken = copy.deepcopy(real)
+    mutate(broken)
+    problems = dependency_problems(load_dir(write_dir(tmp_path, broken)))
     assert any(expected in p for p in problems), problems
 
 
