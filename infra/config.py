@@ -14,8 +14,9 @@ import ipaddress
 import json
 import re
 import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import pulumi
 
@@ -206,7 +207,8 @@ def _port(key: str, value: Any) -> int:
 
 
 def _user(key: str, value: Any) -> str:
-    allowed = "a lowercase login name (letter first; letters, digits, '_' or '-'; up to 32) that is not a system account"
+    allowed = ("a lowercase login name (letter first; letters, digits, '_' or '-'; up to 32) "
+               "that is not a system account")
     if not isinstance(value, str) or not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", value):
         raise ConfigError(key, f"{value!r} is not a valid user name", allowed)
     if value in RESERVED_USERS:

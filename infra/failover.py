@@ -24,8 +24,9 @@ class Failover(pulumi.ComponentResource):
                  reserved_ip: pulumi.Input[str], replication_password: pulumi.Input[str],
                  after: list[pulumi.Resource], opts: pulumi.ResourceOptions) -> None:
         super().__init__("do-ha-stack:failover:Failover", name, None, opts)
+        names = [droplet_name(cfg, n.name) for n in nodes.nodes]
         host_map = pulumi.Output.all(*[n.droplet.id for n in nodes.nodes]).apply(
-            lambda ids: ";".join(f"{droplet_name(cfg, n.name)}:{i}" for n, i in zip(nodes.nodes, ids)))
+            lambda ids: ";".join(f"{name}:{i}" for name, i in zip(names, ids, strict=True)))
         # The bootstrap node goes last: on equal GTIDs the agent promotes the last one.
         apps = nodes.app_nodes[1:] + nodes.app_nodes[:1]
         self.configured: pulumi.Resource = step_command(

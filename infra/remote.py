@@ -15,8 +15,8 @@ import base64
 import functools
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import pulumi
 import pulumi_command as command

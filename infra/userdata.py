@@ -8,8 +8,8 @@ carries public keys and addresses only, never a secret.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from string import Template
-from typing import Sequence
 
 import yaml
 
@@ -140,7 +140,8 @@ def render(cfg: StackConfig, hostname: str, role: str, authorized_keys: Sequence
             _file("/etc/modprobe.d/do-ha-stack.conf", read("firstboot/files/modprobe-blacklist.conf")),
             _file("/etc/issue", read("firstboot/files/issue.net")),
             _file("/etc/issue.net", read("firstboot/files/issue.net")),
-            _file("/etc/apt/apt.conf.d/90do-ha-stack-upgrades", read("firstboot/files/apt-auto-upgrades.conf"), defer=True),
+            _file("/etc/apt/apt.conf.d/90do-ha-stack-upgrades", read("firstboot/files/apt-auto-upgrades.conf"),
+                  defer=True),
             _file("/etc/rkhunter.conf.local", read("firstboot/files/rkhunter.conf.local"), defer=True),
             _file("/etc/logwatch/conf/logwatch.conf", read("firstboot/files/logwatch.conf"), defer=True),
         ] + [

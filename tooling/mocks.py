@@ -12,9 +12,10 @@ import hashlib
 import ipaddress
 import json
 import runpy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pulumi
 from google.protobuf import json_format
@@ -23,9 +24,9 @@ from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from tooling import mock_tls
 from infra.config import PROJECT
 from infra.paths import REPO_ROOT
+from tooling import mock_tls
 
 SECRET_MARKER = "[secret]"
 STACK_TYPE = "pulumi:pulumi:Stack"
@@ -90,7 +91,7 @@ class Addresses:
     droplet_ids: dict[str, int] = field(default_factory=dict)  # node -> droplet id (the lab's)
 
     @staticmethod
-    def placeholders(vpc_range: str, nodes: list[str]) -> "Addresses":
+    def placeholders(vpc_range: str, nodes: list[str]) -> Addresses:
         # Documentation ranges (RFC 5737): never routable, obviously fake in a diff.
         vpc = ipaddress.IPv4Network(vpc_range)
         return Addresses(
@@ -100,7 +101,7 @@ class Addresses:
         )
 
     @staticmethod
-    def from_file(path: Path) -> "Addresses":
+    def from_file(path: Path) -> Addresses:
         data = json.loads(path.read_text())
         return Addresses(dict(data["public"]), dict(data["private"]), str(data["reservedIp"]))
 

@@ -41,8 +41,8 @@ def test_aliases_point_at_the_former_parent(prod: Run) -> None:
     own, *aliases = sorted(engine_urns("prod", [r.to_json() for r in prod.registrations])[cmd.urn])
     assert "do-ha-stack:failover:Failover$command:remote:Command::cluster-resources" in json.dumps(
         [own, *aliases])
-    assert (f"urn:pulumi:prod::do-ha-stack::do-ha-stack:index:HaStack$do-ha-stack:cluster:Cluster"
-            f"$command:remote:Command::cluster-resources") in aliases + [own]
+    assert ("urn:pulumi:prod::do-ha-stack::do-ha-stack:index:HaStack$do-ha-stack:cluster:Cluster"
+            "$command:remote:Command::cluster-resources") in aliases + [own]
 
 
 def test_a_move_without_alias_is_caught(prod: Run) -> None:
