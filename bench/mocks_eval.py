@@ -15,6 +15,7 @@ from unittest import mock
 
 from tooling.mocks import run_program
 from tooling.render import stack_config
+from tooling import resource_types as types
 
 COUNTS = (2, 8, 32)
 
@@ -27,7 +28,7 @@ def measure(nodes: int, repeat: int) -> list[float]:
             start = time.perf_counter()
             run = run_program("staging", raw)
             times.append(time.perf_counter() - start)
-            assert len(run.of_type("digitalocean:index/droplet:Droplet")) == nodes + 1
+            assert len(run.of_type(types.DROPLET)) == nodes + 1
     return times
 
 

@@ -24,10 +24,8 @@ from typing import Any
 
 from infra.ports import CLUSTER_TCP_PORT_RANGES, CLUSTER_UDP_PORT_RANGES
 from infra.userdata import USER_DATA_LIMIT
+from tooling import resource_types as types
 
-DROPLET = "digitalocean:index/droplet:Droplet"
-VPC = "digitalocean:index/vpc:Vpc"
-FIREWALL = "digitalocean:index/firewall:Firewall"
 STACK_RESOURCE = "pulumi:pulumi:Stack"
 PROVIDER_PREFIX = "pulumi:providers:"
 PROD_STACK = "prod"
@@ -123,10 +121,10 @@ def droplets_in_stack_vpc(resources: Sequence[Resource]) -> list[str]:
     (a preview before the VPC exists), the droplet's vpcUuid must come from that
     Vpc (its property dependencies name the Vpc's URN).
     """
-    droplets = [r for r in resources if r.type == DROPLET]
+    droplets = [r for r in resources if r.type == types.DROPLET]
     if not droplets:
         return []
-    vpcs = [r for r in resources if r.type == VPC]
+    vpcs = [r for r in resources if r.type == types.VPC]
     if len(vpcs) != 1:
         return [f"the stack has {len(vpcs)} Vpc resources; its droplets need exactly one VPC of their own"]
     vpc = vpcs[0]
@@ -177,7 +175,7 @@ def parse_port_range(text: Any) -> tuple[int, int]:
 def firewall_cluster_ports_private(resource_type: str, props: Mapping[str, Any],
                                    options: Options | None = None) -> list[str]:
     """No inbound rule opens a cluster or database port to anything but tags."""
-    if resource_type != FIREWALL:
+    if resource_type != types.FIREWALL:
         return []
     rules = known(prop(props, "inboundRules"), "inboundRules") or []
     out = []
@@ -224,7 +222,7 @@ def prod_resources_protected(resource_type: str, props: Mapping[str, Any], optio
 
 def droplet_monitoring(resource_type: str, props: Mapping[str, Any], options: Options | None = None) -> list[str]:
     """Droplets run the DigitalOcean metrics agent (the CPU, memory and disk alerts need it)."""
-    if resource_type != DROPLET:
+    if resource_type != types.DROPLET:
         return []
     if known(prop(props, "monitoring"), "monitoring") is not True:
         return ["droplet monitoring is not enabled; the stack's CPU, memory and disk alerts need the metrics agent"]
@@ -251,7 +249,7 @@ def droplet_user_data(resource_type: str, props: Mapping[str, Any], options: Opt
     User-data is readable by anyone with API or metadata access to the droplet,
     so a secret in it is a leaked secret.
     """
-    if resource_type != DROPLET:
+    if resource_type != types.DROPLET:
         return []
     text = known(prop(props, "userData"), "userData")
     if not text:

@@ -27,6 +27,7 @@ from pulumi.runtime.sync_await import _sync_await
 from infra.config import PROJECT
 from infra.paths import REPO_ROOT
 from tooling import mock_tls
+from tooling import resource_types as types
 
 SECRET_MARKER = "[secret]"
 STACK_TYPE = "pulumi:pulumi:Stack"
@@ -143,7 +144,7 @@ class StackMocks(pulumi.runtime.Mocks):
         state = dict(args.inputs)
         kind = args.typ
         rid = self._id(kind, args.name)
-        if kind == "digitalocean:index/droplet:Droplet":
+        if kind == types.DROPLET:
             rid = str(self.addresses.droplet_ids.get(args.name, rid))
             state.update(
                 ipv4Address=self.addresses.public[args.name],
@@ -151,30 +152,30 @@ class StackMocks(pulumi.runtime.Mocks):
                 dropletUrn=f"do:droplet:{rid}",
                 status="active",
             )
-        elif kind == "digitalocean:index/reservedIp:ReservedIp":
+        elif kind == types.RESERVED_IP:
             rid = self.addresses.reserved_ip
             state.update(ipAddress=rid, reservedIpUrn=f"do:reservedip:{rid}")
-        elif kind == "digitalocean:index/sshKey:SshKey":
+        elif kind == types.SSH_KEY:
             digest = hashlib.md5(str(args.inputs.get("publicKey", "")).encode()).hexdigest()
             state["fingerprint"] = ":".join(digest[i:i + 2] for i in range(0, 32, 2))
-        elif kind == "digitalocean:index/vpc:Vpc":
+        elif kind == types.VPC:
             rid = f"vpc-{hashlib.sha1(args.name.encode()).hexdigest()[:12]}"
             state["urn"] = f"do:vpc:{rid}"
-        elif kind == "tls:index/privateKey:PrivateKey" and args.inputs.get("algorithm") == "ECDSA":
+        elif kind == types.TLS_PRIVATE_KEY and args.inputs.get("algorithm") == "ECDSA":
             pem = mock_tls.ecdsa_key_pem(f"{self.stack}/{args.name}")
             state.update(privateKeyPem=pem)
             self.generated[args.name] = {"privateKeyPem": pem}
-        elif kind == "tls:index/privateKey:PrivateKey":
+        elif kind == types.TLS_PRIVATE_KEY:
             private, public = _ed25519_openssh(f"{self.stack}/{args.name}".encode())
             state.update(privateKeyOpenssh=private, publicKeyOpenssh=public)
             self.generated[args.name] = {"privateKeyOpenssh": private}
-        elif kind == "tls:index/selfSignedCert:SelfSignedCert":
+        elif kind == types.TLS_SELF_SIGNED_CERT:
             state["certPem"] = mock_tls.self_signed_cert_pem(f"{self.stack}/{args.name}", _unwrap(dict(args.inputs)))
-        elif kind == "tls:index/certRequest:CertRequest":
+        elif kind == types.TLS_CERT_REQUEST:
             state["certRequestPem"] = mock_tls.cert_request_pem(_unwrap(dict(args.inputs)))
-        elif kind == "tls:index/locallySignedCert:LocallySignedCert":
+        elif kind == types.TLS_LOCALLY_SIGNED_CERT:
             state["certPem"] = mock_tls.locally_signed_cert_pem(f"{self.stack}/{args.name}", _unwrap(dict(args.inputs)))
-        elif kind == "random:index/randomPassword:RandomPassword":
+        elif kind == types.RANDOM_PASSWORD:
             length = int(args.inputs.get("length", 32))
             digest = hashlib.sha256(f"{self.stack}/{args.name}".encode()).hexdigest()
             state["result"] = (digest * 4)[:length]

@@ -28,9 +28,8 @@ import yaml
 from infra.config import PROJECT, ConfigError
 from infra.paths import REPO_ROOT
 from tooling.mocks import SECRET_MARKER, Addresses, Run, run_program
+from tooling import resource_types as types
 
-DROPLET = "digitalocean:index/droplet:Droplet"
-REMOTE_COMMAND = "command:remote:Command"
 
 
 def stack_config(stack: str, config_file: Path | None = None) -> dict[str, Any]:
@@ -56,7 +55,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def user_data(run: Run) -> dict[str, str]:
     """node name -> user-data text, as the droplets receive it."""
-    return {r.name: r.raw_inputs["userData"] for r in run.of_type(DROPLET)}
+    return {r.name: r.raw_inputs["userData"] for r in run.of_type(types.DROPLET)}
 
 
 def commands(run: Run, reveal: bool = False) -> list[dict[str, Any]]:
@@ -67,7 +66,7 @@ def commands(run: Run, reveal: bool = False) -> list[dict[str, Any]]:
     the marker unless `reveal` is set (the lab's replay, in-process only).
     """
     by_urn = {r.urn: r for r in run.registrations}
-    command_urns = {r.urn for r in run.of_type(REMOTE_COMMAND)}
+    command_urns = {r.urn for r in run.of_type(types.REMOTE_COMMAND)}
 
     def command_deps(urn: str) -> set[str]:
         if urn in command_urns:
@@ -76,7 +75,7 @@ def commands(run: Run, reveal: bool = False) -> list[dict[str, Any]]:
         return {by_urn[c].name for c in command_urns if _under(by_urn, c, urn)}
 
     plan = []
-    for r in run.of_type(REMOTE_COMMAND):
+    for r in run.of_type(types.REMOTE_COMMAND):
         conn = r.raw_inputs["connection"]
         entry = {
             "name": r.name,

@@ -11,12 +11,8 @@ from infra.ports import CLUSTER_TCP_PORT_RANGES, CLUSTER_UDP_PORT_RANGES
 from tooling.render import stack_config
 from infra.userdata import USER_DATA_LIMIT
 from tests.helpers.stacks import plain_config
+from tooling import resource_types as types
 
-DROPLET = "digitalocean:index/droplet:Droplet"
-FIREWALL = "digitalocean:index/firewall:Firewall"
-VPC = "digitalocean:index/vpc:Vpc"
-RIP = "digitalocean:index/reservedIp:ReservedIp"
-RIP_ASSIGN = "digitalocean:index/reservedIpAssignment:ReservedIpAssignment"
 PUBLIC = {"0.0.0.0/0", "::/0"}
 
 
@@ -34,13 +30,13 @@ def _cluster_ports() -> dict[str, set[int]]:
 
 
 def test_resource_counts(stack_run: Run) -> None:
-    assert len(stack_run.of_type(DROPLET)) == 3
-    assert len(stack_run.of_type(VPC)) == 1
-    assert len(stack_run.of_type(RIP)) == 1
-    assert len(stack_run.of_type(RIP_ASSIGN)) == 1
-    assert len(stack_run.of_type(FIREWALL)) == 3
-    assert len(stack_run.of_type("digitalocean:index/monitorAlert:MonitorAlert")) == 3
-    assert len(stack_run.of_type("digitalocean:index/project:Project")) == 1
+    assert len(stack_run.of_type(types.DROPLET)) == 3
+    assert len(stack_run.of_type(types.VPC)) == 1
+    assert len(stack_run.of_type(types.RESERVED_IP)) == 1
+    assert len(stack_run.of_type(types.RESERVED_IP_ASSIGNMENT)) == 1
+    assert len(stack_run.of_type(types.FIREWALL)) == 3
+    assert len(stack_run.of_type(types.MONITOR_ALERT)) == 3
+    assert len(stack_run.of_type(types.PROJECT)) == 1
 
 
 def test_every_resource_sits_under_the_stack_component(stack_run: Run) -> None:
@@ -60,10 +56,10 @@ def test_every_resource_sits_under_the_stack_component(stack_run: Run) -> None:
 
 
 def test_every_droplet_is_in_the_vpc_with_monitoring(stack_run: Run) -> None:
-    vpc = stack_run.of_type(VPC)[0]
+    vpc = stack_run.of_type(types.VPC)[0]
     cfg = parse(stack_run.stack, plain_config(stack_run.stack))
     assert vpc.inputs["ipRange"] == cfg.vpc_ip_range
-    for droplet in stack_run.of_type(DROPLET):
+    for droplet in stack_run.of_type(types.DROPLET):
         assert vpc.urn in droplet.dependencies
         assert droplet.inputs["vpcUuid"].startswith("vpc-")
         assert droplet.inputs["monitoring"] is True
@@ -85,7 +81,7 @@ def test_witness_is_smaller_and_untagged_as_app(stack_run: Run) -> None:
 def test_no_cluster_port_is_reachable_from_outside_the_stack_tag(stack_run: Run) -> None:
     cluster = _cluster_ports()
     stack_tag = f"do-ha-stack-{stack_run.stack}"
-    for fw in stack_run.of_type(FIREWALL):
+    for fw in stack_run.of_type(types.FIREWALL):
         for rule in fw.inputs["inboundRules"]:
             exposed = _ports(rule) & cluster.get(rule["protocol"], set())
             if exposed:
@@ -100,7 +96,7 @@ def test_no_cluster_port_is_reachable_from_outside_the_stack_tag(stack_run: Run)
 
 def test_public_exposure_is_ssh_from_allowed_ranges_and_public_ports(stack_run: Run) -> None:
     cfg = parse(stack_run.stack, plain_config(stack_run.stack))
-    for fw in stack_run.of_type(FIREWALL):
+    for fw in stack_run.of_type(types.FIREWALL):
         for rule in fw.inputs["inboundRules"]:
             sources = set(rule.get("sourceAddresses") or [])
             if rule["protocol"] == "icmp" or not sources:
@@ -116,29 +112,29 @@ def test_public_exposure_is_ssh_from_allowed_ranges_and_public_ports(stack_run: 
 
 
 def test_firewalls_wait_for_their_tags(stack_run: Run) -> None:
-    tags = {r.urn for r in stack_run.of_type("digitalocean:index/tag:Tag")}
-    for fw in stack_run.of_type(FIREWALL):
+    tags = {r.urn for r in stack_run.of_type(types.TAG)}
+    for fw in stack_run.of_type(types.FIREWALL):
         assert set(fw.dependencies) & tags
 
 
 def test_reserved_ip_is_assigned_once_and_never_moved_back(stack_run: Run) -> None:
-    ip = stack_run.of_type(RIP)[0]
+    ip = stack_run.of_type(types.RESERVED_IP)[0]
     assert "dropletId" not in ip.inputs  # the IP itself does not pin a droplet
-    assignment = stack_run.of_type(RIP_ASSIGN)[0]
+    assignment = stack_run.of_type(types.RESERVED_IP_ASSIGNMENT)[0]
     assert assignment.ignore_changes == ["dropletId"]
     assert stack_run.by_name("app1").urn in assignment.dependencies
     assert stack_run.outputs["reservedIp"] == assignment.inputs["ipAddress"]
 
 
 def test_cloud_init_changes_never_replace_droplets_silently(stack_run: Run) -> None:
-    for droplet in stack_run.of_type(DROPLET):
+    for droplet in stack_run.of_type(types.DROPLET):
         assert set(droplet.ignore_changes) == {"userData", "sshKeys"}
 
 
 def test_replacement_on_user_data_change_is_an_explicit_choice() -> None:
     raw = stack_config("staging") | {"do-ha-stack:replaceOnUserDataChange": True}
     run = run_program("staging", raw)
-    assert all(d.ignore_changes == [] for d in run.of_type(DROPLET))
+    assert all(d.ignore_changes == [] for d in run.of_type(types.DROPLET))
 
 
 def test_prod_is_protected_and_staging_is_not(prod: Run, staging: Run) -> None:
@@ -153,7 +149,7 @@ def test_private_key_is_secret_and_absent_everywhere(stack_run: Run) -> None:
     body = "".join(secret.splitlines()[1:-1])[:40]
     dumped = json.dumps([r.to_json() for r in stack_run.registrations]) + json.dumps(stack_run.outputs)
     assert body and body not in dumped
-    for droplet in stack_run.of_type(DROPLET):
+    for droplet in stack_run.of_type(types.DROPLET):
         assert body not in droplet.raw_inputs["userData"]
         assert "PRIVATE KEY" not in droplet.raw_inputs["userData"]
 
@@ -168,7 +164,7 @@ def test_secret_inputs_are_redacted_in_records() -> None:
 def test_user_data_fits_and_carries_both_key_kinds(stack_run: Run) -> None:
     cfg = parse(stack_run.stack, plain_config(stack_run.stack))
     automation_pub = stack_run.by_name("automation-key").inputs["publicKey"]
-    for droplet in stack_run.of_type(DROPLET):
+    for droplet in stack_run.of_type(types.DROPLET):
         text = droplet.raw_inputs["userData"]
         assert text.startswith("#cloud-config\n")
         assert len(text.encode()) < USER_DATA_LIMIT
@@ -177,9 +173,9 @@ def test_user_data_fits_and_carries_both_key_kinds(stack_run: Run) -> None:
 
 
 def test_automation_key_is_attached_and_admin_keys_optional(prod: Run, staging: Run) -> None:
-    assert {r.name for r in prod.of_type("digitalocean:index/sshKey:SshKey")} == {"automation-key", "admin-key-1"}
-    assert {r.name for r in staging.of_type("digitalocean:index/sshKey:SshKey")} == {"automation-key"}
-    for droplet in prod.of_type(DROPLET):
+    assert {r.name for r in prod.of_type(types.SSH_KEY)} == {"automation-key", "admin-key-1"}
+    assert {r.name for r in staging.of_type(types.SSH_KEY)} == {"automation-key"}
+    for droplet in prod.of_type(types.DROPLET):
         assert len(droplet.inputs["sshKeys"]) == 2
 
 
@@ -191,12 +187,12 @@ def test_outputs_give_addresses_and_ssh_commands(stack_run: Run) -> None:
 
 
 def test_alerts_and_project(stack_run: Run) -> None:
-    alerts = stack_run.of_type("digitalocean:index/monitorAlert:MonitorAlert")
+    alerts = stack_run.of_type(types.MONITOR_ALERT)
     assert {a.inputs["type"] for a in alerts} == {
         "v1/insights/droplet/cpu", "v1/insights/droplet/memory_utilization_percent",
         "v1/insights/droplet/disk_utilization_percent"}
     assert all(a.inputs["alerts"]["emails"] == ["ops@example.com"] for a in alerts)
-    project = stack_run.of_type("digitalocean:index/project:Project")[0]
+    project = stack_run.of_type(types.PROJECT)[0]
     assert project.inputs["environment"] == {"prod": "Production", "staging": "Staging"}[stack_run.stack]
     assert len(project.inputs["resources"]) == 4  # three droplets and the reserved IP
 
@@ -204,5 +200,5 @@ def test_alerts_and_project(stack_run: Run) -> None:
 def test_no_witness_means_no_witness_resources() -> None:
     run = run_program("staging", stack_config("staging") | {"do-ha-stack:witness": False,
                                                              "do-ha-stack:appNodeCount": 3})
-    assert sorted(d.name for d in run.of_type(DROPLET)) == ["app1", "app2", "app3"]
-    assert "public-witness-firewall" not in {f.name for f in run.of_type(FIREWALL)}
+    assert sorted(d.name for d in run.of_type(types.DROPLET)) == ["app1", "app2", "app3"]
+    assert "public-witness-firewall" not in {f.name for f in run.of_type(types.FIREWALL)}

@@ -33,6 +33,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 from infra.paths import REPO_ROOT
 from tooling.mocks import Addresses, Registration, Run, StackMocks
 from infra.userdata import USER_DATA_LIMIT
+from tooling import resource_types as types
 from policy import rules
 
 POLICY_DIR = REPO_ROOT / "policy"
@@ -54,7 +55,7 @@ def vpc_outputs(run: Run, r: Registration) -> dict[str, Any]:
 def stack_resources(run: Run) -> list[rules.Resource]:
     return [
         rules.Resource(type=r.type, urn=r.urn, protect=r.protect,
-                       props=vpc_outputs(run, r) if r.type == rules.VPC else copy.deepcopy(r.inputs))
+                       props=vpc_outputs(run, r) if r.type == types.VPC else copy.deepcopy(r.inputs))
         for r in run.registrations
     ]
 
@@ -83,9 +84,9 @@ def check(info_name: str, r: Registration) -> list[str]:
 
 def test_the_renders_have_what_the_rules_look_at(stack_run: Run) -> None:
     # Guards against vacuous passes: a rule keyed to a wrong type name would see nothing.
-    assert len(stack_run.of_type(rules.DROPLET)) == 3
-    assert len(stack_run.of_type(rules.VPC)) == 1
-    cluster = first(stack_run, rules.FIREWALL, "cluster-firewall")
+    assert len(stack_run.of_type(types.DROPLET)) == 3
+    assert len(stack_run.of_type(types.VPC)) == 1
+    cluster = first(stack_run, types.FIREWALL, "cluster-firewall")
     assert {"protocol": "tcp", "portRange": "3306", "sourceTags": [f"do-ha-stack-{stack_run.stack}"]} \
         in cluster.inputs["inboundRules"]
     assert all(rules.stack_of(r.urn) == stack_run.stack for r in stack_run.registrations)
@@ -97,8 +98,8 @@ def test_every_rule_passes_on_the_real_render(stack_run: Run) -> None:
 
 
 def test_the_render_ties_droplets_to_the_vpc_by_value(stack_run: Run) -> None:
-    vpc_id = rules._vpc_id(next(r for r in stack_resources(stack_run) if r.type == rules.VPC))
-    assert vpc_id and all(d.inputs["vpcUuid"] == vpc_id for d in stack_run.of_type(rules.DROPLET))
+    vpc_id = rules._vpc_id(next(r for r in stack_resources(stack_run) if r.type == types.VPC))
+    assert vpc_id and all(d.inputs["vpcUuid"] == vpc_id for d in stack_run.of_type(types.DROPLET))
 
 
 # --- (a) droplets in the stack's VPC --------------------------------------------------
@@ -106,7 +107,7 @@ def test_the_render_ties_droplets_to_the_vpc_by_value(stack_run: Run) -> None:
 def _resources_with(run: Run, droplet: str, **props: Any) -> list[rules.Resource]:
     out = []
     for res in stack_resources(run):
-        if res.type == rules.DROPLET and res.name == droplet:
+        if res.type == types.DROPLET and res.name == droplet:
             new = {k: v for k, v in {**res.props, **props}.items() if v is not None}
             res = rules.Resource(res.type, res.urn, new, res.protect, res.property_dependencies)
         out.append(res)
@@ -125,23 +126,23 @@ def test_droplet_without_a_vpc_fails(staging: Run) -> None:
 
 def test_a_second_vpc_fails(prod: Run) -> None:
     resources = stack_resources(prod)
-    vpc = next(r for r in resources if r.type == rules.VPC)
-    other = rules.Resource(rules.VPC, vpc.urn + "-other", {"urn": "do:vpc:another"})
+    vpc = next(r for r in resources if r.type == types.VPC)
+    other = rules.Resource(types.VPC, vpc.urn + "-other", {"urn": "do:vpc:another"})
     assert "2 Vpc resources" in rules.droplets_in_stack_vpc(resources + [other])[0]
 
 
 def test_vpc_rule_during_a_preview_follows_property_dependencies(prod: Run) -> None:
     """Before the VPC exists its id is unknown: the droplet's vpcUuid must come from it."""
     resources = stack_resources(prod)
-    vpc = next(r for r in resources if r.type == rules.VPC)
+    vpc = next(r for r in resources if r.type == types.VPC)
     unknown = rules.Unknown(UNKNOWN_STRING_VALUE)
 
     def previewed(dep: str | None) -> list[rules.Resource]:
         out = []
         for r in resources:
-            if r.type == rules.VPC:
+            if r.type == types.VPC:
                 r = rules.Resource(r.type, r.urn, {**r.props, "urn": unknown}, r.protect)
-            elif r.type == rules.DROPLET:
+            elif r.type == types.DROPLET:
                 r = rules.Resource(r.type, r.urn, {**r.props, "vpcUuid": unknown}, r.protect,
                                    {"vpcUuid": [dep]} if dep else {})
             out.append(r)
@@ -155,12 +156,12 @@ def test_vpc_rule_during_a_preview_follows_property_dependencies(prod: Run) -> N
 
 
 def test_a_literal_vpc_id_before_the_stack_vpc_exists_fails(prod: Run) -> None:
-    vpc_urn = first(prod, rules.VPC).urn
+    vpc_urn = first(prod, types.VPC).urn
     resources = []
     for r in _resources_with(prod, "app1", vpcUuid="vpc-hardcoded"):
-        if r.type == rules.VPC:
+        if r.type == types.VPC:
             r = rules.Resource(r.type, r.urn, {**r.props, "urn": rules.Unknown()}, r.protect)
-        elif r.type == rules.DROPLET and r.name != "app1":  # the others take the VPC's id
+        elif r.type == types.DROPLET and r.name != "app1":  # the others take the VPC's id
             r = rules.Resource(r.type, r.urn, r.props, r.protect, {"vpcUuid": [vpc_urn]})
         resources.append(r)
     problems = rules.droplets_in_stack_vpc(resources)
@@ -182,7 +183,7 @@ RULE_B = "firewall-cluster-ports-tags-only"
 ])
 def test_firewall_opening_a_cluster_port_to_sources_other_than_tags_fails(prod: Run, rule: dict, hit: str) -> None:
     run = broken(prod)
-    firewall = first(run, rules.FIREWALL, "public-app-firewall")
+    firewall = first(run, types.FIREWALL, "public-app-firewall")
     firewall.inputs["inboundRules"].append(rule)
     problems = check(RULE_B, firewall)
     assert len(problems) == 1 and hit in problems[0], problems
@@ -190,7 +191,7 @@ def test_firewall_opening_a_cluster_port_to_sources_other_than_tags_fails(prod: 
 
 def test_cluster_firewall_rule_with_addresses_besides_tags_fails(staging: Run) -> None:
     run = broken(staging)
-    firewall = first(run, rules.FIREWALL, "cluster-firewall")
+    firewall = first(run, types.FIREWALL, "cluster-firewall")
     mariadb = next(r for r in firewall.inputs["inboundRules"] if r.get("portRange") == "3306")
     mariadb["sourceAddresses"] = ["0.0.0.0/0"]
     problems = check(RULE_B, firewall)
@@ -199,16 +200,16 @@ def test_cluster_firewall_rule_with_addresses_besides_tags_fails(staging: Run) -
 
 def test_firewall_rule_accepts_snake_case_props() -> None:
     props = {"inbound_rules": [{"protocol": "tcp", "port_range": "3306", "source_addresses": ["10.0.0.0/8"]}]}
-    assert rules.firewall_cluster_ports_private(rules.FIREWALL, props)
+    assert rules.firewall_cluster_ports_private(types.FIREWALL, props)
     props["inbound_rules"][0] = {"protocol": "tcp", "port_range": "3306", "source_tags": ["t"]}
-    assert rules.firewall_cluster_ports_private(rules.FIREWALL, props) == []
+    assert rules.firewall_cluster_ports_private(types.FIREWALL, props) == []
 
 
 def test_public_ports_and_icmp_stay_allowed() -> None:
     props = {"inboundRules": [{"protocol": "tcp", "portRange": "443", "sourceAddresses": ["0.0.0.0/0"]},
                               {"protocol": "tcp", "portRange": "8080-8090", "sourceAddresses": ["0.0.0.0/0"]},
                               {"protocol": "icmp", "sourceAddresses": ["0.0.0.0/0"]}]}
-    assert rules.firewall_cluster_ports_private(rules.FIREWALL, props) == []
+    assert rules.firewall_cluster_ports_private(types.FIREWALL, props) == []
 
 
 # --- (c) prod resources protected -------------------------------------------------------
@@ -216,8 +217,8 @@ def test_public_ports_and_icmp_stay_allowed() -> None:
 RULE_C = "prod-resources-protected"
 
 
-@pytest.mark.parametrize("kind", [rules.VPC, rules.DROPLET, rules.FIREWALL, "do-ha-stack:index:HaStack",
-                                  "command:remote:Command", "tls:index/privateKey:PrivateKey"])
+@pytest.mark.parametrize("kind", [types.VPC, types.DROPLET, types.FIREWALL, "do-ha-stack:index:HaStack",
+                                  types.REMOTE_COMMAND, types.TLS_PRIVATE_KEY])
 def test_an_unprotected_prod_resource_fails(prod: Run, kind: str) -> None:
     run = broken(prod)
     target = first(run, kind)
@@ -235,7 +236,7 @@ def test_staging_resources_need_no_protection(staging: Run) -> None:
 def test_stack_and_provider_resources_are_exempt(kind: str) -> None:
     opts = rules.Options(protect=False, stack="prod")
     assert rules.prod_resources_protected(kind, {}, opts) == []
-    assert rules.prod_resources_protected(rules.VPC, {}, opts)
+    assert rules.prod_resources_protected(types.VPC, {}, opts)
 
 
 def test_stack_name_comes_from_the_urn() -> None:
@@ -249,7 +250,7 @@ def test_stack_name_comes_from_the_urn() -> None:
 @pytest.mark.parametrize("value", [False, None])
 def test_droplet_without_monitoring_fails(stack_run: Run, value: bool | None) -> None:
     run = broken(stack_run)
-    droplet = first(run, rules.DROPLET, "app1")
+    droplet = first(run, types.DROPLET, "app1")
     droplet.inputs["monitoring"] = value
     if value is None:
         del droplet.inputs["monitoring"]
@@ -263,7 +264,7 @@ RULE_E = "droplet-user-data"
 
 
 def _user_data(run: Run, node: str, change: Callable[[str], str]) -> Registration:
-    droplet = first(run, rules.DROPLET, node)
+    droplet = first(run, types.DROPLET, node)
     droplet.inputs["userData"] = change(droplet.inputs["userData"])
     return droplet
 
@@ -309,20 +310,20 @@ def test_user_data_with_a_secret_fails(staging: Run, extra: str, what: str) -> N
 @pytest.mark.parametrize("line", ["lock_passwd: true", "ssh_pwauth: false", "    PasswordAuthentication no",
                                   "  sudo: ALL=(ALL) NOPASSWD:ALL", "password:", "password: ''  # none"])
 def test_user_data_password_settings_without_a_password_pass(line: str) -> None:
-    assert rules.droplet_user_data(rules.DROPLET, {"userData": f"#cloud-config\n{line}\n"}) == []
+    assert rules.droplet_user_data(types.DROPLET, {"userData": f"#cloud-config\n{line}\n"}) == []
 
 
 def test_user_data_rule_accepts_snake_case_props() -> None:
-    assert rules.droplet_user_data(rules.DROPLET, {"user_data": "-----BEGIN RSA PRIVATE KEY-----"})
+    assert rules.droplet_user_data(types.DROPLET, {"user_data": "-----BEGIN RSA PRIVATE KEY-----"})
 
 
 def test_unknown_values_are_not_guessed() -> None:
     unknown = rules.Unknown(UNKNOWN_STRING_VALUE)
     with pytest.raises(rules.NotKnownYet) as exc:
-        rules.droplet_user_data(rules.DROPLET, {"userData": unknown})
+        rules.droplet_user_data(types.DROPLET, {"userData": unknown})
     assert exc.value.path == "userData"
     with pytest.raises(rules.NotKnownYet):
-        rules.firewall_cluster_ports_private(rules.FIREWALL, {"inboundRules": [
+        rules.firewall_cluster_ports_private(types.FIREWALL, {"inboundRules": [
             {"protocol": "tcp", "portRange": "3306", "sourceAddresses": unknown}]})
 
 
@@ -395,9 +396,9 @@ def test_pack_passes_the_real_render(analyzer: analyzer_pb2_grpc.AnalyzerStub, s
 
 def test_pack_reports_violations(analyzer: analyzer_pb2_grpc.AnalyzerStub, prod: Run) -> None:
     run = broken(prod)
-    firewall = first(run, rules.FIREWALL, "public-app-firewall")
+    firewall = first(run, types.FIREWALL, "public-app-firewall")
     firewall.inputs["inboundRules"].append({"protocol": "tcp", "portRange": "3306", "sourceAddresses": ["0.0.0.0/0"]})
-    vpc = first(run, rules.VPC)
+    vpc = first(run, types.VPC)
     vpc.protect = False
     found = {(d.policyName, d.enforcementLevel) for r in (firewall, vpc) for d in analyze(analyzer, r)}
     assert found == {(RULE_B, analyzer_pb2.MANDATORY), (RULE_C, analyzer_pb2.MANDATORY)}
@@ -410,17 +411,17 @@ def test_pack_reports_violations(analyzer: analyzer_pb2_grpc.AnalyzerStub, prod:
 def test_pack_during_a_preview(analyzer: analyzer_pb2_grpc.AnalyzerStub, prod: Run) -> None:
     """Unknown values: the VPC rule follows property dependencies; others wait for the update."""
     resources = stack_resources(prod)
-    vpc = next(r for r in resources if r.type == rules.VPC)
+    vpc = next(r for r in resources if r.type == types.VPC)
     previewed = [rules.Resource(r.type, r.urn, {**r.props, "vpcUuid": UNKNOWN_STRING_VALUE}, r.protect)
-                 if r.type == rules.DROPLET else r for r in resources]
-    deps = {r.urn: {"vpcUuid": [vpc.urn]} for r in previewed if r.type == rules.DROPLET}
+                 if r.type == types.DROPLET else r for r in resources]
+    deps = {r.urn: {"vpcUuid": [vpc.urn]} for r in previewed if r.type == types.DROPLET}
     assert analyze_stack(analyzer, previewed, deps) == []
     # pulumi_policy keeps only dependencies on resources of the stack: name another one.
-    tag = next(r for r in resources if r.type == "digitalocean:index/tag:Tag")
+    tag = next(r for r in resources if r.type == types.TAG)
     elsewhere = {urn: {"vpcUuid": [tag.urn]} for urn in deps}
     assert len(analyze_stack(analyzer, previewed, elsewhere)) == 3
     run = broken(prod)
-    droplet = first(run, rules.DROPLET, "app1")
+    droplet = first(run, types.DROPLET, "app1")
     droplet.inputs["userData"] = UNKNOWN_STRING_VALUE
     diagnostics = analyze(analyzer, droplet)
     assert [(d.policyName, d.enforcementLevel) for d in diagnostics] == [(RULE_E, analyzer_pb2.ADVISORY)]

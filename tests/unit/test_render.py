@@ -11,13 +11,14 @@ import pytest
 import yaml
 
 from tooling.mocks import MOCK_SECRETS, Run
-from tooling.render import DROPLET, commands, dependency_order, main
+from tooling import resource_types as types
+from tooling.render import commands, dependency_order, main
 
 from lab import replay
 
 def test_render_writes_exactly_what_droplets_receive(tmp_path: Path, staging: Run) -> None:
     assert main(["--stack", "staging", "--out", str(tmp_path)]) == 0
-    for droplet in staging.of_type(DROPLET):
+    for droplet in staging.of_type(types.DROPLET):
         assert (tmp_path / droplet.name / "user-data").read_text() == droplet.raw_inputs["userData"]
     resources = json.loads((tmp_path / "resources.json").read_text())
     assert {r["name"] for r in resources} == {r.name for r in staging.registrations}
