@@ -9,15 +9,17 @@ from typing import Iterator
 
 import pytest
 
-from lab import lab as lab_mod
+from lab.bringup import down, up
+from lab.containers import cloud_init_result, load_state
+from lab.stack import lab_nodes
 from lab.topology import LabNode
 
 REPORT = Path(os.environ.get("LAB_REPORT", "build/lab-report.json"))
 
 
 def _lab_is_up() -> bool:
-    state = lab_mod.load_state()
-    return "timings" in state and all(lab_mod.cloud_init_result(n) for n in lab_mod.lab_nodes())
+    state = load_state()
+    return "timings" in state and all(cloud_init_result(n) for n in lab_nodes())
 
 
 @pytest.fixture(scope="session")
@@ -26,10 +28,10 @@ def nodes() -> Iterator[list[LabNode]]:
         pytest.fail("the lab tier needs root")
     reuse = _lab_is_up()
     if not reuse:
-        lab_mod.up()
-    yield lab_mod.lab_nodes()
+        up()
+    yield lab_nodes()
     if not reuse and not os.environ.get("LAB_KEEP"):
-        lab_mod.down()
+        down()
 
 
 @pytest.fixture(scope="session")

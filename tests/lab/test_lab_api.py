@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from lab import lab as lab_mod
 from lab.procfs import mounts_under, pids_in_netns, pids_rooted_under
 from lab.topology import RESERVED_IP, LabNode, run_dir
 from tests.helpers.lab_support import SSH_OPTS, Admin, api, in_lab, unmanaged

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from lab import lab as lab_mod
+from lab.bringup import down, is_stale
 from lab.procfs import mounts_under, pids_rooted_under
 from lab.topology import PREFIX, run_dir
 
@@ -30,10 +30,10 @@ def test_down_removes_everything_even_half_made_debris(nodes: list, report: dict
     debris = run_dir() / "nodes" / "debris" / "root"
     debris.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(debris)], check=True)
-    assert lab_mod.is_stale()
+    assert is_stale()
 
     start = time.monotonic()
-    lab_mod.down()
+    down()
     report["lab_down_s"] = round(time.monotonic() - start, 2)
 
     assert _namespaces() == []
@@ -43,4 +43,4 @@ def test_down_removes_everything_even_half_made_debris(nodes: list, report: dict
     assert sleeper.wait(timeout=10) != 0  # killed, not finished
     for node in nodes:
         assert pids_rooted_under(node.root) == []
-    assert not lab_mod.is_stale()
+    assert not is_stale()
