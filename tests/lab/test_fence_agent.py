@@ -231,7 +231,7 @@ def test_monitor_succeeds_with_and_without_a_plug(sbx: AgentSandbox, target: int
 
 @pytest.mark.lab
 def test_list(sbx: AgentSandbox, target: int) -> None:
-    name = f"dohsbx-{sbx.name}-{TARGET}"
+    name = sbx.droplet_names[TARGET]
     result = fence(sbx, "-o", "list", "--plug", str(target))
     assert result.returncode == 0 and f"{target},{name}" in result.stdout.splitlines(), out(result)
     result = fence(sbx, "-o", "list-status", "--plug", str(target))
