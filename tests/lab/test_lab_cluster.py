@@ -1,7 +1,7 @@
-"""The lab tier, issue 4: the cluster the program's commands build, proven on real nodes.
+"""The lab tier: the cluster the program's commands build, proven on real nodes.
 
-Runs after test_lab/test_lab_api (file order) and before test_lab_teardown.
-Figures (failover time, lost writes, bootstrap time, write latency while the
+The tests that kill or cut off nodes are marked `disruptive` (tests/lab/conftest.py
+runs them after the others). Figures (failover time, lost writes, bootstrap time, write latency while the
 replica was seeded) go to the lab report.
 """
 
@@ -209,6 +209,7 @@ def _write_through_failover(nodes: list[LabNode], tag: str) -> dict:
             "all_after_on": {a["node"] for a in after} == {f"do-ha-stack-lab-{survivor.name}"}}
 
 
+@pytest.mark.disruptive
 def test_failover_keeps_every_acknowledged_write_and_the_old_node_rejoins(nodes: list[LabNode], report: dict) -> None:
     runs = []
     for i in range(FAILOVER_RUNS):
@@ -234,6 +235,7 @@ def test_failover_keeps_every_acknowledged_write_and_the_old_node_rejoins(nodes:
     assert any("POST /v2/droplets/" in line for line in fenced), "no fencing call reached the API"
 
 
+@pytest.mark.disruptive
 def test_a_node_cut_off_the_private_network_never_makes_two_writable_databases(nodes: list[LabNode], report: dict) -> None:
     _wait("a settled cluster", 300, lambda: _settled(nodes))
     active = _promoted(nodes)
