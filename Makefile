@@ -41,10 +41,10 @@ bench: setup
 
 # The lab: the lab stack on Debian 13 containers on this machine (root).
 lab: setup
-	$(PY) -m lab.lab up
+	$(PY) -m lab up
 
 lab-down: setup
-	$(PY) -m lab.lab down
+	$(PY) -m lab down
 
 # The Pulumi CLI for one stack: make preview|up|destroy STACK=staging|prod
 # (STACK must be given; its default above is only for render). tooling/cli_guard

@@ -15,14 +15,14 @@ import sys
 import time
 
 from infra.paths import REPO_ROOT
+from lab.containers import kill_node
+from lab.stack import lab_nodes
 from lab.topology import LabNode
 
 NFT_TABLE = "reserved_ip"
 
 
 def _node(droplet_id: str) -> LabNode:
-    from lab.lab import lab_nodes
-
     for node in lab_nodes():
         if node.droplet_id == int(droplet_id):
             return node
@@ -47,15 +47,13 @@ def route_reserved_ip(ip: str, node: LabNode | None) -> None:
 
 
 def power_off(node: LabNode) -> None:
-    from lab.lab import kill_node
-
     kill_node(node)
 
 
 def power_on(node: LabNode) -> None:
     # The stand-in runs with the host's mount namespace (nsenter --net only), which
     # nspawn needs: `ip netns exec` would remount /sys and hide the cgroups.
-    subprocess.run([sys.executable, "-m", "lab.lab", "boot", node.name], cwd=REPO_ROOT, check=True)
+    subprocess.run([sys.executable, "-m", "lab", "boot", node.name], cwd=REPO_ROOT, check=True)
 
 
 def main(argv: list[str]) -> int:

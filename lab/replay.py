@@ -20,7 +20,6 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from tooling.render import commands
 from lab.topology import SSH_OPTS, SWITCH_NS, run_dir
 
 DIAL_ATTEMPTS = 30  # as the program's dial_error_limit
@@ -52,13 +51,11 @@ def ssh(cmd: dict[str, Any], text: str, key_file: Path) -> subprocess.CompletedP
     raise AssertionError("unreachable")
 
 
-def replay_all(plan: list[dict[str, Any]] | None = None,
+def replay_all(plan: list[dict[str, Any]],
                around: dict[str, Callable[[], AbstractContextManager[None]]] | None = None) -> int:
-    """Run what changed; return how many commands ran. `around` wraps named
+    """Run what changed of `plan` (the program's commands, as tooling.render.commands
+    gives them with reveal=True); return how many commands ran. `around` wraps named
     commands in a context (the lab measures things while they run)."""
-    if plan is None:
-        from lab.lab import lab_program
-        plan = commands(lab_program(), reveal=True)
     state_path = run_dir() / "replay.json"
     state: dict[str, str] = json.loads(state_path.read_text()) if state_path.exists() else {}
     ran = 0

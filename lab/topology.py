@@ -49,14 +49,18 @@ def run_dir() -> Path:
 class LabNode:
     name: str  # app1, app2, witness (the program's node names)
     index: int
+    # Where the node lives: the lab's own namespaces and run directory, unless another
+    # user of the lab's code (the agent sandbox) gives its own.
+    prefix: str = PREFIX
+    base: Path | None = None  # None: run_dir(), looked up when used
 
     @property
     def netns(self) -> str:
-        return f"{PREFIX}{self.name}"
+        return f"{self.prefix}{self.name}"
 
     @property
     def machine(self) -> str:
-        return f"{PREFIX}{self.name}"
+        return f"{self.prefix}{self.name}"
 
     @property
     def public_ip(self) -> str:
@@ -84,12 +88,12 @@ class LabNode:
 
     @property
     def dir(self) -> Path:
-        return run_dir() / "nodes" / self.name
+        return (self.base or run_dir()) / "nodes" / self.name
 
     @property
     def root(self) -> Path:
         return self.dir / "root"
 
 
-def nodes_for(names: list[str]) -> list[LabNode]:
-    return [LabNode(name, i) for i, name in enumerate(names)]
+def nodes_for(names: list[str], prefix: str = PREFIX, base: Path | None = None) -> list[LabNode]:
+    return [LabNode(name, i, prefix, base) for i, name in enumerate(names)]

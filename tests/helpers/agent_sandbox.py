@@ -7,10 +7,15 @@ DigitalOcean stand-in, without booting the lab.
 
 Layout (every name starts with `dohsbx-<name>-`, so it never meets the lab's `dohs-*`):
 
-    dohsbx-<name>-sw   bridge br0: 203.0.113.1/24 (API stand-in on :8080) and
+    dohsbx-<name>-sw   bridge br-pub: 203.0.113.1/24 (API stand-in on :8080) and
                        169.254.169.254/32 (metadata on :80)
-      |-- dohsbx-<name>-n1  eth0 203.0.113.11/24, default via .1   app1, droplet 5000
-      |-- dohsbx-<name>-n2  eth0 203.0.113.12/24, default via .1   app2, droplet 5001
+      |-- dohsbx-<name>-app1  eth0 203.0.113.11/24, default via .1   droplet 5000
+      |-- dohsbx-<name>-app2  eth0 203.0.113.12/24, default via .1   droplet 5001
+
+The nodes are the lab's own (lab.topology.LabNode: same addresses and droplet ids,
+under the sandbox's prefix and directory), made and removed by the lab's code
+(lab.containers) with the stand-in started as the lab starts it (lab.standin); the
+droplets are named and tagged as the lab stack's (infra.naming).
 
 Each node is an overlay of the cached Debian 13 node image (never written to). A
 command runs chrooted into the overlay, in the node's network namespace, in a new
@@ -40,15 +45,14 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from infra.paths import REPO_ROOT
+from infra.naming import droplet_name
+from lab import containers
 from lab.image import ensure_image
-from lab.procfs import mounts_under, pids_rooted_under
+from lab.standin import droplet_records, start_api
+from lab.stack import lab_config
+from lab.topology import API_URL, GATEWAY, METADATA_IP, RESERVED_IP, LabNode, nodes_for
 
 PREFIX = "dohsbx-"
-GATEWAY = "203.0.113.1"
-METADATA_IP = "169.254.169.254"
-API_PORT = 8080
-RESERVED_IP = "203.0.113.100"
 TOKEN_FILE_IN_NODE = "/etc/do-ha-stack/do-api-token"
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -118,21 +122,6 @@ if left > 0:
 """
 
 
-def _sh(*cmd: str, check: bool = True) -> str:
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {result.stderr.strip()}")
-    return result.stdout
-
-
-def _kill(pids: list[int], sig: int = signal.SIGKILL) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
 class _Syslog:
     """A datagram socket standing in for a node's /dev/log; lines go to a file."""
 
@@ -176,28 +165,29 @@ class AgentSandbox:
             raise ValueError("name: 1-12 lowercase letters or digits")
         self.name = name
         self.action_delay = action_delay
-        self.api_url = f"http://{GATEWAY}:{API_PORT}"
+        self.api_url = API_URL
         self.metadata_url = f"http://{METADATA_IP}"
         self.token = ""
         self.token_file_in_node = TOKEN_FILE_IN_NODE
-        self.droplet_ids = {n: 5000 + i for i, n in enumerate(self.node_names)}
-        self.public_ips = {n: f"203.0.113.{11 + i}" for i, n in enumerate(self.node_names)}
-        self.reserved_ip = RESERVED_IP
-        self.switch_ns = f"{PREFIX}{name}-sw"
-        self.netns = {n: f"{PREFIX}{name}-n{i + 1}" for i, n in enumerate(self.node_names)}
+        self.prefix = f"{PREFIX}{name}-"
         self.base = Path(tempfile.gettempdir()) / f"{PREFIX}{name}"
+        self.nodes = {n.name: n for n in nodes_for(list(self.node_names), prefix=self.prefix, base=self.base)}
+        self.droplet_ids = {name: n.droplet_id for name, n in self.nodes.items()}
+        self.public_ips = {name: n.public_ip for name, n in self.nodes.items()}
+        self._cfg = lab_config()  # the droplets are named and tagged as the lab stack's
+        self.droplet_names = {name: droplet_name(self._cfg, name) for name in self.node_names}
+        self.reserved_ip = RESERVED_IP
+        self.switch_ns = f"{self.prefix}sw"
+        self.netns = {name: n.netns for name, n in self.nodes.items()}
         self._api: subprocess.Popen[bytes] | None = None
         self._syslogs: dict[str, _Syslog] = {}
-        self._tools = {t: shutil.which(t) or t for t in ("nsenter", "unshare", "ip", "mount", "umount")}
+        self._tools = {t: shutil.which(t) or t for t in ("nsenter", "unshare")}
 
     # --- paths ----------------------------------------------------------------------
 
     def root(self, node: str) -> Path:
         """The node's overlay root on the host (read files the agent wrote)."""
-        return self.base / "nodes" / node / "root"
-
-    def _all_namespaces(self) -> list[str]:
-        return [self.switch_ns, *self.netns.values()]
+        return self.nodes[node].root
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -224,64 +214,41 @@ class AgentSandbox:
         token_file.touch(mode=0o600)
         token_file.write_text(self.token)
         self._make_network()
-        for node in self.node_names:
+        for node in self.nodes.values():
             self._make_node(node, image)
         self._start_api()
 
     def _make_network(self) -> None:
-        ip = self._tools["ip"]
-        sw = self.switch_ns
-        _sh(ip, "netns", "add", sw)
-        for cmd in (("link", "set", "lo", "up"), ("link", "add", "br0", "type", "bridge"),
-                    ("link", "set", "br0", "up"), ("addr", "add", f"{GATEWAY}/24", "dev", "br0"),
-                    ("addr", "add", f"{METADATA_IP}/32", "dev", "br0")):
-            _sh(ip, "-n", sw, *cmd)
-        for node, ns in self.netns.items():
-            _sh(ip, "netns", "add", ns)
-            _sh(ip, "-n", sw, "link", "add", f"p-{node}", "type", "veth", "peer", "name", "eth0", "netns", ns)
-            _sh(ip, "-n", sw, "link", "set", f"p-{node}", "master", "br0", "up")
-            for cmd in (("link", "set", "lo", "up"), ("link", "set", "eth0", "up"),
-                        ("addr", "add", f"{self.public_ips[node]}/24", "dev", "eth0"),
-                        ("route", "add", "default", "via", GATEWAY)):
-                _sh(ip, "-n", ns, *cmd)
+        containers.add_switch(self.switch_ns, {"br-pub": [f"{GATEWAY}/24", f"{METADATA_IP}/32"]})
+        for node in self.nodes.values():
+            containers.add_namespace(node.netns)
+            containers.plug(self.switch_ns, "br-pub", node.veth_pub, node.netns, "eth0")
+            # No system runs in the node to configure it: the sandbox does.
+            containers.configure(node.netns, "eth0", f"{node.public_ip}/24", via=GATEWAY)
 
-    def _make_node(self, node: str, image: Path) -> None:
-        d = self.base / "nodes" / node
-        for sub in ("upper", "work", "root"):
-            (d / sub).mkdir(parents=True)
-        _sh(self._tools["mount"], "-t", "overlay", "overlay", "-o",
-            f"lowerdir={image},upperdir={d / 'upper'},workdir={d / 'work'}", str(d / "root"))
-        token = self.root(node) / self.token_file_in_node.lstrip("/")
+    def _make_node(self, node: LabNode, image: Path) -> None:
+        containers.mount_overlay(node, image)
+        token = node.root / self.token_file_in_node.lstrip("/")
         token.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         token.touch(mode=0o600)
         os.chmod(token, 0o600)
         token.write_text(self.token + "\n")
-        self._syslogs[node] = _Syslog(d / "dev-log.sock", d / "syslog")
+        self._syslogs[node.name] = _Syslog(node.dir / "dev-log.sock", node.dir / "syslog")
 
     def _start_api(self) -> None:
         state = {
-            "region": "fra1",
-            "droplets": [{"id": did, "name": f"{PREFIX}{self.name}-{node}", "public_ipv4": self.public_ips[node],
-                          "private_ipv4": f"10.99.0.{11 + i}", "anchor_ipv4": f"10.19.0.{11 + i}",
-                          "tags": ["do-ha-stack", "do-ha-stack-role:app"]}
-                         for i, (node, did) in enumerate(self.droplet_ids.items())],
+            "region": self._cfg.region,
+            "droplets": droplet_records(self._cfg, list(self.nodes.values())),
             "reserved_ips": [{"ip": self.reserved_ip, "droplet_id": None}],
         }
-        (self.base / "api-config.json").write_text(json.dumps(state, indent=1))
         hook = self.base / "hook"
         hook.write_text(HOOK.format(python=sys.executable, base=str(self.base)))
         hook.chmod(0o700)
         (self.base / "hook.log").touch()
-        with (self.base / "api.log").open("wb") as log:
-            self._api = subprocess.Popen(
-                [self._tools["nsenter"], f"--net=/run/netns/{self.switch_ns}", sys.executable, "-m", "lab.fake_do",
-                 "--state", str(self.base / "api-config.json"), "--state-out", str(self.base / "api-state.json"),
-                 "--token-file", str(self.base / "api-token"), "--api-listen", f"{GATEWAY}:{API_PORT}",
-                 "--metadata-listen", f"{METADATA_IP}:80", "--hook", str(hook),
-                 "--action-delay", str(self.action_delay)],
-                cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._api = start_api(self.base, self.switch_ns, state, self.base / "api-token", hook,
+                              action_delay=self.action_delay)
         deadline = time.monotonic() + 20
-        while True:
+        while True:  # its state is loaded; now until it answers
             if self._api.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the API stand-in did not start: {self.api_log()[-2000:]}")
             if self.api("GET", "/v2/reserved_ips")[0] == 200:
@@ -289,7 +256,8 @@ class AgentSandbox:
             time.sleep(0.1)
 
     def _cleanup(self) -> None:
-        """Idempotent teardown: processes, syslog sockets, mounts, namespaces, files."""
+        """Idempotent teardown: the stand-in, syslog sockets, then everything the lab's
+        teardown removes (processes, mounts, namespaces, files)."""
         if self._api is not None:
             try:
                 os.killpg(self._api.pid, signal.SIGTERM)
@@ -300,30 +268,10 @@ class AgentSandbox:
                 os.killpg(self._api.pid, signal.SIGKILL)
                 self._api.wait()
             self._api = None
-        existing = set(_sh(self._tools["ip"], "netns", "list", check=False).split())
-        namespaces = [ns for ns in self._all_namespaces() if ns in existing]
-        for ns in namespaces:
-            _kill([int(p) for p in _sh(self._tools["ip"], "netns", "pids", ns, check=False).split()])
-        for _ in range(50):
-            pids = pids_rooted_under(self.base) if self.base.exists() else []
-            if not pids:
-                break
-            _kill(pids)
-            time.sleep(0.1)
         for syslog in self._syslogs.values():
             syslog.close()
         self._syslogs.clear()
-        if self.base.exists():
-            for point in mounts_under(self.base):
-                if subprocess.run([self._tools["umount"], point], capture_output=True).returncode != 0:
-                    _sh(self._tools["umount"], "-l", point, check=False)
-        for ns in namespaces:
-            _sh(self._tools["ip"], "netns", "delete", ns, check=False)
-        if self.base.exists():
-            left = mounts_under(self.base)
-            if left:  # never recurse through a mounted overlay
-                raise RuntimeError(f"AgentSandbox: still mounted, {self.base} left in place: {left}")
-            shutil.rmtree(self.base)
+        containers.teardown(self.prefix, self.base)
 
     # --- using the nodes ---------------------------------------------------------------
 
@@ -359,7 +307,7 @@ class AgentSandbox:
 
     def syslog(self, node: str = "app1") -> str:
         """Everything the node's processes sent to /dev/log so far (raw syslog lines)."""
-        path = self.base / "nodes" / node / "syslog"
+        path = self.nodes[node].dir / "syslog"
         return path.read_text(errors="replace") if path.exists() else ""
 
     # --- the stand-in -------------------------------------------------------------------

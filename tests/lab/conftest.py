@@ -1,4 +1,11 @@
-"""The lab tier: one lab bring-up shared by every test that needs nodes, torn down at the end."""
+"""The lab tier: one lab bring-up shared by every test that needs nodes, torn down at the end.
+
+The order of the tier is set here, not by file names: tests that need no lab (the
+agent sandboxes) run first, on a quiet machine; then tests that use the running lab;
+then those that kill, power off or cut off nodes (marker `disruptive`); tests that take
+the lab down (fixture `lab_teardown`) run last. Run in any other order, a test that
+finds the lab gone brings it up again.
+"""
 
 from __future__ import annotations
 
@@ -9,27 +16,77 @@ from typing import Iterator
 
 import pytest
 
-from lab import lab as lab_mod
+from lab.bringup import down, up
+from lab.containers import cloud_init_result, load_state
+from lab.stack import lab_nodes
 from lab.topology import LabNode
 
 REPORT = Path(os.environ.get("LAB_REPORT", "build/lab-report.json"))
+HERE = Path(__file__).parent
 
 
 def _lab_is_up() -> bool:
-    state = lab_mod.load_state()
-    return "timings" in state and all(lab_mod.cloud_init_result(n) for n in lab_mod.lab_nodes())
+    state = load_state()
+    return "timings" in state and all(cloud_init_result(n) for n in lab_nodes())
+
+
+def _rank(item: pytest.Item) -> int:
+    names = getattr(item, "fixturenames", ())
+    if "lab_teardown" in names:
+        return 3
+    if item.get_closest_marker("disruptive"):
+        return 2
+    return 1 if "nodes" in names else 0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order this folder's tests by `_rank` (stable: file and definition order within a
+    rank), in the places they hold among the session's tests."""
+    slots = [i for i, item in enumerate(items) if HERE in item.path.parents]
+    for slot, item in zip(slots, sorted((items[i] for i in slots), key=_rank)):
+        items[slot] = item
+
+
+class LabSession:
+    """The session's lab: brought up when a test first needs it (unless one is already
+    up), again if a test took it down; a failed bring-up is not retried."""
+
+    def __init__(self) -> None:
+        self.brought_up = False
+        self.failure: Exception | None = None
+
+    def nodes(self) -> list[LabNode]:
+        if self.failure is not None:
+            pytest.fail(f"the lab's bring-up failed earlier in this session: {self.failure}")
+        if not _lab_is_up():
+            try:
+                up()
+            except Exception as e:
+                self.failure = e
+                raise
+            self.brought_up = True
+        return lab_nodes()
 
 
 @pytest.fixture(scope="session")
-def nodes() -> Iterator[list[LabNode]]:
+def lab_session() -> Iterator[LabSession]:
     if os.geteuid() != 0:
         pytest.fail("the lab tier needs root")
-    reuse = _lab_is_up()
-    if not reuse:
-        lab_mod.up()
-    yield lab_mod.lab_nodes()
-    if not reuse and not os.environ.get("LAB_KEEP"):
-        lab_mod.down()
+    session = LabSession()
+    yield session
+    if session.brought_up and not os.environ.get("LAB_KEEP"):
+        down()
+
+
+@pytest.fixture
+def nodes(lab_session: LabSession) -> list[LabNode]:
+    return lab_session.nodes()
+
+
+@pytest.fixture
+def lab_teardown(nodes: list[LabNode]) -> list[LabNode]:
+    """The running lab, for a test that takes it down (such tests run last)."""
+    return nodes
 
 
 @pytest.fixture(scope="session")

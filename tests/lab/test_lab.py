@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import lab as lab_mod
 from lab import replay
+from lab.containers import cloud_init_result, load_state
+from lab.stack import lab_plan
 from lab.topology import AUDITOR_IP, AUDITOR_NS, SECOND_CLIENT, VPC_RANGE, LabNode, run_dir
 from tests.helpers.expect import EXPECTED_SSHD, parse_sshd_t
 from tests.helpers.lab_support import SSH_OPTS, Admin, in_lab, probe_tcp
@@ -25,12 +26,12 @@ def _app(nodes: list[LabNode]) -> list[LabNode]:
 
 
 def test_cloud_init_finished_without_errors(nodes: list[LabNode], report: dict) -> None:
-    report["lab_up"] = lab_mod.load_state().get("timings")
+    report["lab_up"] = load_state().get("timings")
     for node in nodes:
         status = Admin(node).run("cloud-init status --long", check=False)
         assert status.returncode == 0, status.stdout
         assert re.search(r"^status: done$", status.stdout, re.M), status.stdout
-        assert lab_mod.cloud_init_result(node)["errors"] == []
+        assert cloud_init_result(node)["errors"] == []
         assert Admin(node).run("cat /var/lib/do-ha-stack/hardened").stdout.strip()
         failed = Admin(node).run("systemctl --failed --no-legend --plain").stdout.strip()
         assert failed == "", f"{node.name}: failed units: {failed}"
@@ -185,4 +186,4 @@ def test_lynis_hardening_index(nodes: list[LabNode], report: dict) -> None:
 
 
 def test_second_replay_runs_nothing(nodes: list[LabNode]) -> None:
-    assert replay.replay_all() == 0
+    assert replay.replay_all(lab_plan(nodes)) == 0

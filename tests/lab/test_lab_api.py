@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from lab import lab as lab_mod
 from lab.procfs import mounts_under, pids_in_netns, pids_rooted_under
 from lab.topology import RESERVED_IP, LabNode, run_dir
 from tests.helpers.lab_support import SSH_OPTS, Admin, api, in_lab, unmanaged
@@ -79,6 +78,7 @@ def test_reserved_ip_really_moves_with_its_assignment(nodes: list[LabNode]) -> N
         assert _holder_hostname() == f"do-ha-stack-lab-{holder.name}"
 
 
+@pytest.mark.disruptive
 def test_power_off_really_stops_the_node_and_power_on_boots_it(nodes: list[LabNode]) -> None:
     # The witness runs no resource; the cluster fences it (off) when it goes, and it
     # rejoins after the power_on.

@@ -1,7 +1,7 @@
-"""The lab tier, issue 4: the cluster the program's commands build, proven on real nodes.
+"""The lab tier: the cluster the program's commands build, proven on real nodes.
 
-Runs after test_lab/test_lab_api (file order) and before test_lab_teardown.
-Figures (failover time, lost writes, bootstrap time, write latency while the
+The tests that kill or cut off nodes are marked `disruptive` (tests/lab/conftest.py
+runs them after the others). Figures (failover time, lost writes, bootstrap time, write latency while the
 replica was seeded) go to the lab report.
 """
 
@@ -19,8 +19,9 @@ from xml.etree import ElementTree
 import pytest
 
 from infra.paths import REPO_ROOT
-from lab import lab as lab_mod
 from lab import replay
+from lab.containers import kill_node, load_state
+from lab.stack import lab_plan
 from lab.topology import RESERVED_IP, SWITCH_NS, LabNode, run_dir
 from tests.helpers.lab_support import Admin, api, in_lab
 
@@ -93,7 +94,7 @@ def _settled(nodes: list[LabNode]) -> bool:
 
 
 def test_cluster_formed_with_every_node_and_a_valid_configuration(nodes: list[LabNode], report: dict) -> None:
-    report["bootstrap"] = lab_mod.load_state().get("timings")
+    report["bootstrap"] = load_state().get("timings")
     _wait("a settled cluster", 180, lambda: _settled(nodes))
     xml = _crm(nodes[0])
     for node in nodes:
@@ -169,7 +170,7 @@ def test_seeding_left_no_dump_and_did_not_stall_the_primary(nodes: list[LabNode]
     assert Admin(replica).sudo("test -s /var/lib/do-ha-stack/db-seeded", check=False).returncode == 0
     dumps = Admin(replica).sudo("find / -xdev -name '*.sql' -newer /etc/hostname -size +0", check=False).stdout
     assert dumps.strip() == ""
-    seed = lab_mod.load_state().get("seed_probe")
+    seed = load_state().get("seed_probe")
     assert seed, "the lab's bootstrap measured no writes during seeding"
     report["seed_primary_write_latency_max_ms"] = seed["max_ms"]
     assert seed["writes"] > 0 and seed["errors"] == 0
@@ -187,7 +188,7 @@ def _write_through_failover(nodes: list[LabNode], tag: str) -> dict:
     try:
         time.sleep(3)
         killed_at = time.time()
-        lab_mod.kill_node(victim)
+        kill_node(victim)
         survivor = next(n for n in _apps(nodes) if n is not victim)
         _wait("writes on the survivor", 60, lambda: _promoted(nodes) == survivor and _http("/canary/health")[0] == 200)
         time.sleep(3)
@@ -208,6 +209,7 @@ def _write_through_failover(nodes: list[LabNode], tag: str) -> dict:
             "all_after_on": {a["node"] for a in after} == {f"do-ha-stack-lab-{survivor.name}"}}
 
 
+@pytest.mark.disruptive
 def test_failover_keeps_every_acknowledged_write_and_the_old_node_rejoins(nodes: list[LabNode], report: dict) -> None:
     runs = []
     for i in range(FAILOVER_RUNS):
@@ -233,6 +235,7 @@ def test_failover_keeps_every_acknowledged_write_and_the_old_node_rejoins(nodes:
     assert any("POST /v2/droplets/" in line for line in fenced), "no fencing call reached the API"
 
 
+@pytest.mark.disruptive
 def test_a_node_cut_off_the_private_network_never_makes_two_writable_databases(nodes: list[LabNode], report: dict) -> None:
     _wait("a settled cluster", 300, lambda: _settled(nodes))
     active = _promoted(nodes)
@@ -296,5 +299,5 @@ def _safe(check, node: LabNode) -> bool:  # noqa: ANN001
 
 
 def test_a_second_replay_changes_nothing(nodes: list[LabNode]) -> None:
-    assert replay.replay_all() == 0
+    assert replay.replay_all(lab_plan(nodes)) == 0
     _wait("a settled cluster", 120, lambda: _settled(nodes))

@@ -1,5 +1,5 @@
 """The reserved-IP resource agent (cloudinit/agents/reserved-ip) on Debian 13 node roots
-against the DigitalOcean stand-in (tests/agent_sandbox.py): OCF compliance with
+against the DigitalOcean stand-in (tests/helpers/agent_sandbox.py): OCF compliance with
 ocf-tester, failover between two droplets, retries, and the token's secrecy."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 from infra.paths import REPO_ROOT
 from lab.procfs import pids_rooted_under
 from tests.helpers.agent_sandbox import AgentSandbox
-from tests.helpers.tools_root import shellcheck, tools_root
 
+pytestmark = pytest.mark.lab
 AGENT_SRC = REPO_ROOT / "cloudinit/agents/reserved-ip"
 AGENT = "/usr/lib/ocf/resource.d/do-ha-stack/reserved-ip"
 OCF_SUCCESS, OCF_ERR_GENERIC, OCF_ERR_UNIMPLEMENTED, OCF_ERR_PERM, OCF_ERR_INSTALLED, OCF_ERR_CONFIGURED, \
@@ -124,13 +124,6 @@ def exit_reason(result: subprocess.CompletedProcess[str]) -> str:
 
 # --- tests -------------------------------------------------------------------------
 
-@pytest.mark.tools
-def test_agent_passes_shellcheck() -> None:
-    result = shellcheck(tools_root(), AGENT_SRC)
-    assert result.returncode == 0, result.stdout
-
-
-@pytest.mark.lab
 def test_meta_data_is_valid_ocf_1_1(sbx: AgentSandbox) -> None:
     result = agent(sbx, "meta-data")
     assert result.returncode == OCF_SUCCESS, result.stderr
@@ -156,7 +149,6 @@ def test_meta_data_is_valid_ocf_1_1(sbx: AgentSandbox) -> None:
     assert "never unassigns" in doc.findtext("longdesc")
 
 
-@pytest.mark.lab
 def test_ocf_tester_passes(sbx: AgentSandbox) -> None:
     stop_everywhere(sbx)
     assign_from_host(sbx, "app2")  # so that ocf-tester's start really moves the IP
@@ -169,7 +161,6 @@ def test_ocf_tester_passes(sbx: AgentSandbox) -> None:
     assert sbx.holder() == 5000  # ocf-tester's stops left it in place
 
 
-@pytest.mark.lab
 def test_start_assigns_then_failover_moves_and_stop_never_unassigns(sbx: AgentSandbox) -> None:
     stop_everywhere(sbx)
     assign_from_host(sbx, None)
@@ -202,7 +193,6 @@ def test_start_assigns_then_failover_moves_and_stop_never_unassigns(sbx: AgentSa
     assert agent(sbx, "monitor", "app2").returncode == OCF_NOT_RUNNING
 
 
-@pytest.mark.lab
 def test_start_retries_a_busy_rate_limited_and_failing_api(sbx: AgentSandbox) -> None:
     stop_everywhere(sbx)
     assign_from_host(sbx, "app2")
@@ -225,7 +215,6 @@ def test_start_retries_a_busy_rate_limited_and_failing_api(sbx: AgentSandbox) ->
     assert "retrying" in sbx.syslog("app1")
 
 
-@pytest.mark.lab
 def test_start_gives_up_within_its_timeout_when_the_api_keeps_failing(sbx: AgentSandbox) -> None:
     stop_everywhere(sbx)
     assign_from_host(sbx, "app1")
@@ -244,7 +233,6 @@ def test_start_gives_up_within_its_timeout_when_the_api_keeps_failing(sbx: Agent
     assert agent(sbx, "monitor", "app2").returncode == OCF_NOT_RUNNING
 
 
-@pytest.mark.lab
 def test_an_errored_action_fails_start(sbx: AgentSandbox) -> None:
     stop_everywhere(sbx)
     assign_from_host(sbx, "app1")
@@ -256,7 +244,6 @@ def test_an_errored_action_fails_start(sbx: AgentSandbox) -> None:
     assert agent(sbx, "monitor", "app2").returncode == OCF_NOT_RUNNING
 
 
-@pytest.mark.lab
 def test_a_rejected_token_fails_start_without_retrying(sbx: AgentSandbox) -> None:
     stop_everywhere(sbx)
     assign_from_host(sbx, "app1")
@@ -272,7 +259,6 @@ def test_a_rejected_token_fails_start_without_retrying(sbx: AgentSandbox) -> Non
     assert sbx.holder() == 5000
 
 
-@pytest.mark.lab
 def test_the_token_never_shows_in_argv_output_logs_or_traces(sbx: AgentSandbox) -> None:
     stop_everywhere(sbx)
     assign_from_host(sbx, "app2")
@@ -316,7 +302,6 @@ def test_the_token_never_shows_in_argv_output_logs_or_traces(sbx: AgentSandbox) 
     assert [name for name, text in outputs.items() if sbx.token in text] == []
 
 
-@pytest.mark.lab
 def test_validate_all_explains_what_is_wrong(sbx: AgentSandbox) -> None:
     assert agent(sbx, "validate-all").returncode == OCF_SUCCESS
     token = sbx.root("app1") / sbx.token_file_in_node.lstrip("/")

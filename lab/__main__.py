@@ -1,0 +1,44 @@
+"""The lab's command line (root):
+
+    python -m lab up          # make lab: bring the lab stack up (lab.bringup)
+    python -m lab down        # make lab-down: remove everything the lab made
+    python -m lab status      # the running lab's state
+    python -m lab boot NODE   # start a node again (the API stand-in's power_on)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from lab.bringup import boot_again, down, up
+from lab.containers import load_state, log, state_file
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab")
+    parser.add_argument("action", choices=["up", "down", "status", "boot"])
+    parser.add_argument("node", nargs="?", help="for boot: the node to start again (power_on)")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("the lab needs root (namespaces, mounts, containers)", file=sys.stderr)
+        return 1
+    if args.action == "up":
+        try:
+            up()
+        except BaseException:
+            log("bring-up failed; the lab is left for inspection, `make lab-down` removes it")
+            raise
+    elif args.action == "down":
+        down()
+    elif args.action == "boot":
+        boot_again(args.node)
+    else:
+        print(json.dumps(load_state(), indent=2) if state_file().exists() else "no lab")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Bring the lab stack up on this machine as systemd-nspawn containers, and take it down.
+
+`up` renders the `lab` stack with the lab's addresses (tooling.render, the same code
+users run), boots every node from the cached Debian 13 image with its rendered
+user-data as a NoCloud seed, waits for cloud-init, replays the program's remote
+commands, and prints how to reach the nodes. A lab left over from an earlier
+(failed or interrupted) run is detected and removed first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from infra.naming import role_of
+from lab import containers, image, replay
+from lab.containers import (
+    boot, heal_spawn_failures, kill_node, load_state, log, make_network, prepare_root, sh, state_file,
+    wait_for_cloud_init,
+)
+from lab.seed_probe import seed_probe
+from lab.stack import lab_nodes, lab_plan, render_lab
+from lab.standin import ensure_api_token, start_lab_api
+from lab.topology import API_PORT, GATEWAY, PREFIX, RESERVED_IP, SWITCH_NS, LabNode, run_dir
+
+
+def down() -> None:
+    """Remove every container, process, mount and namespace the lab made."""
+    start = time.monotonic()
+    containers.teardown(PREFIX, run_dir())
+    log(f"down in {time.monotonic() - start:.1f} s")
+
+
+def is_stale() -> bool:
+    return containers.is_stale(PREFIX, run_dir())
+
+
+def up() -> None:
+    t0 = time.monotonic()
+    if is_stale():
+        log("a previous lab is still here; removing it")
+        down()
+    base = image.ensure_image("node")
+    nodes = lab_nodes()
+    run_dir().mkdir(parents=True)
+    os.chmod(run_dir(), 0o700)
+    state_file().write_text(json.dumps({"nodes": [n.name for n in nodes], "started": time.time()}))
+    admin_key = run_dir() / "admin_key"
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lab-admin", "-f", str(admin_key))
+    ensure_api_token()
+    out = render_lab(nodes)
+    make_network(nodes)
+    start_lab_api(nodes)
+    for node in nodes:
+        prepare_root(node, base, (out / node.name / "user-data").read_text())
+        boot(node)
+    t_boot = time.monotonic()
+    results = wait_for_cloud_init(nodes)
+    failed = {name: r["errors"] for name, r in results.items() if r.get("errors")}
+    if failed:
+        raise RuntimeError(f"cloud-init reported errors: {failed}")
+    for node in nodes:
+        heal_spawn_failures(node)
+    t_ready = time.monotonic()
+    probe: dict = {}
+    primary, replicas = nodes[0], [n for n in nodes[1:] if role_of(n.name) == "app"]
+    ran = replay.replay_all(lab_plan(nodes),
+                            around={f"{n.name}-db-seed": lambda: seed_probe(primary, probe) for n in replicas[:1]})
+    t_done = time.monotonic()
+    timings = {"render_and_network_s": round(t_boot - t0, 1), "cloud_init_s": round(t_ready - t_boot, 1),
+               "replay_s": round(t_done - t_ready, 1), "total_s": round(t_done - t0, 1),
+               "commands_run": ran}
+    state = load_state() | {"timings": timings, "seed_probe": probe}
+    state_file().write_text(json.dumps(state))
+    print_summary(nodes, timings)
+
+
+def boot_again(name: str) -> None:
+    """Start a node of the running lab again (the stand-in's power_on)."""
+    node = next(n for n in lab_nodes() if n.name == name)
+    kill_node(node)  # nothing may be left of the previous boot
+    boot(node)
+
+
+def print_summary(nodes: list[LabNode], timings: dict) -> None:
+    key = run_dir() / "admin_key"
+    print(f"lab is up in {timings['total_s']} s (cloud-init {timings['cloud_init_s']} s, "
+          f"replay {timings['replay_s']} s, {timings['commands_run']} commands)")
+    print(f"reserved IP: {RESERVED_IP} (DigitalOcean API stand-in on {GATEWAY}:{API_PORT})")
+    for node in nodes:
+        print(f"  {node.name:8} public {node.public_ip:15} private {node.private_ip:12} "
+              f"ssh: ip netns exec {SWITCH_NS} ssh -i {key} deploy@{node.public_ip}")

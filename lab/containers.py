@@ -1,0 +1,274 @@
+"""The lab's containers and their network on this machine: namespaces, bridges and
+veth pairs, overlay roots with a NoCloud seed, systemd-nspawn boot and hard kill,
+waiting for cloud-init, teardown, and the running lab's state file.
+
+The building blocks take a namespace prefix and a directory, so the agent sandbox
+(tests/helpers/agent_sandbox.py) makes and removes its own namespaces and overlays
+with the same code; the lab's own layout is `make_network` and `lab.topology`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import yaml
+
+from lab.procfs import mounts_under, pids_in_netns, pids_rooted_under
+from lab.topology import (
+    AUDITOR_IP, AUDITOR_NS, GATEWAY, METADATA_IP, PUBLIC_NET, SECOND_CLIENT, SWITCH_NS, LabNode, run_dir,
+)
+
+BOOT_TIMEOUT = 300.0
+NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}  # trixie's systemd under bookworm's nspawn
+
+
+def log(msg: str) -> None:
+    print(f"lab: {msg}", file=sys.stderr, flush=True)
+
+
+def sh(*cmd: str, check: bool = True, capture: bool = False) -> str:
+    result = subprocess.run(cmd, check=False, text=True,
+                            stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {result.stderr.strip()}")
+    return result.stdout or ""
+
+
+# --- state --------------------------------------------------------------------
+
+def state_file() -> Path:
+    return run_dir() / "state.json"
+
+
+def load_state() -> dict:
+    try:
+        return json.loads(state_file().read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+# --- network --------------------------------------------------------------------
+
+def namespaces(prefix: str) -> list[str]:
+    """Network namespaces whose name starts with `prefix`."""
+    return [n for n in sh("ip", "netns", "list", capture=True).split() if n.startswith(prefix)]
+
+
+def add_namespace(ns: str) -> None:
+    sh("ip", "netns", "add", ns)
+    sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+
+def add_switch(ns: str, bridges: Mapping[str, Sequence[str]]) -> None:
+    """A namespace holding bridges (name: its addresses), the lab's "switch"."""
+    add_namespace(ns)
+    for bridge in bridges:
+        sh("ip", "-n", ns, "link", "add", bridge, "type", "bridge")
+        sh("ip", "-n", ns, "link", "set", bridge, "up")
+    for bridge, addresses in bridges.items():
+        for address in addresses:
+            sh("ip", "-n", ns, "addr", "add", address, "dev", bridge)
+
+
+def plug(switch_ns: str, bridge: str, switch_end: str, ns: str, ns_end: str) -> None:
+    """A veth pair from a bridge of the switch to interface `ns_end` in namespace `ns`."""
+    sh("ip", "-n", switch_ns, "link", "add", switch_end, "type", "veth", "peer", "name", ns_end, "netns", ns)
+    sh("ip", "-n", switch_ns, "link", "set", switch_end, "master", bridge, "up")
+
+
+def configure(ns: str, dev: str, address: str, via: str | None = None) -> None:
+    """Address an interface from the host (for namespaces without a system of their own)."""
+    sh("ip", "-n", ns, "link", "set", dev, "up")
+    sh("ip", "-n", ns, "addr", "add", address, "dev", dev)
+    if via is not None:
+        sh("ip", "-n", ns, "route", "add", "default", "via", via)
+
+
+def make_network(nodes: list[LabNode]) -> None:
+    """The lab's layout (lab.topology): public and VPC bridges, the auditor, one namespace per node."""
+    prefix = PUBLIC_NET.split("/")[1]
+    add_switch(SWITCH_NS, {"br-pub": [f"{GATEWAY}/{prefix}", f"{SECOND_CLIENT}/{prefix}", f"{METADATA_IP}/32"],
+                           "br-vpc": []})
+    add_namespace(AUDITOR_NS)
+    plug(SWITCH_NS, "br-pub", "p-auditor", AUDITOR_NS, "eth0")
+    configure(AUDITOR_NS, "eth0", f"{AUDITOR_IP}/{prefix}")
+    for node in nodes:
+        add_namespace(node.netns)
+        # The nodes' addresses come from their own network-config (cloud-init).
+        plug(SWITCH_NS, "br-pub", node.veth_pub, node.netns, "eth0")
+        plug(SWITCH_NS, "br-vpc", node.veth_vpc, node.netns, "eth1")
+
+
+# --- nodes ------------------------------------------------------------------------
+
+def network_config(node: LabNode) -> str:
+    """NoCloud network-config v2: the two interfaces a droplet has."""
+    return yaml.safe_dump({"version": 2, "ethernets": {
+        "eth0": {"addresses": [f"{node.public_ip}/24", f"{node.anchor_ip}/16"],
+                 "routes": [{"to": "0.0.0.0/0", "via": GATEWAY}]},
+        "eth1": {"addresses": [f"{node.private_ip}/24"]},
+    }}, sort_keys=False)
+
+
+def mount_overlay(node: LabNode, lower: Path) -> Path:
+    """The node's writable root: an overlay on `lower` (never written to); returns it."""
+    for sub in ("upper", "work", "root"):
+        (node.dir / sub).mkdir(parents=True, exist_ok=True)
+    sh("mount", "-t", "overlay", "overlay", "-o",
+       f"lowerdir={lower},upperdir={node.dir / 'upper'},workdir={node.dir / 'work'}", str(node.root))
+    return node.root
+
+
+def prepare_root(node: LabNode, base: Path, user_data: str) -> None:
+    mount_overlay(node, base)
+    # Container-only: the overlay root cannot be remounted, so this unit would fail
+    # on every lab node (a droplet remounts its disk fine). Masked per node, not in the image.
+    units = node.root / "etc/systemd/system"
+    units.mkdir(parents=True, exist_ok=True)
+    (units / "systemd-remount-fs.service").symlink_to("/dev/null")
+    seed = node.root / "var/lib/cloud/seed/nocloud"
+    seed.mkdir(parents=True, exist_ok=True)
+    (seed / "user-data").write_text(user_data)
+    (seed / "meta-data").write_text(yaml.safe_dump({
+        "instance-id": f"lab-{node.name}-{node.droplet_id}", "local-hostname": node.name}))
+    (seed / "network-config").write_text(network_config(node))
+
+
+def boot(node: LabNode) -> None:
+    logfile = open(node.dir / "console.log", "w")
+    proc = subprocess.Popen(
+        ["systemd-nspawn", "-q", "-D", str(node.root), "-M", node.machine, "--boot",
+         "--register=no", "--keep-unit", "--console=passive",
+         f"--network-namespace-path=/run/netns/{node.netns}",
+         "--capability=CAP_NET_ADMIN,CAP_NET_RAW,CAP_SYS_NICE,CAP_IPC_LOCK",
+         "--bind=/dev/fuse"],
+        env=os.environ | NSPAWN_ENV, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (node.dir / "nspawn.pid").write_text(str(proc.pid))
+
+
+def cloud_init_result(node: LabNode) -> dict | None:
+    """cloud-init's final result, read from the node's disk (no SSH needed)."""
+    try:
+        return json.loads((node.root / "var/lib/cloud/data/result.json").read_text())["v1"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+
+
+def container_init(node: LabNode) -> int | None:
+    """Host PID of the node's systemd (PID 1 inside its PID namespace)."""
+    for pid in pids_in_netns(Path(f"/run/netns/{node.netns}")):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+        if nspid[-1:] == ["1"]:
+            return pid
+    return None
+
+
+def heal_spawn_failures(node: LabNode) -> list[str]:
+    """Restart units that failed only because systemd could not spawn them.
+
+    Lab-only: trixie's systemd under bookworm's nspawn sometimes loses a race
+    creating a unit's cgroup on a loaded host ("Failed to spawn executor",
+    result 'resources'); systemd-user-sessions failing that way blocks every
+    login. A unit that failed for any other reason is left failed.
+    """
+    init = container_init(node)
+    if init is None:
+        return []
+    ns = ["nsenter", "-t", str(init), "-a"]
+    failed = sh(*ns, "systemctl", "list-units", "--state=failed", "--plain", "--no-legend", capture=True,
+                check=False).split("\n")
+    healed = []
+    for unit in (line.split()[0] for line in failed if line.strip()):
+        result = sh(*ns, "systemctl", "show", "-P", "Result", unit, capture=True, check=False).strip()
+        if result == "resources":
+            sh(*ns, "systemctl", "restart", unit, check=False)
+            healed.append(unit)
+    if healed:
+        log(f"{node.name}: restarted units systemd failed to spawn: {', '.join(healed)}")
+    return healed
+
+
+def wait_for_cloud_init(nodes: list[LabNode], timeout: float = BOOT_TIMEOUT) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout
+    results: dict[str, dict] = {}
+    while len(results) < len(nodes):
+        for node in nodes:
+            if node.name not in results and (result := cloud_init_result(node)) is not None:
+                results[node.name] = result
+                log(f"{node.name}: cloud-init finished, errors: {result.get('errors') or 'none'}")
+        if time.monotonic() > deadline:
+            missing = [n.name for n in nodes if n.name not in results]
+            raise TimeoutError(f"cloud-init did not finish on {missing} within {timeout:.0f} s")
+        time.sleep(0.5)
+    return results
+
+
+# --- kill and teardown -------------------------------------------------------------
+
+def kill_pids(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def kill_node(node: LabNode) -> None:
+    """Hard power-off: SIGKILL nspawn and every process of the container (its init first)."""
+    pid_file = node.dir / "nspawn.pid"
+    if pid_file.exists():
+        kill_pids([int(pid_file.read_text())])
+    for _ in range(50):
+        pids = sorted(set(pids_rooted_under(node.root)) | set(pids_in_netns(Path(f"/run/netns/{node.netns}"))))
+        if not pids:
+            return
+        kill_pids(pids)
+        time.sleep(0.1)
+    raise RuntimeError(f"{node.name}: processes survive SIGKILL: {pids}")
+
+
+def teardown(prefix: str, base: Path) -> None:
+    """Remove every container, process, mount and namespace made under `base` and
+    named `prefix`*, whatever state an interrupted run left them in."""
+    # nspawn processes first (they would otherwise restart nothing, but hold mounts),
+    # then whatever runs with a root inside `base` (orphaned container inits).
+    for pid_file in base.glob("nodes/*/nspawn.pid"):
+        try:
+            kill_pids([int(pid_file.read_text())])
+        except (ValueError, OSError):
+            pass
+    for _ in range(20):
+        pids = pids_rooted_under(base)
+        if not pids:
+            break
+        kill_pids(pids)
+        time.sleep(0.1)
+    # Processes started inside the namespaces from the host (API stand-in, clients).
+    found = namespaces(prefix)
+    for ns in found:
+        kill_pids([int(p) for p in sh("ip", "netns", "pids", ns, capture=True, check=False).split()])
+    for point in mounts_under(base):
+        sh("umount", "-l", point, check=False)
+    for ns in found:
+        sh("ip", "netns", "delete", ns, check=False)
+    if base.exists():
+        sh("rm", "-rf", "--one-file-system", str(base))
+
+
+def is_stale(prefix: str, base: Path) -> bool:
+    """Anything left of an earlier run: a namespace named `prefix`* or the directory."""
+    return bool(namespaces(prefix)) or base.exists()

@@ -1,0 +1,60 @@
+"""The lab stack (lab/stack.yaml): its settings, its nodes, and the program evaluated
+under mocks with the lab's addresses, admin key and API token (tooling.render, the
+same code users run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from infra.config import StackConfig, parse
+from infra.paths import REPO_ROOT
+from lab.containers import load_state
+from lab.topology import RESERVED_IP, STACK, LabNode, nodes_for, run_dir
+from tooling import render
+from tooling.mocks import MOCK_SECRETS, Addresses, Run, run_program
+
+STACK_FILE = REPO_ROOT / "lab/stack.yaml"
+# Stands in for the lab's admin key where only names and addresses are needed.
+PLACEHOLDER_ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKEEDKvaNL0z6KEvR1fQ3iWj9K3r4lzzh+husUhCQxzO lab"
+
+
+def lab_config(admin_key: str = PLACEHOLDER_ADMIN_KEY) -> StackConfig:
+    """The lab stack's validated settings (the admin key is the lab's own, made at `up`)."""
+    plain = {k.split(":", 1)[1]: v for k, v in render.stack_config(STACK, STACK_FILE).items()}
+    return parse(STACK, plain | {"adminSshKeys": [admin_key], **MOCK_SECRETS})
+
+
+def lab_nodes() -> list[LabNode]:
+    """The running lab's nodes (its state file), else the stack's."""
+    names = load_state().get("nodes")
+    if names is None:
+        names = list(lab_config().node_names)
+    return nodes_for(names)
+
+
+def lab_program(nodes: list[LabNode]) -> Run:
+    """The `lab` stack evaluated under mocks with the lab's addresses and admin key."""
+    addresses = Addresses(
+        public={n.name: n.public_ip for n in nodes},
+        private={n.name: n.private_ip for n in nodes},
+        reserved_ip=RESERVED_IP,
+        droplet_ids={n.name: n.droplet_id for n in nodes},
+    )
+    admin_pub = (run_dir() / "admin_key.pub").read_text().strip()
+    # The cluster's agents call the lab's API stand-in with the lab's own token.
+    raw = render.stack_config(STACK, STACK_FILE) | {
+        "do-ha-stack:adminSshKeys": [admin_pub],
+        "do-ha-stack:failoverApiToken": (run_dir() / "api_token").read_text().strip()}
+    return run_program(STACK, raw, addresses)
+
+
+def lab_plan(nodes: list[LabNode]) -> list[dict[str, Any]]:
+    """The program's remote commands with their secrets (what lab.replay runs)."""
+    return render.commands(lab_program(nodes), reveal=True)
+
+
+def render_lab(nodes: list[LabNode]) -> Path:
+    out = run_dir() / "render"
+    render.write(lab_program(nodes), out)
+    return out

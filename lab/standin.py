@@ -1,0 +1,83 @@
+"""The DigitalOcean API and metadata stand-in (lab.fake_do) as the lab and the agent
+sandbox run it: its droplets (names and tags as the program gives them), its token,
+and its process in a switch namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from infra.config import StackConfig
+from infra.naming import droplet_name, role_of, role_tag, stack_tag
+from infra.paths import REPO_ROOT
+from lab.containers import sh
+from lab.stack import lab_config
+from lab.topology import API_PORT, GATEWAY, METADATA_IP, RESERVED_IP, SWITCH_NS, LabNode, run_dir
+
+START_TIMEOUT = 20.0
+
+
+def droplet_records(cfg: StackConfig, nodes: list[LabNode]) -> list[dict[str, Any]]:
+    """The stand-in's droplets for `nodes`, named and tagged as the program's droplets are."""
+    return [{"id": n.droplet_id, "name": droplet_name(cfg, n.name), "public_ipv4": n.public_ip,
+             "private_ipv4": n.private_ip, "anchor_ipv4": n.anchor_ip,
+             "tags": [stack_tag(cfg), role_tag(cfg, role_of(n.name))]}
+            for n in nodes]
+
+
+def start_api(run: Path, switch_ns: str, state: dict[str, Any], token_file: Path, hook: Path,
+              action_delay: float | None = None) -> subprocess.Popen[bytes]:
+    """Start the stand-in with `state` in `switch_ns` (API on GATEWAY:API_PORT, metadata on
+    METADATA_IP:80); its files (config, state, log, pid) go to `run`. Returns once it has
+    loaded its state."""
+    (run / "api-config.json").write_text(json.dumps(state, indent=1))
+    action = [] if action_delay is None else ["--action-delay", str(action_delay)]
+    with open(run / "api.log", "w") as log_file:
+        proc = subprocess.Popen(
+            # Only the network namespace is switched (see lab.hook.power_on).
+            ["nsenter", f"--net=/run/netns/{switch_ns}", sys.executable, "-m", "lab.fake_do",
+             "--state", str(run / "api-config.json"), "--state-out", str(run / "api-state.json"),
+             "--token-file", str(token_file), "--api-listen", f"{GATEWAY}:{API_PORT}",
+             "--metadata-listen", f"{METADATA_IP}:80", "--hook", str(hook), *action],
+            cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    (run / "api.pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + START_TIMEOUT
+    while not (run / "api-state.json").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the API stand-in did not start: {(run / 'api.log').read_text()[-2000:]}")
+        time.sleep(0.1)
+    return proc
+
+
+def ensure_api_token() -> Path:
+    """The lab stand-in's bearer token; the program hands it to the nodes as failoverApiToken."""
+    token = run_dir() / "api_token"
+    if not token.exists():
+        token.touch(mode=0o600)
+        token.write_text(os.urandom(24).hex())
+    return token
+
+
+def start_lab_api(nodes: list[LabNode]) -> None:
+    """The lab's stand-in in the switch namespace, its actions made real by lab.hook; the
+    reserved IP starts on the first node, as the program's one-time assignment leaves it."""
+    cfg = lab_config()
+    state = {
+        "region": cfg.region,
+        "droplets": droplet_records(cfg, nodes),
+        "reserved_ips": [{"ip": RESERVED_IP, "droplet_id": nodes[0].droplet_id}],
+    }
+    token = ensure_api_token()
+    hook = run_dir() / "hook"
+    hook.write_text(f"#!/bin/sh\ncd {REPO_ROOT} && exec {sys.executable} -m lab.hook \"$@\"\n")
+    hook.chmod(0o700)
+    sh("ip", "netns", "exec", SWITCH_NS, "ip", "link", "set", "lo", "up")
+    start_api(run_dir(), SWITCH_NS, state, token, hook)
+    # What DigitalOcean does on the program's initial assignment.
+    sh("ip", "netns", "exec", SWITCH_NS, str(hook), "assign", RESERVED_IP, str(nodes[0].droplet_id))
