@@ -54,6 +54,8 @@ TOOLS_PACKAGES: tuple[str, ...] = (
     # agents' meta-data golden files (tests/tools/test_agent_metadata.py).
     "resource-agents",
     "fence-agents-common",
+    # pyflakes for the fence agent (a python script outside ruff's reach of Debian's python).
+    "pyflakes3",
 )
 
 # What DigitalOcean's debian-13-x64 image already carries, plus lab-only checks.
