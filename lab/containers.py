@@ -9,6 +9,7 @@ with the same code; the lab's own layout is `make_network` and `lab.topology`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -143,7 +144,8 @@ def prepare_root(node: LabNode, base: Path, user_data: str) -> None:
 
 
 def boot(node: LabNode) -> None:
-    logfile = open(node.dir / "console.log", "w")
+    # The container outlives this call: nspawn keeps writing to the file after return.
+    logfile = open(node.dir / "console.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         ["systemd-nspawn", "-q", "-D", str(node.root), "-M", node.machine, "--boot",
          "--register=no", "--keep-unit", "--console=passive",
@@ -221,10 +223,8 @@ def wait_for_cloud_init(nodes: list[LabNode], timeout: float = BOOT_TIMEOUT) -> 
 
 def kill_pids(pids: list[int]) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def kill_node(node: LabNode) -> None:
@@ -247,10 +247,8 @@ def teardown(prefix: str, base: Path) -> None:
     # nspawn processes first (they would otherwise restart nothing, but hold mounts),
     # then whatever runs with a root inside `base` (orphaned container inits).
     for pid_file in base.glob("nodes/*/nspawn.pid"):
-        try:
+        with contextlib.suppress(ValueError, OSError):
             kill_pids([int(pid_file.read_text())])
-        except (ValueError, OSError):
-            pass
     for _ in range(20):
         pids = pids_rooted_under(base)
         if not pids:

@@ -191,7 +191,7 @@ class AgentSandbox:
 
     # --- lifecycle ------------------------------------------------------------------
 
-    def __enter__(self) -> "AgentSandbox":
+    def __enter__(self) -> AgentSandbox:
         if os.geteuid() != 0:
             raise RuntimeError("AgentSandbox needs root (namespaces, mounts)")
         self._cleanup()  # whatever an interrupted earlier run with this name left

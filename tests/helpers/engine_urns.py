@@ -7,7 +7,8 @@ state is keyed by, so a refactor that changes it replaces the resource.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from infra.config import PROJECT
 from tooling.mocks import STACK_TYPE

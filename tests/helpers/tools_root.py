@@ -9,9 +9,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from lab.image import ensure_image
 from tests.helpers.expect import parse_sshd_t
@@ -44,7 +44,8 @@ def cloud_init_schema(root: Path, user_data: str) -> subprocess.CompletedProcess
         return chroot(root, "cloud-init", "schema", "--config-file", f"{inside}/user-data")
 
 
-def sshd_effective(root: Path, dropins: dict[str, str], extra: Sequence[str] = ()) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+def sshd_effective(root: Path, dropins: dict[str, str],
+                   extra: Sequence[str] = ()) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
     """`sshd -T` over Debian 13's own sshd_config with the given drop-ins beside it.
 
     Debian's main file is copied with its Include pointed at a private

@@ -73,7 +73,8 @@ def test_root_and_password_logins_are_refused(nodes: list[LabNode]) -> None:
     root = in_lab("ssh", "-i", key, *SSH_OPTS, "-b", SECOND_CLIENT, f"root@{node.public_ip}", "true")
     assert root.returncode == 255 and "Permission denied" in root.stderr
     password = in_lab("ssh", *SSH_OPTS, "-b", SECOND_CLIENT, "-o", "PubkeyAuthentication=no",
-                      "-o", "PreferredAuthentications=password,keyboard-interactive", f"deploy@{node.public_ip}", "true")
+                      "-o", "PreferredAuthentications=password,keyboard-interactive",
+                      f"deploy@{node.public_ip}", "true")
     assert password.returncode == 255 and "Permission denied (publickey)" in password.stderr
     # and the admin key does work for the deploy user
     assert Admin(node).run("id -un").stdout.strip() == "deploy"

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
@@ -156,7 +155,8 @@ def test_a_row_written_on_the_primary_appears_on_the_replica(nodes: list[LabNode
     key = f"row-{uuid.uuid4().hex[:8]}"
     code, _ = _http(f"/canary/write?key={key}", "POST")
     assert code == 200
-    _wait("the row on the replica", 10, lambda: _sql(replica, f"SELECT COUNT(*) FROM writes WHERE client_key='{key}'") == "1")
+    _wait("the row on the replica", 10,
+          lambda: _sql(replica, f"SELECT COUNT(*) FROM writes WHERE client_key='{key}'") == "1")
     status = Admin(replica).sudo("mariadb -e 'SHOW SLAVE STATUS\\G'").stdout
     assert "Master_SSL_Allowed: Yes" in status and "Using_Gtid: Current_Pos" in status
     assert _sql(replica, "SELECT @@read_only") == "1"
@@ -227,16 +227,19 @@ def test_failover_keeps_every_acknowledged_write_and_the_old_node_rejoins(nodes:
         assert droplet["droplet"]["status"] == "off"
         status, body = api("POST", f"/v2/droplets/{victim.droplet_id}/actions", {"type": "power_on"})
         assert status == 201, body
-        _wait(f"{victim.name} back as a replica", 300, lambda: _settled(nodes) and _promoted(nodes) != victim)
+        _wait(f"{victim.name} back as a replica", 300,
+              lambda victim=victim: _settled(nodes) and _promoted(nodes) != victim)
         assert _sql(victim, "SELECT @@read_only") == "1"
     report["failover"] = {"runs": runs, "median_failover_s": statistics.median(r["failover_s"] for r in runs),
                           "lost_writes": sum(len(r["lost"]) for r in runs)}
-    fenced = [line for line in (run_dir() / "api.log").read_text().splitlines() if "power_off" in line or "/actions" in line]
+    fenced = [line for line in (run_dir() / "api.log").read_text().splitlines()
+              if "power_off" in line or "/actions" in line]
     assert any("POST /v2/droplets/" in line for line in fenced), "no fencing call reached the API"
 
 
 @pytest.mark.disruptive
-def test_a_node_cut_off_the_private_network_never_makes_two_writable_databases(nodes: list[LabNode], report: dict) -> None:
+def test_a_node_cut_off_the_private_network_never_makes_two_writable_databases(nodes: list[LabNode],
+                                                                                report: dict) -> None:
     _wait("a settled cluster", 300, lambda: _settled(nodes))
     active = _promoted(nodes)
     other = next(n for n in _apps(nodes) if n is not active)

@@ -10,8 +10,8 @@ import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -199,7 +199,8 @@ def test_start_retries_a_busy_rate_limited_and_failing_api(sbx: AgentSandbox) ->
     # Someone else's action keeps the IP busy (422 pending event) for ~2.5 s, and the
     # API fails once with 500 and once with 429 before that.
     sbx.hold_next_hook(2.5)
-    status, body = sbx.api("POST", f"/v2/reserved_ips/{sbx.reserved_ip}/actions", {"type": "assign", "droplet_id": 5001})
+    status, body = sbx.api("POST", f"/v2/reserved_ips/{sbx.reserved_ip}/actions",
+                           {"type": "assign", "droplet_id": 5001})
     assert status == 201, body
     before = len(post_statuses(sbx, "app1"))
     sbx.inject_faults(500, 1)
