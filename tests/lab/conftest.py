@@ -2,9 +2,10 @@
 
 The order of the tier is set here, not by file names: tests that need no lab (the
 agent sandboxes) run first, on a quiet machine; then tests that use the running lab;
-then those that kill, power off or cut off nodes (marker `disruptive`); tests that take
-the lab down (fixture `lab_teardown`) run last. Run in any other order, a test that
-finds the lab gone brings it up again.
+then those that kill, power off or cut off nodes (marker `disruptive`, ordered among
+themselves by its `order`, default 0); tests that take the lab down (fixture
+`lab_teardown`) run last. Run in any other order, a test that finds the lab gone
+brings it up again.
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ def _lab_is_up() -> bool:
     return "timings" in state and all(cloud_init_result(n) for n in lab_nodes())
 
 
-def _rank(item: pytest.Item) -> int:
+def _rank(item: pytest.Item) -> tuple[int, int]:
     names = getattr(item, "fixturenames", ())
     if "lab_teardown" in names:
-        return 3
-    if item.get_closest_marker("disruptive"):
-        return 2
-    return 1 if "nodes" in names else 0
+        return 3, 0
+    if (disruptive := item.get_closest_marker("disruptive")) is not None:
+        return 2, disruptive.kwargs.get("order", 0)
+    return (1 if "nodes" in names else 0), 0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
