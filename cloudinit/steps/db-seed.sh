@@ -117,6 +117,13 @@ find_primary() {
 	PRIMARY=$BOOTSTRAP
 }
 
+# failcount: how often pacemaker's MariaDB failed here (0 if never).
+failcount() {
+	local count
+	count=$(crm_failcount --query --resource mariadb --node "$SELF" -q 2>/dev/null) || count=0
+	echo "${count:-0}"
+}
+
 # Sets VERDICT to healthy, seed (REASON says why) or wait (REASON: what is awaited).
 judge() {
 	local status io sql io_errno sql_errno host pos history
@@ -126,7 +133,7 @@ judge() {
 			REASON="the data directory is empty"
 		elif [ ! -e "$LINEAGE" ]; then
 			REASON="this data directory was never seeded"
-		elif managed_by_pacemaker mariadb && [ "$(crm_failcount --query --resource mariadb --node "$SELF" -q 2>/dev/null || echo 0)" != 0 ]; then
+		elif managed_by_pacemaker mariadb && [ "$(failcount)" != 0 ]; then
 			REASON="pacemaker failed to run MariaDB here"
 		else
 			VERDICT=wait REASON="MariaDB is not running here"
