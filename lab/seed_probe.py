@@ -17,13 +17,15 @@ from lab.topology import SSH_OPTS, SWITCH_NS, LabNode, run_dir
 BALLAST_ROWS = 200_000  # ~45 MB of rows to stream
 
 BALLAST = """
+USE do_ha_canary;
 CREATE TABLE IF NOT EXISTS do_ha_canary.ballast (id INT PRIMARY KEY, pad CHAR(200) NOT NULL);
 INSERT IGNORE INTO do_ha_canary.ballast SELECT seq, REPEAT('x', 200) FROM seq_1_to_{rows};
 """
 SETUP = """
 USE do_ha_canary;
 DROP TABLE IF EXISTS do_ha_canary.seed_probe, do_ha_canary.seed_probe_stop;
-CREATE TABLE IF NOT EXISTS do_ha_canary.seed_probe (id INT AUTO_INCREMENT PRIMARY KEY, latency_us BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS do_ha_canary.seed_probe (id INT AUTO_INCREMENT PRIMARY KEY, latency_us BIGINT NOT NULL,
+  at DATETIME(6) NULL);
 CREATE TABLE IF NOT EXISTS do_ha_canary.seed_probe_stop (id INT PRIMARY KEY);
 INSERT INTO do_ha_canary.seed_probe (latency_us) VALUES (0);
 """
@@ -34,7 +36,7 @@ BEGIN NOT ATOMIC
   DECLARE t0 DATETIME(6);
   WHILE NOT EXISTS (SELECT 1 FROM do_ha_canary.seed_probe_stop) DO
     SET t0 = SYSDATE(6);
-    INSERT INTO do_ha_canary.seed_probe (latency_us) VALUES (-1);
+    INSERT INTO do_ha_canary.seed_probe (latency_us, at) VALUES (-1, t0);
     UPDATE do_ha_canary.seed_probe SET latency_us = TIMESTAMPDIFF(MICROSECOND, t0, SYSDATE(6))
       WHERE id = LAST_INSERT_ID();
   END WHILE;
@@ -43,6 +45,8 @@ END //
 
 RESULT = ("SELECT COUNT(*), COALESCE(MAX(latency_us), 0), COALESCE(SUM(latency_us > 50000), 0) "
           "FROM do_ha_canary.seed_probe WHERE latency_us > 0")
+WORST = ("SELECT DATE_FORMAT(at, '%T.%f'), latency_us FROM do_ha_canary.seed_probe "
+         "WHERE latency_us > 0 ORDER BY latency_us DESC LIMIT 5")
 CLEANUP = """
 DROP TABLE IF EXISTS do_ha_canary.ballast, do_ha_canary.seed_probe, do_ha_canary.seed_probe_stop;
 """
@@ -81,7 +85,9 @@ def seed_probe(primary: LabNode, result: dict, ballast_rows: int = BALLAST_ROWS)
         loop.wait(timeout=60)
         err = loop.stderr.read() if loop.stderr else ""
         count, worst, slow = sql(primary, RESULT).split()
-        result.update(writes=int(count), max_ms=round(int(worst) / 1000, 1), over_50ms=int(slow),
+        slowest = [{"at": at, "ms": round(int(us) / 1000, 1)}
+                   for at, us in (line.split("\t") for line in sql(primary, WORST).splitlines())]
+        result.update(writes=int(count), max_ms=round(int(worst) / 1000, 1), over_50ms=int(slow), slowest=slowest,
                       errors=loop.returncode,
                       stderr=err.strip()[-300:], ballast_rows=ballast_rows)
         sql(primary, CLEANUP)

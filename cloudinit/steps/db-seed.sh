@@ -190,7 +190,7 @@ seed_server_up() { mariadb -S "$SEED_SOCK" -e 'SELECT 1' >/dev/null 2>&1; }
 configure() {
 	local pid
 	install -d -m 0755 -o mysql -g mysql /run/mysqld
-	/usr/sbin/mariadbd --user=mysql --skip-networking --skip-slave-start --socket="$SEED_SOCK" \
+	/usr/sbin/mariadbd --user=mysql --skip-networking --skip-slave-start --tmpdir=/tmp --socket="$SEED_SOCK" \
 		--pid-file=/run/mysqld/do-ha-seed.pid >"$STATE_DIR/seed-server.log" 2>&1 &
 	pid=$!
 	# shellcheck disable=SC2064  # this pid, now
@@ -211,7 +211,7 @@ SQL
 }
 
 seed() {
-	local staging=$DATADIR.seed old=$DATADIR.old managed=no started copied bytes gtid=""
+	local staging=$DATADIR.seed old=$DATADIR.old managed=no started copied prepared bytes gtid=""
 	log "seeding from $PRIMARY ($PRIMARY_IP): $REASON"
 	if managed_by_pacemaker mariadb; then
 		managed=yes
@@ -222,7 +222,7 @@ seed() {
 	started=$SECONDS
 	# The stream: TLS 1.3, the primary's certificate checked against the CA and
 	# its address, this node's certificate as the client's.
-	socat -u "OPENSSL:$PRIMARY_IP:$SEED_PORT,cert=$TLS/server.pem,key=$TLS/server-key.pem,cafile=$TLS/ca.pem,verify=1,openssl-min-proto-version=TLS1.3" STDOUT |
+	socat -u "OPENSSL:$PRIMARY_IP:$SEED_PORT,cert=$TLS/server.pem,key=$TLS/server-key.pem,cafile=$TLS/ca.pem,verify=1,no-sni=1,openssl-min-proto-version=TLS1.3" STDOUT |
 		mbstream -x -C "$staging"
 	if [ ! -s "$staging/mariadb_backup_checkpoints" ] || [ ! -e "$staging/mariadb_backup_binlog_info" ]; then
 		die "the copy from $PRIMARY is incomplete (see the primary's journal, do-ha-db-donor)"
@@ -230,6 +230,7 @@ seed() {
 	copied=$((SECONDS - started))
 	bytes=$(du -sb "$staging" | cut -f1)
 	quiet mariadb-backup --prepare --target-dir="$staging" --use-memory=256M
+	prepared=$((SECONDS - started - copied))
 	read -r _ _ gtid <"$staging/mariadb_backup_binlog_info" || true
 	# The primary's replication state and binary logs are not this node's.
 	rm -f "$staging"/*.info "$staging"/mariadb-bin.* "$staging"/mariadb-relay-bin.*
@@ -252,7 +253,8 @@ seed() {
 	fi
 	wait_healthy
 	rm -rf "$old"
-	log "seeded $bytes bytes from $PRIMARY over TLS in $((SECONDS - started)) s (stream $copied s), gtid ${gtid:-none}"
+	log "seeded $bytes bytes from $PRIMARY over TLS in $((SECONDS - started)) s (stream $copied s," \
+		"prepare $prepared s, start and catch up $((SECONDS - started - copied - prepared)) s), gtid ${gtid:-none}"
 }
 
 wait_healthy() {
