@@ -89,6 +89,33 @@ def test_db_seed_twice_on_a_healthy_cluster_changes_nothing(nodes: list[LabNode]
     assert "do-ha-seeding" not in Admin(primary).sudo("cibadmin --query --scope constraints").stdout
 
 
+def test_the_donor_streams_only_to_the_stacks_own_nodes_and_is_verified(nodes: list[LabNode]) -> None:
+    _wait("a settled cluster", 180, lambda: _settled(nodes))
+    primary = _promoted(nodes)
+    replica = next(n for n in _apps(nodes) if n is not primary)
+    target = f"OPENSSL:{primary.private_ip}:4444"
+    tls = "cert=/etc/mysql/tls/server.pem,key=/etc/mysql/tls/server-key.pem,cafile=/etc/mysql/tls/ca.pem"
+    donor_log = "journalctl -t do-ha-stack --no-pager -o cat | grep -c 'db-donor: streaming' || true"
+    served = Admin(primary).sudo(donor_log).stdout.strip()
+    own = "/tmp/not-the-stack"
+    Admin(replica).sudo(f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=x "
+                        f"-keyout {own}.key -out {own}.pem")
+    attempts = {
+        "no client certificate": f"{target},verify=0",
+        "a certificate of another CA": f"{target},verify=0,cert={own}.pem,key={own}.key",
+        "the donor checked against another name": f"{target},{tls},verify=1,commonname=10.99.0.99",
+    }
+    for what, address in attempts.items():
+        got = Admin(replica).sudo(f"sh -c 'timeout 20 socat -u {address} - | wc -c'", check=False)
+        assert got.stdout.strip() == "0", (what, got.stdout, got.stderr)
+    # no copy was made for any of them; the real client gets one
+    assert Admin(primary).sudo(donor_log).stdout.strip() == served
+    unpack = (f"d=/var/tmp/donor-test; rm -rf $d {own}.*; mkdir $d; timeout 120 socat -u {target},{tls},verify=1 - "
+              "| mbstream -x -C $d && test -s $d/mariadb_backup_checkpoints && echo unpacked; rm -rf $d")
+    assert Admin(replica).sudo(f"bash -c '{unpack}'", timeout=180).stdout.strip() == "unpacked"
+    assert int(Admin(primary).sudo(donor_log).stdout.strip()) == int(served) + 1
+
+
 @pytest.mark.disruptive(order=-1)
 def test_a_replica_with_an_emptied_data_directory_is_seeded_from_the_primary(nodes: list[LabNode],
                                                                            report: dict) -> None:
