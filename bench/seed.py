@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS bench_seed.rows (
 """
 GROW = """
 SET SESSION sql_log_bin = 0;
+USE bench_seed;
 INSERT INTO bench_seed.rows SELECT seq, seq * 7919 % 1000003, CONCAT('row ', seq), RANDOM_BYTES(1000)
   FROM seq_{first}_to_{last};
 """

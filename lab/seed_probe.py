@@ -30,15 +30,18 @@ CREATE TABLE IF NOT EXISTS do_ha_canary.seed_probe_stop (id INT PRIMARY KEY);
 INSERT INTO do_ha_canary.seed_probe (latency_us) VALUES (0);
 """
 
+# Each INSERT is one commit; each row carries the latency of the commit before it
+# (measured with SYSDATE(6) around it), so every commit of the loop is timed.
 LOOP = """
 DELIMITER //
 BEGIN NOT ATOMIC
   DECLARE t0 DATETIME(6);
+  DECLARE prev_at DATETIME(6) DEFAULT NULL;
+  DECLARE prev BIGINT DEFAULT 0;
   WHILE NOT EXISTS (SELECT 1 FROM do_ha_canary.seed_probe_stop) DO
     SET t0 = SYSDATE(6);
-    INSERT INTO do_ha_canary.seed_probe (latency_us, at) VALUES (-1, t0);
-    UPDATE do_ha_canary.seed_probe SET latency_us = TIMESTAMPDIFF(MICROSECOND, t0, SYSDATE(6))
-      WHERE id = LAST_INSERT_ID();
+    INSERT INTO do_ha_canary.seed_probe (latency_us, at) VALUES (prev, prev_at);
+    SET prev = TIMESTAMPDIFF(MICROSECOND, t0, SYSDATE(6)), prev_at = t0;
   END WHILE;
 END //
 """
