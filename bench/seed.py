@@ -16,7 +16,9 @@ IP (lab.writer):
 Per method it prints and records (build/lab-report.json, key "seeding"): the
 dataset's bytes, the bytes the replica received, seconds, MB/s (dataset bytes,
 10^6), the primary's worst commit latency and its write errors, the client's
-failed writes, whether the replication password showed in any process's argv
+failed writes, the same probe's worst commit over a quiet window before the
+seed (the lab shares one disk and its host with others: commits are not free
+there either), whether the replication password showed in any process's argv
 on either node, and whether the replica then holds every row.
 Target: 1 GiB in <= 60 s, worst commit <= 50 ms, no write error.
 
@@ -50,6 +52,7 @@ from lab.topology import RESERVED_IP, SWITCH_NS, LabNode, run_dir
 REPORT = Path(os.environ.get("LAB_REPORT", "build/lab-report.json"))
 CHUNK_ROWS = 131_072  # rows per INSERT ... SELECT while the dataset grows (~140 MB)
 TARGET_SECONDS, TARGET_COMMIT_MS = 60, 50
+BASELINE_S = 20  # the probe alone, before each seed: the machine's own commit latency
 # db-seed.sh's own hold: the benchmark empties the replica under the same
 # constraint, as if an earlier seed had died half-way.
 HOLD = "do-ha-seeding-{host}"
@@ -226,6 +229,10 @@ def measure(method: str, nodes: list[LabNode], gib: float) -> dict:
     secret = secret_from(seed_cmd, "REPL_PASSWORD")
     log(f"{method}: emptying {replica.name}'s data directory")
     empty_replica(replica)
+    # The same probe over a quiet window first: what commits cost here without a seed.
+    baseline: dict = {}
+    with seed_probe(primary, baseline, ballast_rows=0):
+        time.sleep(BASELINE_S)
     probe: dict = {}
     client: dict = {}
     in_argv: list[str] = []
@@ -242,6 +249,9 @@ def measure(method: str, nodes: list[LabNode], gib: float) -> dict:
         "mb_per_s": round(size / took / 1e6, 1),
         "primary_worst_commit_ms": probe["max_ms"], "primary_commits": probe["writes"],
         "primary_commits_over_50ms": probe["over_50ms"], "primary_write_errors": probe["errors"],
+        "primary_slowest_commits": probe["slowest"],
+        f"baseline_{BASELINE_S}s_worst_commit_ms": baseline["max_ms"],
+        f"baseline_{BASELINE_S}s_commits_over_50ms": baseline["over_50ms"],
         **client,
         "secret_in_argv": bool(in_argv), "replica_has_every_row": same_rows(primary, replica),
         "step_log": [line for line in output.splitlines() if re.search(r"seed", line)][-3:],
