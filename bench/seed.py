@@ -185,7 +185,7 @@ def client_writer(result: dict) -> Iterator[None]:
 def logical(primary: LabNode, replica: LabNode, plan_cmd: dict) -> str:
     """A freshly initialised server on the replica, then bench/seed-logical.sh."""
     sudo(replica, "bash -s", """set -e
-mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+TMPDIR=/tmp mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
 systemctl start mariadb.service
 """)
     lib = (REPO_ROOT / "cloudinit/steps/lib.sh").read_text()
