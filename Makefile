@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STACK  ?= staging
 OUT    ?= build/$(STACK)
 
-.PHONY: setup lint test test-unit render bench lab lab-down host-packages preview up destroy state-bucket
+.PHONY: setup lint test test-unit render bench lab lab-down host-packages preview up destroy state-bucket state-upgrade
 
 # requirements-dev.txt: the program's requirements.txt and policy/requirements.txt,
 # plus what the tests, the lab, the tooling and the linter need.
@@ -55,6 +55,12 @@ GIVEN_STACK = $(if $(filter file,$(origin STACK)),,$(STACK))
 
 preview up destroy: setup
 	CONFIRM_DESTROY_PROD='$(CONFIRM_DESTROY_PROD)' $(PY) -m tooling.cli_guard $@ '$(GIVEN_STACK)' $(ARGS)
+
+# Once after upgrading do-ha-stack: take resources this version retires out of the
+# stack's state without their provider deleting anything (`make up` refuses until then).
+state-upgrade: setup
+	$(if $(GIVEN_STACK),,$(error STACK is required: make state-upgrade STACK=staging (or STACK=prod)))
+	$(PY) -m tooling.state_upgrade '$(GIVEN_STACK)' $(ARGS)
 
 # The Pulumi state bucket on DigitalOcean Spaces (private, versioned):
 # make state-bucket BUCKET=name REGION=fra1 [ENDPOINT=https://...]

@@ -13,7 +13,7 @@ import pulumi_tls as tls
 
 from infra import tuning
 from infra.config import StackConfig
-from infra.naming import child_opts, droplet_name, stack_tag
+from infra.naming import child_opts, derived_opts, droplet_name, stack_tag
 from infra.nodes import Nodes
 from infra.paths import read
 from infra.remote import Bundle, Connector, NodeFile, step_command
@@ -46,7 +46,7 @@ class Database(pulumi.ComponentResource):
             subject=tls.SelfSignedCertSubjectArgs(common_name=f"{stack_tag(cfg)} MariaDB CA",
                                                   organization="do-ha-stack"),
             validity_period_hours=tuning.DB_CA_VALIDITY_HOURS, allowed_uses=["cert_signing", "crl_signing"],
-            opts=child_opts(cfg, self))
+            opts=derived_opts(self))
         self.ca_cert_pem: pulumi.Output[str] = ca.cert_pem
 
         self.configured: dict[str, pulumi.Resource] = {}
@@ -58,14 +58,14 @@ class Database(pulumi.ComponentResource):
                 subject=tls.CertRequestSubjectArgs(common_name=droplet_name(cfg, node.name),
                                                    organization="do-ha-stack"),
                 ip_addresses=[node.droplet.ipv4_address_private], dns_names=[droplet_name(cfg, node.name)],
-                opts=child_opts(cfg, self))
+                opts=derived_opts(self))
             cert = tls.LocallySignedCert(
                 f"{node.name}-db-cert", cert_request_pem=csr.cert_request_pem,
                 ca_private_key_pem=ca_key.private_key_pem, ca_cert_pem=ca.cert_pem,
                 validity_period_hours=tuning.DB_CERT_VALIDITY_HOURS,
                 early_renewal_hours=tuning.DB_CERT_RENEW_BEFORE_HOURS,
                 allowed_uses=["digital_signature", "key_encipherment", "server_auth", "client_auth"],
-                opts=child_opts(cfg, self))
+                opts=derived_opts(self))
             files = [
                 NodeFile("/etc/mysql/tls/ca.pem", ca.cert_pem),
                 NodeFile("/etc/mysql/tls/server.pem", cert.cert_pem),

@@ -10,9 +10,9 @@ import pulumi
 import pulumi_command as command
 
 from infra.config import StackConfig
-from infra.naming import child_opts, moved_from
+from infra.naming import derived_opts, moved_from
 from infra.nodes import Nodes
-from infra.remote import Connector
+from infra.remote import NO_PREVIOUS_OUTPUT, Connector
 
 # cloud-init exits 0 when done, 1 on errors, 2 on recoverable errors; hardening
 # leaves a marker last, so its presence proves the whole first boot ran.
@@ -36,7 +36,8 @@ class FirstBoot(pulumi.ComponentResource):
                 f"{node.name}-first-boot",
                 connection=connect.to(node),
                 create=WAIT_FOR_FIRST_BOOT,
-                opts=child_opts(cfg, self, deleted_with=node.droplet, aliases=moved),
+                add_previous_output_in_env=NO_PREVIOUS_OUTPUT,
+                opts=derived_opts(self, deleted_with=node.droplet, aliases=moved),
             )
             for node in nodes.nodes
         }

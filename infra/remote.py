@@ -23,7 +23,7 @@ import pulumi_command as command
 
 from infra import tuning
 from infra.config import StackConfig
-from infra.naming import child_opts
+from infra.naming import derived_opts
 from infra.nodes import Node
 from infra.paths import CLOUDINIT_DIR, read
 
@@ -94,6 +94,13 @@ def step_text(step: str, args: Mapping[str, str]) -> str:
     return f"sudo -n bash -c {shlex.quote(step_script(step))} {shlex.quote(step)} {quoted}".rstrip()
 
 
+# pulumi-command sends a re-run the previous run's output as PULUMI_COMMAND_STDOUT and
+# PULUMI_COMMAND_STDERR environment requests unless told not to; the nodes' sshd
+# accepts no such names (AcceptEnv), so every re-run would fail, and the previous
+# output has no business on the node anyway.
+NO_PREVIOUS_OUTPUT = False
+
+
 @dataclass(frozen=True)
 class Connector:
     """How every remote command reaches a node: the deploy user, the automation key."""
@@ -129,6 +136,7 @@ def step_command(resource_name: str, step: str, node: Node, args: Mapping[str, p
         # Output may name hosts and timings but never a secret; still, a step that
         # handles secrets keeps its output out of logs and marks it secret in state.
         logging=command.remote.Logging.NONE if secret else command.remote.Logging.STDOUT_AND_STDERR,
-        opts=child_opts(cfg, parent, deleted_with=node.droplet, depends_on=depends_on, aliases=aliases,
-                        additional_secret_outputs=["stdout", "stderr"] if secret else None),
+        add_previous_output_in_env=NO_PREVIOUS_OUTPUT,
+        opts=derived_opts(parent, deleted_with=node.droplet, depends_on=depends_on, aliases=aliases,
+                          additional_secret_outputs=["stdout", "stderr"] if secret else None),
     )

@@ -65,6 +65,12 @@ GLUSTER_QUORUM_TYPE = "auto"
 # Bound on one `gluster peer probe` (the CLI can otherwise hang on a dead peer).
 GLUSTER_PROBE_TIMEOUT_S = 60
 
+# --- droplets --------------------------------------------------------------------------
+# Deleting a droplet with graceful_shutdown first shuts it down; pacemaker stopping
+# or moving its resources and GlusterFS flushing can take minutes, and the
+# provider's default of 60 s would fail the replacement half way.
+DROPLET_DELETE_TIMEOUT = "10m"
+
 # --- MariaDB -------------------------------------------------------------------------
 # A primary whose replica is gone waits this long for an acknowledgement, then
 # commits alone (semi-sync falls back to asynchronous).

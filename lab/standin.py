@@ -66,12 +66,12 @@ def ensure_api_token() -> Path:
 
 def start_lab_api(nodes: list[LabNode]) -> None:
     """The lab's stand-in in the switch namespace, its actions made real by lab.hook; the
-    reserved IP starts on the first node, as the program's one-time assignment leaves it."""
+    reserved IP starts unassigned, as the program leaves it (the cluster assigns it)."""
     cfg = lab_config()
     state = {
         "region": cfg.region,
         "droplets": droplet_records(cfg, nodes),
-        "reserved_ips": [{"ip": RESERVED_IP, "droplet_id": nodes[0].droplet_id}],
+        "reserved_ips": [{"ip": RESERVED_IP, "droplet_id": None}],
     }
     token = ensure_api_token()
     hook = run_dir() / "hook"
@@ -79,5 +79,3 @@ def start_lab_api(nodes: list[LabNode]) -> None:
     hook.chmod(0o700)
     sh("ip", "netns", "exec", SWITCH_NS, "ip", "link", "set", "lo", "up")
     start_api(run_dir(), SWITCH_NS, state, token, hook)
-    # What DigitalOcean does on the program's initial assignment.
-    sh("ip", "netns", "exec", SWITCH_NS, str(hook), "assign", RESERVED_IP, str(nodes[0].droplet_id))

@@ -50,6 +50,9 @@ class Registration:
     secret_inputs: list[str]  # top-level input names that were secret
     raw_inputs: dict[str, Any] = field(repr=False, default_factory=dict)  # secrets unwrapped
     aliases: list[dict[str, Any]] = field(default_factory=list)  # the alias specs, as the engine gets them
+    id: str = ""  # the provider's id (custom resources), as the mocks gave it
+    delete_before_replace: bool = False
+    custom_timeouts: dict[str, str] = field(default_factory=dict)  # create/update/delete, as given
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,7 +61,8 @@ class Registration:
             "ignoreChanges": self.ignore_changes, "replaceOnChanges": self.replace_on_changes,
             "additionalSecretOutputs": self.additional_secret_outputs,
             "deletedWith": self.deleted_with, "secretInputs": self.secret_inputs,
-            "aliases": self.aliases, "inputs": self.inputs,
+            "aliases": self.aliases, "deleteBeforeReplace": self.delete_before_replace,
+            "customTimeouts": self.custom_timeouts, "inputs": self.inputs,
         }
 
 
@@ -191,6 +195,16 @@ class RecordingMonitor(pmocks.MockMonitor):
         super().__init__(mocks)
         self.registrations: list[Registration] = []
 
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        """The URN as the engine builds it: the parent's whole type chain (all but the
+        root stack's type), not only its last type as the SDK's mock monitor does, so a
+        URN from a render is one a deployed stack's state really holds."""
+        if parent:
+            chain = parent.split("::")[2]
+            if chain != STACK_TYPE:
+                type_ = f"{chain}${type_}"
+        return "urn:pulumi:" + "::".join([settings.get_stack(), settings.get_project(), type_, name])
+
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != STACK_TYPE:
@@ -206,6 +220,8 @@ class RecordingMonitor(pmocks.MockMonitor):
                 raw_inputs=_unwrap(inputs),
                 aliases=[json_format.MessageToDict(a) for a in request.aliases]
                 + [{"urn": u} for u in request.aliasURNs],
+                id=response.id, delete_before_replace=bool(request.deleteBeforeReplace),
+                custom_timeouts={k: v for k, v in json_format.MessageToDict(request.customTimeouts).items() if v},
             ))
         return response
 

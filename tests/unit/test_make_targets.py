@@ -30,6 +30,8 @@ if args[:1] == ["whoami"]:
     if os.environ.get("FAKE_PULUMI_LOGGED_IN") != "yes":
         sys.exit("error: PULUMI_ACCESS_TOKEN must be set for login during non-interactive CLI sessions")
     print("ops")
+elif args[:2] == ["stack", "export"]:
+    print(os.environ.get("FAKE_PULUMI_EXPORT", '{{"deployment": {{"resources": []}}}}'))
 elif args[:2] == ["config", "get"]:
     if os.environ.get("FAKE_PULUMI_TOKEN") is None:
         sys.exit("error: configuration key 'digitalocean:token' not found for stack")
@@ -76,7 +78,7 @@ class Make:
     @property
     def runs(self) -> list[list[str]]:
         """The pulumi calls other than the guard's read-only checks."""
-        return [c for c in self.calls if c[0] not in ("whoami", "config")]
+        return [c for c in self.calls if c[0] not in ("whoami", "config") and c[:2] != ["stack", "export"]]
 
 
 @pytest.fixture
@@ -215,3 +217,36 @@ def test_make_setup_installs_the_dev_requirements_and_tracks_every_file(tmp_path
     rule = next(line for line in lines if line.startswith(f"{venv}/.installed:"))
     assert set(rule.split(":", 1)[1].split()) >= {"requirements.txt", "requirements-dev.txt",
                                                    "policy/requirements.txt"}, rule
+
+
+# --- state upgrades ---------------------------------------------------------------
+
+RETIRED_URN = ("urn:pulumi:prod::do-ha-stack::do-ha-stack:index:HaStack$do-ha-stack:network:ReservedAddress"
+               "$digitalocean:index/reservedIpAssignment:ReservedIpAssignment::reserved-ip-initial-assignment")
+OLD_EXPORT = json.dumps({"deployment": {"resources": [
+    {"urn": RETIRED_URN, "protect": True},
+    {"urn": RETIRED_URN.replace("reservedIpAssignment:ReservedIpAssignment::reserved-ip-initial-assignment",
+                                "reservedIp:ReservedIp::reserved-ip"), "protect": True}]}})
+
+
+def test_up_refuses_a_state_that_needs_upgrading(make: Make) -> None:
+    run = make("up", "STACK=prod", FAKE_PULUMI_EXPORT=OLD_EXPORT, **READY)
+    assert run.returncode != 0
+    assert "run `make state-upgrade STACK=prod` once" in run.stderr
+    assert make.runs == []
+
+
+def test_state_upgrade_removes_retired_resources_from_the_state_only(make: Make) -> None:
+    run = make("state-upgrade", "STACK=prod", FAKE_PULUMI_EXPORT=OLD_EXPORT, **READY)
+    assert run.returncode == 0, run.stderr
+    assert make.runs == [["state", "unprotect", RETIRED_URN, "--stack", "prod", "--yes", "--non-interactive"],
+                         ["state", "delete", RETIRED_URN, "--stack", "prod", "--yes", "--non-interactive"]]
+    # Nothing else: the reserved IP itself stays, and no up or destroy ran.
+    again = make("state-upgrade", "STACK=prod", **READY)
+    assert again.returncode == 0 and "state is up to date" in again.stdout
+
+
+def test_state_upgrade_needs_a_stack(make: Make) -> None:
+    run = make("state-upgrade", **READY)
+    assert run.returncode != 0 and "STACK is required" in run.stderr
+    assert make.calls == []
