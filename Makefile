@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STACK  ?= staging
 OUT    ?= build/$(STACK)
 
-.PHONY: setup lint test test-unit render bench lab lab-down host-packages preview up destroy state-bucket
+.PHONY: setup lint test test-unit render bench lab lab-down host-packages preview up destroy state-bucket status
 
 # requirements-dev.txt: the program's requirements.txt and policy/requirements.txt,
 # plus what the tests, the lab, the tooling and the linter need.
@@ -55,6 +55,14 @@ GIVEN_STACK = $(if $(filter file,$(origin STACK)),,$(STACK))
 
 preview up destroy: setup
 	CONFIRM_DESTROY_PROD='$(CONFIRM_DESTROY_PROD)' $(PY) -m tooling.cli_guard $@ '$(GIVEN_STACK)' $(ARGS)
+
+# One screen of a running stack's health; exits 1 when anything is degraded, so it
+# can gate a deploy (2: could not run). Node addresses from `pulumi stack output`,
+# or OUTPUTS=file.json (saved with `pulumi stack output --json`). SSH as the stack's
+# deployUser with your own key; DIGITALOCEAN_TOKEN in the environment adds the API's
+# view. STACK=lab asks the lab running on this machine (root). Extra: ARGS='--json'.
+status: setup
+	$(if $(filter lab,$(GIVEN_STACK)),$(PY) -m lab health $(ARGS),$(PY) -m tooling.status --stack '$(GIVEN_STACK)' $(if $(OUTPUTS),--outputs '$(OUTPUTS)') $(ARGS))
 
 # The Pulumi state bucket on DigitalOcean Spaces (private, versioned):
 # make state-bucket BUCKET=name REGION=fra1 [ENDPOINT=https://...]
