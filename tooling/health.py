@@ -45,20 +45,7 @@ UNITS = ("corosync", "pacemaker", "glusterd")
 def droplet_ids(nodes: dict[str, dict[str, Any]]) -> list[int]:
     """Every droplet id the nodes know of: the fence device's host map (any member
     answers it, so a powered-off droplet is included) and each node's metadata."""
-    ids: set[int] = set()
-    for fact in nodes.values():
-        rc, out = probe(fact, "host_map")
-        if rc == 0:
-            ids.update(parse_host_map(out).values())
-        rc, out = probe(fact, "metadata")
-        if rc == 0:
-            try:
-                meta = parse_metadata(out)
-            except ValueError:
-                continue
-            if meta.droplet_id is not None:
-                ids.add(meta.droplet_id)
-    return sorted(ids)
+    return sorted(_Names("", nodes, {}).by_droplet)
 
 
 @dataclass
