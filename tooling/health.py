@@ -218,7 +218,10 @@ def _assess_nodes(report: Report, nodes: dict[str, dict[str, Any]], names: _Name
         issues = []
         if name not in reachable:
             row["ssh"] = fact.get("ssh_err") or f"ssh exit code {fact.get('ssh_rc')}"
-            issues.append(f"unreachable over SSH ({row['ssh'].splitlines()[-1] if row['ssh'] else 'no answer'})")
+            last = row["ssh"].splitlines()[-1]
+            # ssh's own failures exit 255 (or never ended); anything else came from the node
+            issues.append(f"unreachable over SSH ({last})" if fact.get("ssh_rc") in (None, 255)
+                          else f"its facts could not be read ({last})")
         else:
             row["ssh"] = "ok"
             rc, out = probe(fact, "units")

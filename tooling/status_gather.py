@@ -3,7 +3,8 @@ tooling/status-gather.sh (sent on stdin, read-only), and the DigitalOcean API's 
 when a token is given. Nothing here judges; tooling/health.py does, from these facts,
 so a recorded set of facts replays the same verdict offline.
 
-Facts (JSON-serialisable, what `--dump` writes and the unit tests load):
+Facts (JSON-serialisable; `--dump` writes them with the stack outputs added as
+"outputs", and the unit tests load such dumps):
     {"stack", "taken_at", "reserved_ip",
      "nodes": {name: {"address", "role", "ssh_rc", "ssh_err", "probes": {probe: {rc, out, err}}}},
      "api": null (no token) | {"error": text} | {"reserved_ip", "droplets": {id: droplet},
@@ -28,7 +29,7 @@ from infra.storage import VOLUME
 from tooling.health import droplet_ids
 
 GATHER_SCRIPT = Path(__file__).with_name("status-gather.sh")
-# The whole session, on top of each probe's own timeout (eleven probes at most).
+# The whole session may take every probe's timeout, plus this for ssh itself.
 SSH_SESSION_SLACK_S = 30
 
 
@@ -61,13 +62,14 @@ def gather_node(target: NodeTarget, ssh: SshSettings, probe_timeout_s: int = tun
     node, a refused sudo or garbled output is recorded as such, never raised."""
     remote = ["sudo", "-n", "bash", "-s", "--", str(probe_timeout_s), VOLUME]
     text = script if script is not None else GATHER_SCRIPT.read_text()
+    limit = text.count("\n\tprobe ") * probe_timeout_s + SSH_SESSION_SLACK_S
     fact: dict[str, Any] = {"address": target.address, "role": target.role, "ssh_rc": None, "ssh_err": "",
                             "probes": {}}
     try:
         result = subprocess.run([*ssh.argv(target.address), *remote], input=text, capture_output=True,
-                                text=True, timeout=11 * probe_timeout_s + SSH_SESSION_SLACK_S)
+                                text=True, timeout=limit)
     except subprocess.TimeoutExpired:
-        fact["ssh_err"] = f"no answer within {11 * probe_timeout_s + SSH_SESSION_SLACK_S} s"
+        fact["ssh_err"] = f"no answer within {limit} s"
         return fact
     fact["ssh_rc"], fact["ssh_err"] = result.returncode, result.stderr.strip()[-2000:]
     if result.returncode == 0:

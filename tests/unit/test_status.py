@@ -24,7 +24,7 @@ import pytest
 
 from infra import tuning
 from infra.paths import REPO_ROOT
-from tooling import status
+from tooling import status, status_gather
 from tooling.health import Report, assess, pcmk_time, render
 from tooling.health_parse import gtid_gap, parse_gtid, parse_heal_info, parse_host_map, parse_quorumtool
 from tooling.status_gather import GATHER_SCRIPT
@@ -503,3 +503,26 @@ def test_a_copy_of_facts_is_not_changed_by_assessing() -> None:
     before = copy.deepcopy(f)
     judge(f)
     assert f == before
+
+
+@pytest.mark.parametrize(("body", "expected", "problem"), [
+    ("sleep 5", "no answer within 1 s", "app1: unreachable over SSH (no answer within 1 s)"),
+    ("cat >/dev/null; echo 'sudo: a password is required' >&2; exit 1", "sudo: a password is required",
+     "app1: its facts could not be read (sudo: a password is required)"),
+    ("cat >/dev/null; echo 'not json'", "the gather script's output is not JSON: 'not json\\n'",
+     "app1: its facts could not be read (the gather script's output is not JSON: 'not json\\n')"),
+])
+def test_a_node_that_hangs_refuses_or_garbles_is_recorded_not_raised(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, expected: str, problem: str) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(f"#!/bin/bash\n{body}\n")
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(status_gather, "SSH_SESSION_SLACK_S", 1)
+    fact = status_gather.gather_node(status_gather.NodeTarget("app1", "192.0.2.1", "app"),
+                                     status_gather.SshSettings("deploy"), probe_timeout_s=0)
+    assert fact["probes"] == {} and fact["ssh_err"] == expected
+    report = assess({"stack": "x", "taken_at": 0, "reserved_ip": "192.0.2.9", "nodes": {"app1": fact},
+                     "api": None})
+    assert problem in report.problems
