@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STACK  ?= staging
 OUT    ?= build/$(STACK)
 
-.PHONY: setup lint test test-unit render bench lab lab-down host-packages preview up destroy state-bucket state-upgrade
+.PHONY: setup lint test test-unit render bench lab lab-down host-packages preview up destroy state-bucket state-upgrade status
 
 # requirements-dev.txt: the program's requirements.txt and policy/requirements.txt,
 # plus what the tests, the lab, the tooling and the linter need.
@@ -61,6 +61,14 @@ preview up destroy: setup
 state-upgrade: setup
 	$(if $(GIVEN_STACK),,$(error STACK is required: make state-upgrade STACK=staging (or STACK=prod)))
 	$(PY) -m tooling.state_upgrade '$(GIVEN_STACK)' $(ARGS)
+
+# One screen of a running stack's health; exits 1 when anything is degraded, so it
+# can gate a deploy (2: could not run). Node addresses from `pulumi stack output`,
+# or OUTPUTS=file.json (saved with `pulumi stack output --json`). SSH as the stack's
+# deployUser with your own key; DIGITALOCEAN_TOKEN in the environment adds the API's
+# view. STACK=lab asks the lab running on this machine (root). Extra: ARGS='--json'.
+status: setup
+	$(if $(filter lab,$(GIVEN_STACK)),$(PY) -m lab health $(ARGS),$(PY) -m tooling.status --stack '$(GIVEN_STACK)' $(if $(OUTPUTS),--outputs '$(OUTPUTS)') $(ARGS))
 
 # The Pulumi state bucket on DigitalOcean Spaces (private, versioned):
 # make state-bucket BUCKET=name REGION=fra1 [ENDPOINT=https://...]

@@ -90,3 +90,16 @@ LOGIN_UMASK = "027"
 PASS_MAX_DAYS = 365
 PASS_MIN_DAYS = 1
 SHA_CRYPT_MIN_ROUNDS = 65536
+
+# --- make status (tooling/status.py) ---------------------------------------------------
+# A replica whose SQL thread is this far behind is reported degraded: a failover
+# first applies the relay log before the new primary takes writes, so lag adds to
+# the failover time, and 10 s already exceeds detection plus fencing (a few seconds).
+STATUS_MAX_REPLICA_LAG_S = 10
+# Each read-only probe on a node (crm_mon, gluster heal info, mariadb) gets this
+# long; gluster and the crm tools can hang on a dead peer.
+STATUS_PROBE_TIMEOUT_S = 20
+# An unreachable node is reported after this, not waited for.
+STATUS_SSH_CONNECT_TIMEOUT_S = 10
+# Each DigitalOcean API read.
+STATUS_API_TIMEOUT_S = 10

@@ -4,6 +4,7 @@
     python -m lab down        # make lab-down: remove everything the lab made
     python -m lab status      # the running lab's state
     python -m lab boot NODE   # start a node again (the API stand-in's power_on)
+    python -m lab health [ARGS]  # make status STACK=lab: tooling.status against the lab
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import sys
 
 from lab.bringup import boot_again, down, up
 from lab.containers import load_state, log, state_file
+from lab.health import status
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab")
-    parser.add_argument("action", choices=["up", "down", "status", "boot"])
+    parser.add_argument("action", choices=["up", "down", "status", "boot", "health"])
     parser.add_argument("node", nargs="?", help="for boot: the node to start again (power_on)")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # everything after `health` is tooling.status's
+    args = parser.parse_args(argv[:1] if argv[:1] == ["health"] else argv)
     if os.geteuid() != 0:
         print("the lab needs root (namespaces, mounts, containers)", file=sys.stderr)
         return 1
@@ -35,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         down()
     elif args.action == "boot":
         boot_again(args.node)
+    elif args.action == "health":
+        return status(argv[1:]).returncode
     else:
         print(json.dumps(load_state(), indent=2) if state_file().exists() else "no lab")
     return 0

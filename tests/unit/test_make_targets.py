@@ -43,7 +43,7 @@ else:
     print("fake pulumi:", *args)
 """
 # Variables of the caller's shell that would change what make does.
-_SCRUB = ("STACK", "CONFIRM_DESTROY_PROD", "DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN", "ARGS",
+_SCRUB = ("STACK", "OUTPUTS", "CONFIRM_DESTROY_PROD", "DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN", "ARGS",
           "BUCKET", "REGION", "ENDPOINT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEFILES")
 
 
@@ -262,3 +262,49 @@ def test_state_upgrade_needs_a_stack(make: Make) -> None:
     run = make("state-upgrade", **READY)
     assert run.returncode != 0 and "STACK is required" in run.stderr
     assert make.calls == []
+
+
+# --- make status ------------------------------------------------------------------------
+
+STATUS_DATA = REPO_ROOT / "tests/unit/data/status"
+
+
+def test_status_without_stack_is_refused(make: Make) -> None:
+    run = make("status")
+    assert run.returncode != 0
+    assert "error: STACK is required: make status STACK=staging (or prod, or lab)" in run.stderr
+    assert make.calls == []
+
+
+def test_status_asks_pulumi_for_the_stack_outputs(make: Make) -> None:
+    run = make("status", "STACK=staging")
+    assert run.returncode != 0  # the fake pulumi prints no outputs
+    assert make.calls == [["stack", "output", "--json", "--stack", "staging", "--non-interactive"]]
+    assert "error: pulumi stack output did not print JSON" in run.stderr
+
+
+def test_status_without_the_pulumi_cli_suggests_an_outputs_file(make_without_pulumi: Make) -> None:
+    run = make_without_pulumi("status", "STACK=staging")
+    assert run.returncode != 0
+    assert "pulumi CLI not found on PATH" in run.stderr and "OUTPUTS=file.json" in run.stderr
+
+
+def test_status_reads_an_outputs_file(make: Make, tmp_path: Path) -> None:
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text('{"reservedIp": "192.0.2.1"}')
+    run = make("status", "STACK=staging", f"OUTPUTS={outputs}")
+    assert run.returncode != 0
+    assert "error: the stack outputs have no `nodes`" in run.stderr
+    assert make.calls == []
+
+
+@pytest.mark.parametrize("recording, healthy", [("healthy", True), ("brick-down", False)])
+def test_status_exit_code_gates_a_deploy(make: Make, recording: str, healthy: bool) -> None:
+    run = make("status", "STACK=staging", f"ARGS=--facts {STATUS_DATA / recording}.json")
+    assert (run.returncode == 0) is healthy, run.stdout + run.stderr
+    assert ("HEALTHY" if healthy else "DEGRADED") in run.stdout
+
+
+def test_status_of_the_lab_goes_through_the_lab() -> None:
+    lines = _dry_run("status", "STACK=lab", "ARGS=--json")
+    assert any(line.endswith("-m lab health --json") for line in lines), lines
