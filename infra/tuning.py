@@ -71,6 +71,15 @@ GLUSTER_PROBE_TIMEOUT_S = 60
 # provider's default of 60 s would fail the replacement half way.
 DROPLET_DELETE_TIMEOUT = "10m"
 
+# --- make replace (tooling/replace_node.py) ------------------------------------------
+# Standby moves the active role off a node: pacemaker demotes, promotes and moves
+# nginx and the reserved IP, each bounded by its own operation timeout.
+REPLACE_DRAIN_TIMEOUT_S = 300
+# After the replacing `up`, the new node joins, its brick heals and its replica
+# catches up; the command waits this long for a healthy stack, polling.
+REPLACE_SETTLE_TIMEOUT_S = 900
+REPLACE_SETTLE_POLL_S = 10
+
 # --- MariaDB -------------------------------------------------------------------------
 # A primary whose replica is gone waits this long for an acknowledgement, then
 # commits alone (semi-sync falls back to asynchronous).

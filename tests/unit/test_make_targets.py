@@ -44,7 +44,7 @@ else:
 """
 # Variables of the caller's shell that would change what make does.
 _SCRUB = ("STACK", "OUTPUTS", "CONFIRM_DESTROY_PROD", "DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN", "ARGS",
-          "BUCKET", "REGION", "ENDPOINT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEFILES")
+          "BUCKET", "REGION", "ENDPOINT", "NODE", "APP_NODES", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEFILES")
 
 
 def _path_without_pulumi() -> list[str]:
