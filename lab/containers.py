@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import yaml
@@ -204,18 +204,22 @@ def heal_spawn_failures(node: LabNode) -> list[str]:
     return healed
 
 
-def wait_for_cloud_init(nodes: list[LabNode], timeout: float = BOOT_TIMEOUT) -> dict[str, dict]:
+def wait_for_cloud_init(nodes: list[LabNode], timeout: float = BOOT_TIMEOUT,
+                        on_result: Callable[[LabNode], object] | None = None) -> dict[str, dict]:
+    """Each node's cloud-init result once it has one; `on_result` is called as each arrives."""
     deadline = time.monotonic() + timeout
     results: dict[str, dict] = {}
     while len(results) < len(nodes):
         for node in nodes:
             if node.name not in results and (result := cloud_init_result(node)) is not None:
                 results[node.name] = result
+                if on_result is not None:
+                    on_result(node)
                 log(f"{node.name}: cloud-init finished, errors: {result.get('errors') or 'none'}")
         if time.monotonic() > deadline:
             missing = [n.name for n in nodes if n.name not in results]
             raise TimeoutError(f"cloud-init did not finish on {missing} within {timeout:.0f} s")
-        time.sleep(0.5)
+        time.sleep(0.2)
     return results
 
 
