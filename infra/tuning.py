@@ -8,10 +8,24 @@ Change a value here and `make render` shows every place it lands.
 from __future__ import annotations
 
 # --- SSH connections of the remote commands ----------------------------------------
-# ufw rate-limits SSH (6 new connections per 30 s per source): a dial that lands
-# in the limit is retried instead of failing the step.
+# A dial that lands in the nodes' SSH rate limit (below) or on a node still
+# booting is retried instead of failing the step.
 SSH_DIAL_ERROR_LIMIT = 30
 SSH_PER_DIAL_TIMEOUT_S = 10
+
+# --- SSH rate limit per source address (each node's firewall) -------------------------
+# A token bucket per source. `pulumi up` opens one connection per remote command and
+# runs independent commands at once (a fresh stack sends up to 9 to one node within a
+# minute, plus dial retries), so a burst this size passes untouched...
+SSH_RATE_BURST = 30
+# ...and after it one new connection every 6 s gets through: the long-run rate of
+# ufw's own `limit` (6 per 30 s). That one is not used because it also counts refused
+# attempts: a client that dials again within 5 s (pulumi-command does) stays locked
+# out for good once it opened more than 5 connections in 30 s.
+SSH_RATE_PER_MINUTE = 10
+# A source's bucket is forgotten only once it would be full again anyway (the
+# kernel's default, 10 s, would hand a pausing attacker a fresh burst).
+SSH_RATE_FORGET_MS = SSH_RATE_BURST * 60_000 // SSH_RATE_PER_MINUTE
 
 # --- corosync ------------------------------------------------------------------------
 # A silent node is declared dead after token + consensus, about 2.6 s: fast

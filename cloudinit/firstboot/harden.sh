@@ -17,14 +17,49 @@ apply_sysctls() {
 	rm -f /tmp/do-ha-sysctl.err
 }
 
+# ssh_rate_limit FILE CHAIN SRCMASK: a per-source limit on new SSH connections in one
+# of ufw's before-rules files (ufw loads them ahead of its own rules). A token bucket
+# (hashlimit): SSH_RATE_BURST connections at once, then SSH_RATE_PER_MINUTE; refused
+# attempts take nothing from the bucket, so a client that retries gets in as soon as
+# a token is back. ufw's own `limit` (6 per 30 s) counts refused attempts too and
+# locks out a deploy that runs its commands at once. Brute force stays pointless:
+# keys only, fail2ban bans a source after 5 failed logins, sshd's PerSourcePenalties
+# and MaxStartups throttle pre-authentication abuse, and the long-run rate is
+# ufw limit's. Values and why: infra/tuning.py. Our lines carry "do-ha-ssh", so a
+# second run replaces them.
+ssh_rate_limit() {
+	local file=$1 chain=$2 srcmask=$3 tmp
+	[ -f "$file" ] || return 0
+	tmp=$(mktemp)
+	awk -v chain="$chain" -v srcmask="$srcmask" -v burst="$SSH_RATE_BURST" \
+		-v rate="$SSH_RATE_PER_MINUTE" -v forget="$SSH_RATE_FORGET_MS" '
+		/do-ha-ssh/ { next }
+		/^# End required lines$/ { print ":do-ha-ssh-limit - [0:0]" }
+		/^COMMIT$/ && !done {
+			print "# do-ha-ssh: per-source rate limit on new SSH connections (do-ha-harden)"
+			printf "-A %s -p tcp --dport 22 -m conntrack --ctstate NEW -m hashlimit --hashlimit-name do-ha-ssh", chain
+			printf " --hashlimit-mode srcip --hashlimit-srcmask %s --hashlimit-above %s/minute", srcmask, rate
+			printf " --hashlimit-burst %s --hashlimit-htable-expire %s -j do-ha-ssh-limit\n", burst, forget
+			print "-A do-ha-ssh-limit -m limit --limit 3/minute -j LOG --log-prefix \"[UFW LIMIT BLOCK] \""
+			print "-A do-ha-ssh-limit -p tcp -j REJECT --reject-with tcp-reset"
+			done = 1
+		}
+		{ print }' "$file" >"$tmp"
+	cat "$tmp" >"$file"
+	rm -f "$tmp"
+}
+
 configure_ufw() {
 	local cidr port range
 	ufw default deny incoming
 	ufw default allow outgoing
 	ufw default deny routed
-	# SSH first, rate limited, so enabling the firewall never cuts us off.
+	# SSH first, so enabling the firewall never cuts us off; rate limited per
+	# source (IPv6: per /64, what one client usually holds) by ssh_rate_limit.
+	ssh_rate_limit /etc/ufw/before.rules ufw-before-input 32
+	ssh_rate_limit /etc/ufw/before6.rules ufw6-before-input 64
 	for cidr in $SSH_CIDRS; do
-		ufw limit proto tcp from "$cidr" to any port 22 comment 'ssh (rate limited)'
+		ufw allow proto tcp from "$cidr" to any port 22 comment 'ssh (rate limited)'
 	done
 	for port in $PUBLIC_PORTS; do
 		ufw allow "$port/tcp" comment 'public'

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from infra import tuning
 from lab.topology import SSH_OPTS, SWITCH_NS, LabNode, run_dir
 
 
@@ -22,8 +23,8 @@ def in_lab(*cmd: str, timeout: float = 120, netns: str = SWITCH_NS) -> subproces
 class Admin:
     """SSH as the deploy user with the lab's admin key over one multiplexed connection.
 
-    Multiplexing keeps the tests far below ufw's SSH rate limit (6 new
-    connections per 30 s per source), which is itself under test.
+    Multiplexing keeps the tests far below the nodes' SSH rate limit (new
+    connections per source, infra/tuning.py SSH_RATE_*), which is itself under test.
     """
 
     node: LabNode
@@ -33,11 +34,11 @@ class Admin:
             result = in_lab("ssh", "-i", str(run_dir() / "admin_key"), *SSH_OPTS,
                             "-o", "ControlMaster=auto", "-o", f"ControlPath={run_dir()}/cm-%C",
                             "-o", "ControlPersist=300", f"deploy@{self.node.public_ip}", command, timeout=timeout)
-            # A new connection refused by ufw's SSH rate limit (6 per 30 s per
-            # source, every attempt counted): wait out the whole window.
+            # A new connection refused by the SSH rate limit: the next one gets
+            # through once the source's bucket has a token again.
             if result.returncode != 255 or "Connection refused" not in result.stderr or attempt == 4:
                 break
-            time.sleep(31)
+            time.sleep(60 / tuning.SSH_RATE_PER_MINUTE + 1)
         if check and result.returncode != 0:
             raise AssertionError(f"{self.node.name}: {command!r} exited {result.returncode}: "
                                  f"{result.stdout[-1500:]}{result.stderr[-1500:]}")
