@@ -77,11 +77,17 @@ def declared_args(step: str) -> tuple[str, ...]:
     return tuple(found[0].split())
 
 
+def lib_settings() -> str:
+    """lib.sh's own settings (tuning values), set ahead of it."""
+    return f"WAIT_POLL_S={shlex.quote(' '.join(str(s) for s in tuning.WAIT_POLL_S))}"
+
+
 def step_script(step: str) -> str:
-    """What runs for a step: its script with lib.sh inserted after the shebang."""
+    """What runs for a step: its script with lib.sh (and lib.sh's settings) inserted
+    after the shebang."""
     declared_args(step)  # an unknown step fails here
     shebang, _, body = read(f"{STEPS_DIR}/{step}.sh").partition("\n")
-    return f"{shebang}\n{read(f'{STEPS_DIR}/lib.sh')}\n{body}"
+    return f"{shebang}\n{lib_settings()}\n{read(f'{STEPS_DIR}/lib.sh')}\n{body}"
 
 
 def step_text(step: str, args: Mapping[str, str]) -> str:

@@ -27,6 +27,12 @@ SSH_RATE_PER_MINUTE = 10
 # kernel's default, 10 s, would hand a pausing attacker a fresh burst).
 SSH_RATE_FORGET_MS = SSH_RATE_BURST * 60_000 // SSH_RATE_PER_MINUTE
 
+# --- how the steps wait (cloudinit/steps/lib.sh wait_for) ----------------------------
+# A wait checks again after these pauses (seconds), the last one repeating: a short
+# wait ends within a tenth of a second of its condition, a long one costs no more
+# checks (crm_mon, gluster, mariadb clients) than one a second.
+WAIT_POLL_S = (0.1, 0.2, 0.5, 1)
+
 # --- corosync ------------------------------------------------------------------------
 # A silent node is declared dead after token + consensus, about 2.6 s: fast
 # failure detection, yet long enough not to flap on a busy droplet.
