@@ -15,7 +15,8 @@ from infra.nodes import Nodes
 from infra.remote import NO_PREVIOUS_OUTPUT, Connector
 
 # cloud-init exits 0 when done, 1 on errors, 2 on recoverable errors; hardening
-# leaves a marker last, so its presence proves the whole first boot ran.
+# leaves a marker last, so its presence proves the whole first boot ran (rkhunter's
+# baseline goes on in the background: nothing here needs it, see harden.sh).
 WAIT_FOR_FIRST_BOOT = (
     "cloud-init status --wait >/dev/null; rc=$?; "
     'if [ "$rc" -ne 0 ]; then cloud-init status --long; exit "$rc"; fi; '

@@ -149,7 +149,7 @@ def render(cfg: StackConfig, hostname: str, role: str, authorized_keys: Sequence
             _file("/etc/logwatch/conf/logwatch.conf", read("firstboot/files/logwatch.conf"), defer=True),
         ] + [
             _file(f"/etc/systemd/system/{unit}", read(f"firstboot/files/{unit}"), defer=True)
-            for unit in ("do-ha-logwatch.service", "do-ha-logwatch.timer")
+            for unit in ("do-ha-logwatch.service", "do-ha-logwatch.timer", "do-ha-rkhunter-baseline.service")
         ],
         "runcmd": [["/usr/local/sbin/do-ha-harden"]],
     }

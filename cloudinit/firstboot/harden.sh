@@ -80,17 +80,24 @@ configure_rkhunter() {
 	sed -i -e 's/^CRON_DAILY_RUN=.*/CRON_DAILY_RUN="true"/' \
 		-e 's/^CRON_DB_UPDATE=.*/CRON_DB_UPDATE="false"/' \
 		-e 's/^APT_AUTOGEN=.*/APT_AUTOGEN="true"/' /etc/default/rkhunter
-	# The package's own postinst already wrote a baseline, before the deploy user
-	# and the other packages existed: take ours once, after everything is in place.
-	if [ ! -e /var/lib/do-ha-stack/rkhunter-baseline ]; then
-		log "taking the rkhunter baseline"
-		rkhunter --propupd --nocolors >/dev/null
-		# The user and group snapshots are only written by a check: record them
-		# now (deploy, gluster, ... are expected), so the first daily scan is clean.
-		rkhunter --check --skip-keypress --nocolors --enable passwd_changes,group_changes >/dev/null || true
-		mkdir -p /var/lib/do-ha-stack
-		date -u +%FT%TZ >/var/lib/do-ha-stack/rkhunter-baseline
-	fi
+}
+
+# take_rkhunter_baseline: rkhunter's baseline, once. The package's own postinst
+# already wrote one, before the deploy user and the other packages existed; ours is
+# taken after every package is installed, by do-ha-rkhunter-baseline.service, which
+# main starts last and does not wait for: the bootstrap needs nothing from it, and
+# the step that adds a user (web-node) waits for it first. Never taken again: a new
+# baseline would hide tampering.
+take_rkhunter_baseline() {
+	[ ! -e /var/lib/do-ha-stack/rkhunter-baseline ] || return 0
+	log "taking the rkhunter baseline"
+	rkhunter --propupd --nocolors >/dev/null
+	# The user and group snapshots are only written by a check: record them
+	# now (deploy, gluster, ... are expected), so the first daily scan is clean.
+	rkhunter --check --skip-keypress --nocolors --enable passwd_changes,group_changes >/dev/null || true
+	mkdir -p /var/lib/do-ha-stack
+	date -u +%FT%TZ >/var/lib/do-ha-stack/rkhunter-baseline
+	log "rkhunter baseline taken"
 }
 
 set_login_def() {
@@ -121,6 +128,10 @@ harden_accounts_and_files() {
 }
 
 main() {
+	if [ "${1:-}" = rkhunter-baseline ]; then
+		take_rkhunter_baseline
+		return
+	fi
 	apply_sysctls
 	harden_accounts_and_files
 	configure_ufw
@@ -135,6 +146,7 @@ main() {
 	systemctl enable --now chrony.service || log "chrony did not start"
 	sshd -t
 	systemctl reload-or-restart ssh.service
+	systemctl start --no-block do-ha-rkhunter-baseline.service
 	mkdir -p /var/lib/do-ha-stack
 	date -u +%FT%TZ >/var/lib/do-ha-stack/hardened
 	log "done"

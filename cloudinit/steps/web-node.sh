@@ -12,6 +12,12 @@ install -d -m 0755 "$DOCUMENT_ROOT"
 
 # The canary talks to the local MariaDB as its own system user (unix_socket).
 if ! id -u do-ha-canary >/dev/null 2>&1; then
+	# rkhunter's first-boot baseline records the users (it may still run in the
+	# background, see do-ha-harden): let it finish first. Nodes from before that
+	# unit existed took their baseline during first boot.
+	if [ -f /etc/systemd/system/do-ha-rkhunter-baseline.service ]; then
+		systemctl start do-ha-rkhunter-baseline.service
+	fi
 	useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin do-ha-canary
 	# rkhunter compares users and groups with its first-boot copies (in its
 	# TMPDIR): record a user added on purpose, so the daily scan stays clean.
