@@ -85,16 +85,18 @@ configure_rkhunter() {
 # take_rkhunter_baseline: rkhunter's baseline, once. The package's own postinst
 # already wrote one, before the deploy user and the other packages existed; ours is
 # taken after every package is installed, by do-ha-rkhunter-baseline.service, which
-# main starts last and does not wait for: the bootstrap needs nothing from it, and
-# the step that adds a user (web-node) waits for it first. Never taken again: a new
-# baseline would hide tampering.
+# main starts last and does not wait for: nothing in the bootstrap needs it, and the
+# bootstrap changes none of the files it records (system binaries). Never taken
+# again: a new baseline would hide tampering.
 take_rkhunter_baseline() {
 	[ ! -e /var/lib/do-ha-stack/rkhunter-baseline ] || return 0
 	log "taking the rkhunter baseline"
 	rkhunter --propupd --nocolors >/dev/null
 	# The user and group snapshots are only written by a check: record them
 	# now (deploy, gluster, ... are expected), so the first daily scan is clean.
-	rkhunter --check --skip-keypress --nocolors --enable passwd_changes,group_changes >/dev/null || true
+	# A step that adds a user (web-node) holds the same lock while it does.
+	flock /run/lock/do-ha-stack-users \
+		rkhunter --check --skip-keypress --nocolors --enable passwd_changes,group_changes >/dev/null || true
 	mkdir -p /var/lib/do-ha-stack
 	date -u +%FT%TZ >/var/lib/do-ha-stack/rkhunter-baseline
 	log "rkhunter baseline taken"

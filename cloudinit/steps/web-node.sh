@@ -11,20 +11,20 @@ read_bundle
 install -d -m 0755 "$DOCUMENT_ROOT"
 
 # The canary talks to the local MariaDB as its own system user (unix_socket).
+# rkhunter compares users and groups with its first-boot copies (in its TMPDIR):
+# a user added on purpose goes into them too, so the daily scan stays clean. The
+# first-boot baseline may be taking those copies right now (in the background, see
+# do-ha-harden); it holds the same lock while it does, so the copies get the user
+# either way.
 if ! id -u do-ha-canary >/dev/null 2>&1; then
-	# rkhunter's first-boot baseline records the users (it may still run in the
-	# background, see do-ha-harden): let it finish first. Nodes from before that
-	# unit existed took their baseline during first boot.
-	if [ -f /etc/systemd/system/do-ha-rkhunter-baseline.service ]; then
-		systemctl start do-ha-rkhunter-baseline.service
-	fi
-	useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin do-ha-canary
-	# rkhunter compares users and groups with its first-boot copies (in its
-	# TMPDIR): record a user added on purpose, so the daily scan stays clean.
-	if [ -f /var/lib/rkhunter/tmp/passwd ]; then
-		cp -p /etc/passwd /etc/group /var/lib/rkhunter/tmp/
-		chmod 0600 /var/lib/rkhunter/tmp/passwd /var/lib/rkhunter/tmp/group
-	fi
+	(
+		flock 9
+		useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin do-ha-canary
+		if [ -f /var/lib/rkhunter/tmp/passwd ]; then
+			cp -p /etc/passwd /etc/group /var/lib/rkhunter/tmp/
+			chmod 0600 /var/lib/rkhunter/tmp/passwd /var/lib/rkhunter/tmp/group
+		fi
+	) 9>/run/lock/do-ha-stack-users
 fi
 ln -sfn /etc/nginx/sites-available/do-ha-stack /etc/nginx/sites-enabled/do-ha-stack
 rm -f /etc/nginx/sites-enabled/default
