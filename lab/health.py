@@ -26,7 +26,7 @@ def outputs_file() -> Path:
 def status_argv(extra: Sequence[str] = ()) -> list[str]:
     # The lab's ssh options, plus a shared master connection per node: the tests' own
     # sessions (tests/helpers/lab_support.Admin) use the same socket, which keeps every
-    # client of the lab under ufw's SSH rate limit (6 new connections per 30 s).
+    # client of the lab under the nodes' SSH rate limit (infra/tuning.py SSH_RATE_*).
     options = [o for o in SSH_OPTS if o != "-o"] + [
         "ControlMaster=auto", f"ControlPath={run_dir()}/cm-%C", "ControlPersist=300"]
     return ["ip", "netns", "exec", SWITCH_NS, sys.executable, "-m", "tooling.status", "--stack", STACK,
