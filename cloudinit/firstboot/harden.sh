@@ -90,6 +90,10 @@ configure_rkhunter() {
 # again: a new baseline would hide tampering.
 take_rkhunter_baseline() {
 	[ ! -e /var/lib/do-ha-stack/rkhunter-baseline ] || return 0
+	# Only on CPU nothing else wants. The kernel schedules each session (every
+	# service is one) as a group of its own, so a process's nice or idle policy
+	# (the unit's) does not reach past its group: lower the group's own.
+	echo 19 >/proc/self/autogroup 2>/dev/null || true
 	log "taking the rkhunter baseline"
 	rkhunter --propupd --nocolors >/dev/null
 	# The user and group snapshots are only written by a check: record them
