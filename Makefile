@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STACK  ?= staging
 OUT    ?= build/$(STACK)
 
-.PHONY: setup lint test test-unit render bench lab lab-down host-packages preview up destroy state-bucket state-upgrade status replace scale
+.PHONY: setup lint test test-unit render bench bench-seed lab lab-down host-packages preview up destroy state-bucket state-upgrade status replace scale
 
 # requirements-dev.txt: the program's requirements.txt and policy/requirements.txt,
 # plus what the tests, the lab, the tooling and the linter need.
@@ -38,6 +38,11 @@ render: setup
 
 bench: setup
 	$(PY) -m bench.mocks_eval
+
+# Seeding a replica with 1 GiB in the lab (root): logical vs physical; figures
+# printed and recorded in build/lab-report.json ("seeding"). ARGS='--gib 2 --keep'.
+bench-seed: setup
+	$(PY) -m bench.seed $(ARGS)
 
 # The lab: the lab stack on Debian 13 containers on this machine (root).
 lab: setup

@@ -1,6 +1,8 @@
-"""MariaDB: per-node replication settings with TLS from an internal CA, the
-replica(s) seeded from the bootstrap primary without downtime, then the
-database handed to pacemaker (ocf:heartbeat:mariadb, promotable, GTID based)."""
+"""MariaDB: per-node replication settings with TLS from an internal CA, each app
+node's seed donor, every app node made a replica of the current primary (seeded
+by a streamed physical copy when it has none, see db-seed.sh) without downtime,
+then the database handed to pacemaker (ocf:heartbeat:mariadb, promotable, GTID
+based)."""
 
 from __future__ import annotations
 
@@ -12,16 +14,26 @@ import pulumi_random as random
 import pulumi_tls as tls
 
 from infra import tuning
+from infra.cluster import member_specs
 from infra.config import StackConfig
 from infra.naming import child_opts, derived_opts, droplet_name, stack_tag
 from infra.nodes import Nodes
 from infra.paths import read
+from infra.ports import CLUSTER_TCP_PORT_RANGES
 from infra.remote import Bundle, Connector, NodeFile, step_command
+
+SEED_PORT = CLUSTER_TCP_PORT_RANGES["mariadb-seed"][0]
 
 
 def replication_cnf(server_id: int, private_ip: str) -> str:
     return Template(read("steps/templates/mariadb-replication.cnf")).substitute(
         server_id=server_id, private_ip=private_ip, semi_sync_timeout_ms=tuning.SEMI_SYNC_TIMEOUT_MS)
+
+
+def donor_unit(private_ip: str) -> str:
+    """do-ha-db-donor.service for one node: the donor listens on its private address only."""
+    return Template(read("steps/templates/do-ha-db-donor.service")).substitute(
+        private_ip=private_ip, port=SEED_PORT)
 
 
 def sql_host_pattern(vpc_range: str) -> str:
@@ -72,21 +84,29 @@ class Database(pulumi.ComponentResource):
                 NodeFile("/etc/mysql/tls/server-key.pem", key.private_key_pem, "0640", "root:mysql"),
                 NodeFile("/etc/mysql/mariadb.conf.d/60-do-ha-stack.cnf",
                          node.droplet.ipv4_address_private.apply(lambda ip, s=server_id: replication_cnf(s, ip))),
+                NodeFile("/etc/systemd/system/do-ha-db-donor.service",
+                         node.droplet.ipv4_address_private.apply(donor_unit)),
+                NodeFile("/usr/local/sbin/do-ha-db-donor", read("app/db-donor"), "0755"),
             ]
             self.configured[node.name] = step_command(
                 f"{node.name}-db-node", "db-node", node,
-                {"VPC_HOSTS": sql_host_pattern(cfg.vpc_ip_range), "BOOTSTRAP": "yes" if node is bootstrap else "no"},
+                {"VPC_HOSTS": sql_host_pattern(cfg.vpc_ip_range), "VPC_RANGE": cfg.vpc_ip_range,
+                 "SEED_PORT": SEED_PORT, "BOOTSTRAP": "yes" if node is bootstrap else "no"},
                 connect, Bundle({"REPL_PASSWORD": self.replication_password}, files),
                 cfg, self, depends_on=[ready[node.name]])
 
-        primary_ip = bootstrap.droplet.ipv4_address_private
+        # Every app node, the bootstrap node too: whichever node is replaced is seeded
+        # from whichever node is primary then (on a first bring-up, the bootstrap node,
+        # whose own step finds itself the primary and does nothing).
+        members = member_specs(cfg, apps)
         self.seeded: dict[str, pulumi.Resource] = {
             node.name: step_command(
                 f"{node.name}-db-seed", "db-seed", node,
-                {"PRIMARY": primary_ip, "START_WAIT_S": tuning.REPLICATION_START_WAIT_S},
+                {"APP_MEMBERS": members, "BOOTSTRAP": droplet_name(cfg, bootstrap.name),
+                 "SEED_PORT": SEED_PORT, "WAIT_S": tuning.DB_SEED_WAIT_S},
                 connect, Bundle({"REPL_PASSWORD": self.replication_password}),
-                cfg, self, depends_on=[self.configured[node.name], self.configured[bootstrap.name]])
-            for node in apps if node is not bootstrap
+                cfg, self, depends_on=list(self.configured.values()))
+            for node in apps
         }
         # Replicas first, then the bootstrap primary (see db-handover.sh).
         self.handed_over: dict[str, pulumi.Resource] = {}

@@ -10,6 +10,8 @@ SSH_PORT = 22
 CLUSTER_TCP_PORT_RANGES: dict[str, tuple[int, int]] = {
     "pcsd": (2224, 2224),
     "mariadb": (3306, 3306),
+    # do-ha-db-donor: a physical copy for a replica being seeded (mutual TLS)
+    "mariadb-seed": (4444, 4444),
     "glusterd": (24007, 24008),
     "gluster-bricks": (49152, 49251),
 }

@@ -109,8 +109,10 @@ SEMI_SYNC_TIMEOUT_MS = 1000
 DB_CA_VALIDITY_HOURS = 10 * 365 * 24
 DB_CERT_VALIDITY_HOURS = 2 * 365 * 24
 DB_CERT_RENEW_BEFORE_HOURS = 30 * 24
-# A fresh replica's seed has this long to show both replication threads running.
-REPLICATION_START_WAIT_S = 60
+# Each wait of the seed step (db-seed.sh): pacemaker stopping or starting MariaDB
+# on the node (its own operation timeout is DB_OP_TIMEOUT, 120 s), a replica
+# reconnecting before it is judged, replication healthy after a seed.
+DB_SEED_WAIT_S = 120
 
 # --- accounts on every node (login.defs) ---------------------------------------------
 # New files private to their owner and group by default.

@@ -72,6 +72,16 @@ def ssh(cmd: dict[str, Any], text: str, key_file: Path) -> subprocess.CompletedP
         time.sleep(delay)
 
 
+def run_one(cmd: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """Run one command of the plan again, as the provider would on a replacement
+    (its create text, its stdin), whatever replay's state says."""
+    with tempfile.TemporaryDirectory(dir=run_dir()) as tmp:
+        key_file = Path(tmp) / "key"
+        key_file.write_text(cmd["privateKey"])
+        key_file.chmod(0o600)
+        return ssh(cmd, cmd["create"], key_file)
+
+
 Around = dict[str, Callable[[], AbstractContextManager[None]]]
 
 

@@ -1,13 +1,17 @@
 #!/bin/bash
 # MariaDB on an app node: TLS material, replication settings, the replication
-# and canary users. Re-runs change only what differs and never touch data.
+# and canary users, and the seed donor (do-ha-db-donor, see db-seed.sh). Re-runs
+# change only what differs and never touch data.
 # Arguments:
 #   VPC_HOSTS  the VPC as a MariaDB account host, network/netmask
 #              (e.g. 10.10.0.0/255.255.240.0)
+#   VPC_RANGE  the VPC as CIDR (the donor's port is open to it only)
+#   SEED_PORT  the donor's port
 #   BOOTSTRAP  yes on the bootstrap primary (creates the canary schema), else no
-# Bundle: secret REPL_PASSWORD; files: /etc/mysql/tls/*, the replication .cnf.
+# Bundle: secret REPL_PASSWORD; files: /etc/mysql/tls/*, the replication .cnf,
+# the donor's unit and script.
 set -euo pipefail
-step_args VPC_HOSTS BOOTSTRAP -- "$@"
+step_args VPC_HOSTS VPC_RANGE SEED_PORT BOOTSTRAP -- "$@"
 read_bundle
 [ -n "${SECRET_REPL_PASSWORD:-}" ] || die "no replication password on stdin"
 
@@ -71,4 +75,19 @@ CREATE TABLE do_ha_canary.writes (
 SQL
 	log "created the canary schema"
 fi
+# Any app node may be the primary a replica is seeded from: each runs the donor.
+# First boot opens its port on new nodes; nodes from before it get the rule here.
+quiet ufw allow proto tcp from "$VPC_RANGE" to any port "$SEED_PORT" comment 'cluster'
+systemctl daemon-reload
+systemctl enable do-ha-db-donor.service >/dev/null 2>&1
+donor_inputs=(/etc/systemd/system/do-ha-db-donor.service /usr/local/sbin/do-ha-db-donor /etc/mysql/tls/ca.pem
+	/etc/mysql/tls/server.pem /etc/mysql/tls/server-key.pem)
+restart_donor=no
+for path in "${donor_inputs[@]}"; do
+	if changed "$path"; then restart_donor=yes; fi
+done
+if [ "$restart_donor" = yes ] || ! systemctl is-active --quiet do-ha-db-donor.service; then
+	systemctl restart do-ha-db-donor.service  # socat reads its certificates when it starts
+fi
+
 log "mariadb configured (server_id $(mariadb -N -e 'SELECT @@server_id'))"

@@ -167,7 +167,8 @@ def test_a_row_written_on_the_primary_appears_on_the_replica(nodes: list[LabNode
 
 def test_seeding_left_no_dump_and_did_not_stall_the_primary(nodes: list[LabNode], report: dict) -> None:
     replica = _apps(nodes)[1]
-    assert Admin(replica).sudo("test -s /var/lib/do-ha-stack/db-seeded", check=False).returncode == 0
+    lineage = Admin(replica).sudo("cat /var/lib/mysql/do-ha-stack.lineage", check=False).stdout
+    assert lineage.startswith("seeded from do-ha-stack-lab-app1 "), lineage
     dumps = Admin(replica).sudo("find / -xdev -name '*.sql' -newer /etc/hostname -size +0", check=False).stdout
     assert dumps.strip() == ""
     seed = load_state().get("seed_probe")
