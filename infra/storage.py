@@ -33,7 +33,7 @@ class SharedStorage(pulumi.ComponentResource):
             {"VOLUME": VOLUME, "BRICK_DIR": BRICK_DIR, "ARBITER": "yes" if cfg.witness else "no",
              "ALLOW": ips.apply(",".join), "PEERS": ips.apply(" ".join),
              "PING_TIMEOUT_S": tuning.GLUSTER_PING_TIMEOUT_S, "QUORUM_TYPE": tuning.GLUSTER_QUORUM_TYPE,
-             "PROBE_TIMEOUT_S": tuning.GLUSTER_PROBE_TIMEOUT_S},
+             "PROBE_TIMEOUT_S": tuning.GLUSTER_PROBE_TIMEOUT_S, "HEAL_WAIT_S": tuning.GLUSTER_HEAL_WAIT_S},
             connect, Bundle(), cfg, self, depends_on=list(prepared.values()))
         app_ips = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in nodes.app_nodes])
         self.mounts: dict[str, pulumi.Resource] = {}

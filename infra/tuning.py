@@ -64,6 +64,9 @@ GLUSTER_PING_TIMEOUT_S = 5
 GLUSTER_QUORUM_TYPE = "auto"
 # Bound on one `gluster peer probe` (the CLI can otherwise hang on a dead peer).
 GLUSTER_PROBE_TIMEOUT_S = 60
+# A replaced node's brick is filled from the others before the step succeeds:
+# time for a few GiB over the VPC; a longer heal fails the step with its backlog.
+GLUSTER_HEAL_WAIT_S = 900
 
 # --- MariaDB -------------------------------------------------------------------------
 # A primary whose replica is gone waits this long for an acknowledgement, then
@@ -76,6 +79,10 @@ DB_CERT_VALIDITY_HOURS = 2 * 365 * 24
 DB_CERT_RENEW_BEFORE_HOURS = 30 * 24
 # A fresh replica's seed has this long to show both replication threads running.
 REPLICATION_START_WAIT_S = 60
+# A node joining a running cluster (replaced or added) hands its seeded server to
+# pacemaker: a stop, a start by the agent (InnoDB recovery, relay logs) and
+# replication catching up.
+DB_JOIN_WAIT_S = 180
 
 # --- accounts on every node (login.defs) ---------------------------------------------
 # New files private to their owner and group by default.

@@ -26,11 +26,13 @@ def lab_config(admin_key: str = PLACEHOLDER_ADMIN_KEY) -> StackConfig:
 
 
 def lab_nodes() -> list[LabNode]:
-    """The running lab's nodes (its state file), else the stack's."""
-    names = load_state().get("nodes")
+    """The running lab's nodes (its state file: names, and each replaced node's
+    generation), else the stack's."""
+    state = load_state()
+    names = state.get("nodes")
     if names is None:
         names = list(lab_config().node_names)
-    return nodes_for(names)
+    return nodes_for(names, generations=state.get("generations") or {})
 
 
 def lab_program(nodes: list[LabNode]) -> Run:

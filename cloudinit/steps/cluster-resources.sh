@@ -34,6 +34,11 @@ for spec in "${app_specs[@]}"; do
 	crm_attribute --lifetime forever --node "${spec%%=*}" --name mariadb_mysql_master_IP --update "${spec#*=}"
 done
 
+for app in "${apps[@]}"; do
+	[ -n "$(crm_attribute --node "$app" --name do-ha-db --query -q --lifetime forever 2>/dev/null)" ] ||
+		die "$app has not handed its database to pacemaker (db-handover); it would never run MariaDB"
+done
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 pcs cluster cib "$work/original.xml"
@@ -86,6 +91,13 @@ else
 fi
 
 constraints=$(pcs -f "$work/cib.xml" constraint config --full)
+# MariaDB runs (and is even looked for) only on nodes whose server db-handover
+# handed over: a node that joins later is left alone while systemd runs its
+# server for setup and seeding.
+if ! grep -q 'location-mariadb-clone-handed-over' <<<"$constraints"; then
+	pcsf constraint location mariadb-clone rule constraint-id=location-mariadb-clone-handed-over \
+		resource-discovery=never score=-INFINITY not_defined do-ha-db
+fi
 if ! grep -q 'colocation-active-mariadb-clone' <<<"$constraints"; then
 	pcsf constraint colocation add active with Promoted mariadb-clone INFINITY
 fi

@@ -1,6 +1,8 @@
 #!/bin/bash
-# Create the replicated GlusterFS volume once; re-runs only re-apply its options.
-# Runs on the bootstrap node.
+# Create the replicated GlusterFS volume, or converge an existing one to the
+# declared peers: a brick whose peer was replaced (same place in the replica set,
+# new address) moves to the new peer and is healed from the others; peers the
+# program no longer declares are detached. Runs on the bootstrap node.
 # Arguments (tuning values and why: infra/tuning.py):
 #   VOLUME           the volume's name
 #   BRICK_DIR        where each peer keeps its brick
@@ -11,8 +13,9 @@
 #   PING_TIMEOUT_S   network.ping-timeout
 #   QUORUM_TYPE      cluster.quorum-type
 #   PROBE_TIMEOUT_S  bound on one peer probe
+#   HEAL_WAIT_S      how long the volume has to heal (nothing left to heal)
 set -euo pipefail
-step_args VOLUME BRICK_DIR ARBITER ALLOW PEERS PING_TIMEOUT_S QUORUM_TYPE PROBE_TIMEOUT_S -- "$@"
+step_args VOLUME BRICK_DIR ARBITER ALLOW PEERS PING_TIMEOUT_S QUORUM_TYPE PROBE_TIMEOUT_S HEAL_WAIT_S -- "$@"
 read -ra peer_ips <<<"$PEERS"
 read_bundle
 
@@ -22,8 +25,13 @@ for ip in "${peer_ips[@]}"; do
 	# Probe only new peers; the CLI can hang on a peer it already knows.
 	gluster pool list | grep -q "[[:space:]]${ip}[[:space:]]" || quiet gluster --timeout="$PROBE_TIMEOUT_S" peer probe "$ip"
 done
+# pool list: UUID HOSTNAME STATE, this node as "localhost".
 connected() {
-	[ "$(gluster pool list | grep -c 'Connected')" -ge "${#peer_ips[@]}" ]
+	local ip
+	for ip in "${peer_ips[@]}"; do
+		case " $self " in *" $ip "*) continue ;; esac
+		gluster pool list | grep -q "[[:space:]]${ip}[[:space:]]*Connected" || return 1
+	done
 }
 wait_for "all ${#peer_ips[@]} gluster peers connected" 120 connected
 
@@ -39,7 +47,37 @@ if ! gluster volume info "$VOLUME" >/dev/null 2>&1; then
 	log "creating volume $VOLUME: ${layout[*]} ${bricks[*]}"
 	# force: the bricks live on the droplets' root filesystem.
 	quiet gluster --mode=script volume create "$VOLUME" "${layout[@]}" "${bricks[@]}" force
+else
+	# Brick N belongs to peer N (the arbiter's is last): a brick elsewhere is a
+	# replaced node's, and moves to the declared peer.
+	mapfile -t have < <(gluster volume info "$VOLUME" | sed -n 's/^Brick[0-9]*:[[:space:]]*\([^[:space:]]*\).*/\1/p')
+	if [ "${#have[@]}" -ne "${#peer_ips[@]}" ]; then
+		die "volume $VOLUME has ${#have[@]} bricks, the program declares ${#peer_ips[@]} peers: adding or removing bricks is not supported"
+	fi
+	moves=()
+	for i in "${!have[@]}"; do
+		[ "${have[i]}" = "${peer_ips[i]}:$BRICK_DIR" ] || moves+=("$i")
+	done
+	# Two bricks moved at once would leave one copy (or none) to heal from.
+	[ "${#moves[@]}" -le 1 ] || die "refusing to replace ${#moves[@]} bricks of $VOLUME in one run: replace one node at a time"
+	for i in "${moves[@]}"; do
+		log "moving brick ${have[i]} to ${peer_ips[i]}:$BRICK_DIR"
+		quiet gluster --mode=script volume replace-brick "$VOLUME" "${have[i]}" "${peer_ips[i]}:$BRICK_DIR" commit force
+	done
 fi
+
+# Peers that hold no brick and are not declared (a replaced node's old address).
+while read -r _ host _; do
+	[ "$host" != localhost ] || continue
+	case " ${peer_ips[*]} " in *" $host "*) continue ;; esac
+	if gluster volume info | grep -q "^Brick[0-9]*:[[:space:]]*${host}:"; then
+		log "warning: peer $host is not declared but still holds a brick; left in the pool"
+		continue
+	fi
+	log "detaching former peer $host"
+	# A peer that is gone for good may need force (it cannot confirm).
+	gluster --mode=script peer detach "$host" >/dev/null 2>&1 || quiet gluster --mode=script peer detach "$host" force
+done < <(gluster pool list | tail -n +2)
 
 # Only cluster members may mount.
 quiet gluster volume set "$VOLUME" auth.allow "$ALLOW"
@@ -48,4 +86,17 @@ quiet gluster volume set "$VOLUME" cluster.quorum-type "$QUORUM_TYPE"
 if ! gluster volume info "$VOLUME" | grep -q '^Status: Started'; then
 	quiet gluster volume start "$VOLUME"
 fi
-log "volume $VOLUME started on ${peer_ips[*]}"
+
+# Nothing left to heal: every file is on every brick (a moved brick is filled
+# from the others by the self-heal daemon; this asks it to start now).
+pending() { gluster volume heal "$VOLUME" info | awk '/^Number of entries:/ { n += $4 } END { print n + 0 }'; }
+healed() {
+	[ "$(gluster volume heal "$VOLUME" info | grep -c '^Status: Connected')" -eq "${#peer_ips[@]}" ] &&
+		[ "$(pending)" -eq 0 ]
+}
+if ! healed; then
+	gluster volume heal "$VOLUME" >/dev/null 2>&1 || true
+	log "healing $VOLUME ($(pending) entries pending)"
+	wait_for "$VOLUME to heal (gluster volume heal $VOLUME info)" "$HEAL_WAIT_S" healed
+fi
+log "volume $VOLUME started on ${peer_ips[*]}, nothing to heal"
