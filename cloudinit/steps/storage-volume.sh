@@ -25,12 +25,14 @@ for ip in "${peer_ips[@]}"; do
 	# Probe only new peers; the CLI can hang on a peer it already knows.
 	gluster pool list | grep -q "[[:space:]]${ip}[[:space:]]" || quiet gluster --timeout="$PROBE_TIMEOUT_S" peer probe "$ip"
 done
-# pool list: UUID HOSTNAME STATE, this node as "localhost".
+# A probed peer is usable (it can take a brick) once it is "Peer in Cluster"
+# and connected; "Connected" alone shows while the handshake still runs.
 connected() {
-	local ip
+	local ip status
+	status=$(gluster peer status | awk '/^Hostname:/ { host = $2 } /^State:/ { print host, $0 }')
 	for ip in "${peer_ips[@]}"; do
 		case " $self " in *" $ip "*) continue ;; esac
-		gluster pool list | grep -q "[[:space:]]${ip}[[:space:]]*Connected" || return 1
+		grep -q "^${ip} State: Peer in Cluster (Connected)" <<<"$status" || return 1
 	done
 }
 wait_for "all ${#peer_ips[@]} gluster peers connected" 120 connected

@@ -48,6 +48,10 @@ case "${args[0]} ${args[1]}" in
 "pool list")
 	echo "UUID Hostname State"; echo "u0 localhost Connected"
 	while read -r ip state; do echo "u-$ip $ip $state"; done < "$STUB/pool" ;;
+"peer status")
+	while read -r ip state; do
+		printf 'Hostname: %s\nUuid: u-%s\nState: Peer in Cluster (%s)\n\n' "$ip" "$ip" "$state"
+	done < "$STUB/pool" ;;
 "peer probe") echo "${args[2]} Connected" >> "$STUB/pool" ;;
 "peer detach") grep -v "^${args[2]} " "$STUB/pool" > "$STUB/p" || true; mv "$STUB/p" "$STUB/pool" ;;
 "volume info")
@@ -182,14 +186,16 @@ def test_a_replaced_peer_gets_the_old_brick_and_the_old_peer_is_detached(stub: P
     volume(stub, {"10.0.0.12": "Disconnected", "10.0.0.13": "Connected"}, ["10.0.0.11", "10.0.0.12", "10.0.0.13"])
     result = storage(stub, ["10.0.0.11", "10.0.0.22", "10.0.0.13"])
     assert result.returncode == 0, result.stderr
-    assert calls(stub, "gluster peer") == ["gluster peer probe 10.0.0.22", "gluster peer detach 10.0.0.12"]
+    assert calls(stub, "gluster peer probe") + calls(stub, "gluster peer detach") == [
+        "gluster peer probe 10.0.0.22", "gluster peer detach 10.0.0.12"]
     assert calls(stub, "gluster volume replace-brick") == [
         f"gluster volume replace-brick shared 10.0.0.12:{BRICK} 10.0.0.22:{BRICK} commit force"]
     assert (stub / "bricks").read_text().split() == [f"10.0.0.{h}:{BRICK}" for h in (11, 22, 13)]
 
     second = storage(stub, ["10.0.0.11", "10.0.0.22", "10.0.0.13"])
     assert second.returncode == 0, second.stderr
-    assert calls(stub, "gluster peer") == [] and calls(stub, "gluster volume replace-brick") == []
+    assert calls(stub, "gluster peer probe") + calls(stub, "gluster peer detach") == []
+    assert calls(stub, "gluster volume replace-brick") == []
 
 
 def test_two_bricks_moved_at_once_are_refused(stub: Path) -> None:
