@@ -268,16 +268,30 @@ def destroy_node(node: LabNode) -> None:
     unplug_node(node)
 
 
-def stop_gracefully(node: LabNode, timeout: float) -> bool:
+def _running(node: LabNode, names: frozenset[str]) -> list[str]:
+    """Which of the processes `names` (by comm) still run in the node."""
+    found = []
+    for pid in pids_in_netns(Path(f"/run/netns/{node.netns}")):
+        with contextlib.suppress(OSError):
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            if comm in names:
+                found.append(comm)
+    return found
+
+
+def stop_gracefully(node: LabNode, timeout: float, services: frozenset[str] = frozenset()) -> bool:
     """What a droplet's graceful shutdown does (ACPI power button): the node's
-    systemd powers off, stopping its services in order. True if it ended in time."""
+    systemd powers off, stopping its services in order. Done when the container
+    has ended or, if `services` is given, once none of those processes runs (what
+    the other nodes see of a shutdown; the rest of it is the container's own).
+    True if that happened within `timeout` seconds."""
     init = container_init(node)
     if init is None:
         return True
     # SIGRTMIN+4 asks systemd for a clean poweroff (systemd(1), "Signals").
     os.kill(init, signal.SIGRTMIN + 4)
     deadline = time.monotonic() + timeout
-    while container_init(node) is not None:
+    while container_init(node) is not None and (not services or _running(node, services)):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.5)

@@ -32,6 +32,11 @@ from lab.topology import LabNode
 # How long a graceful shutdown may take before the droplet is cut off, as the
 # provider's delete would after its timeout.
 GRACEFUL_SHUTDOWN_S = 120.0
+# What the rest of the cluster sees of a node's shutdown: once these are stopped
+# the node has left corosync, handed back its resources and closed its brick and
+# replication connections. The container's own remainder (pcsd waits out a 90 s
+# stop timeout in a container) is cut short.
+CLUSTER_SERVICES = frozenset({"corosync", "pacemakerd", "pacemaker-based", "glusterd", "glusterfsd", "mariadbd"})
 
 
 def _node(name: str, nodes: list[LabNode]) -> LabNode:
@@ -54,7 +59,7 @@ def destroy(node: LabNode) -> dict[str, Any]:
     """Shut the droplet down (gracefully if it can), destroy it and its disk, and
     delete it from the API stand-in."""
     start = time.monotonic()
-    graceful = stop_gracefully(node, GRACEFUL_SHUTDOWN_S)
+    graceful = stop_gracefully(node, GRACEFUL_SHUTDOWN_S, CLUSTER_SERVICES)
     if not graceful:
         log(f"{node.name}: no clean shutdown within {GRACEFUL_SHUTDOWN_S:.0f} s; cutting it off")
     stopped = time.monotonic()

@@ -18,10 +18,11 @@ read_bundle
 systemctl disable mariadb.service >/dev/null 2>&1
 me=$(crm_node -n)
 handed_over() { crm_attribute --node "$me" --name do-ha-db --update handed-over --lifetime forever; }
-runs_here() { crm_resource --resource mariadb-clone --locate 2>/dev/null | grep -q "running on: $me\b"; }
+where() { crm_resource --resource mariadb-clone --locate 2>/dev/null || true; }
+runs_here() { grep -q "running on: $me\b" <<<"$(where)"; }
 replicating() {
 	local status
-	crm_resource --resource mariadb-clone --locate 2>/dev/null | grep -q "running on: $me Promoted" && return 0
+	grep -q "running on: $me Promoted" <<<"$(where)" && return 0
 	status=$(mariadb -e 'SHOW SLAVE STATUS\G' 2>/dev/null) &&
 		grep -q 'Slave_IO_Running: Yes' <<<"$status" && grep -q 'Slave_SQL_Running: Yes' <<<"$status"
 }

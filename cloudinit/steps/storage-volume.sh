@@ -23,7 +23,9 @@ self=$(hostname -I)
 for ip in "${peer_ips[@]}"; do
 	case " $self " in *" $ip "*) continue ;; esac
 	# Probe only new peers; the CLI can hang on a peer it already knows.
-	gluster pool list | grep -q "[[:space:]]${ip}[[:space:]]" || quiet gluster --timeout="$PROBE_TIMEOUT_S" peer probe "$ip"
+	# (Output captured first: with pipefail, grep -q quitting early can fail the pipe.)
+	pool=$(gluster pool list)
+	grep -q "[[:space:]]${ip}[[:space:]]" <<<"$pool" || quiet gluster --timeout="$PROBE_TIMEOUT_S" peer probe "$ip"
 done
 # A probed peer is usable (it can take a brick) once it is "Peer in Cluster"
 # and connected; "Connected" alone shows while the handshake still runs.
@@ -72,7 +74,7 @@ fi
 while read -r _ host _; do
 	[ "$host" != localhost ] || continue
 	case " ${peer_ips[*]} " in *" $host "*) continue ;; esac
-	if gluster volume info | grep -q "^Brick[0-9]*:[[:space:]]*${host}:"; then
+	if grep -q "^Brick[0-9]*:[[:space:]]*${host}:" <<<"$(gluster volume info)"; then
 		log "warning: peer $host is not declared but still holds a brick; left in the pool"
 		continue
 	fi
@@ -85,7 +87,7 @@ done < <(gluster pool list | tail -n +2)
 quiet gluster volume set "$VOLUME" auth.allow "$ALLOW"
 quiet gluster volume set "$VOLUME" network.ping-timeout "$PING_TIMEOUT_S"
 quiet gluster volume set "$VOLUME" cluster.quorum-type "$QUORUM_TYPE"
-if ! gluster volume info "$VOLUME" | grep -q '^Status: Started'; then
+if ! grep -q '^Status: Started' <<<"$(gluster volume info "$VOLUME")"; then
 	quiet gluster volume start "$VOLUME"
 fi
 

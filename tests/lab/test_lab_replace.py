@@ -16,6 +16,8 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 
@@ -56,6 +58,19 @@ def _longest_gap(acked: list[dict]) -> float:
     return max((b - a for a, b in itertools.pairwise(done)), default=0.0)
 
 
+def _timeline(names: list[str], since: Callable[[], float], into: list[dict]
+              ) -> dict[str, Callable[[], AbstractContextManager[None]]]:
+    """Contexts for lab.replay that note when each command ran (seconds since the start)."""
+    def timed(name: str) -> Callable[[], AbstractContextManager[None]]:
+        @contextmanager
+        def run() -> Iterator[None]:
+            start = since()
+            yield
+            into.append({"command": name, "start_s": round(start, 1), "end_s": round(since(), 1)})
+        return run
+    return {name: timed(name) for name in names}
+
+
 @pytest.mark.disruptive(order=2)
 def test_replacing_a_replica_converges_the_cluster_under_load(nodes: list[LabNode], report: dict) -> None:
     _wait("a settled cluster", 300, lambda: _settled(nodes))
@@ -72,11 +87,13 @@ def test_replacing_a_replica_converges_the_cluster_under_load(nodes: list[LabNod
                        "head -c 65536 /dev/urandom > /srv/shared/replace/f$i; done'")
     Admin(active).sudo("mariadb do_ha_canary -e \"DELETE FROM writes WHERE client_key LIKE 'w%'\"")
 
+    timeline: list[dict] = []
     writer, out, stop = _writes("writer-replace")
     try:
         time.sleep(3)
         started = time.time()
-        figures = replace(victim.name)
+        around = _timeline([c["name"] for c in lab_plan(nodes)], lambda: time.time() - started, timeline)
+        figures = replace(victim.name, around)
         finished = time.time()
         time.sleep(3)
     finally:
@@ -92,7 +109,9 @@ def test_replacing_a_replica_converges_the_cluster_under_load(nodes: list[LabNod
     during = [a for a in acked if started <= a["t"] <= finished]
     report.setdefault("operations", {})["replace-replica"] = figures | {
         "writes_acked": len(acked), "writes_failed": len(failed),
-        "longest_write_gap_s": round(_longest_gap(acked), 2), "writes_during_replace": len(during)}
+        "longest_write_gap_s": round(_longest_gap(acked), 2), "writes_during_replace": len(during),
+        # When writes failed and what ran then (seconds since the replacement began).
+        "failed_writes_at_s": [round(a["t"] - started, 1) for a in failed][:50], "timeline": timeline}
     assert during, "no write was acknowledged while the replica was replaced"
     assert not failed, f"{len(failed)} writes failed, first: {failed[:3]}"
 
