@@ -1,22 +1,26 @@
 #!/bin/bash
 # Create the replicated GlusterFS volume, or converge an existing one to the
-# declared peers: a brick whose peer was replaced (same place in the replica set,
-# new address) moves to the new peer and is healed from the others; peers the
-# program no longer declares are detached. Runs on the bootstrap node.
+# declared peers and bricks: a brick whose node was replaced (same place in the
+# replica set, new address) moves to the new node and is healed from the others;
+# new peers are probed (an app node beyond the brick holders mounts the volume
+# without a brick); peers the program no longer declares are detached.
+# Runs on the bootstrap node.
 # Arguments (tuning values and why: infra/tuning.py):
 #   VOLUME           the volume's name
 #   BRICK_DIR        where each peer keeps its brick
 #   ARBITER          yes: the last peer holds an arbiter brick; no: plain replica 2
 #   ALLOW            addresses allowed to mount, comma separated
-#   PEERS            the peers' private addresses, space separated, app nodes
-#                    first, the arbiter's last
+#   PEERS            every peer's private address (every node), space separated
+#   BRICKS           the addresses of the peers holding a brick, in brick order:
+#                    the data bricks, then the arbiter's
 #   PING_TIMEOUT_S   network.ping-timeout
 #   QUORUM_TYPE      cluster.quorum-type
 #   PROBE_TIMEOUT_S  bound on one peer probe
 #   HEAL_WAIT_S      how long the volume has to heal (nothing left to heal)
 set -euo pipefail
-step_args VOLUME BRICK_DIR ARBITER ALLOW PEERS PING_TIMEOUT_S QUORUM_TYPE PROBE_TIMEOUT_S HEAL_WAIT_S -- "$@"
+step_args VOLUME BRICK_DIR ARBITER ALLOW PEERS BRICKS PING_TIMEOUT_S QUORUM_TYPE PROBE_TIMEOUT_S HEAL_WAIT_S -- "$@"
 read -ra peer_ips <<<"$PEERS"
+read -ra brick_ips <<<"$BRICKS"
 read_bundle
 
 self=$(hostname -I)
@@ -41,7 +45,7 @@ wait_for "all ${#peer_ips[@]} gluster peers connected" 120 connected
 
 if ! gluster volume info "$VOLUME" >/dev/null 2>&1; then
 	bricks=()
-	for ip in "${peer_ips[@]}"; do bricks+=("$ip:$BRICK_DIR"); done
+	for ip in "${brick_ips[@]}"; do bricks+=("$ip:$BRICK_DIR"); done
 	if [ "$ARBITER" = yes ]; then
 		layout=(replica 3 arbiter 1)
 	else
@@ -55,18 +59,18 @@ else
 	# Brick N belongs to peer N (the arbiter's is last): a brick elsewhere is a
 	# replaced node's, and moves to the declared peer.
 	mapfile -t have < <(gluster volume info "$VOLUME" | sed -n 's/^Brick[0-9]*:[[:space:]]*\([^[:space:]]*\).*/\1/p')
-	if [ "${#have[@]}" -ne "${#peer_ips[@]}" ]; then
-		die "volume $VOLUME has ${#have[@]} bricks, the program declares ${#peer_ips[@]} peers: adding or removing bricks is not supported"
+	if [ "${#have[@]}" -ne "${#brick_ips[@]}" ]; then
+		die "volume $VOLUME has ${#have[@]} bricks, the program declares ${#brick_ips[@]}: adding or removing bricks is not supported"
 	fi
 	moves=()
 	for i in "${!have[@]}"; do
-		[ "${have[i]}" = "${peer_ips[i]}:$BRICK_DIR" ] || moves+=("$i")
+		[ "${have[i]}" = "${brick_ips[i]}:$BRICK_DIR" ] || moves+=("$i")
 	done
 	# Two bricks moved at once would leave one copy (or none) to heal from.
 	[ "${#moves[@]}" -le 1 ] || die "refusing to replace ${#moves[@]} bricks of $VOLUME in one run: replace one node at a time"
 	for i in "${moves[@]}"; do
-		log "moving brick ${have[i]} to ${peer_ips[i]}:$BRICK_DIR"
-		quiet gluster --mode=script volume replace-brick "$VOLUME" "${have[i]}" "${peer_ips[i]}:$BRICK_DIR" commit force
+		log "moving brick ${have[i]} to ${brick_ips[i]}:$BRICK_DIR"
+		quiet gluster --mode=script volume replace-brick "$VOLUME" "${have[i]}" "${brick_ips[i]}:$BRICK_DIR" commit force
 	done
 fi
 
@@ -95,7 +99,7 @@ fi
 # from the others by the self-heal daemon; this asks it to start now).
 pending() { gluster volume heal "$VOLUME" info | awk '/^Number of entries:/ { n += $4 } END { print n + 0 }'; }
 healed() {
-	[ "$(gluster volume heal "$VOLUME" info | grep -c '^Status: Connected')" -eq "${#peer_ips[@]}" ] &&
+	[ "$(gluster volume heal "$VOLUME" info | grep -c '^Status: Connected')" -eq "${#brick_ips[@]}" ] &&
 		[ "$(pending)" -eq 0 ]
 }
 if ! healed; then
@@ -103,4 +107,4 @@ if ! healed; then
 	log "healing $VOLUME ($(pending) entries pending)"
 	wait_for "$VOLUME to heal (gluster volume heal $VOLUME info)" "$HEAL_WAIT_S" healed
 fi
-log "volume $VOLUME started on ${peer_ips[*]}, nothing to heal"
+log "volume $VOLUME started on ${brick_ips[*]} (pool: ${peer_ips[*]}), nothing to heal"

@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 
 from infra.remote import step_script
+from tests.helpers.stacks import plain_config
+from tests.unit.test_step_args import passed_args
+from tooling.mocks import Addresses, run_program
 
 NAME = "do-ha-stack-t"
 BRICK = "/var/lib/do-ha-stack/bricks/shared"
@@ -176,9 +179,11 @@ def volume(stub: Path, pool: dict[str, str], bricks: list[str]) -> None:
     (stub / "bricks").write_text("".join(f"{ip}:{BRICK}\n" for ip in bricks))
 
 
-def storage(stub: Path, peers: list[str]) -> subprocess.CompletedProcess[str]:
+def storage(stub: Path, bricks: list[str], clients: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    peers = [*bricks, *clients]
     return run_step(stub, "storage-volume", {
         "VOLUME": "shared", "BRICK_DIR": BRICK, "ARBITER": "yes", "ALLOW": ",".join(peers), "PEERS": " ".join(peers),
+        "BRICKS": " ".join(bricks),
         "PING_TIMEOUT_S": "5", "QUORUM_TYPE": "auto", "PROBE_TIMEOUT_S": "5", "HEAL_WAIT_S": "5"})
 
 
@@ -209,3 +214,34 @@ def test_a_changed_brick_count_is_refused_with_a_clear_message(stub: Path) -> No
     volume(stub, {"10.0.0.12": "Connected", "10.0.0.13": "Connected"}, ["10.0.0.11", "10.0.0.12", "10.0.0.13"])
     result = storage(stub, ["10.0.0.11", "10.0.0.12", "10.0.0.14", "10.0.0.13"])
     assert result.returncode != 0 and "adding or removing bricks is not supported" in result.stderr
+
+
+def test_an_added_app_node_joins_the_pool_without_a_brick_and_leaves_it_again(stub: Path) -> None:
+    bricks = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    volume(stub, {"10.0.0.12": "Connected", "10.0.0.13": "Connected"}, bricks)
+    result = storage(stub, bricks, clients=("10.0.0.14",))
+    assert result.returncode == 0, result.stderr
+    assert calls(stub, "gluster peer probe") == ["gluster peer probe 10.0.0.14"]
+    assert calls(stub, "gluster volume replace-brick") == [] and calls(stub, "gluster peer detach") == []
+    assert "10.0.0.14" in calls(stub, "gluster volume set shared auth.allow")[0]
+
+    result = storage(stub, bricks)
+    assert result.returncode == 0, result.stderr
+    assert calls(stub, "gluster peer detach") == ["gluster peer detach 10.0.0.14"]
+    assert calls(stub, "gluster peer probe") == []
+
+
+# --- what the program declares when the app tier scales ------------------------------------------
+
+@pytest.mark.parametrize("count", [2, 3, 4])
+def test_bricks_stay_on_the_first_two_app_nodes_and_the_witness_whatever_the_app_count(count: int) -> None:
+    run = run_program("staging", plain_config("staging") | {"appNodeCount": count})
+    apps = [f"app{i}" for i in range(1, count + 1)]
+    # the mocks hand out addresses in the program's node order
+    ips = Addresses.placeholders(plain_config("staging")["vpcIpRange"], [*apps, "witness"]).private
+    _, args = passed_args(run.by_name("storage-volume").raw_inputs["create"])
+    assert args["BRICKS"].split() == [ips["app1"], ips["app2"], ips["witness"]]
+    assert args["PEERS"].split() == [ips[n] for n in [*apps, "witness"]]
+    # every app node mounts the volume, brick or not
+    mounts = {r.name for r in run.registrations if r.name.endswith("-shared-mount")}
+    assert mounts == {f"{n}-shared-mount" for n in apps}
