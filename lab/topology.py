@@ -127,5 +127,11 @@ class LabNode:
 
 
 def nodes_for(names: list[str], prefix: str = PREFIX, base: Path | None = None,
-              generations: Mapping[str, int] | None = None) -> list[LabNode]:
-    return [LabNode(name, i, prefix, base, (generations or {}).get(name, 0)) for i, name in enumerate(names)]
+              generations: Mapping[str, int] | None = None, indexes: Mapping[str, int] | None = None,
+              ) -> list[LabNode]:
+    """LabNodes for `names` (the program's order). A node's index (its address slot)
+    is its place in `names` unless `indexes` fixes it: a node added later gets a slot
+    of its own, so no other node's addresses change."""
+    slots = indexes or {}
+    return [LabNode(name, slots.get(name, i), prefix, base, (generations or {}).get(name, 0))
+            for i, name in enumerate(names)]
