@@ -74,10 +74,11 @@ class Load:
 
 
 @contextmanager
-def writes_through_the_reserved_ip(tag: str, primary: LabNode) -> Iterator[Load]:
-    """A client writing without pause from 3 s before to 3 s after the block; the
-    canary table's earlier writer keys are cleared first (a duplicate would count as
-    written)."""
+def writes_through_the_reserved_ip(tag: str, primary: LabNode, lead_s: float = 3.0) -> Iterator[Load]:
+    """A client writing without pause from `lead_s` before to 3 s after the block (the
+    lead is a baseline: failures at negative times happened before the operation);
+    the canary table's earlier writer keys are cleared first (a duplicate would count
+    as written)."""
     Admin(primary).sudo("mariadb do_ha_canary -e \"DELETE FROM writes WHERE client_key LIKE 'w%'\"")
     out, stop = run_dir() / f"writer-{tag}.json", run_dir() / f"writer-{tag}.stop"
     stop.unlink(missing_ok=True)
@@ -85,7 +86,7 @@ def writes_through_the_reserved_ip(tag: str, primary: LabNode) -> Iterator[Load]
                                str(out), str(stop)], cwd=REPO_ROOT)
     load = Load()
     try:
-        time.sleep(3)
+        time.sleep(lead_s)
         load.started = time.time()
         yield load
         load.finished = time.time()

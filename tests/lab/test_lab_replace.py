@@ -36,7 +36,7 @@ def test_replacing_a_replica_converges_the_cluster_without_a_failed_write(nodes:
     # Files on the shared volume before the replacement: they must reach the new brick.
     Admin(bootstrap).sudo(f"sh -c 'mkdir -p /srv/shared/replace && for i in $(seq {FILES}); do "
                           "head -c 65536 /dev/urandom > /srv/shared/replace/f$i; done'")
-    with writes_through_the_reserved_ip("replace", bootstrap) as load:
+    with writes_through_the_reserved_ip("replace", bootstrap, lead_s=15) as load:
         figures = replace(victim.name, load.around([c["name"] for c in lab_plan(nodes)]))
     report.setdefault("operations", {})["replace-replica"] = figures | load.figures()
 
