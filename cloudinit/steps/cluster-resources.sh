@@ -37,6 +37,9 @@ done
 for app in "${apps[@]}"; do
 	[ -n "$(crm_attribute --node "$app" --name do-ha-db --query -q --lifetime forever 2>/dev/null)" ] ||
 		die "$app has not handed its database to pacemaker (db-handover); it would never run MariaDB"
+	# Every app node's web tier is in place (this step runs after each web-node):
+	# pacemaker may now run, and look for, nginx and the reserved IP there.
+	crm_attribute --node "$app" --name do-ha-web --update handed-over --lifetime forever
 done
 
 work=$(mktemp -d)
@@ -97,6 +100,13 @@ constraints=$(pcs -f "$work/cib.xml" constraint config --full)
 if ! grep -q 'location-mariadb-clone-handed-over' <<<"$constraints"; then
 	pcsf constraint location mariadb-clone rule constraint-id=location-mariadb-clone-handed-over \
 		resource-discovery=never score=-INFINITY not_defined do-ha-db
+fi
+# Likewise the active group: a node that joins later (its distribution nginx still
+# running) is not probed for it until its web tier is handed over, so pacemaker
+# never finds nginx running twice and restarts the active node's.
+if ! grep -q 'location-active-handed-over' <<<"$constraints"; then
+	pcsf constraint location active rule constraint-id=location-active-handed-over \
+		resource-discovery=never score=-INFINITY not_defined do-ha-web
 fi
 if ! grep -q 'colocation-active-mariadb-clone' <<<"$constraints"; then
 	pcsf constraint colocation add active with Promoted mariadb-clone INFINITY
