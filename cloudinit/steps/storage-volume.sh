@@ -44,17 +44,17 @@ connected() {
 wait_for "all ${#peer_ips[@]} gluster peers connected" 120 connected
 
 if ! gluster volume info "$VOLUME" >/dev/null 2>&1; then
-	bricks=()
-	for ip in "${brick_ips[@]}"; do bricks+=("$ip:$BRICK_DIR"); done
+	new_bricks=()
+	for ip in "${brick_ips[@]}"; do new_bricks+=("$ip:$BRICK_DIR"); done
 	if [ "$ARBITER" = yes ]; then
 		layout=(replica 3 arbiter 1)
 	else
 		log "warning: replica 2 without an arbiter can split-brain; add a witness node"
 		layout=(replica 2)
 	fi
-	log "creating volume $VOLUME: ${layout[*]} ${bricks[*]}"
+	log "creating volume $VOLUME: ${layout[*]} ${new_bricks[*]}"
 	# force: the bricks live on the droplets' root filesystem.
-	quiet gluster --mode=script volume create "$VOLUME" "${layout[@]}" "${bricks[@]}" force
+	quiet gluster --mode=script volume create "$VOLUME" "${layout[@]}" "${new_bricks[@]}" force
 else
 	# Brick N belongs to peer N (the arbiter's is last): a brick elsewhere is a
 	# replaced node's, and moves to the declared peer.
