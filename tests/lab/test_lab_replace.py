@@ -52,3 +52,26 @@ def test_replacing_a_replica_converges_the_cluster_without_a_failed_write(nodes:
                      {f"replace/f{i}" for i in range(1, FILES + 1)})
     # Client-visible: no failed write while a replica was replaced.
     assert not load.failed, f"{len(load.failed)} writes failed: {load.figures()['failed_writes_at_s']}"
+
+
+@pytest.mark.disruptive(order=2)
+def test_replacing_the_witness_converges_the_cluster_without_a_failed_write(nodes: list[LabNode],
+                                                                            report: dict) -> None:
+    _wait("a settled cluster", 300, lambda: _settled(nodes))
+    bootstrap, witness = nodes[0], nodes[-1]
+    assert _promoted(nodes) == bootstrap, f"expected {bootstrap.name} to be primary"
+    with writes_through_the_reserved_ip("replace-witness", bootstrap) as load:
+        figures = replace(witness.name, load.around([c["name"] for c in lab_plan(nodes)]))
+    report.setdefault("operations", {})["replace-witness"] = figures | load.figures()
+
+    nodes = lab_nodes()
+    new = nodes[-1]
+    assert new.name == witness.name and new.droplet_id != witness.droplet_id and new.private_ip != witness.private_ip
+    _wait("a settled cluster with the new witness", 300, lambda: _settled(nodes))
+    # the new arbiter brick holds every file's name (the arbiter keeps names and metadata, no data)
+    assert_converged(nodes, [witness], {a["key"] for a in load.acked},
+                     {f"replace/f{i}" for i in range(1, FILES + 1)})
+    # nothing but fencing runs on the witness
+    constraints = Admin(bootstrap).sudo("pcs constraint config").stdout
+    assert constraints.count(f"do-ha-stack-lab-{witness.name}") >= 2
+    assert not load.failed, f"{len(load.failed)} writes failed: {load.figures()['failed_writes_at_s']}"
