@@ -60,6 +60,8 @@ def test_replacing_the_witness_converges_the_cluster_without_a_failed_write(node
     _wait("a settled cluster", 300, lambda: _settled(nodes))
     bootstrap, witness = nodes[0], nodes[-1]
     assert _promoted(nodes) == bootstrap, f"expected {bootstrap.name} to be primary"
+    Admin(bootstrap).sudo(f"sh -c 'mkdir -p /srv/shared/witness && for i in $(seq {FILES}); do "
+                          "head -c 4096 /dev/urandom > /srv/shared/witness/f$i; done'")
     with writes_through_the_reserved_ip("replace-witness", bootstrap) as load:
         figures = replace(witness.name, load.around([c["name"] for c in lab_plan(nodes)]))
     report.setdefault("operations", {})["replace-witness"] = figures | load.figures()
@@ -70,7 +72,7 @@ def test_replacing_the_witness_converges_the_cluster_without_a_failed_write(node
     _wait("a settled cluster with the new witness", 300, lambda: _settled(nodes))
     # the new arbiter brick holds every file's name (the arbiter keeps names and metadata, no data)
     assert_converged(nodes, [witness], {a["key"] for a in load.acked},
-                     {f"replace/f{i}" for i in range(1, FILES + 1)})
+                     {f"witness/f{i}" for i in range(1, FILES + 1)})
     # nothing but fencing runs on the witness
     constraints = Admin(bootstrap).sudo("pcs constraint config").stdout
     assert constraints.count(f"do-ha-stack-lab-{witness.name}") >= 2
