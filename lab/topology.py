@@ -57,17 +57,20 @@ FIRST_HOST = 11
 # .250 the lab's own clients.
 SKIPPED_BLOCKS = range(91, 111)
 LAST_HOST = 249
+MAX_GENERATION = 20  # the last block that fits below LAST_HOST
 
 
 def host_number(index: int, generation: int) -> int:
     """The last octet of a node's addresses (public, private, anchor)."""
     if not 0 <= index < GENERATION_BLOCK:
         raise ValueError(f"node index {index}: the lab has room for {GENERATION_BLOCK} nodes")
+    if not 0 <= generation <= MAX_GENERATION:
+        raise ValueError(f"generation {generation}: a lab node can be replaced {MAX_GENERATION} times; "
+                         "bring the lab up again")
     host = FIRST_HOST + GENERATION_BLOCK * generation + index
     if host >= SKIPPED_BLOCKS.start:
         host += len(SKIPPED_BLOCKS)
-    if generation < 0 or host > LAST_HOST:
-        raise ValueError(f"generation {generation}: no addresses left for a replaced node (0..20)")
+    assert host <= LAST_HOST
     return host
 
 
