@@ -33,6 +33,14 @@ if managed_by_pacemaker mariadb; then
 		systemctl stop mariadb.service
 	fi
 	handed_over
+	# Room for this node in the clone: an added node hands over before
+	# cluster-resources sets the declared count (it runs last).
+	nodes_ready=$(cibadmin --query --scope nodes | grep -c 'name="do-ha-db" value="handed-over"' || true)
+	clone_max=$(crm_resource --resource mariadb-clone --meta --get-parameter clone-max 2>/dev/null | awk '{ n = $NF } END { print n + 0 }')
+	if [ "$nodes_ready" -gt "$clone_max" ]; then
+		log "raising the MariaDB clone's size to $nodes_ready"
+		quiet crm_resource --resource mariadb-clone --meta --set-parameter clone-max --parameter-value "$nodes_ready"
+	fi
 	wait_for "pacemaker to run mariadb on $me" "$JOIN_WAIT_S" runs_here
 	wait_for "mariadb on $me to replicate" "$JOIN_WAIT_S" replicating
 	log "pacemaker runs mariadb"
