@@ -8,8 +8,13 @@
 #   API_URL           the DigitalOcean API the agents call
 #   HOST_MAP          node name to droplet id, name:id;name:id...
 #   WITNESS           the witness's node name, or - without one
-#   APP_MEMBERS       the app nodes as NAME=PRIVATE_IP, space separated, the
-#                     bootstrap node last (it wins the first election on equal GTIDs)
+#   APP_MEMBERS       the app nodes as NAME=PRIVATE_IP, space separated
+#   DB_NODES          every app node name the stack can have (appNodeCount up to its
+#                     maximum), space separated, the bootstrap node last (it wins the
+#                     first election on equal GTIDs): the agent's node_list. It stays
+#                     the same when the app tier scales, because a change to it
+#                     restarts MariaDB on every node (the agent cannot reload it); the
+#                     agent skips names that are not in the cluster.
 #   STONITH_TIMEOUT, FENCE_MONITOR                      fencing
 #   DB_PROMOTED_MONITOR, DB_UNPROMOTED_MONITOR,
 #   DB_MONITOR_TIMEOUT, DB_OP_TIMEOUT                   the mariadb resource
@@ -19,17 +24,17 @@
 #   PROMOTION_WAIT_S, RESERVED_IP_WAIT_S                how long this step waits
 # Bundle: secret REPL_PASSWORD.
 set -euo pipefail
-step_args RESERVED_IP API_URL HOST_MAP WITNESS APP_MEMBERS STONITH_TIMEOUT FENCE_MONITOR \
+step_args RESERVED_IP API_URL HOST_MAP WITNESS APP_MEMBERS DB_NODES STONITH_TIMEOUT FENCE_MONITOR \
 	DB_PROMOTED_MONITOR DB_UNPROMOTED_MONITOR DB_MONITOR_TIMEOUT DB_OP_TIMEOUT WEB_MONITOR WEB_MONITOR_TIMEOUT \
 	RESERVED_IP_MONITOR RESERVED_IP_MONITOR_TIMEOUT RESERVED_IP_START_TIMEOUT PROMOTION_WAIT_S RESERVED_IP_WAIT_S -- "$@"
 read -ra app_specs <<<"$APP_MEMBERS"
 read_bundle
 [ -n "${SECRET_REPL_PASSWORD:-}" ] || die "no replication password on stdin"
 
-apps=() node_list=""
+apps=()
 for spec in "${app_specs[@]}"; do
 	apps+=("${spec%%=*}")
-	node_list+="${node_list:+ }${spec%%=*}"
+	[[ " $DB_NODES " == *" ${spec%%=*} "* ]] || die "app node ${spec%%=*} is not in DB_NODES ($DB_NODES)"
 	# The address other nodes replicate from (the agent falls back to uname -n).
 	crm_attribute --lifetime forever --node "${spec%%=*}" --name mariadb_mysql_master_IP --update "${spec#*=}"
 done
@@ -62,7 +67,7 @@ pcsf property set stonith-enabled=true stonith-action=off stonith-timeout="$STON
 
 db=(binary=/usr/bin/mariadbd-safe config=/etc/mysql/my.cnf datadir=/var/lib/mysql
 	pid=/run/mysqld/mysqld.pid socket=/run/mysqld/mysqld.sock log=/var/log/mysql/error.log
-	replication_user=repl node_list="$node_list")
+	replication_user=repl node_list="$DB_NODES")
 if exists mariadb; then
 	pcsf resource update mariadb "${db[@]}"
 else

@@ -64,6 +64,8 @@ class Load:
 
     def figures(self) -> dict[str, Any]:
         done = sorted(a["t"] + a["took"] for a in self.acked)
+        if self.attempts and self.attempts[-1]["outcome"] != "ok":  # still failing when the writer stopped
+            done.append(self.attempts[-1]["t"] + self.attempts[-1]["took"])
         gap = max((b - a for a, b in itertools.pairwise(done)), default=0.0)
         during = [a for a in self.acked if self.started <= a["t"] <= self.finished]
         return {"writes_acked": len(self.acked), "writes_during_operation": len(during),

@@ -245,3 +245,16 @@ def test_bricks_stay_on_the_first_two_app_nodes_and_the_witness_whatever_the_app
     # every app node mounts the volume, brick or not
     mounts = {r.name for r in run.registrations if r.name.endswith("-shared-mount")}
     assert mounts == {f"{n}-shared-mount" for n in apps}
+
+
+def test_the_database_agents_node_list_never_changes_when_the_app_tier_scales() -> None:
+    # A change to the agent's node_list restarts MariaDB on every node.
+    seen = set()
+    for count in (2, 3, 4):
+        run = run_program("staging", plain_config("staging") | {"appNodeCount": count})
+        _, args = passed_args(run.by_name("cluster-resources").raw_inputs["create"])
+        names = args["DB_NODES"].split()
+        assert names[-1].endswith("-app1")  # the bootstrap node last
+        assert {spec.split("=")[0] for spec in args["APP_MEMBERS"].split()} <= set(names)
+        seen.add(args["DB_NODES"])
+    assert len(seen) == 1, seen
