@@ -113,7 +113,8 @@ class Database(pulumi.ComponentResource):
         for node in sorted(apps, key=lambda n: n is bootstrap):
             first = node is bootstrap
             self.handed_over[node.name] = step_command(
-                f"{node.name}-db-handover", "db-handover", node, {"BOOTSTRAP": "yes" if first else "no"},
+                f"{node.name}-db-handover", "db-handover", node,
+                {"BOOTSTRAP": "yes" if first else "no", "JOIN_WAIT_S": tuning.DB_JOIN_WAIT_S},
                 connect, Bundle(), cfg, self,
                 depends_on=[cluster_formed, self.configured[node.name], *self.seeded.values(),
                             *(list(self.handed_over.values()) if first else [])])

@@ -1,5 +1,11 @@
-"""GlusterFS: one volume replicated over the app nodes, the witness as arbiter,
-mounted at /srv/shared on every app node."""
+"""GlusterFS: one volume with a full copy on each of the first two app nodes and
+the witness as arbiter, mounted at /srv/shared on every app node.
+
+App nodes beyond the first two are peers of the pool and mount the volume, but
+hold no brick: GlusterFS's arbiter layout is exactly two data bricks and one
+arbiter per replica set, two full copies already survive the loss of any one
+node, and a third would add a synchronous write to every file operation. Scaling
+the app tier in or out therefore never moves data (see README, "Scaling")."""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import pulumi
 
 from infra import tuning
 from infra.config import StackConfig
-from infra.nodes import Nodes
+from infra.nodes import Node, Nodes
 from infra.remote import Bundle, Connector, step_command
 
 VOLUME = "shared"
@@ -15,13 +21,12 @@ MOUNTPOINT = "/srv/shared"
 BRICK_DIR = "/var/lib/do-ha-stack/bricks/shared"
 
 
-# Data bricks live on the first two app nodes; more app nodes mount the volume as
-# clients. The arbiter layout (replica 3 arbiter 1) takes exactly two data bricks
-# and the witness's arbiter per replica set: a third data brick would mean a
-# full third copy written synchronously on every write (slower, and no arbiter),
-# and a second replica set would need three more bricks. So scaling out adds web
-# capacity, not copies, and scaling in never takes a brick away.
-DATA_BRICKS = 2
+DATA_BRICKS = 2  # full copies: the first two app nodes
+
+
+def brick_nodes(nodes: Nodes) -> list[Node]:
+    """The nodes holding a brick, in the volume's brick order (the arbiter last)."""
+    return nodes.app_nodes[:DATA_BRICKS] + ([nodes.witness] if nodes.witness else [])
 
 
 class SharedStorage(pulumi.ComponentResource):
@@ -30,32 +35,28 @@ class SharedStorage(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, nodes: Nodes, connect: Connector,
                  prepared: dict[str, pulumi.Resource], opts: pulumi.ResourceOptions) -> None:
         super().__init__("do-ha-stack:storage:SharedStorage", name, None, opts)
-        # App bricks first, the arbiter (witness) last: gluster makes the last
+        # Data bricks first, the arbiter (witness) last: gluster makes the last
         # brick of each replica set the arbiter.
-        data = nodes.app_nodes[:DATA_BRICKS]
-        bricks = data + ([nodes.witness] if nodes.witness else [])
+        witness = [nodes.witness] if nodes.witness else []
         if not cfg.witness:
             pulumi.log.warn("no witness: the shared volume is plain replica 2, which can split-brain; "
                             "set do-ha-stack:witness true for an arbiter", resource=self)
-        brick_ips = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in bricks])
-        client_ips = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in nodes.nodes])
+        ips = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in nodes.app_nodes + witness])
+        bricks = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in brick_nodes(nodes)])
         self.volume: pulumi.Resource = step_command(
             "storage-volume", "storage-volume", nodes.bootstrap,
             {"VOLUME": VOLUME, "BRICK_DIR": BRICK_DIR, "ARBITER": "yes" if cfg.witness else "no",
-             "ALLOW": client_ips.apply(",".join), "PEERS": brick_ips.apply(" ".join),
+             "ALLOW": ips.apply(",".join), "PEERS": ips.apply(" ".join), "BRICKS": bricks.apply(" ".join),
              "PING_TIMEOUT_S": tuning.GLUSTER_PING_TIMEOUT_S, "QUORUM_TYPE": tuning.GLUSTER_QUORUM_TYPE,
-             "PROBE_TIMEOUT_S": tuning.GLUSTER_PROBE_TIMEOUT_S},
+             "PROBE_TIMEOUT_S": tuning.GLUSTER_PROBE_TIMEOUT_S, "HEAL_WAIT_S": tuning.GLUSTER_HEAL_WAIT_S},
             connect, Bundle(), cfg, self, depends_on=list(prepared.values()))
-        servers = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in data])
+        app_ips = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in nodes.app_nodes])
         self.mounts: dict[str, pulumi.Resource] = {}
-        for node in nodes.app_nodes:
-            # A brick node fetches the volume layout from itself first, a client node
-            # from the first brick node; the other brick nodes are the backups.
-            own = data.index(node) if node in data else None
+        for i, node in enumerate(nodes.app_nodes):
+            # Each node fetches the volume layout from itself first, the others as backups.
             self.mounts[node.name] = step_command(
                 f"{node.name}-shared-mount", "storage-mount", node,
-                {"VOLUME": VOLUME, "MOUNTPOINT": MOUNTPOINT,
-                 "SERVER": servers.apply(lambda a, i=own: a[i if i is not None else 0]),
-                 "BACKUP_SERVERS": servers.apply(lambda a, i=own: ":".join(a[:i or 0] + a[(i or 0) + 1:]))},
+                {"VOLUME": VOLUME, "MOUNTPOINT": MOUNTPOINT, "SERVER": app_ips.apply(lambda a, i=i: a[i]),
+                 "BACKUP_SERVERS": app_ips.apply(lambda a, i=i: ":".join(a[:i] + a[i + 1:]))},
                 connect, Bundle(), cfg, self, depends_on=[self.volume])
         self.register_outputs({"mountpoint": MOUNTPOINT})

@@ -84,6 +84,9 @@ GLUSTER_PING_TIMEOUT_S = 5
 GLUSTER_QUORUM_TYPE = "auto"
 # Bound on one `gluster peer probe` (the CLI can otherwise hang on a dead peer).
 GLUSTER_PROBE_TIMEOUT_S = 60
+# A replaced node's brick is filled from the others before the step succeeds:
+# time for a few GiB over the VPC; a longer heal fails the step with its backlog.
+GLUSTER_HEAL_WAIT_S = 900
 
 # --- droplets --------------------------------------------------------------------------
 # Deleting a droplet with graceful_shutdown first shuts it down; pacemaker stopping
@@ -102,8 +105,12 @@ REPLACE_SETTLE_POLL_S = 10
 
 # --- MariaDB -------------------------------------------------------------------------
 # A primary whose replica is gone waits this long for an acknowledgement, then
-# commits alone (semi-sync falls back to asynchronous).
-SEMI_SYNC_TIMEOUT_MS = 1000
+# commits alone (semi-sync falls back to asynchronous). Every time the last replica
+# disconnects (a replica replaced, restarted or handed to pacemaker) one commit
+# waits this long: kept under a client's usual 1 s timeout, so that costs a slow
+# write, not a failed one (measured in the lab: 1000 ms failed one write per
+# replica departure), and still hundreds of VPC round trips.
+SEMI_SYNC_TIMEOUT_MS = 500
 # The stack's own CA lives ten years; node certificates two, re-issued by a
 # `pulumi up` in their last month.
 DB_CA_VALIDITY_HOURS = 10 * 365 * 24
@@ -113,6 +120,10 @@ DB_CERT_RENEW_BEFORE_HOURS = 30 * 24
 # on the node (its own operation timeout is DB_OP_TIMEOUT, 120 s), a replica
 # reconnecting before it is judged, replication healthy after a seed.
 DB_SEED_WAIT_S = 120
+# A node joining a running cluster (replaced or added) hands its seeded server to
+# pacemaker: a stop, a start by the agent (InnoDB recovery, relay logs) and
+# replication catching up.
+DB_JOIN_WAIT_S = 180
 
 # --- accounts on every node (login.defs) ---------------------------------------------
 # New files private to their owner and group by default.

@@ -102,10 +102,27 @@ def make_network(nodes: list[LabNode]) -> None:
     plug(SWITCH_NS, "br-pub", "p-auditor", AUDITOR_NS, "eth0")
     configure(AUDITOR_NS, "eth0", f"{AUDITOR_IP}/{prefix}")
     for node in nodes:
-        add_namespace(node.netns)
-        # The nodes' addresses come from their own network-config (cloud-init).
-        plug(SWITCH_NS, "br-pub", node.veth_pub, node.netns, "eth0")
-        plug(SWITCH_NS, "br-vpc", node.veth_vpc, node.netns, "eth1")
+        plug_node(node)
+
+
+def plug_node(node: LabNode) -> None:
+    """The node's own namespace, cabled to both bridges of the switch. Its addresses
+    come from its own network-config (cloud-init)."""
+    add_namespace(node.netns)
+    plug(SWITCH_NS, "br-pub", node.veth_pub, node.netns, "eth0")
+    plug(SWITCH_NS, "br-vpc", node.veth_vpc, node.netns, "eth1")
+
+
+def unplug_node(node: LabNode, timeout: float = 10.0) -> None:
+    """Remove the node's namespace (its interfaces, addresses, firewall and
+    connection state with it) and wait until the switch's cable ends are gone."""
+    sh("ip", "netns", "delete", node.netns, check=False)
+    deadline = time.monotonic() + timeout
+    links = [node.veth_pub, node.veth_vpc]
+    while any(sh("ip", "-n", SWITCH_NS, "link", "show", link, check=False, capture=True) for link in links):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{node.name}: the switch still has {links} after its namespace went")
+        time.sleep(0.1)
 
 
 # --- nodes ------------------------------------------------------------------------
@@ -247,6 +264,46 @@ def kill_node(node: LabNode) -> None:
         kill_pids(pids)
         time.sleep(0.1)
     raise RuntimeError(f"{node.name}: processes survive SIGKILL: {pids}")
+
+
+def destroy_node(node: LabNode) -> None:
+    """The droplet is gone: its processes, its disk (overlay upper layer) and its network."""
+    kill_node(node)
+    for point in mounts_under(node.dir):
+        sh("umount", "-l", point)
+    if node.dir.exists():
+        sh("rm", "-rf", "--one-file-system", str(node.dir))
+    unplug_node(node)
+
+
+def _running(node: LabNode, names: frozenset[str]) -> list[str]:
+    """Which of the processes `names` (by comm) still run in the node."""
+    found = []
+    for pid in pids_in_netns(Path(f"/run/netns/{node.netns}")):
+        with contextlib.suppress(OSError):
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            if comm in names:
+                found.append(comm)
+    return found
+
+
+def stop_gracefully(node: LabNode, timeout: float, services: frozenset[str] = frozenset()) -> bool:
+    """What a droplet's graceful shutdown does (ACPI power button): the node's
+    systemd powers off, stopping its services in order. Done when the container
+    has ended or, if `services` is given, once none of those processes runs (what
+    the other nodes see of a shutdown; the rest of it is the container's own).
+    True if that happened within `timeout` seconds."""
+    init = container_init(node)
+    if init is None:
+        return True
+    # SIGRTMIN+4 asks systemd for a clean poweroff (systemd(1), "Signals").
+    os.kill(init, signal.SIGRTMIN + 4)
+    deadline = time.monotonic() + timeout
+    while container_init(node) is not None and (not services or _running(node, services)):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def teardown(prefix: str, base: Path) -> None:

@@ -168,3 +168,13 @@ def _run(cmd: dict[str, Any], text: str, key_file: Path,
          context: Callable[[], AbstractContextManager[None]]) -> subprocess.CompletedProcess[str]:
     with context():
         return ssh(cmd, text, key_file)
+
+
+def forget(node: str) -> list[str]:
+    """Drop what ran on a destroyed node from the replay state (the engine deletes a
+    droplet's commands with it), so a node of that name made later runs them all."""
+    state_path = run_dir() / "replay.json"
+    state: dict[str, str] = json.loads(state_path.read_text()) if state_path.exists() else {}
+    gone = sorted(name for name in state if name.startswith(f"{node}-"))
+    state_path.write_text(json.dumps({k: v for k, v in state.items() if k not in gone}, indent=1))
+    return gone

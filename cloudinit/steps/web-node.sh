@@ -35,13 +35,21 @@ if changed /usr/local/lib/do-ha-stack/canary.py || ! systemctl is-active --quiet
 fi
 nginx -t -q
 
-# From now on pacemaker starts nginx where the reserved IP is.
+# From now on pacemaker starts nginx where the reserved IP is. On any other node
+# nginx must not run: a node joining a running cluster comes with the package's
+# nginx started, which pacemaker would find running beside the active node's and
+# restart the active group (see cluster-resources.sh for when it starts looking).
 systemctl disable nginx.service >/dev/null 2>&1
-if managed_by_pacemaker web; then
+runs_web_here() {
+	local me
+	me=$(crm_node -n 2>/dev/null) || return 1
+	grep -qx "resource web is running on: $me" <<<"$(crm_resource --resource web --locate 2>/dev/null || true)"
+}
+if managed_by_pacemaker web && runs_web_here; then
 	if systemctl is-active --quiet nginx.service; then
 		systemctl reload nginx.service
 	fi
-	log "site updated; pacemaker runs nginx"
+	log "site updated; pacemaker runs nginx here"
 else
 	systemctl stop nginx.service
 	log "site installed; nginx is left to pacemaker"

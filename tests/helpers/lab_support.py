@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from infra import tuning
+from lab.standin import call_api
 from lab.topology import SSH_OPTS, SWITCH_NS, LabNode, run_dir
 
 
@@ -77,30 +78,9 @@ def probe_tcp(host: str, ports: list[int], source: str = "", netns: str = SWITCH
 __all__ = ["Admin", "in_lab", "probe_tcp", "SSH_OPTS", "socket"]
 
 
-API_CLIENT = r"""
-import json, sys, urllib.request, urllib.error
-method, url, token, body = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-req = urllib.request.Request(url, method=method, data=body.encode() if body else None,
-                             headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-try:
-    with urllib.request.urlopen(req, timeout=10) as r:
-        print(json.dumps({"status": r.status, "body": json.loads(r.read() or b"null")}))
-except urllib.error.HTTPError as e:
-    print(json.dumps({"status": e.code, "body": json.loads(e.read() or b"null")}))
-"""
-
-
 def api(method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
     """Call the lab's DigitalOcean stand-in from the lab's public side."""
-    from lab.topology import API_URL
-
-    token = token if token is not None else (run_dir() / "api_token").read_text().strip()
-    # The token travels on stdin-free argv of a process inside the lab only; it is a lab token.
-    result = subprocess.run(["ip", "netns", "exec", SWITCH_NS, "python3", "-c", API_CLIENT, method,
-                             API_URL + path, token, json.dumps(body) if body else ""],
-                            capture_output=True, text=True, timeout=30, check=True)
-    reply = json.loads(result.stdout)
-    return reply["status"], reply["body"]
+    return call_api(method, path, body, token)
 
 
 @contextmanager
