@@ -133,6 +133,11 @@ def replace(r: Replacement, ops: Operations, yes: bool = False) -> Report:
         raise ReplaceError(f"pulumi up failed or was declined; {r.node} stays in standby until it runs through "
                            f"(re-run make replace), or `pcs node unstandby {r.host}` on {helper} to undo")
     pcs(ops, helper, "node", "unstandby", r.host)
+    return settled(ops)
+
+
+def settled(ops: Operations) -> Report:
+    """The stack's health once it is healthy again, or when the settle time is up."""
     deadline = time.monotonic() + tuning.REPLACE_SETTLE_TIMEOUT_S
     while True:
         after = ops.health()
@@ -164,15 +169,20 @@ def cli_operations(args: argparse.Namespace, env: Mapping[str, str]) -> Operatio
     return Operations(health, run_on, pulumi)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tooling.replace_node", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stack", required=True)
-    parser.add_argument("--node", required=True, help="exactly one node: app1.., witness")
+def add_operation_options(parser: argparse.ArgumentParser) -> None:
+    """What every node operation takes besides its own arguments."""
     parser.add_argument("--yes", action="store_true", help="pass --yes to pulumi up (no confirmation)")
     parser.add_argument("--outputs", help="the stack outputs as JSON instead of asking pulumi")
     parser.add_argument("--user", help="SSH user (default: the stack's deployUser)")
     parser.add_argument("--identity", help="SSH private key")
     parser.add_argument("--ssh-option", action="append", default=[], metavar="OPTION")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tooling.replace_node", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", required=True)
+    parser.add_argument("--node", required=True, help="exactly one node: app1.., witness")
+    add_operation_options(parser)
     args = parser.parse_args(argv)
     try:
         r = plan(args.stack, args.node)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Sequence
 
 from infra import tuning
@@ -33,7 +32,7 @@ from tooling.engine_model import plan as engine_plan
 from tooling.health import Report
 from tooling.health import render as render_screen
 from tooling.mocks import MOCK_SECRETS, run_program
-from tooling.replace_node import Operations, ReplaceError, cli_operations, pcs
+from tooling.replace_node import Operations, ReplaceError, add_operation_options, cli_operations, pcs, settled
 from tooling.status import StatusError
 
 
@@ -86,23 +85,14 @@ def scale(stack: str, count: int, ops: Operations, yes: bool = False) -> Report:
     if ops.pulumi(["up", "--stack", stack, *(["--yes"] if yes else [])]) != 0:
         raise ReplaceError(f"pulumi up failed or was declined; Pulumi.{stack}.yaml now says {count} app nodes: "
                            f"run `make up STACK={stack}` again, or set it back to {current}")
-    deadline = time.monotonic() + tuning.REPLACE_SETTLE_TIMEOUT_S
-    while True:
-        after = ops.health()
-        if after.healthy or time.monotonic() > deadline:
-            return after
-        ops.sleep(tuning.REPLACE_SETTLE_POLL_S)
+    return settled(ops)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tooling.scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", required=True)
     parser.add_argument("--app-nodes", required=True, type=int)
-    parser.add_argument("--yes", action="store_true", help="pass --yes to pulumi up (no confirmation)")
-    parser.add_argument("--outputs", help="the stack outputs as JSON instead of asking pulumi")
-    parser.add_argument("--user", help="SSH user (default: the stack's deployUser)")
-    parser.add_argument("--identity", help="SSH private key")
-    parser.add_argument("--ssh-option", action="append", default=[], metavar="OPTION")
+    add_operation_options(parser)
     args = parser.parse_args(argv)
     try:
         check_count(args.stack, args.app_nodes)  # bad input: refused before anything runs
