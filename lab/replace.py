@@ -22,7 +22,7 @@ from typing import Any
 
 from lab import image, replay
 from lab.containers import (
-    boot, destroy_node, heal_spawn_failures, load_state, log, plug_node, prepare_root, state_file,
+    boot, destroy_node, foreground, heal_spawn_failures, load_state, log, plug_node, prepare_root, state_file,
     stop_gracefully, wait_for_cloud_init,
 )
 from lab.stack import lab_config, lab_nodes, lab_plan, render_lab
@@ -84,8 +84,9 @@ def create(node: LabNode) -> None:
         raise RuntimeError(f"the API stand-in refused the new droplet {record['id']}: {status} {body}")
     plug_node(node)
     prepare_root(node, image.ensure_image("node"), (out / node.name / "user-data").read_text())
-    boot(node)
+    boot(node, background=True)
     result = wait_for_cloud_init([node])[node.name]
+    foreground(node)
     if result.get("errors"):
         raise RuntimeError(f"cloud-init reported errors on the new {node.name}: {result['errors']}")
     heal_spawn_failures(node)
