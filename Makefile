@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STACK  ?= staging
 OUT    ?= build/$(STACK)
 
-.PHONY: setup lint test test-unit render bench bench-seed lab lab-down host-packages preview up destroy state-bucket
+.PHONY: setup lint test test-unit render bench bench-seed lab lab-down host-packages preview up destroy state-bucket state-upgrade status replace scale
 
 # requirements-dev.txt: the program's requirements.txt and policy/requirements.txt,
 # plus what the tests, the lab, the tooling and the linter need.
@@ -60,6 +60,33 @@ GIVEN_STACK = $(if $(filter file,$(origin STACK)),,$(STACK))
 
 preview up destroy: setup
 	CONFIRM_DESTROY_PROD='$(CONFIRM_DESTROY_PROD)' $(PY) -m tooling.cli_guard $@ '$(GIVEN_STACK)' $(ARGS)
+
+# Once after upgrading do-ha-stack: take resources this version retires out of the
+# stack's state without their provider deleting anything (`make up` refuses until then).
+state-upgrade: setup
+	$(if $(GIVEN_STACK),,$(error STACK is required: make state-upgrade STACK=staging (or STACK=prod)))
+	$(PY) -m tooling.state_upgrade '$(GIVEN_STACK)' $(ARGS)
+
+# One screen of a running stack's health; exits 1 when anything is degraded, so it
+# can gate a deploy (2: could not run). Node addresses from `pulumi stack output`,
+# or OUTPUTS=file.json (saved with `pulumi stack output --json`). SSH as the stack's
+# deployUser with your own key; DIGITALOCEAN_TOKEN in the environment adds the API's
+# view. STACK=lab asks the lab running on this machine (root). Extra: ARGS='--json'.
+status: setup
+	$(if $(filter lab,$(GIVEN_STACK)),$(PY) -m lab health $(ARGS),$(PY) -m tooling.status --stack '$(GIVEN_STACK)' $(if $(OUTPUTS),--outputs '$(OUTPUTS)') $(ARGS))
+
+# Replace one node's droplet while the stack serves (README, "Replacing a node"):
+# make replace STACK=prod NODE=app2 [ARGS=--yes]
+replace: setup
+	$(if $(GIVEN_STACK),,$(error STACK is required: make replace STACK=staging NODE=app2))
+	$(if $(NODE),,$(error NODE is required: make replace STACK=$(GIVEN_STACK) NODE=app2 (one of app1.., witness)))
+	$(PY) -m tooling.replace_node --stack '$(GIVEN_STACK)' --node '$(NODE)' $(ARGS)
+
+# Change the number of app nodes (README, "Scaling app nodes"): make scale STACK=staging APP_NODES=3
+scale: setup
+	$(if $(GIVEN_STACK),,$(error STACK is required: make scale STACK=staging APP_NODES=3))
+	$(if $(APP_NODES),,$(error APP_NODES is required: make scale STACK=$(GIVEN_STACK) APP_NODES=3))
+	$(PY) -m tooling.scale --stack '$(GIVEN_STACK)' --app-nodes '$(APP_NODES)' $(ARGS)
 
 # The Pulumi state bucket on DigitalOcean Spaces (private, versioned):
 # make state-bucket BUCKET=name REGION=fra1 [ENDPOINT=https://...]

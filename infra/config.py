@@ -77,8 +77,12 @@ class StackConfig:
 
     @property
     def node_names(self) -> tuple[str, ...]:
-        names = tuple(f"app{i}" for i in range(1, self.app_node_count + 1))
-        return names + (("witness",) if self.witness else ())
+        return app_names(self.app_node_count) + (("witness",) if self.witness else ())
+
+
+def app_names(count: int) -> tuple[str, ...]:
+    """The first `count` app nodes' names: app1, app2, ..."""
+    return tuple(f"app{i}" for i in range(1, count + 1))
 
 
 # --- value checkers: each returns the clean value or raises ConfigError -----

@@ -16,7 +16,7 @@ import pulumi_tls as tls
 from infra import tuning
 from infra.cluster import member_specs
 from infra.config import StackConfig
-from infra.naming import child_opts, droplet_name, stack_tag
+from infra.naming import child_opts, derived_opts, droplet_name, stack_tag
 from infra.nodes import Nodes
 from infra.paths import read
 from infra.ports import CLUSTER_TCP_PORT_RANGES
@@ -58,7 +58,7 @@ class Database(pulumi.ComponentResource):
             subject=tls.SelfSignedCertSubjectArgs(common_name=f"{stack_tag(cfg)} MariaDB CA",
                                                   organization="do-ha-stack"),
             validity_period_hours=tuning.DB_CA_VALIDITY_HOURS, allowed_uses=["cert_signing", "crl_signing"],
-            opts=child_opts(cfg, self))
+            opts=derived_opts(self))
         self.ca_cert_pem: pulumi.Output[str] = ca.cert_pem
 
         self.configured: dict[str, pulumi.Resource] = {}
@@ -70,14 +70,14 @@ class Database(pulumi.ComponentResource):
                 subject=tls.CertRequestSubjectArgs(common_name=droplet_name(cfg, node.name),
                                                    organization="do-ha-stack"),
                 ip_addresses=[node.droplet.ipv4_address_private], dns_names=[droplet_name(cfg, node.name)],
-                opts=child_opts(cfg, self))
+                opts=derived_opts(self))
             cert = tls.LocallySignedCert(
                 f"{node.name}-db-cert", cert_request_pem=csr.cert_request_pem,
                 ca_private_key_pem=ca_key.private_key_pem, ca_cert_pem=ca.cert_pem,
                 validity_period_hours=tuning.DB_CERT_VALIDITY_HOURS,
                 early_renewal_hours=tuning.DB_CERT_RENEW_BEFORE_HOURS,
                 allowed_uses=["digital_signature", "key_encipherment", "server_auth", "client_auth"],
-                opts=child_opts(cfg, self))
+                opts=derived_opts(self))
             files = [
                 NodeFile("/etc/mysql/tls/ca.pem", ca.cert_pem),
                 NodeFile("/etc/mysql/tls/server.pem", cert.cert_pem),
@@ -113,7 +113,8 @@ class Database(pulumi.ComponentResource):
         for node in sorted(apps, key=lambda n: n is bootstrap):
             first = node is bootstrap
             self.handed_over[node.name] = step_command(
-                f"{node.name}-db-handover", "db-handover", node, {"BOOTSTRAP": "yes" if first else "no"},
+                f"{node.name}-db-handover", "db-handover", node,
+                {"BOOTSTRAP": "yes" if first else "no", "JOIN_WAIT_S": tuning.DB_JOIN_WAIT_S},
                 connect, Bundle(), cfg, self,
                 depends_on=[cluster_formed, self.configured[node.name], *self.seeded.values(),
                             *(list(self.handed_over.values()) if first else [])])

@@ -11,7 +11,7 @@ import pulumi
 
 from infra import tuning
 from infra.cluster import member_specs
-from infra.config import StackConfig
+from infra.config import MAX_APP_NODES, StackConfig, app_names
 from infra.naming import droplet_name, moved_from
 from infra.nodes import Nodes
 from infra.remote import Bundle, Connector, step_command
@@ -27,13 +27,15 @@ class Failover(pulumi.ComponentResource):
         names = [droplet_name(cfg, n.name) for n in nodes.nodes]
         host_map = pulumi.Output.all(*[n.droplet.id for n in nodes.nodes]).apply(
             lambda ids: ";".join(f"{name}:{i}" for name, i in zip(names, ids, strict=True)))
-        # The bootstrap node goes last: on equal GTIDs the agent promotes the last one.
-        apps = nodes.app_nodes[1:] + nodes.app_nodes[:1]
+        # Every app node the stack can have, the bootstrap node last: on equal GTIDs
+        # the agent promotes the last one (see cluster-resources.sh).
+        bootstrap = droplet_name(cfg, nodes.bootstrap.name)
+        db_nodes = [n for n in (droplet_name(cfg, a) for a in app_names(MAX_APP_NODES)) if n != bootstrap] + [bootstrap]
         self.configured: pulumi.Resource = step_command(
             "cluster-resources", "cluster-resources", nodes.bootstrap,
             {"RESERVED_IP": reserved_ip, "API_URL": cfg.cluster_api_url, "HOST_MAP": host_map,
              "WITNESS": droplet_name(cfg, nodes.witness.name) if nodes.witness else "-",
-             "APP_MEMBERS": member_specs(cfg, apps),
+             "APP_MEMBERS": member_specs(cfg, nodes.app_nodes), "DB_NODES": " ".join(db_nodes),
              "STONITH_TIMEOUT": tuning.STONITH_TIMEOUT, "FENCE_MONITOR": tuning.FENCE_MONITOR_INTERVAL,
              "DB_PROMOTED_MONITOR": tuning.DB_PROMOTED_MONITOR,
              "DB_UNPROMOTED_MONITOR": tuning.DB_UNPROMOTED_MONITOR,

@@ -10,12 +10,13 @@ import pulumi
 import pulumi_command as command
 
 from infra.config import StackConfig
-from infra.naming import child_opts, moved_from
+from infra.naming import derived_opts, moved_from
 from infra.nodes import Nodes
-from infra.remote import Connector
+from infra.remote import NO_PREVIOUS_OUTPUT, Connector
 
 # cloud-init exits 0 when done, 1 on errors, 2 on recoverable errors; hardening
-# leaves a marker last, so its presence proves the whole first boot ran.
+# leaves a marker last, so its presence proves the whole first boot ran (rkhunter's
+# baseline goes on in the background: nothing here needs it, see harden.sh).
 WAIT_FOR_FIRST_BOOT = (
     "cloud-init status --wait >/dev/null; rc=$?; "
     'if [ "$rc" -ne 0 ]; then cloud-init status --long; exit "$rc"; fi; '
@@ -36,7 +37,8 @@ class FirstBoot(pulumi.ComponentResource):
                 f"{node.name}-first-boot",
                 connection=connect.to(node),
                 create=WAIT_FOR_FIRST_BOOT,
-                opts=child_opts(cfg, self, deleted_with=node.droplet, aliases=moved),
+                add_previous_output_in_env=NO_PREVIOUS_OUTPUT,
+                opts=derived_opts(self, deleted_with=node.droplet, aliases=moved),
             )
             for node in nodes.nodes
         }

@@ -34,6 +34,23 @@ def child_opts(cfg: StackConfig, parent: pulumi.Resource, **kwargs: Any) -> pulu
     return pulumi.ResourceOptions(parent=parent, protect=cfg.protect, **kwargs)
 
 
+def derived_opts(parent: pulumi.Resource, **kwargs: Any) -> pulumi.ResourceOptions:
+    """Options for a resource the program re-derives by replacement, never protected.
+
+    - Certificates renew by replacement (pulumi-tls marks them for it once they are
+      in their early-renewal window); a certificate request is replaced when its
+      node's address changes.
+    - A node's remote commands (deleted_with its droplet) are replaced with the
+      droplet when it is replaced: they re-run on the new node. They have no
+      delete action, so replacing or deleting one touches nothing on a node.
+
+    Protected, they would make the engine refuse every prod `up` from a renewal
+    window on, and every node replacement. They hold nothing that cannot be
+    issued or run again from the protected keys, passwords and droplets.
+    """
+    return pulumi.ResourceOptions(parent=parent, protect=False, **kwargs)
+
+
 def moved_from(parent_type: str, parent_name: str, grandparent: pulumi.Resource | None) -> list[pulumi.Alias]:
     """Aliases for a resource that moved to another component of the same stack.
 

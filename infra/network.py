@@ -36,22 +36,19 @@ class Network(pulumi.ComponentResource):
 
 
 class ReservedAddress(pulumi.ComponentResource):
-    """The reserved IP, assigned once to the first app node.
+    """The reserved IP, reserved in the region and never assigned by the program.
 
-    After that the cluster owns the assignment (it moves the IP on failover), so
-    the assignment ignores later changes of droplet: a `pulumi up` or
-    `pulumi up --refresh` must never move the IP back.
+    The cluster owns the assignment: pacemaker's reserved-ip agent assigns it to
+    the active node when it starts there, the first time and on every failover.
+    A program-side assignment would fight it: a `digitalocean_reserved_ip_assignment`
+    drops itself from state on refresh once the IP has moved (its Read clears the
+    id), so the next `up` would assign the IP back to the first node; and a
+    `droplet_id` on the reserved IP itself would be diffed against the holder.
+    Without either, refresh only records who holds the IP and no `up` moves it.
     """
 
-    def __init__(self, name: str, cfg: StackConfig, initial_droplet: do.Droplet,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("do-ha-stack:network:ReservedAddress", name, None, opts)
         self.ip = do.ReservedIp("reserved-ip", region=cfg.region, opts=child_opts(cfg, self))
-        self.assignment = do.ReservedIpAssignment(
-            "reserved-ip-initial-assignment",
-            ip_address=self.ip.ip_address,
-            droplet_id=initial_droplet.id.apply(int),
-            opts=child_opts(cfg, self, ignore_changes=["dropletId"]),
-        )
         self.address: pulumi.Output[str] = self.ip.ip_address
         self.register_outputs({"address": self.address})

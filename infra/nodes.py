@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_digitalocean as do
 
-from infra import userdata
+from infra import tuning, userdata
 from infra.access import Access
 from infra.config import StackConfig
 from infra.naming import child_opts, droplet_name, role_of
@@ -61,7 +61,15 @@ class Nodes(pulumi.ComponentResource):
                 user_data=authorized.apply(
                     lambda keys, host=host, role=role: userdata.render(cfg, host, role, keys)
                 ),
-                opts=child_opts(cfg, self, ignore_changes=_immutable_after_create(cfg)),
+                opts=child_opts(
+                    cfg, self, ignore_changes=_immutable_after_create(cfg),
+                    # A replacement takes the old node out of the cluster before its
+                    # successor boots under the same name: no two members answer to one
+                    # name, and no check of the bootstrap passes against the old node.
+                    delete_before_replace=True,
+                    # The provider's default delete timeout is 60 s; a graceful shutdown
+                    # of a cluster node (pacemaker moving resources off it) takes longer.
+                    custom_timeouts=pulumi.CustomTimeouts(delete=tuning.DROPLET_DELETE_TIMEOUT)),
             )
             self.nodes.append(Node(node, role, droplet))
         self.register_outputs({n.name: n.droplet.ipv4_address for n in self.nodes})

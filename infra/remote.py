@@ -23,7 +23,7 @@ import pulumi_command as command
 
 from infra import tuning
 from infra.config import StackConfig
-from infra.naming import child_opts
+from infra.naming import derived_opts
 from infra.nodes import Node
 from infra.paths import CLOUDINIT_DIR, read
 
@@ -77,11 +77,17 @@ def declared_args(step: str) -> tuple[str, ...]:
     return tuple(found[0].split())
 
 
+def lib_settings() -> str:
+    """lib.sh's own settings (tuning values), set ahead of it."""
+    return f"WAIT_POLL_S={shlex.quote(' '.join(str(s) for s in tuning.WAIT_POLL_S))}"
+
+
 def step_script(step: str) -> str:
-    """What runs for a step: its script with lib.sh inserted after the shebang."""
+    """What runs for a step: its script with lib.sh (and lib.sh's settings) inserted
+    after the shebang."""
     declared_args(step)  # an unknown step fails here
     shebang, _, body = read(f"{STEPS_DIR}/{step}.sh").partition("\n")
-    return f"{shebang}\n{read(f'{STEPS_DIR}/lib.sh')}\n{body}"
+    return f"{shebang}\n{lib_settings()}\n{read(f'{STEPS_DIR}/lib.sh')}\n{body}"
 
 
 def step_text(step: str, args: Mapping[str, str]) -> str:
@@ -92,6 +98,13 @@ def step_text(step: str, args: Mapping[str, str]) -> str:
         raise ValueError(f"step {step}: the program passes {sorted(args)}, the script declares {sorted(declared)}")
     quoted = " ".join(shlex.quote(f"{name}={args[name]}") for name in declared)
     return f"sudo -n bash -c {shlex.quote(step_script(step))} {shlex.quote(step)} {quoted}".rstrip()
+
+
+# pulumi-command sends a re-run the previous run's output as PULUMI_COMMAND_STDOUT and
+# PULUMI_COMMAND_STDERR environment requests unless told not to; the nodes' sshd
+# accepts no such names (AcceptEnv), so every re-run would fail, and the previous
+# output has no business on the node anyway.
+NO_PREVIOUS_OUTPUT = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,7 @@ def step_command(resource_name: str, step: str, node: Node, args: Mapping[str, p
         # Output may name hosts and timings but never a secret; still, a step that
         # handles secrets keeps its output out of logs and marks it secret in state.
         logging=command.remote.Logging.NONE if secret else command.remote.Logging.STDOUT_AND_STDERR,
-        opts=child_opts(cfg, parent, deleted_with=node.droplet, depends_on=depends_on, aliases=aliases,
-                        additional_secret_outputs=["stdout", "stderr"] if secret else None),
+        add_previous_output_in_env=NO_PREVIOUS_OUTPUT,
+        opts=derived_opts(parent, deleted_with=node.droplet, depends_on=depends_on, aliases=aliases,
+                          additional_secret_outputs=["stdout", "stderr"] if secret else None),
     )

@@ -1,5 +1,11 @@
-"""GlusterFS: one volume replicated over the app nodes, the witness as arbiter,
-mounted at /srv/shared on every app node."""
+"""GlusterFS: one volume with a full copy on each of the first two app nodes and
+the witness as arbiter, mounted at /srv/shared on every app node.
+
+App nodes beyond the first two are peers of the pool and mount the volume, but
+hold no brick: GlusterFS's arbiter layout is exactly two data bricks and one
+arbiter per replica set, two full copies already survive the loss of any one
+node, and a third would add a synchronous write to every file operation. Scaling
+the app tier in or out therefore never moves data (see README, "Scaling")."""
 
 from __future__ import annotations
 
@@ -7,12 +13,20 @@ import pulumi
 
 from infra import tuning
 from infra.config import StackConfig
-from infra.nodes import Nodes
+from infra.nodes import Node, Nodes
 from infra.remote import Bundle, Connector, step_command
 
 VOLUME = "shared"
 MOUNTPOINT = "/srv/shared"
 BRICK_DIR = "/var/lib/do-ha-stack/bricks/shared"
+
+
+DATA_BRICKS = 2  # full copies: the first two app nodes
+
+
+def brick_nodes(nodes: Nodes) -> list[Node]:
+    """The nodes holding a brick, in the volume's brick order (the arbiter last)."""
+    return nodes.app_nodes[:DATA_BRICKS] + ([nodes.witness] if nodes.witness else [])
 
 
 class SharedStorage(pulumi.ComponentResource):
@@ -21,19 +35,20 @@ class SharedStorage(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, nodes: Nodes, connect: Connector,
                  prepared: dict[str, pulumi.Resource], opts: pulumi.ResourceOptions) -> None:
         super().__init__("do-ha-stack:storage:SharedStorage", name, None, opts)
-        # App bricks first, the arbiter (witness) last: gluster makes the last
+        # Data bricks first, the arbiter (witness) last: gluster makes the last
         # brick of each replica set the arbiter.
-        ordered = nodes.app_nodes + ([nodes.witness] if nodes.witness else [])
+        witness = [nodes.witness] if nodes.witness else []
         if not cfg.witness:
             pulumi.log.warn("no witness: the shared volume is plain replica 2, which can split-brain; "
                             "set do-ha-stack:witness true for an arbiter", resource=self)
-        ips = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in ordered])
+        ips = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in nodes.app_nodes + witness])
+        bricks = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in brick_nodes(nodes)])
         self.volume: pulumi.Resource = step_command(
             "storage-volume", "storage-volume", nodes.bootstrap,
             {"VOLUME": VOLUME, "BRICK_DIR": BRICK_DIR, "ARBITER": "yes" if cfg.witness else "no",
-             "ALLOW": ips.apply(",".join), "PEERS": ips.apply(" ".join),
+             "ALLOW": ips.apply(",".join), "PEERS": ips.apply(" ".join), "BRICKS": bricks.apply(" ".join),
              "PING_TIMEOUT_S": tuning.GLUSTER_PING_TIMEOUT_S, "QUORUM_TYPE": tuning.GLUSTER_QUORUM_TYPE,
-             "PROBE_TIMEOUT_S": tuning.GLUSTER_PROBE_TIMEOUT_S},
+             "PROBE_TIMEOUT_S": tuning.GLUSTER_PROBE_TIMEOUT_S, "HEAL_WAIT_S": tuning.GLUSTER_HEAL_WAIT_S},
             connect, Bundle(), cfg, self, depends_on=list(prepared.values()))
         app_ips = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in nodes.app_nodes])
         self.mounts: dict[str, pulumi.Resource] = {}

@@ -8,10 +8,30 @@ Change a value here and `make render` shows every place it lands.
 from __future__ import annotations
 
 # --- SSH connections of the remote commands ----------------------------------------
-# ufw rate-limits SSH (6 new connections per 30 s per source): a dial that lands
-# in the limit is retried instead of failing the step.
+# A dial that lands in the nodes' SSH rate limit (below) or on a node still
+# booting is retried instead of failing the step.
 SSH_DIAL_ERROR_LIMIT = 30
 SSH_PER_DIAL_TIMEOUT_S = 10
+
+# --- SSH rate limit per source address (each node's firewall) -------------------------
+# A token bucket per source. `pulumi up` opens one connection per remote command and
+# runs independent commands at once (a fresh stack sends up to 9 to one node within a
+# minute, plus dial retries), so a burst this size passes untouched...
+SSH_RATE_BURST = 30
+# ...and after it one new connection every 6 s gets through: the long-run rate of
+# ufw's own `limit` (6 per 30 s). That one is not used because it also counts refused
+# attempts: a client that dials again within 5 s (pulumi-command does) stays locked
+# out for good once it opened more than 5 connections in 30 s.
+SSH_RATE_PER_MINUTE = 10
+# A source's bucket is forgotten only once it would be full again anyway (the
+# kernel's default, 10 s, would hand a pausing attacker a fresh burst).
+SSH_RATE_FORGET_MS = SSH_RATE_BURST * 60_000 // SSH_RATE_PER_MINUTE
+
+# --- how the steps wait (cloudinit/steps/lib.sh wait_for) ----------------------------
+# A wait checks again after these pauses (seconds), the last one repeating: a short
+# wait ends within a tenth of a second of its condition, a long one costs no more
+# checks (crm_mon, gluster, mariadb clients) than one a second.
+WAIT_POLL_S = (0.1, 0.2, 0.5, 1)
 
 # --- corosync ------------------------------------------------------------------------
 # A silent node is declared dead after token + consensus, about 2.6 s: fast
@@ -64,11 +84,33 @@ GLUSTER_PING_TIMEOUT_S = 5
 GLUSTER_QUORUM_TYPE = "auto"
 # Bound on one `gluster peer probe` (the CLI can otherwise hang on a dead peer).
 GLUSTER_PROBE_TIMEOUT_S = 60
+# A replaced node's brick is filled from the others before the step succeeds:
+# time for a few GiB over the VPC; a longer heal fails the step with its backlog.
+GLUSTER_HEAL_WAIT_S = 900
+
+# --- droplets --------------------------------------------------------------------------
+# Deleting a droplet with graceful_shutdown first shuts it down; pacemaker stopping
+# or moving its resources and GlusterFS flushing can take minutes, and the
+# provider's default of 60 s would fail the replacement half way.
+DROPLET_DELETE_TIMEOUT = "10m"
+
+# --- make replace (tooling/replace_node.py) ------------------------------------------
+# Standby moves the active role off a node: pacemaker demotes, promotes and moves
+# nginx and the reserved IP, each bounded by its own operation timeout.
+REPLACE_DRAIN_TIMEOUT_S = 300
+# After the replacing `up`, the new node joins, its brick heals and its replica
+# catches up; the command waits this long for a healthy stack, polling.
+REPLACE_SETTLE_TIMEOUT_S = 900
+REPLACE_SETTLE_POLL_S = 10
 
 # --- MariaDB -------------------------------------------------------------------------
 # A primary whose replica is gone waits this long for an acknowledgement, then
-# commits alone (semi-sync falls back to asynchronous).
-SEMI_SYNC_TIMEOUT_MS = 1000
+# commits alone (semi-sync falls back to asynchronous). Every time the last replica
+# disconnects (a replica replaced, restarted or handed to pacemaker) one commit
+# waits this long: kept under a client's usual 1 s timeout, so that costs a slow
+# write, not a failed one (measured in the lab: 1000 ms failed one write per
+# replica departure), and still hundreds of VPC round trips.
+SEMI_SYNC_TIMEOUT_MS = 500
 # The stack's own CA lives ten years; node certificates two, re-issued by a
 # `pulumi up` in their last month.
 DB_CA_VALIDITY_HOURS = 10 * 365 * 24
@@ -78,6 +120,10 @@ DB_CERT_RENEW_BEFORE_HOURS = 30 * 24
 # on the node (its own operation timeout is DB_OP_TIMEOUT, 120 s), a replica
 # reconnecting before it is judged, replication healthy after a seed.
 DB_SEED_WAIT_S = 120
+# A node joining a running cluster (replaced or added) hands its seeded server to
+# pacemaker: a stop, a start by the agent (InnoDB recovery, relay logs) and
+# replication catching up.
+DB_JOIN_WAIT_S = 180
 
 # --- accounts on every node (login.defs) ---------------------------------------------
 # New files private to their owner and group by default.
@@ -86,3 +132,16 @@ LOGIN_UMASK = "027"
 PASS_MAX_DAYS = 365
 PASS_MIN_DAYS = 1
 SHA_CRYPT_MIN_ROUNDS = 65536
+
+# --- make status (tooling/status.py) ---------------------------------------------------
+# A replica whose SQL thread is this far behind is reported degraded: a failover
+# first applies the relay log before the new primary takes writes, so lag adds to
+# the failover time, and 10 s already exceeds detection plus fencing (a few seconds).
+STATUS_MAX_REPLICA_LAG_S = 10
+# Each read-only probe on a node (crm_mon, gluster heal info, mariadb) gets this
+# long; gluster and the crm tools can hang on a dead peer.
+STATUS_PROBE_TIMEOUT_S = 20
+# An unreachable node is reported after this, not waited for.
+STATUS_SSH_CONNECT_TIMEOUT_S = 10
+# Each DigitalOcean API read.
+STATUS_API_TIMEOUT_S = 10

@@ -78,6 +78,9 @@ def node_env(cfg: StackConfig, role: str) -> str:
         "PUBLIC_PORTS": " ".join(str(p) for p in ports),
         "CLUSTER_TCP": " ".join(port_range(a, b, ":") for a, b in CLUSTER_TCP_PORT_RANGES.values()),
         "CLUSTER_UDP": " ".join(port_range(a, b, ":") for a, b in CLUSTER_UDP_PORT_RANGES.values()),
+        "SSH_RATE_BURST": tuning.SSH_RATE_BURST,
+        "SSH_RATE_PER_MINUTE": tuning.SSH_RATE_PER_MINUTE,
+        "SSH_RATE_FORGET_MS": tuning.SSH_RATE_FORGET_MS,
         "LOGIN_UMASK": tuning.LOGIN_UMASK,
         "PASS_MAX_DAYS": tuning.PASS_MAX_DAYS,
         "PASS_MIN_DAYS": tuning.PASS_MIN_DAYS,
@@ -146,7 +149,7 @@ def render(cfg: StackConfig, hostname: str, role: str, authorized_keys: Sequence
             _file("/etc/logwatch/conf/logwatch.conf", read("firstboot/files/logwatch.conf"), defer=True),
         ] + [
             _file(f"/etc/systemd/system/{unit}", read(f"firstboot/files/{unit}"), defer=True)
-            for unit in ("do-ha-logwatch.service", "do-ha-logwatch.timer")
+            for unit in ("do-ha-logwatch.service", "do-ha-logwatch.timer", "do-ha-rkhunter-baseline.service")
         ],
         "runcmd": [["/usr/local/sbin/do-ha-harden"]],
     }

@@ -14,7 +14,7 @@ import os
 import time
 
 from infra.naming import role_of
-from lab import containers, image, replay
+from lab import containers, image, phases, replay
 from lab.containers import (
     boot, heal_spawn_failures, kill_node, load_state, log, make_network, prepare_root, sh, state_file,
     wait_for_cloud_init,
@@ -52,11 +52,14 @@ def up() -> None:
     out = render_lab(nodes)
     make_network(nodes)
     start_lab_api(nodes)
+    booted_at: dict[str, float] = {}
     for node in nodes:
         prepare_root(node, base, (out / node.name / "user-data").read_text())
         boot(node)
+        booted_at[node.name] = phases.uptime()
     t_boot = time.monotonic()
-    results = wait_for_cloud_init(nodes)
+    noticed_at: dict[str, float] = {}
+    results = wait_for_cloud_init(nodes, on_result=lambda node: noticed_at.setdefault(node.name, phases.uptime()))
     failed = {name: r["errors"] for name, r in results.items() if r.get("errors")}
     if failed:
         raise RuntimeError(f"cloud-init reported errors: {failed}")
@@ -65,12 +68,17 @@ def up() -> None:
     t_ready = time.monotonic()
     probe: dict = {}
     primary, replicas = nodes[0], [n for n in nodes[1:] if role_of(n.name) == "app"]
-    ran = replay.replay_all(lab_plan(nodes),
-                            around={f"{n.name}-db-seed": lambda: seed_probe(primary, probe) for n in replicas[:1]})
+    plan = lab_plan(nodes)
+    steps: dict[str, dict] = {}
+    ran = replay.replay_all(plan, around={f"{n.name}-db-seed": lambda: seed_probe(primary, probe)
+                                          for n in replicas[:1]}, record=steps)
     t_done = time.monotonic()
     timings = {"render_and_network_s": round(t_boot - t0, 1), "cloud_init_s": round(t_ready - t_boot, 1),
                "replay_s": round(t_done - t_ready, 1), "total_s": round(t_done - t0, 1),
-               "commands_run": ran}
+               "commands_run": ran,
+               "cloud_init_nodes": {n.name: phases.cloud_init_phases(n, booted_at[n.name], noticed_at[n.name])
+                                    for n in nodes},
+               "steps": steps, "critical_path": phases.critical_path(steps, plan)}
     state = load_state() | {"timings": timings, "seed_probe": probe}
     state_file().write_text(json.dumps(state))
     print_summary(nodes, timings)
@@ -87,6 +95,7 @@ def print_summary(nodes: list[LabNode], timings: dict) -> None:
     key = run_dir() / "admin_key"
     print(f"lab is up in {timings['total_s']} s (cloud-init {timings['cloud_init_s']} s, "
           f"replay {timings['replay_s']} s, {timings['commands_run']} commands)")
+    print(phases.table(timings))
     print(f"reserved IP: {RESERVED_IP} (DigitalOcean API stand-in on {GATEWAY}:{API_PORT})")
     for node in nodes:
         print(f"  {node.name:8} public {node.public_ip:15} private {node.private_ip:12} "

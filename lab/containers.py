@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import yaml
@@ -71,8 +71,12 @@ def add_namespace(ns: str) -> None:
 def add_switch(ns: str, bridges: Mapping[str, Sequence[str]]) -> None:
     """A namespace holding bridges (name: its addresses), the lab's "switch"."""
     add_namespace(ns)
-    for bridge in bridges:
+    for i, bridge in enumerate(bridges, start=1):
         sh("ip", "-n", ns, "link", "add", bridge, "type", "bridge")
+        # A MAC of its own: otherwise a bridge takes its lowest port's, and a node
+        # plugged in or out (a replaced droplet) changes the gateway's MAC under
+        # the other nodes' ARP caches, dropping their replies for seconds.
+        sh("ip", "-n", ns, "link", "set", bridge, "address", f"02:00:00:00:00:{i:02x}")
         sh("ip", "-n", ns, "link", "set", bridge, "up")
     for bridge, addresses in bridges.items():
         for address in addresses:
@@ -102,10 +106,27 @@ def make_network(nodes: list[LabNode]) -> None:
     plug(SWITCH_NS, "br-pub", "p-auditor", AUDITOR_NS, "eth0")
     configure(AUDITOR_NS, "eth0", f"{AUDITOR_IP}/{prefix}")
     for node in nodes:
-        add_namespace(node.netns)
-        # The nodes' addresses come from their own network-config (cloud-init).
-        plug(SWITCH_NS, "br-pub", node.veth_pub, node.netns, "eth0")
-        plug(SWITCH_NS, "br-vpc", node.veth_vpc, node.netns, "eth1")
+        plug_node(node)
+
+
+def plug_node(node: LabNode) -> None:
+    """The node's own namespace, cabled to both bridges of the switch. Its addresses
+    come from its own network-config (cloud-init)."""
+    add_namespace(node.netns)
+    plug(SWITCH_NS, "br-pub", node.veth_pub, node.netns, "eth0")
+    plug(SWITCH_NS, "br-vpc", node.veth_vpc, node.netns, "eth1")
+
+
+def unplug_node(node: LabNode, timeout: float = 10.0) -> None:
+    """Remove the node's namespace (its interfaces, addresses, firewall and
+    connection state with it) and wait until the switch's cable ends are gone."""
+    sh("ip", "netns", "delete", node.netns, check=False)
+    deadline = time.monotonic() + timeout
+    links = [node.veth_pub, node.veth_vpc]
+    while any(sh("ip", "-n", SWITCH_NS, "link", "show", link, check=False, capture=True) for link in links):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{node.name}: the switch still has {links} after its namespace went")
+        time.sleep(0.1)
 
 
 # --- nodes ------------------------------------------------------------------------
@@ -143,12 +164,25 @@ def prepare_root(node: LabNode, base: Path, user_data: str) -> None:
     (seed / "network-config").write_text(network_config(node))
 
 
-def boot(node: LabNode) -> None:
+# A node booted into a running lab (a replaced or added droplet) boots at this
+# priority until its first boot is over: on DigitalOcean a new droplet boots on
+# CPUs and a disk of its own, in the lab it would take them from the nodes under test.
+BACKGROUND_BOOT = ["nice", "-n", "10", "ionice", "-c", "2", "-n", "7"]
+
+
+def boot(node: LabNode, background: bool = False) -> None:
+    """Start the node's container (`background`: at low CPU and I/O priority, until
+    `foreground` is called)."""
     # The container outlives this call: nspawn keeps writing to the file after return.
     logfile = open(node.dir / "console.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        ["systemd-nspawn", "-q", "-D", str(node.root), "-M", node.machine, "--boot",
+        [*(BACKGROUND_BOOT if background else []),
+         "systemd-nspawn", "-q", "-D", str(node.root), "-M", node.machine, "--boot",
          "--register=no", "--keep-unit", "--console=passive",
+         # The image's resolv.conf (no server: a lookup fails at once), not a copy of
+         # the host's, whose resolver is out of the lab's reach: every lookup of a
+         # name the node does not know (exim, sudo, ...) would wait out its timeout.
+         "--resolv-conf=off",
          f"--network-namespace-path=/run/netns/{node.netns}",
          "--capability=CAP_NET_ADMIN,CAP_NET_RAW,CAP_SYS_NICE,CAP_IPC_LOCK",
          "--bind=/dev/fuse"],
@@ -156,6 +190,14 @@ def boot(node: LabNode) -> None:
         start_new_session=True,
     )
     (node.dir / "nspawn.pid").write_text(str(proc.pid))
+
+
+def foreground(node: LabNode) -> None:
+    """Give a node booted in the background normal CPU and I/O priority again."""
+    for pid in pids_in_netns(Path(f"/run/netns/{node.netns}")):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.setpriority(os.PRIO_PROCESS, pid, 0)
+            sh("ionice", "-c", "2", "-n", "4", "-p", str(pid), check=False)
 
 
 def cloud_init_result(node: LabNode) -> dict | None:
@@ -204,18 +246,22 @@ def heal_spawn_failures(node: LabNode) -> list[str]:
     return healed
 
 
-def wait_for_cloud_init(nodes: list[LabNode], timeout: float = BOOT_TIMEOUT) -> dict[str, dict]:
+def wait_for_cloud_init(nodes: list[LabNode], timeout: float = BOOT_TIMEOUT,
+                        on_result: Callable[[LabNode], object] | None = None) -> dict[str, dict]:
+    """Each node's cloud-init result once it has one; `on_result` is called as each arrives."""
     deadline = time.monotonic() + timeout
     results: dict[str, dict] = {}
     while len(results) < len(nodes):
         for node in nodes:
             if node.name not in results and (result := cloud_init_result(node)) is not None:
                 results[node.name] = result
+                if on_result is not None:
+                    on_result(node)
                 log(f"{node.name}: cloud-init finished, errors: {result.get('errors') or 'none'}")
         if time.monotonic() > deadline:
             missing = [n.name for n in nodes if n.name not in results]
             raise TimeoutError(f"cloud-init did not finish on {missing} within {timeout:.0f} s")
-        time.sleep(0.5)
+        time.sleep(0.2)
     return results
 
 
@@ -239,6 +285,46 @@ def kill_node(node: LabNode) -> None:
         kill_pids(pids)
         time.sleep(0.1)
     raise RuntimeError(f"{node.name}: processes survive SIGKILL: {pids}")
+
+
+def destroy_node(node: LabNode) -> None:
+    """The droplet is gone: its processes, its disk (overlay upper layer) and its network."""
+    kill_node(node)
+    for point in mounts_under(node.dir):
+        sh("umount", "-l", point)
+    if node.dir.exists():  # its disk, deleted in the background as DigitalOcean does
+        sh(*BACKGROUND_BOOT, "rm", "-rf", "--one-file-system", str(node.dir))
+    unplug_node(node)
+
+
+def _running(node: LabNode, names: frozenset[str]) -> list[str]:
+    """Which of the processes `names` (by comm) still run in the node."""
+    found = []
+    for pid in pids_in_netns(Path(f"/run/netns/{node.netns}")):
+        with contextlib.suppress(OSError):
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            if comm in names:
+                found.append(comm)
+    return found
+
+
+def stop_gracefully(node: LabNode, timeout: float, services: frozenset[str] = frozenset()) -> bool:
+    """What a droplet's graceful shutdown does (ACPI power button): the node's
+    systemd powers off, stopping its services in order. Done when the container
+    has ended or, if `services` is given, once none of those processes runs (what
+    the other nodes see of a shutdown; the rest of it is the container's own).
+    True if that happened within `timeout` seconds."""
+    init = container_init(node)
+    if init is None:
+        return True
+    # SIGRTMIN+4 asks systemd for a clean poweroff (systemd(1), "Signals").
+    os.kill(init, signal.SIGRTMIN + 4)
+    deadline = time.monotonic() + timeout
+    while container_init(node) is not None and (not services or _running(node, services)):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def teardown(prefix: str, base: Path) -> None:

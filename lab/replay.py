@@ -2,9 +2,12 @@
 
 Same user and automation key, the exact command text, stdin as given, and the
 environment sent as SSH environment requests, which the nodes' hardened sshd
-accepts only for what its AcceptEnv allows (as with the provider). Commands run
-in dependency order; what ran is remembered, so a second replay of an unchanged
-program runs nothing (as `pulumi up` would not).
+accepts only for what its AcceptEnv allows (as with the provider). Like the
+engine (whose --parallel is unbounded by default), a command starts as soon as
+every command it depends on has finished, so independent commands run at once;
+after a failure nothing new starts and the running ones finish. What ran is
+remembered, so a second replay of an unchanged program runs nothing (as `pulumi
+up` would not).
 """
 
 from __future__ import annotations
@@ -15,15 +18,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any
 
+from infra import tuning
 from lab.topology import SSH_OPTS, SWITCH_NS, run_dir
 
-DIAL_ATTEMPTS = 30  # as the program's dial_error_limit
 SSH_UNREACHABLE = 255
+# pulumi-command dials again after a failed dial with pulumi's retry.Until defaults:
+# 100 ms, then 1.5 times longer each time, at most 5 s; it gives up once it has
+# failed more than the connection's dial_error_limit times.
+DIAL_FIRST_DELAY_S = 0.1
+DIAL_BACKOFF = 1.5
+DIAL_MAX_DELAY_S = 5.0
 
 
 def log(msg: str) -> None:
@@ -36,19 +46,30 @@ def fingerprint(cmd: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps({k: cmd.get(k) for k in keys}, sort_keys=True).encode()).hexdigest()
 
 
+def dial_delays(limit: int = tuning.SSH_DIAL_ERROR_LIMIT) -> Iterator[float]:
+    """The waits between the provider's dials: one per failed dial it retries after."""
+    delay = DIAL_FIRST_DELAY_S
+    for _ in range(limit):
+        yield delay
+        delay = min(delay * DIAL_BACKOFF, DIAL_MAX_DELAY_S)
+
+
 def ssh(cmd: dict[str, Any], text: str, key_file: Path) -> subprocess.CompletedProcess[str]:
     """Run `text` on the command's host like the provider: one connection, one session."""
     args = ["ip", "netns", "exec", SWITCH_NS, "ssh", "-i", str(key_file), "-p", str(cmd["port"]), *SSH_OPTS]
     for name, value in sorted((cmd.get("environment") or {}).items()):
         args += ["-o", f"SetEnv={name}={value}"]
     args += [f"{cmd['user']}@{cmd['host']}", text]
-    for attempt in range(1, DIAL_ATTEMPTS + 1):
+    delays = dial_delays()
+    while True:
         result = subprocess.run(args, input=cmd.get("stdin") or "", capture_output=True, text=True)
         # 255 is ssh's own failure (dial, rate limit); anything else is the command's.
-        if result.returncode != SSH_UNREACHABLE or attempt == DIAL_ATTEMPTS:
+        if result.returncode != SSH_UNREACHABLE:
             return result
-        time.sleep(min(2.0 * attempt, 10.0))
-    raise AssertionError("unreachable")
+        delay = next(delays, None)
+        if delay is None:
+            return result
+        time.sleep(delay)
 
 
 def run_one(cmd: dict[str, Any]) -> subprocess.CompletedProcess[str]:
@@ -61,38 +82,99 @@ def run_one(cmd: dict[str, Any]) -> subprocess.CompletedProcess[str]:
         return ssh(cmd, cmd["create"], key_file)
 
 
-def replay_all(plan: list[dict[str, Any]],
-               around: dict[str, Callable[[], AbstractContextManager[None]]] | None = None) -> int:
+Around = dict[str, Callable[[], AbstractContextManager[None]]]
+
+
+def replay_all(plan: list[dict[str, Any]], around: Around | None = None,
+               record: dict[str, dict[str, Any]] | None = None) -> int:
     """Run what changed of `plan` (the program's commands, as tooling.render.commands
-    gives them with reveal=True); return how many commands ran. `around` wraps named
-    commands in a context (the lab measures things while they run)."""
+    gives them with reveal=True), each once its `dependsOn` have finished; return how
+    many commands ran. `around` wraps named commands in a context (the lab measures
+    things while they run); `record`, if given, gets each command's host, start
+    (seconds after the replay began) and duration."""
     state_path = run_dir() / "replay.json"
     state: dict[str, str] = json.loads(state_path.read_text()) if state_path.exists() else {}
+    todo = {c["name"]: c for c in plan if state.get(c["name"]) != fingerprint(c)}
+    # A dependency that is unchanged (or not a command of the plan) is already in place.
+    waiting = {name: set(c.get("dependsOn") or []) & set(todo) for name, c in todo.items()}
+    t0 = time.monotonic()
+    failures: list[str] = []
     ran = 0
-    with tempfile.TemporaryDirectory(dir=run_dir()) as tmp:
-        for cmd in plan:
-            print_ = fingerprint(cmd)
-            if state.get(cmd["name"]) == print_:
-                continue
-            key_file = Path(tmp) / "key"
-            key_file.write_text(cmd["privateKey"])
-            key_file.chmod(0o600)
-            # Changed inputs: an update command if the resource has one, else create again
-            # (pulumi-command replaces a command whose create or triggers changed).
-            text = cmd["update"] if cmd["name"] in state and cmd.get("update") else cmd["create"]
-            start = time.monotonic()
-            with (around or {}).get(cmd["name"], nullcontext)():
-                result = ssh(cmd, text, key_file)
-            took = time.monotonic() - start
-            if result.returncode != 0:
-                # Output may carry secrets only when the program marks it; show stderr tail.
-                shown = "[hidden]" if cmd.get("logging") == "none" else \
-                    f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
-                raise RuntimeError(f"{cmd['name']} failed on {cmd['host']} (exit {result.returncode}): {shown}")
-            log(f"{cmd['name']} on {cmd['host']}: ok in {took:.1f} s")
-            state[cmd["name"]] = print_
-            state_path.write_text(json.dumps(state, indent=1))
-            ran += 1
+    with tempfile.TemporaryDirectory(dir=run_dir()) as tmp, \
+            ThreadPoolExecutor(max_workers=max(len(todo), 1)) as pool:
+        keys = _key_files(Path(tmp), todo.values())
+        running: dict[Future[subprocess.CompletedProcess[str]], tuple[str, float]] = {}
+        while waiting or running:
+            if not failures:
+                for name in [n for n in todo if n in waiting and not waiting[n]]:
+                    del waiting[name]
+                    cmd = todo[name]
+                    # Changed inputs: an update command if the resource has one, else create
+                    # again (pulumi-command replaces a command whose create or triggers changed).
+                    text = cmd["update"] if name in state and cmd.get("update") else cmd["create"]
+                    context = (around or {}).get(name, nullcontext)
+                    running[pool.submit(_run, cmd, text, keys[cmd["privateKey"]], context)] = \
+                        (name, time.monotonic())
+            if not running:
+                break  # a failure left the rest waiting on it
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name, started = running.pop(future)
+                cmd, took = todo[name], time.monotonic() - started
+                try:
+                    result = future.result()
+                except Exception as exc:  # the `around` context failed
+                    failures.append(f"{name} on {cmd['host']}: {exc}")
+                    continue
+                if result.returncode != 0:
+                    # Output may carry secrets only when the program marks it; show stderr tail.
+                    shown = "[hidden]" if cmd.get("logging") == "none" else \
+                        f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
+                    failures.append(f"{name} failed on {cmd['host']} (exit {result.returncode}): {shown}")
+                    continue
+                log(f"{name} on {cmd['host']}: ok in {took:.1f} s (started at +{started - t0:.1f} s)")
+                if record is not None:
+                    record[name] = {"host": cmd["host"], "start_s": round(started - t0, 1), "took_s": round(took, 1)}
+                state[name] = fingerprint(cmd)
+                state_path.write_text(json.dumps(state, indent=1))
+                for deps in waiting.values():
+                    deps.discard(name)
+                ran += 1
+    if failures:
+        not_run = sorted(waiting)
+        raise RuntimeError("; ".join(failures) + (f" (not run: {', '.join(not_run)})" if not_run else ""))
+    if waiting:  # tooling.render orders the plan and refuses cycles; this is a plan made elsewhere
+        raise ValueError(f"commands wait on each other in a cycle: {sorted(waiting)}")
     if not ran:
         log("nothing changed; no command ran")
     return ran
+
+
+def _key_files(directory: Path, commands: Iterable[dict[str, Any]]) -> dict[str, Path]:
+    """One private key file (0600) per distinct key of the commands."""
+    paths: dict[str, Path] = {}
+    for cmd in commands:
+        key = cmd["privateKey"]
+        if key not in paths:
+            path = directory / f"key-{len(paths)}"
+            path.touch(mode=0o600)
+            path.chmod(0o600)
+            path.write_text(key)
+            paths[key] = path
+    return paths
+
+
+def _run(cmd: dict[str, Any], text: str, key_file: Path,
+         context: Callable[[], AbstractContextManager[None]]) -> subprocess.CompletedProcess[str]:
+    with context():
+        return ssh(cmd, text, key_file)
+
+
+def forget(node: str) -> list[str]:
+    """Drop what ran on a destroyed node from the replay state (the engine deletes a
+    droplet's commands with it), so a node of that name made later runs them all."""
+    state_path = run_dir() / "replay.json"
+    state: dict[str, str] = json.loads(state_path.read_text()) if state_path.exists() else {}
+    gone = sorted(name for name in state if name.startswith(f"{node}-"))
+    state_path.write_text(json.dumps({k: v for k, v in state.items() if k not in gone}, indent=1))
+    return gone

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from infra.config import StackConfig, parse
+from infra.config import PROJECT, StackConfig, parse
 from infra.paths import REPO_ROOT
 from lab.containers import load_state
 from lab.topology import RESERVED_IP, STACK, LabNode, nodes_for, run_dir
@@ -19,18 +19,27 @@ STACK_FILE = REPO_ROOT / "lab/stack.yaml"
 PLACEHOLDER_ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKEEDKvaNL0z6KEvR1fQ3iWj9K3r4lzzh+husUhCQxzO lab"
 
 
+def stack_settings() -> dict[str, Any]:
+    """lab/stack.yaml's settings (prefixed), with what the running lab changed since
+    its bring-up (`python -m lab scale` sets appNodeCount), as a `pulumi config set` would."""
+    overrides = {f"{PROJECT}:{k}": v for k, v in (load_state().get("settings") or {}).items()}
+    return render.stack_config(STACK, STACK_FILE) | overrides
+
+
 def lab_config(admin_key: str = PLACEHOLDER_ADMIN_KEY) -> StackConfig:
     """The lab stack's validated settings (the admin key is the lab's own, made at `up`)."""
-    plain = {k.split(":", 1)[1]: v for k, v in render.stack_config(STACK, STACK_FILE).items()}
+    plain = {k.split(":", 1)[1]: v for k, v in stack_settings().items()}
     return parse(STACK, plain | {"adminSshKeys": [admin_key], **MOCK_SECRETS})
 
 
 def lab_nodes() -> list[LabNode]:
-    """The running lab's nodes (its state file), else the stack's."""
-    names = load_state().get("nodes")
+    """The running lab's nodes (its state file: names, each node's address slot and
+    each replaced node's generation), else the stack's."""
+    state = load_state()
+    names = state.get("nodes")
     if names is None:
         names = list(lab_config().node_names)
-    return nodes_for(names)
+    return nodes_for(names, generations=state.get("generations") or {}, indexes=state.get("indexes") or {})
 
 
 def lab_program(nodes: list[LabNode]) -> Run:
@@ -43,7 +52,7 @@ def lab_program(nodes: list[LabNode]) -> Run:
     )
     admin_pub = (run_dir() / "admin_key.pub").read_text().strip()
     # The cluster's agents call the lab's API stand-in with the lab's own token.
-    raw = render.stack_config(STACK, STACK_FILE) | {
+    raw = stack_settings() | {
         "do-ha-stack:adminSshKeys": [admin_pub],
         "do-ha-stack:failoverApiToken": (run_dir() / "api_token").read_text().strip()}
     return run_program(STACK, raw, addresses)

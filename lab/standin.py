@@ -17,7 +17,7 @@ from infra.naming import droplet_name, role_of, role_tag, stack_tag
 from infra.paths import REPO_ROOT
 from lab.containers import sh
 from lab.stack import lab_config
-from lab.topology import API_PORT, GATEWAY, METADATA_IP, RESERVED_IP, SWITCH_NS, LabNode, run_dir
+from lab.topology import API_PORT, API_URL, GATEWAY, METADATA_IP, RESERVED_IP, SWITCH_NS, LabNode, run_dir
 
 START_TIMEOUT = 20.0
 
@@ -66,12 +66,12 @@ def ensure_api_token() -> Path:
 
 def start_lab_api(nodes: list[LabNode]) -> None:
     """The lab's stand-in in the switch namespace, its actions made real by lab.hook; the
-    reserved IP starts on the first node, as the program's one-time assignment leaves it."""
+    reserved IP starts unassigned, as the program leaves it (the cluster assigns it)."""
     cfg = lab_config()
     state = {
         "region": cfg.region,
         "droplets": droplet_records(cfg, nodes),
-        "reserved_ips": [{"ip": RESERVED_IP, "droplet_id": nodes[0].droplet_id}],
+        "reserved_ips": [{"ip": RESERVED_IP, "droplet_id": None}],
     }
     token = ensure_api_token()
     hook = run_dir() / "hook"
@@ -79,5 +79,30 @@ def start_lab_api(nodes: list[LabNode]) -> None:
     hook.chmod(0o700)
     sh("ip", "netns", "exec", SWITCH_NS, "ip", "link", "set", "lo", "up")
     start_api(run_dir(), SWITCH_NS, state, token, hook)
-    # What DigitalOcean does on the program's initial assignment.
-    sh("ip", "netns", "exec", SWITCH_NS, str(hook), "assign", RESERVED_IP, str(nodes[0].droplet_id))
+
+
+# A client run inside the switch namespace (where the stand-in listens); the token
+# comes on stdin, never in its argv.
+_API_CLIENT = r"""
+import json, sys, urllib.request, urllib.error
+method, url, body = sys.argv[1], sys.argv[2], sys.argv[3]
+token = sys.stdin.read().strip()
+req = urllib.request.Request(url, method=method, data=body.encode() if body else None,
+                             headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        print(json.dumps({"status": r.status, "body": json.loads(r.read() or b"null")}))
+except urllib.error.HTTPError as e:
+    print(json.dumps({"status": e.code, "body": json.loads(e.read() or b"null")}))
+"""
+
+
+def call_api(method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None,
+             switch_ns: str = SWITCH_NS) -> tuple[int, Any]:
+    """Call the lab's DigitalOcean stand-in from the lab's public side: (status, parsed body)."""
+    token = token if token is not None else (run_dir() / "api_token").read_text().strip()
+    result = subprocess.run(["ip", "netns", "exec", switch_ns, sys.executable, "-c", _API_CLIENT, method,
+                             API_URL + path, json.dumps(body) if body else ""],
+                            input=token, capture_output=True, text=True, timeout=30, check=True)
+    reply = json.loads(result.stdout)
+    return reply["status"], reply["body"]

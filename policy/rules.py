@@ -202,7 +202,10 @@ def firewall_cluster_ports_private(resource_type: str, props: Mapping[str, Any],
 # --- (c) prod resources are protected ---------------------------------------------
 
 def prod_resources_protected(resource_type: str, props: Mapping[str, Any], options: Options) -> list[str]:
-    """On the prod stack every resource carries protect.
+    """On the prod stack every resource carries protect, but those the program
+    re-derives by replacement, which must not (types.REPLACED_BY_DESIGN): a protected
+    certificate would make the engine refuse every prod `up` once it is due for
+    renewal, a protected node command every node replacement.
 
     The root Stack resource and provider resources are exempt: the program cannot
     set protect on the former, the engine creates the default providers itself,
@@ -211,6 +214,11 @@ def prod_resources_protected(resource_type: str, props: Mapping[str, Any], optio
     if options.stack != PROD_STACK:
         return []
     if resource_type == STACK_RESOURCE or resource_type.startswith(PROVIDER_PREFIX):
+        return []
+    if resource_type in types.REPLACED_BY_DESIGN:
+        if options.protect:
+            return [f"{resource_type} on the {PROD_STACK} stack is protected, but it is replaced by design "
+                    "(renewal, node replacement): the engine would refuse that `up`"]
         return []
     if not options.protect:
         return [f"{resource_type} on the {PROD_STACK} stack is not protected; "

@@ -11,19 +11,24 @@ exit code 2, before pulumi touches anything:
 3. the pulumi CLI is on PATH;
 4. `pulumi whoami` succeeds, i.e. a backend is logged in to;
 5. a DigitalOcean token: DIGITALOCEAN_TOKEN (or DIGITALOCEAN_ACCESS_TOKEN) in
-   the environment, or `digitalocean:token` in the stack's config.
+   the environment, or `digitalocean:token` in the stack's config;
+6. `up`: the stack's state holds no resource this version retires
+   (tooling/state_upgrade.py), whose deletion by the provider would do harm.
 
 Then it execs pulumi, whose exit code becomes make's.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+
+from tooling.state_upgrade import retired_urns
 
 COMMANDS = {
     "preview": ("preview", "--diff"),
@@ -96,6 +101,14 @@ def check(action: str, stack: str, env: Mapping[str, str]) -> list[str]:
             raise GuardError(f"no DigitalOcean token: set DIGITALOCEAN_TOKEN, or store it in the stack with "
                              f"`pulumi config set --secret digitalocean:token --stack {stack}`; "
                              f"pulumi config get said: {_last_line(config.stderr)}")
+    if action == "up":
+        export = _pulumi("stack", "export", "--stack", stack)
+        # A stack that does not exist yet has no state to upgrade.
+        retired = retired_urns(json.loads(export.stdout)) if export.returncode == 0 else []
+        if retired:
+            raise GuardError(f"{stack}'s state holds {len(retired)} resource(s) this version no longer declares "
+                             f"and whose deletion would do harm ({retired[0].rsplit('::', 1)[-1]}): run "
+                             f"`make state-upgrade STACK={stack}` once, then `make up` again")
     return notes
 
 

@@ -50,6 +50,9 @@ class Registration:
     secret_inputs: list[str]  # top-level input names that were secret
     raw_inputs: dict[str, Any] = field(repr=False, default_factory=dict)  # secrets unwrapped
     aliases: list[dict[str, Any]] = field(default_factory=list)  # the alias specs, as the engine gets them
+    id: str = ""  # the provider's id (custom resources), as the mocks gave it
+    delete_before_replace: bool = False
+    custom_timeouts: dict[str, str] = field(default_factory=dict)  # create/update/delete, as given
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,7 +61,8 @@ class Registration:
             "ignoreChanges": self.ignore_changes, "replaceOnChanges": self.replace_on_changes,
             "additionalSecretOutputs": self.additional_secret_outputs,
             "deletedWith": self.deleted_with, "secretInputs": self.secret_inputs,
-            "aliases": self.aliases, "inputs": self.inputs,
+            "aliases": self.aliases, "deleteBeforeReplace": self.delete_before_replace,
+            "customTimeouts": self.custom_timeouts, "inputs": self.inputs,
         }
 
 
@@ -93,11 +97,17 @@ class Addresses:
 
     @staticmethod
     def placeholders(vpc_range: str, nodes: list[str]) -> Addresses:
-        # Documentation ranges (RFC 5737): never routable, obviously fake in a diff.
+        """Documentation ranges (RFC 5737): never routable, obviously fake in a diff. Each
+        node's address follows from its name alone (appN: .10+N, the witness: .30), as a
+        real node's does not change when others are added: a scaled render diffs cleanly."""
         vpc = ipaddress.IPv4Network(vpc_range)
+
+        def host(node: str) -> int:
+            return 30 if node == "witness" else 10 + int(node.removeprefix("app"))
+
         return Addresses(
-            public={n: f"203.0.113.{11 + i}" for i, n in enumerate(nodes)},
-            private={n: str(vpc.network_address + 11 + i) for i, n in enumerate(nodes)},
+            public={n: f"203.0.113.{host(n)}" for n in nodes},
+            private={n: str(vpc.network_address + host(n)) for n in nodes},
             reserved_ip="198.51.100.10",
         )
 
@@ -191,6 +201,16 @@ class RecordingMonitor(pmocks.MockMonitor):
         super().__init__(mocks)
         self.registrations: list[Registration] = []
 
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        """The URN as the engine builds it: the parent's whole type chain (all but the
+        root stack's type), not only its last type as the SDK's mock monitor does, so a
+        URN from a render is one a deployed stack's state really holds."""
+        if parent:
+            chain = parent.split("::")[2]
+            if chain != STACK_TYPE:
+                type_ = f"{chain}${type_}"
+        return "urn:pulumi:" + "::".join([settings.get_stack(), settings.get_project(), type_, name])
+
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != STACK_TYPE:
@@ -206,6 +226,8 @@ class RecordingMonitor(pmocks.MockMonitor):
                 raw_inputs=_unwrap(inputs),
                 aliases=[json_format.MessageToDict(a) for a in request.aliases]
                 + [{"urn": u} for u in request.aliasURNs],
+                id=response.id, delete_before_replace=bool(request.deleteBeforeReplace),
+                custom_timeouts={k: v for k, v in json_format.MessageToDict(request.customTimeouts).items() if v},
             ))
         return response
 

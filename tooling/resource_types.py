@@ -18,3 +18,7 @@ TLS_SELF_SIGNED_CERT = "tls:index/selfSignedCert:SelfSignedCert"
 TLS_CERT_REQUEST = "tls:index/certRequest:CertRequest"
 TLS_LOCALLY_SIGNED_CERT = "tls:index/locallySignedCert:LocallySignedCert"
 RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
+
+# Never protected, on prod either: the program re-derives them by replacement
+# (certificates renew, a replaced node's commands re-run); see infra/naming.derived_opts.
+REPLACED_BY_DESIGN = frozenset({TLS_SELF_SIGNED_CERT, TLS_CERT_REQUEST, TLS_LOCALLY_SIGNED_CERT, REMOTE_COMMAND})

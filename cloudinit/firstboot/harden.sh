@@ -17,14 +17,49 @@ apply_sysctls() {
 	rm -f /tmp/do-ha-sysctl.err
 }
 
+# ssh_rate_limit FILE CHAIN SRCMASK: a per-source limit on new SSH connections in one
+# of ufw's before-rules files (ufw loads them ahead of its own rules). A token bucket
+# (hashlimit): SSH_RATE_BURST connections at once, then SSH_RATE_PER_MINUTE; refused
+# attempts take nothing from the bucket, so a client that retries gets in as soon as
+# a token is back. ufw's own `limit` (6 per 30 s) counts refused attempts too and
+# locks out a deploy that runs its commands at once. Brute force stays pointless:
+# keys only, fail2ban bans a source after 5 failed logins, sshd's PerSourcePenalties
+# and MaxStartups throttle pre-authentication abuse, and the long-run rate is
+# ufw limit's. Values and why: infra/tuning.py. Our lines carry "do-ha-ssh", so a
+# second run replaces them.
+ssh_rate_limit() {
+	local file=$1 chain=$2 srcmask=$3 tmp
+	[ -f "$file" ] || return 0
+	tmp=$(mktemp)
+	awk -v chain="$chain" -v srcmask="$srcmask" -v burst="$SSH_RATE_BURST" \
+		-v rate="$SSH_RATE_PER_MINUTE" -v forget="$SSH_RATE_FORGET_MS" '
+		/do-ha-ssh/ { next }
+		/^# End required lines$/ { print ":do-ha-ssh-limit - [0:0]" }
+		/^COMMIT$/ && !done {
+			print "# do-ha-ssh: per-source rate limit on new SSH connections (do-ha-harden)"
+			printf "-A %s -p tcp --dport 22 -m conntrack --ctstate NEW -m hashlimit --hashlimit-name do-ha-ssh", chain
+			printf " --hashlimit-mode srcip --hashlimit-srcmask %s --hashlimit-above %s/minute", srcmask, rate
+			printf " --hashlimit-burst %s --hashlimit-htable-expire %s -j do-ha-ssh-limit\n", burst, forget
+			print "-A do-ha-ssh-limit -m limit --limit 3/minute -j LOG --log-prefix \"[UFW LIMIT BLOCK] \""
+			print "-A do-ha-ssh-limit -p tcp -j REJECT --reject-with tcp-reset"
+			done = 1
+		}
+		{ print }' "$file" >"$tmp"
+	cat "$tmp" >"$file"
+	rm -f "$tmp"
+}
+
 configure_ufw() {
 	local cidr port range
 	ufw default deny incoming
 	ufw default allow outgoing
 	ufw default deny routed
-	# SSH first, rate limited, so enabling the firewall never cuts us off.
+	# SSH first, so enabling the firewall never cuts us off; rate limited per
+	# source (IPv6: per /64, what one client usually holds) by ssh_rate_limit.
+	ssh_rate_limit /etc/ufw/before.rules ufw-before-input 32
+	ssh_rate_limit /etc/ufw/before6.rules ufw6-before-input 64
 	for cidr in $SSH_CIDRS; do
-		ufw limit proto tcp from "$cidr" to any port 22 comment 'ssh (rate limited)'
+		ufw allow proto tcp from "$cidr" to any port 22 comment 'ssh (rate limited)'
 	done
 	for port in $PUBLIC_PORTS; do
 		ufw allow "$port/tcp" comment 'public'
@@ -45,17 +80,30 @@ configure_rkhunter() {
 	sed -i -e 's/^CRON_DAILY_RUN=.*/CRON_DAILY_RUN="true"/' \
 		-e 's/^CRON_DB_UPDATE=.*/CRON_DB_UPDATE="false"/' \
 		-e 's/^APT_AUTOGEN=.*/APT_AUTOGEN="true"/' /etc/default/rkhunter
-	# The package's own postinst already wrote a baseline, before the deploy user
-	# and the other packages existed: take ours once, after everything is in place.
-	if [ ! -e /var/lib/do-ha-stack/rkhunter-baseline ]; then
-		log "taking the rkhunter baseline"
-		rkhunter --propupd --nocolors >/dev/null
-		# The user and group snapshots are only written by a check: record them
-		# now (deploy, gluster, ... are expected), so the first daily scan is clean.
+}
+
+# take_rkhunter_baseline: rkhunter's baseline, once. The package's own postinst
+# already wrote one, before the deploy user and the other packages existed; ours is
+# taken after every package is installed, by do-ha-rkhunter-baseline.service, which
+# main starts last and does not wait for: nothing in the bootstrap needs it, and the
+# bootstrap changes none of the files it records (system binaries). Never taken
+# again: a new baseline would hide tampering.
+take_rkhunter_baseline() {
+	[ ! -e /var/lib/do-ha-stack/rkhunter-baseline ] || return 0
+	# Only on CPU nothing else wants. The kernel schedules each session (every
+	# service is one) as a group of its own, so a process's nice or idle policy
+	# (the unit's) does not reach past its group: lower the group's own.
+	echo 19 >/proc/self/autogroup 2>/dev/null || true
+	log "taking the rkhunter baseline"
+	rkhunter --propupd --nocolors >/dev/null
+	# The user and group snapshots are only written by a check: record them
+	# now (deploy, gluster, ... are expected), so the first daily scan is clean.
+	# A step that adds a user (web-node) holds the same lock while it does.
+	flock /run/lock/do-ha-stack-users \
 		rkhunter --check --skip-keypress --nocolors --enable passwd_changes,group_changes >/dev/null || true
-		mkdir -p /var/lib/do-ha-stack
-		date -u +%FT%TZ >/var/lib/do-ha-stack/rkhunter-baseline
-	fi
+	mkdir -p /var/lib/do-ha-stack
+	date -u +%FT%TZ >/var/lib/do-ha-stack/rkhunter-baseline
+	log "rkhunter baseline taken"
 }
 
 set_login_def() {
@@ -86,6 +134,10 @@ harden_accounts_and_files() {
 }
 
 main() {
+	if [ "${1:-}" = rkhunter-baseline ]; then
+		take_rkhunter_baseline
+		return
+	fi
 	apply_sysctls
 	harden_accounts_and_files
 	configure_ufw
@@ -100,6 +152,7 @@ main() {
 	systemctl enable --now chrony.service || log "chrony did not start"
 	sshd -t
 	systemctl reload-or-restart ssh.service
+	systemctl start --no-block do-ha-rkhunter-baseline.service
 	mkdir -p /var/lib/do-ha-stack
 	date -u +%FT%TZ >/var/lib/do-ha-stack/hardened
 	log "done"

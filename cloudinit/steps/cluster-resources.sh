@@ -8,8 +8,13 @@
 #   API_URL           the DigitalOcean API the agents call
 #   HOST_MAP          node name to droplet id, name:id;name:id...
 #   WITNESS           the witness's node name, or - without one
-#   APP_MEMBERS       the app nodes as NAME=PRIVATE_IP, space separated, the
-#                     bootstrap node last (it wins the first election on equal GTIDs)
+#   APP_MEMBERS       the app nodes as NAME=PRIVATE_IP, space separated
+#   DB_NODES          every app node name the stack can have (appNodeCount up to its
+#                     maximum), space separated, the bootstrap node last (it wins the
+#                     first election on equal GTIDs): the agent's node_list. It stays
+#                     the same when the app tier scales, because a change to it
+#                     restarts MariaDB on every node (the agent cannot reload it); the
+#                     agent skips names that are not in the cluster.
 #   STONITH_TIMEOUT, FENCE_MONITOR                      fencing
 #   DB_PROMOTED_MONITOR, DB_UNPROMOTED_MONITOR,
 #   DB_MONITOR_TIMEOUT, DB_OP_TIMEOUT                   the mariadb resource
@@ -19,19 +24,27 @@
 #   PROMOTION_WAIT_S, RESERVED_IP_WAIT_S                how long this step waits
 # Bundle: secret REPL_PASSWORD.
 set -euo pipefail
-step_args RESERVED_IP API_URL HOST_MAP WITNESS APP_MEMBERS STONITH_TIMEOUT FENCE_MONITOR \
+step_args RESERVED_IP API_URL HOST_MAP WITNESS APP_MEMBERS DB_NODES STONITH_TIMEOUT FENCE_MONITOR \
 	DB_PROMOTED_MONITOR DB_UNPROMOTED_MONITOR DB_MONITOR_TIMEOUT DB_OP_TIMEOUT WEB_MONITOR WEB_MONITOR_TIMEOUT \
 	RESERVED_IP_MONITOR RESERVED_IP_MONITOR_TIMEOUT RESERVED_IP_START_TIMEOUT PROMOTION_WAIT_S RESERVED_IP_WAIT_S -- "$@"
 read -ra app_specs <<<"$APP_MEMBERS"
 read_bundle
 [ -n "${SECRET_REPL_PASSWORD:-}" ] || die "no replication password on stdin"
 
-apps=() node_list=""
+apps=()
 for spec in "${app_specs[@]}"; do
 	apps+=("${spec%%=*}")
-	node_list+="${node_list:+ }${spec%%=*}"
+	[[ " $DB_NODES " == *" ${spec%%=*} "* ]] || die "app node ${spec%%=*} is not in DB_NODES ($DB_NODES)"
 	# The address other nodes replicate from (the agent falls back to uname -n).
 	crm_attribute --lifetime forever --node "${spec%%=*}" --name mariadb_mysql_master_IP --update "${spec#*=}"
+done
+
+for app in "${apps[@]}"; do
+	[ -n "$(crm_attribute --node "$app" --name do-ha-db --query -q --lifetime forever 2>/dev/null)" ] ||
+		die "$app has not handed its database to pacemaker (db-handover); it would never run MariaDB"
+	# Every app node's web tier is in place (this step runs after each web-node):
+	# pacemaker may now run, and look for, nginx and the reserved IP there.
+	crm_attribute --node "$app" --name do-ha-web --update handed-over --lifetime forever
 done
 
 work=$(mktemp -d)
@@ -54,7 +67,7 @@ pcsf property set stonith-enabled=true stonith-action=off stonith-timeout="$STON
 
 db=(binary=/usr/bin/mariadbd-safe config=/etc/mysql/my.cnf datadir=/var/lib/mysql
 	pid=/run/mysqld/mysqld.pid socket=/run/mysqld/mysqld.sock log=/var/log/mysql/error.log
-	replication_user=repl node_list="$node_list")
+	replication_user=repl node_list="$DB_NODES")
 if exists mariadb; then
 	pcsf resource update mariadb "${db[@]}"
 else
@@ -86,6 +99,20 @@ else
 fi
 
 constraints=$(pcs -f "$work/cib.xml" constraint config --full)
+# MariaDB runs (and is even looked for) only on nodes whose server db-handover
+# handed over: a node that joins later is left alone while systemd runs its
+# server for setup and seeding.
+if ! grep -q 'location-mariadb-clone-handed-over' <<<"$constraints"; then
+	pcsf constraint location mariadb-clone rule constraint-id=location-mariadb-clone-handed-over \
+		resource-discovery=never score=-INFINITY not_defined do-ha-db
+fi
+# Likewise the active group: a node that joins later (its distribution nginx still
+# running) is not probed for it until its web tier is handed over, so pacemaker
+# never finds nginx running twice and restarts the active node's.
+if ! grep -q 'location-active-handed-over' <<<"$constraints"; then
+	pcsf constraint location active rule constraint-id=location-active-handed-over \
+		resource-discovery=never score=-INFINITY not_defined do-ha-web
+fi
 if ! grep -q 'colocation-active-mariadb-clone' <<<"$constraints"; then
 	pcsf constraint colocation add active with Promoted mariadb-clone INFINITY
 fi

@@ -30,7 +30,21 @@ done
 quiet pcs host auth "${hosts[@]}" -u hacluster <<<"$SECRET_HACLUSTER_PASSWORD"
 
 ours() { grep -Eq "^[[:space:]]*cluster_name:[[:space:]]*${CLUSTER_NAME}[[:space:]]*$" /etc/corosync/corosync.conf 2>/dev/null; }
-members() { pcs cluster corosync | sed -n 's/^[[:space:]]*name:[[:space:]]*//p'; }
+# The running cluster's members as "NAME ADDRESS" lines (corosync.conf's nodelist).
+members() {
+	pcs cluster corosync | awk '
+		/^[[:space:]]*node[[:space:]]*\{/ { name = ""; addr = "" }
+		/^[[:space:]]*ring0_addr:/ { addr = $2 }
+		/^[[:space:]]*name:/ { name = $2 }
+		/^[[:space:]]*\}/ { if (name != "") print name, addr; name = "" }'
+}
+declared_addr() {
+	local i
+	for ((i = 0; i < ${#names[@]}; i++)); do
+		[ "${names[i]}" != "$1" ] || { printf '%s\n' "${hosts[2 * i + 1]#addr=}"; return 0; }
+	done
+	return 1
+}
 
 if ! ours; then
 	# knet with encryption on; a short token for fast failure detection.
@@ -40,22 +54,51 @@ if ! ours; then
 		totem token="$TOKEN_MS" consensus="$CONSENSUS_MS" join="$JOIN_MS" \
 		--enable --start --wait="$START_WAIT_S"
 else
-	current=$(members)
-	for ((i = 0; i < ${#names[@]}; i++)); do
-		if ! grep -qx "${names[i]}" <<<"$current"; then
-			log "adding ${names[i]}"
-			quiet pcs cluster node add "${hosts[2 * i]}" "${hosts[2 * i + 1]}" --enable --start --wait="$START_WAIT_S"
+	# Converge to the declared members by name and address: a member the program
+	# no longer declares leaves; one whose address changed (a replaced droplet
+	# keeps its name, not its address) leaves and joins again at the new address;
+	# a new one joins. Each joining node gets the cluster's existing keys from pcs.
+	declare -A current=()
+	while read -r name addr; do current[$name]=$addr; done < <(members)
+	leaving=() joining=()
+	for name in "${!current[@]}"; do
+		if ! want=$(declared_addr "$name"); then
+			leaving+=("$name")
+		elif [ "$want" != "${current[$name]}" ]; then
+			log "$name moved from ${current[$name]} to $want"
+			leaving+=("$name")
+			joining+=("$name")
 		fi
 	done
-	for member in $current; do
-		if ! printf '%s\n' "${names[@]}" | grep -qx "$member"; then
-			log "removing $member"
-			quiet pcs cluster node remove "$member" --force
-		fi
+	for name in "${names[@]}"; do
+		[ -n "${current[$name]:-}" ] || joining+=("$name")
+	done
+	# One member at a time: with two gone at once the survivors could lose quorum,
+	# and the volume its last good copy (see storage-volume.sh).
+	if [ "${#leaving[@]}" -gt 1 ]; then
+		die "refusing to remove or re-address ${leaving[*]} in one run: change one node at a time"
+	fi
+	for name in "${leaving[@]}"; do
+		log "removing $name (${current[$name]}) from the cluster"
+		# --force: a node being re-addressed is a fresh one that cannot report quorum.
+		quiet pcs cluster node remove "$name" --force
+	done
+	for name in "${joining[@]}"; do
+		log "adding $name at $(declared_addr "$name")"
+		quiet pcs cluster node add "$name" "addr=$(declared_addr "$name")" --enable --start --wait="$START_WAIT_S"
 	done
 	quiet pcs cluster start --all --wait="$START_WAIT_S"
 	quiet pcs cluster enable --all
 fi
+
+# Pacemaker keeps a node entry (and its attributes) for every node it has seen:
+# forget those that are no longer members.
+while read -r uname; do
+	if [ -n "$uname" ] && ! declared_addr "$uname" >/dev/null; then
+		log "forgetting former node $uname"
+		quiet crm_node --force --remove "$uname"
+	fi
+done < <(cibadmin --query --scope nodes 2>/dev/null | sed -n 's/.*<node [^>]*uname="\([^"]*\)".*/\1/p')
 
 all_online() {
 	local online

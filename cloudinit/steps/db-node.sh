@@ -19,12 +19,24 @@ read_bundle
 # 13 logs to the journal and has no such directory.
 install -d -m 2750 -o mysql -g adm /var/log/mysql
 
+# Renewed certificates alone are loaded in place with FLUSH SSL: a running
+# primary takes them without a restart (new connections, replication's
+# included, use them; open ones keep their session).
+tls_only=yes
+for path in "${CHANGED[@]}"; do
+	case $path in /etc/mysql/tls/*) ;; *) tls_only=no ;; esac
+done
+
 # The unit starts MariaDB only until pacemaker takes over (see db-handover.sh).
 if ! managed_by_pacemaker mariadb; then
 	if [ "${#CHANGED[@]}" -gt 0 ] || ! systemctl is-active --quiet mariadb.service; then
 		log "restarting mariadb for ${CHANGED[*]:-a stopped server}"
 		systemctl restart mariadb.service
 	fi
+elif [ "${#CHANGED[@]}" -gt 0 ] && [ "$tls_only" = yes ]; then
+	wait_for "mariadb" 60 mariadb -e 'SELECT 1' >/dev/null
+	mariadb -e 'FLUSH SSL'
+	log "reloaded TLS certificates in place: ${CHANGED[*]}"
 elif [ "${#CHANGED[@]}" -gt 0 ]; then
 	log "warning: ${CHANGED[*]} changed; restart mariadb through pacemaker when convenient"
 fi

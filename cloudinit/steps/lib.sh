@@ -106,14 +106,19 @@ sql_escape() { sed -e "s/\\\\/\\\\\\\\/g" -e "s/'/\\\\'/g" <<<"$1"; }
 # managed_by_pacemaker RESOURCE: pacemaker already has RESOURCE (mariadb, web) on this cluster.
 managed_by_pacemaker() { crm_resource --resource "$1" --query-xml >/dev/null 2>&1; }
 
-# wait_for DESCRIPTION SECONDS COMMAND...: poll until COMMAND succeeds.
+# wait_for DESCRIPTION SECONDS COMMAND...: poll until COMMAND succeeds, pausing
+# WAIT_POLL_S between checks (set ahead of this file from infra/tuning.py: short
+# pauses first, the last one repeating).
 wait_for() {
-	local what=$1 seconds=$2 deadline
+	local what=$1 seconds=$2 deadline i=0
+	local -a pauses
+	read -ra pauses <<<"$WAIT_POLL_S"
 	shift 2
 	deadline=$((SECONDS + seconds))
 	until "$@"; do
 		[ "$SECONDS" -lt "$deadline" ] || die "timed out after ${seconds}s waiting for $what"
-		sleep 1
+		sleep "${pauses[i]}"
+		[ "$i" -ge $((${#pauses[@]} - 1)) ] || i=$((i + 1))
 	done
 }
 

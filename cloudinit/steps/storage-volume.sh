@@ -1,51 +1,110 @@
 #!/bin/bash
-# Create the replicated GlusterFS volume once; re-runs only re-apply its options.
+# Create the replicated GlusterFS volume, or converge an existing one to the
+# declared peers and bricks: a brick whose node was replaced (same place in the
+# replica set, new address) moves to the new node and is healed from the others;
+# new peers are probed (an app node beyond the brick holders mounts the volume
+# without a brick); peers the program no longer declares are detached.
 # Runs on the bootstrap node.
 # Arguments (tuning values and why: infra/tuning.py):
 #   VOLUME           the volume's name
 #   BRICK_DIR        where each peer keeps its brick
 #   ARBITER          yes: the last peer holds an arbiter brick; no: plain replica 2
 #   ALLOW            addresses allowed to mount, comma separated
-#   PEERS            the peers' private addresses, space separated, app nodes
-#                    first, the arbiter's last
+#   PEERS            every peer's private address (every node), space separated
+#   BRICKS           the addresses of the peers holding a brick, in brick order:
+#                    the data bricks, then the arbiter's
 #   PING_TIMEOUT_S   network.ping-timeout
 #   QUORUM_TYPE      cluster.quorum-type
 #   PROBE_TIMEOUT_S  bound on one peer probe
+#   HEAL_WAIT_S      how long the volume has to heal (nothing left to heal)
 set -euo pipefail
-step_args VOLUME BRICK_DIR ARBITER ALLOW PEERS PING_TIMEOUT_S QUORUM_TYPE PROBE_TIMEOUT_S -- "$@"
+step_args VOLUME BRICK_DIR ARBITER ALLOW PEERS BRICKS PING_TIMEOUT_S QUORUM_TYPE PROBE_TIMEOUT_S HEAL_WAIT_S -- "$@"
 read -ra peer_ips <<<"$PEERS"
+read -ra brick_ips <<<"$BRICKS"
 read_bundle
 
 self=$(hostname -I)
 for ip in "${peer_ips[@]}"; do
 	case " $self " in *" $ip "*) continue ;; esac
 	# Probe only new peers; the CLI can hang on a peer it already knows.
-	gluster pool list | grep -q "[[:space:]]${ip}[[:space:]]" || quiet gluster --timeout="$PROBE_TIMEOUT_S" peer probe "$ip"
+	# (Output captured first: with pipefail, grep -q quitting early can fail the pipe.)
+	pool=$(gluster pool list)
+	grep -q "[[:space:]]${ip}[[:space:]]" <<<"$pool" || quiet gluster --timeout="$PROBE_TIMEOUT_S" peer probe "$ip"
 done
+# A probed peer is usable (it can take a brick) once it is "Peer in Cluster"
+# and connected; "Connected" alone shows while the handshake still runs.
 connected() {
-	[ "$(gluster pool list | grep -c 'Connected')" -ge "${#peer_ips[@]}" ]
+	local ip status
+	status=$(gluster peer status | awk '/^Hostname:/ { host = $2 } /^State:/ { print host, $0 }')
+	for ip in "${peer_ips[@]}"; do
+		case " $self " in *" $ip "*) continue ;; esac
+		grep -q "^${ip} State: Peer in Cluster (Connected)" <<<"$status" || return 1
+	done
 }
 wait_for "all ${#peer_ips[@]} gluster peers connected" 120 connected
 
 if ! gluster volume info "$VOLUME" >/dev/null 2>&1; then
-	bricks=()
-	for ip in "${peer_ips[@]}"; do bricks+=("$ip:$BRICK_DIR"); done
+	new_bricks=()
+	for ip in "${brick_ips[@]}"; do new_bricks+=("$ip:$BRICK_DIR"); done
 	if [ "$ARBITER" = yes ]; then
 		layout=(replica 3 arbiter 1)
 	else
 		log "warning: replica 2 without an arbiter can split-brain; add a witness node"
 		layout=(replica 2)
 	fi
-	log "creating volume $VOLUME: ${layout[*]} ${bricks[*]}"
+	log "creating volume $VOLUME: ${layout[*]} ${new_bricks[*]}"
 	# force: the bricks live on the droplets' root filesystem.
-	quiet gluster --mode=script volume create "$VOLUME" "${layout[@]}" "${bricks[@]}" force
+	quiet gluster --mode=script volume create "$VOLUME" "${layout[@]}" "${new_bricks[@]}" force
+else
+	# Brick N belongs to peer N (the arbiter's is last): a brick elsewhere is a
+	# replaced node's, and moves to the declared peer.
+	mapfile -t have < <(gluster volume info "$VOLUME" | sed -n 's/^Brick[0-9]*:[[:space:]]*\([^[:space:]]*\).*/\1/p')
+	if [ "${#have[@]}" -ne "${#brick_ips[@]}" ]; then
+		die "volume $VOLUME has ${#have[@]} bricks, the program declares ${#brick_ips[@]}: adding or removing bricks is not supported"
+	fi
+	moves=()
+	for i in "${!have[@]}"; do
+		[ "${have[i]}" = "${brick_ips[i]}:$BRICK_DIR" ] || moves+=("$i")
+	done
+	# Two bricks moved at once would leave one copy (or none) to heal from.
+	[ "${#moves[@]}" -le 1 ] || die "refusing to replace ${#moves[@]} bricks of $VOLUME in one run: replace one node at a time"
+	for i in "${moves[@]}"; do
+		log "moving brick ${have[i]} to ${brick_ips[i]}:$BRICK_DIR"
+		quiet gluster --mode=script volume replace-brick "$VOLUME" "${have[i]}" "${brick_ips[i]}:$BRICK_DIR" commit force
+	done
 fi
+
+# Peers that hold no brick and are not declared (a replaced node's old address).
+while read -r _ host _; do
+	[ "$host" != localhost ] || continue
+	case " ${peer_ips[*]} " in *" $host "*) continue ;; esac
+	if grep -q "^Brick[0-9]*:[[:space:]]*${host}:" <<<"$(gluster volume info)"; then
+		log "warning: peer $host is not declared but still holds a brick; left in the pool"
+		continue
+	fi
+	log "detaching former peer $host"
+	# A peer that is gone for good may need force (it cannot confirm).
+	gluster --mode=script peer detach "$host" >/dev/null 2>&1 || quiet gluster --mode=script peer detach "$host" force
+done < <(gluster pool list | tail -n +2)
 
 # Only cluster members may mount.
 quiet gluster volume set "$VOLUME" auth.allow "$ALLOW"
 quiet gluster volume set "$VOLUME" network.ping-timeout "$PING_TIMEOUT_S"
 quiet gluster volume set "$VOLUME" cluster.quorum-type "$QUORUM_TYPE"
-if ! gluster volume info "$VOLUME" | grep -q '^Status: Started'; then
+if ! grep -q '^Status: Started' <<<"$(gluster volume info "$VOLUME")"; then
 	quiet gluster volume start "$VOLUME"
 fi
-log "volume $VOLUME started on ${peer_ips[*]}"
+
+# Nothing left to heal: every file is on every brick (a moved brick is filled
+# from the others by the self-heal daemon; this asks it to start now).
+pending() { gluster volume heal "$VOLUME" info | awk '/^Number of entries:/ { n += $4 } END { print n + 0 }'; }
+healed() {
+	[ "$(gluster volume heal "$VOLUME" info | grep -c '^Status: Connected')" -eq "${#brick_ips[@]}" ] &&
+		[ "$(pending)" -eq 0 ]
+}
+if ! healed; then
+	gluster volume heal "$VOLUME" >/dev/null 2>&1 || true
+	log "healing $VOLUME ($(pending) entries pending)"
+	wait_for "$VOLUME to heal (gluster volume heal $VOLUME info)" "$HEAL_WAIT_S" healed
+fi
+log "volume $VOLUME started on ${brick_ips[*]} (pool: ${peer_ips[*]}), nothing to heal"

@@ -11,14 +11,20 @@ read_bundle
 install -d -m 0755 "$DOCUMENT_ROOT"
 
 # The canary talks to the local MariaDB as its own system user (unix_socket).
+# rkhunter compares users and groups with its first-boot copies (in its TMPDIR):
+# a user added on purpose goes into them too, so the daily scan stays clean. The
+# first-boot baseline may be taking those copies right now (in the background, see
+# do-ha-harden); it holds the same lock while it does, so the copies get the user
+# either way.
 if ! id -u do-ha-canary >/dev/null 2>&1; then
-	useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin do-ha-canary
-	# rkhunter compares users and groups with its first-boot copies (in its
-	# TMPDIR): record a user added on purpose, so the daily scan stays clean.
-	if [ -f /var/lib/rkhunter/tmp/passwd ]; then
-		cp -p /etc/passwd /etc/group /var/lib/rkhunter/tmp/
-		chmod 0600 /var/lib/rkhunter/tmp/passwd /var/lib/rkhunter/tmp/group
-	fi
+	(
+		flock 9
+		useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin do-ha-canary
+		if [ -f /var/lib/rkhunter/tmp/passwd ]; then
+			cp -p /etc/passwd /etc/group /var/lib/rkhunter/tmp/
+			chmod 0600 /var/lib/rkhunter/tmp/passwd /var/lib/rkhunter/tmp/group
+		fi
+	) 9>/run/lock/do-ha-stack-users
 fi
 ln -sfn /etc/nginx/sites-available/do-ha-stack /etc/nginx/sites-enabled/do-ha-stack
 rm -f /etc/nginx/sites-enabled/default
@@ -29,13 +35,21 @@ if changed /usr/local/lib/do-ha-stack/canary.py || ! systemctl is-active --quiet
 fi
 nginx -t -q
 
-# From now on pacemaker starts nginx where the reserved IP is.
+# From now on pacemaker starts nginx where the reserved IP is. On any other node
+# nginx must not run: a node joining a running cluster comes with the package's
+# nginx started, which pacemaker would find running beside the active node's and
+# restart the active group (see cluster-resources.sh for when it starts looking).
 systemctl disable nginx.service >/dev/null 2>&1
-if managed_by_pacemaker web; then
+runs_web_here() {
+	local me
+	me=$(crm_node -n 2>/dev/null) || return 1
+	grep -qx "resource web is running on: $me" <<<"$(crm_resource --resource web --locate 2>/dev/null || true)"
+}
+if managed_by_pacemaker web && runs_web_here; then
 	if systemctl is-active --quiet nginx.service; then
 		systemctl reload nginx.service
 	fi
-	log "site updated; pacemaker runs nginx"
+	log "site updated; pacemaker runs nginx here"
 else
 	systemctl stop nginx.service
 	log "site installed; nginx is left to pacemaker"

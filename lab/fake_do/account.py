@@ -152,21 +152,10 @@ class FakeAccount:
         self.action_delay = float(cfg.get("action_delay", DEFAULT_ACTION_DELAY) if action_delay is None
                                   else action_delay)
         self.log = log or log_stderr
+        self._cfg = cfg  # defaults for droplets added later (netmasks, gateways)
         self.droplets: dict[int, Droplet] = {}
         for d in cfg.get("droplets", []):
-            did = d["id"]
-            if not isinstance(did, int) or isinstance(did, bool) or did < 1 or did in self.droplets:
-                raise ValueError(f"droplet id {did!r}: must be a unique positive integer")
-            if d.get("status", "active") not in ("active", "off"):
-                raise ValueError(f"droplet {did}: status must be 'active' or 'off'")
-            self.droplets[did] = Droplet(
-                id=did, name=str(d["name"]), region=str(d.get("region", self.region)),
-                public=_iface(cfg, d, "public", "255.255.255.0"),
-                private=_iface(cfg, d, "private", "255.255.255.0"),
-                anchor=_iface(cfg, d, "anchor", "255.255.0.0"),
-                tags=[str(t) for t in d.get("tags", [])], status=d.get("status", "active"),
-                size_slug=str(d.get("size_slug", "s-1vcpu-2gb")), image_slug=str(d.get("image", "debian-13-x64")),
-                vpc_uuid=str(d.get("vpc_uuid", uuid.uuid5(uuid.NAMESPACE_URL, f"vpc:{d.get('region', self.region)}"))))
+            self._add_droplet(d)
         self.ips: dict[str, ReservedIP] = {}
         for r in cfg.get("reserved_ips", []):
             ip = str(ipaddress.IPv4Address(r["ip"]))
@@ -179,6 +168,52 @@ class FakeAccount:
         for f in cfg.get("fail_next", []):
             self.inject_faults(int(f["status"]), int(f.get("count", 1)))
         self.persist()
+
+    def _add_droplet(self, d: JSON) -> Droplet:
+        did = d["id"]
+        if not isinstance(did, int) or isinstance(did, bool) or did < 1 or did in self.droplets:
+            raise ValueError(f"droplet id {did!r}: must be a unique positive integer")
+        if d.get("status", "active") not in ("active", "off"):
+            raise ValueError(f"droplet {did}: status must be 'active' or 'off'")
+        cfg = self._cfg
+        droplet = Droplet(
+            id=did, name=str(d["name"]), region=str(d.get("region", self.region)),
+            public=_iface(cfg, d, "public", "255.255.255.0"),
+            private=_iface(cfg, d, "private", "255.255.255.0"),
+            anchor=_iface(cfg, d, "anchor", "255.255.0.0"),
+            tags=[str(t) for t in d.get("tags", [])], status=d.get("status", "active"),
+            size_slug=str(d.get("size_slug", "s-1vcpu-2gb")), image_slug=str(d.get("image", "debian-13-x64")),
+            vpc_uuid=str(d.get("vpc_uuid", uuid.uuid5(uuid.NAMESPACE_URL, f"vpc:{d.get('region', self.region)}"))))
+        self.droplets[did] = droplet
+        return droplet
+
+    # --- droplets created and destroyed -------------------------------------------
+
+    def create_droplet(self, record: Any) -> Droplet:
+        """Lab only: a droplet the lab has booted (id, name and addresses chosen by
+        the lab, as DigitalOcean chooses them for a real one)."""
+        if not isinstance(record, dict):
+            raise unprocessable("expected a droplet record: {\"id\": N, \"name\": ..., \"public_ipv4\": ...}")
+        with self.lock:
+            try:
+                droplet = self._add_droplet(record)
+            except (KeyError, TypeError, ValueError) as e:
+                raise unprocessable(f"bad droplet record: {e}") from None
+            self.persist()
+        self.log(f"droplet {droplet.id} {droplet.name} created")
+        return droplet
+
+    def delete_droplet(self, droplet_id: str | int) -> None:
+        """DELETE /v2/droplets/{id}: the droplet is gone; a reserved IP it held is
+        left unassigned (as DigitalOcean does)."""
+        with self.lock:
+            d = self.droplet(droplet_id)
+            del self.droplets[d.id]
+            for r in self.ips.values():
+                if r.droplet_id == d.id:
+                    r.droplet_id = None
+            self.persist()
+        self.log(f"droplet {d.id} {d.name} destroyed")
 
     # --- faults, persistence, shutdown -----------------------------------------
 

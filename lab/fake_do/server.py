@@ -83,7 +83,9 @@ class ApiHandler(_Handler):
     def _json(self, status: int, body: JSON, extra: dict[str, str] | None = None) -> None:
         headers = {"ratelimit-limit": "5000", "ratelimit-remaining": "4999" if status != 429 else "0",
                    "ratelimit-reset": str(int(time.time()) + 1)} | (extra or {})
-        self._respond(status, json.dumps(body).encode(), "application/json; charset=utf-8", headers)
+        # 204 No Content (a DELETE) has no body at all.
+        raw = b"" if status == 204 else json.dumps(body).encode()
+        self._respond(status, raw, "application/json; charset=utf-8", headers)
 
     def _error(self, e: ApiError) -> None:
         rid = str(uuid.uuid4())

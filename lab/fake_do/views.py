@@ -5,9 +5,12 @@ API (Bearer token, under /v2):
     GET  /v2/reserved_ips[/{ip}[/actions[/{action_id}]]]   (and /v2/floating_ips/...)
     POST /v2/reserved_ips/{ip}/actions      {"type": "assign", "droplet_id": N} | {"type": "unassign"}
     GET  /v2/droplets/{id}[/actions[/{action_id}]]
+    DELETE /v2/droplets/{id}                (204; a reserved IP it held is unassigned)
     POST /v2/droplets/{id}/actions          {"type": power_off|power_on|shutdown|reboot|power_cycle}
     GET  /v2/actions[/{action_id}]
     POST /_lab/faults {"status": 429|500, "count": N}   (lab only: not a DO endpoint)
+    POST /_lab/droplets {"id": N, "name": ..., "public_ipv4": ..., ...}  (lab only: a droplet the
+         lab booted; DO's own create chooses ids and addresses, the lab chooses them here)
 Metadata (no auth, caller identified by source address): /metadata/v1/..., /metadata/v1.json
 
 Views are plain functions of the account and the request; HTTP is server.py's.
@@ -100,6 +103,17 @@ def droplet_get(account: FakeAccount, g: Groups, _b: Any, _q: Query, _base: str)
         return 200, {"droplet": droplet_json(account.droplet(g["did"]))}
 
 
+def droplet_delete(account: FakeAccount, g: Groups, _b: Any, _q: Query, _base: str) -> tuple[int, JSON]:
+    account.delete_droplet(g["did"])
+    return 204, None
+
+
+def lab_droplet_create(account: FakeAccount, _g: Groups, body: Any, _q: Query, _base: str) -> tuple[int, JSON]:
+    droplet = account.create_droplet(body)
+    with account.lock:
+        return 201, {"droplet": droplet_json(droplet)}
+
+
 def droplet_actions(account: FakeAccount, g: Groups, _b: Any, q: Query, base: str) -> tuple[int, JSON]:
     with account.lock:
         d = account.droplet(g["did"])
@@ -150,12 +164,14 @@ ROUTES: list[tuple[str, re.Pattern[str], Operation]] = [(m, re.compile("^" + p +
     ("POST", r"/v2/(?P<kind>reserved|floating)_ips/(?P<ip>[^/]+)/actions", ip_action_post),
     ("GET", r"/v2/(?P<kind>reserved|floating)_ips/(?P<ip>[^/]+)/actions/(?P<aid>[^/]+)", ip_action_get),
     ("GET", r"/v2/droplets/(?P<did>[^/]+)", droplet_get),
+    ("DELETE", r"/v2/droplets/(?P<did>[^/]+)", droplet_delete),
     ("GET", r"/v2/droplets/(?P<did>[^/]+)/actions", droplet_actions),
     ("POST", r"/v2/droplets/(?P<did>[^/]+)/actions", droplet_action_post),
     ("GET", r"/v2/droplets/(?P<did>[^/]+)/actions/(?P<aid>[^/]+)", droplet_action_get),
     ("GET", r"/v2/actions", action_list),
     ("GET", r"/v2/actions/(?P<aid>[^/]+)", action_get),
     ("POST", r"/_lab/faults", lab_faults),
+    ("POST", r"/_lab/droplets", lab_droplet_create),
 ]]
 
 

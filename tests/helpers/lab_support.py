@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from infra import tuning
+from lab.standin import call_api
 from lab.topology import SSH_OPTS, SWITCH_NS, LabNode, run_dir
 
 
@@ -22,8 +24,8 @@ def in_lab(*cmd: str, timeout: float = 120, netns: str = SWITCH_NS) -> subproces
 class Admin:
     """SSH as the deploy user with the lab's admin key over one multiplexed connection.
 
-    Multiplexing keeps the tests far below ufw's SSH rate limit (6 new
-    connections per 30 s per source), which is itself under test.
+    Multiplexing keeps the tests far below the nodes' SSH rate limit (new
+    connections per source, infra/tuning.py SSH_RATE_*), which is itself under test.
     """
 
     node: LabNode
@@ -33,11 +35,11 @@ class Admin:
             result = in_lab("ssh", "-i", str(run_dir() / "admin_key"), *SSH_OPTS,
                             "-o", "ControlMaster=auto", "-o", f"ControlPath={run_dir()}/cm-%C",
                             "-o", "ControlPersist=300", f"deploy@{self.node.public_ip}", command, timeout=timeout)
-            # A new connection refused by ufw's SSH rate limit (6 per 30 s per
-            # source, every attempt counted): wait out the whole window.
+            # A new connection refused by the SSH rate limit: the next one gets
+            # through once the source's bucket has a token again.
             if result.returncode != 255 or "Connection refused" not in result.stderr or attempt == 4:
                 break
-            time.sleep(31)
+            time.sleep(60 / tuning.SSH_RATE_PER_MINUTE + 1)
         if check and result.returncode != 0:
             raise AssertionError(f"{self.node.name}: {command!r} exited {result.returncode}: "
                                  f"{result.stdout[-1500:]}{result.stderr[-1500:]}")
@@ -76,30 +78,9 @@ def probe_tcp(host: str, ports: list[int], source: str = "", netns: str = SWITCH
 __all__ = ["Admin", "in_lab", "probe_tcp", "SSH_OPTS", "socket"]
 
 
-API_CLIENT = r"""
-import json, sys, urllib.request, urllib.error
-method, url, token, body = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-req = urllib.request.Request(url, method=method, data=body.encode() if body else None,
-                             headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-try:
-    with urllib.request.urlopen(req, timeout=10) as r:
-        print(json.dumps({"status": r.status, "body": json.loads(r.read() or b"null")}))
-except urllib.error.HTTPError as e:
-    print(json.dumps({"status": e.code, "body": json.loads(e.read() or b"null")}))
-"""
-
-
 def api(method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
     """Call the lab's DigitalOcean stand-in from the lab's public side."""
-    from lab.topology import API_URL
-
-    token = token if token is not None else (run_dir() / "api_token").read_text().strip()
-    # The token travels on stdin-free argv of a process inside the lab only; it is a lab token.
-    result = subprocess.run(["ip", "netns", "exec", SWITCH_NS, "python3", "-c", API_CLIENT, method,
-                             API_URL + path, token, json.dumps(body) if body else ""],
-                            capture_output=True, text=True, timeout=30, check=True)
-    reply = json.loads(result.stdout)
-    return reply["status"], reply["body"]
+    return call_api(method, path, body, token)
 
 
 @contextmanager

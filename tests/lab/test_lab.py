@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from infra import tuning
 from lab import replay
 from lab.containers import cloud_init_result, load_state
 from lab.stack import lab_plan
@@ -84,7 +85,7 @@ def test_failed_logins_get_the_source_banned_then_unbanned(nodes: list[LabNode])
     node = nodes[-1]
     admin = Admin(node)
     admin.sudo(f"fail2ban-client set sshd unbanip {SECOND_CLIENT}", check=False)
-    # maxretry is 5; stay within ufw's 6 new connections per 30 s from this source.
+    # maxretry is 5: five failures, well within the SSH rate limit's burst.
     for _ in range(5):
         in_lab("ssh", *SSH_OPTS, "-b", SECOND_CLIENT, "-o", "PubkeyAuthentication=no",
                "-o", "PreferredAuthentications=password", f"nosuchuser@{node.public_ip}", "true", timeout=20)
@@ -98,7 +99,7 @@ def test_failed_logins_get_the_source_banned_then_unbanned(nodes: list[LabNode])
     assert admin.run("true").returncode == 0  # the ban is per source
     admin.sudo(f"fail2ban-client set sshd unbanip {SECOND_CLIENT}")
     assert SECOND_CLIENT not in admin.sudo("ufw status").stdout
-    # reachable again once ufw's 30 s rate-limit window for this source has passed
+    # reachable again (the rate limit never counted the refused attempts)
     deadline = time.monotonic() + 45
     while probe_tcp(node.public_ip, [22], source=SECOND_CLIENT)[22] != "open":
         assert time.monotonic() < deadline, "still blocked after the unban"
@@ -111,11 +112,59 @@ def test_ufw_is_active_with_the_intended_rules(nodes: list[LabNode]) -> None:
         assert "Status: active" in status
         # routed shows "disabled" while the node does not forward at all
         assert re.search(r"Default: deny \(incoming\), allow \(outgoing\), (deny|disabled) \(routed\)", status), status
-        assert re.search(r"^22/tcp\s+LIMIT IN\s+203\.0\.113\.0/24", status, re.M), status
+        assert re.search(r"^22/tcp\s+ALLOW IN\s+203\.0\.113\.0/24", status, re.M), status
+        # rate limited per source ahead of ufw's rules, for IPv4 and IPv6
+        rules = Admin(node).sudo("sh -c 'iptables -S ufw-before-input; ip6tables -S ufw6-before-input'").stdout
+        limit = (f"--hashlimit-above {tuning.SSH_RATE_PER_MINUTE}/min --hashlimit-burst {tuning.SSH_RATE_BURST} "
+                 f"--hashlimit-mode srcip")
+        assert rules.count(limit) == 2 and rules.count(f"--hashlimit-htable-expire {tuning.SSH_RATE_FORGET_MS}") == 2
         for port in ("2224/tcp", "3306/tcp", "24007:24008/tcp", "49152:49251/tcp", "5404:5406/udp"):
             assert re.search(rf"^{re.escape(port)}\s+ALLOW IN\s+{re.escape(VPC_RANGE)}", status, re.M), port
         public = [p for p in ("80/tcp", "443/tcp") if re.search(rf"^{p}\s+ALLOW IN\s+Anywhere", status, re.M)]
         assert public == ([] if node.name == "witness" else ["80/tcp", "443/tcp"]), status
+
+
+CONNECT_MANY = r"""
+import json, socket, sys
+host, source, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+out = []
+for _ in range(count):
+    s = socket.socket(); s.settimeout(2.0); s.bind((source, 0))
+    try:
+        s.connect((host, 22)); out.append("open")
+    except ConnectionRefusedError:
+        out.append("refused")
+    except OSError:
+        out.append("filtered")
+    finally:
+        s.close()
+print(json.dumps(out))
+"""
+
+
+def _connect(node: LabNode, source: str, count: int) -> list[str]:
+    """`count` new SSH connections from `source`, one after the other, as fast as they go."""
+    return json.loads(in_lab("python3", "-c", CONNECT_MANY, node.public_ip, source, str(count)).stdout)
+
+
+def test_ssh_rate_limit_lets_a_deploy_burst_through_and_throttles_a_flood(nodes: list[LabNode]) -> None:
+    # A source of its own, so no other test's connections count (lab switch only).
+    node, source, burst = nodes[-1], "203.0.113.249", tuning.SSH_RATE_BURST
+    in_lab("ip", "addr", "add", f"{source}/24", "dev", "br-pub")
+    try:
+        # a deploy's burst gets through; past it, a flood is refused
+        assert _connect(node, source, burst + 3) == ["open"] * burst + ["refused"] * 3
+        # a client that keeps retrying is let in once a token is back (ufw's own
+        # `limit` counts every retry and would keep it out)
+        start, seen = time.monotonic(), ["refused"]
+        while seen != ["open"] and time.monotonic() - start < 2 * 60 / tuning.SSH_RATE_PER_MINUTE:
+            time.sleep(1)
+            seen = _connect(node, source, 1)
+        assert seen == ["open"], "a retrying client was not let in after a token came back"
+        assert _connect(node, source, 1) == ["refused"]  # one token, one connection
+    finally:
+        in_lab("ip", "addr", "del", f"{source}/24", "dev", "br-pub")
+        Admin(node).sudo(f"fail2ban-client set sshd unbanip {source}", check=False)
 
 
 def test_unattended_upgrades_are_effective(nodes: list[LabNode]) -> None:
@@ -129,8 +178,18 @@ def test_unattended_upgrades_are_effective(nodes: list[LabNode]) -> None:
             "enabled", "enabled"]
 
 
+def _baseline(node: LabNode) -> dict[str, str]:
+    shown = Admin(node).run("systemctl show -p ActiveState -p Result do-ha-rkhunter-baseline").stdout
+    return dict(line.split("=", 1) for line in shown.split())
+
+
 def test_daily_scans_and_baseline(nodes: list[LabNode]) -> None:
+    # rkhunter's baseline is taken in the background after first boot, once
+    deadline = time.monotonic() + 300
+    while any(_baseline(n)["ActiveState"] == "activating" for n in nodes) and time.monotonic() < deadline:
+        time.sleep(5)
     for node in nodes:
+        assert _baseline(node) == {"ActiveState": "active", "Result": "success"}, node.name
         assert Admin(node).run("systemctl is-active do-ha-logwatch.timer fail2ban cron").stdout.split() == [
             "active"] * 3
         assert Admin(node).sudo("test -s /var/lib/rkhunter/db/rkhunter.dat", check=False).returncode == 0

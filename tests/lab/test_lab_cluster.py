@@ -297,7 +297,7 @@ def _fenced_count(node: LabNode) -> int:
 
 def _safe(check, node: LabNode) -> bool:  # noqa: ANN001
     # A node that is off (fenced) is neither writable nor a holder. Asking it over SSH
-    # would be refused, which Admin waits out as ufw's rate limit (up to two minutes),
+    # would be refused, which Admin waits out as the SSH rate limit (half a minute),
     # long enough for the sampling above to run out of time.
     if container_init(node) is None:
         return False

@@ -11,7 +11,7 @@ from infra.config import parse
 from tooling.mocks import Run, run_program
 from tooling.render import stack_config, user_data
 from infra.remote import step_script, steps
-from infra.paths import CLOUDINIT_DIR
+from infra.paths import CLOUDINIT_DIR, REPO_ROOT
 from infra.userdata import packages_for, render, sshd_dropin
 from tests.helpers.stacks import plain_config
 from tests.helpers.expect import EXPECTED_SSHD
@@ -89,9 +89,11 @@ def test_rendered_dropin_is_the_one_in_user_data(staging: Run) -> None:
 
 def _shell_scripts() -> list[Path]:
     assembled = {f"{s}.sh" for s in steps()} | {"lib.sh"}  # checked as assembled, below
-    return sorted(p for p in CLOUDINIT_DIR.rglob("*")
-                  if p.is_file() and p.name not in assembled
-                  and (p.suffix == ".sh" or p.read_text(errors="ignore").startswith("#!/bin/")))
+    nodes_run = sorted(p for p in CLOUDINIT_DIR.rglob("*")
+                       if p.is_file() and p.name not in assembled
+                       and (p.suffix == ".sh" or p.read_text(errors="ignore").startswith("#!/bin/")))
+    # scripts the tooling sends to the nodes (make status's gather script)
+    return nodes_run + sorted((REPO_ROOT / "tooling").glob("*.sh"))
 
 
 @pytest.mark.parametrize("step", steps())

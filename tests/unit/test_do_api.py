@@ -97,7 +97,7 @@ class Api:
         finally:
             conn.close()
         assert resp.getheader("Content-Type", "").startswith("application/json")
-        reply = Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, json.loads(data))
+        reply = Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, json.loads(data) if data else None)
         self.check(method, path, reply)
         return reply
 
@@ -113,8 +113,11 @@ class Api:
             assert str(reply.status) in self.spec.documented_statuses(op_file), \
                 f"{method} {template}: {reply.status} is not a documented success status"
         schema = self.spec.response_schema(op_file, reply.status)
-        assert schema is not None, f"{op_file} documents no JSON body for {reply.status}"
-        _assert_valid(self.spec, schema, reply.body, f"{method} {path} -> {reply.status}")
+        if reply.status == 204:  # No Content: documented without a body, and none sent
+            assert schema is None and reply.body is None, f"{method} {path} -> 204 with a body"
+        else:
+            assert schema is not None, f"{op_file} documents no JSON body for {reply.status}"
+            _assert_valid(self.spec, schema, reply.body, f"{method} {path} -> {reply.status}")
         self.seen.add((method, template, reply.status))
 
     def wait(self, path: str, timeout: float = 5.0) -> tuple[dict[str, Any], list[str]]:
@@ -283,6 +286,10 @@ def test_every_operation_conforms(env: Env) -> None:
     api.call("GET", f"/v2/actions/{did}")
     api.call("GET", "/v2/actions/999999")
     api.call("GET", f"/v2/actions/{did}", token=None)
+
+    assert api.call("DELETE", f"/v2/droplets/{FAR}", token="x").status == 401
+    assert api.call("DELETE", f"/v2/droplets/{FAR}").status == 204
+    assert api.call("DELETE", f"/v2/droplets/{FAR}").status == 404
 
     env.account.inject_faults(429, 1)
     env.account.inject_faults(500, 1)
@@ -572,3 +579,29 @@ def test_cli_serves_logs_requests_and_keeps_the_token_out_of_logs(tmp_path: Path
     text = "".join(log)
     assert f'"GET /v2/droplets/{APP1}" 200' in text and '"GET /metadata/v1/hostname" 200' in text
     assert TOKEN not in text and TOKEN not in " ".join(proc.args)  # type: ignore[arg-type]
+
+
+# --- droplets replaced: one destroyed, a new one (new id, new addresses) booted by the lab ---------
+
+def test_a_destroyed_droplet_is_gone_and_a_lab_droplet_takes_its_place(env: Env) -> None:
+    api = env.api
+    assert api.call("DELETE", f"/v2/droplets/{APP1}").status == 204
+    assert api.call("GET", f"/v2/droplets/{APP1}").status == 404
+    # DigitalOcean leaves the reserved IP of a destroyed droplet unassigned
+    assert api.call("GET", f"/v2/reserved_ips/{RIP}").body["reserved_ip"]["droplet"] is None
+    # fencing it (power_off) finds nothing to act on
+    assert api.call("POST", f"/v2/droplets/{APP1}/actions", {"type": "power_off"}).status == 404
+    assert env.metadata("/metadata/v1/id", "127.0.0.2")[0] == 404  # its address belongs to no droplet
+
+    record = {"id": 5101, "name": "app1", "public_ipv4": "127.0.0.2", "private_ipv4": "10.99.0.21",
+              "anchor_ipv4": "127.0.0.5", "tags": ["do-ha-stack", "app"]}
+    created = api.call("POST", "/_lab/droplets", record)
+    assert created.status == 201 and created.body["droplet"]["id"] == 5101
+    got = api.call("GET", "/v2/droplets/5101").body["droplet"]
+    private = [n["ip_address"] for n in got["networks"]["v4"] if n["type"] == "private"]
+    assert got["name"] == "app1" and private == ["10.99.0.21"]
+    assert env.metadata("/metadata/v1/id", "127.0.0.2") == (200, "5101")
+    assert api.call("POST", "/_lab/droplets", record).status == 422  # the id is taken
+    assert api.call("POST", "/_lab/droplets", {"name": "no id"}).status == 422
+    assert api.call("POST", "/_lab/droplets", record, token="x").status == 401
+    assert {d["id"] for d in json.loads(env.state_out.read_text())["droplets"]} == {5101, APP2, FAR}

@@ -33,7 +33,7 @@ def test_resource_counts(stack_run: Run) -> None:
     assert len(stack_run.of_type(types.DROPLET)) == 3
     assert len(stack_run.of_type(types.VPC)) == 1
     assert len(stack_run.of_type(types.RESERVED_IP)) == 1
-    assert len(stack_run.of_type(types.RESERVED_IP_ASSIGNMENT)) == 1
+    assert len(stack_run.of_type(types.RESERVED_IP_ASSIGNMENT)) == 0  # the cluster assigns it
     assert len(stack_run.of_type(types.FIREWALL)) == 3
     assert len(stack_run.of_type(types.MONITOR_ALERT)) == 3
     assert len(stack_run.of_type(types.PROJECT)) == 1
@@ -117,13 +117,12 @@ def test_firewalls_wait_for_their_tags(stack_run: Run) -> None:
         assert set(fw.dependencies) & tags
 
 
-def test_reserved_ip_is_assigned_once_and_never_moved_back(stack_run: Run) -> None:
+def test_reserved_ip_is_never_assigned_by_the_program(stack_run: Run) -> None:
+    """pacemaker's reserved-ip agent assigns it (tests/unit/test_day2.py: refresh-safe)."""
     ip = stack_run.of_type(types.RESERVED_IP)[0]
-    assert "dropletId" not in ip.inputs  # the IP itself does not pin a droplet
-    assignment = stack_run.of_type(types.RESERVED_IP_ASSIGNMENT)[0]
-    assert assignment.ignore_changes == ["dropletId"]
-    assert stack_run.by_name("app1").urn in assignment.dependencies
-    assert stack_run.outputs["reservedIp"] == assignment.inputs["ipAddress"]
+    assert set(ip.inputs) == {"region"}
+    assert stack_run.outputs["reservedIp"] == stack_run.by_name("cluster-resources").raw_inputs["create"].split(
+        "RESERVED_IP=", 1)[1].split()[0].strip("'")
 
 
 def test_cloud_init_changes_never_replace_droplets_silently(stack_run: Run) -> None:
@@ -138,7 +137,9 @@ def test_replacement_on_user_data_change_is_an_explicit_choice() -> None:
 
 
 def test_prod_is_protected_and_staging_is_not(prod: Run, staging: Run) -> None:
-    assert all(r.protect for r in prod.registrations)
+    """All but what is re-derived by replacement (see infra/naming.derived_opts)."""
+    assert all(r.protect for r in prod.registrations if r.type not in types.REPLACED_BY_DESIGN)
+    assert {r.type for r in prod.registrations if not r.protect} == types.REPLACED_BY_DESIGN
     assert not any(r.protect for r in staging.registrations)
 
 
@@ -194,7 +195,7 @@ def test_alerts_and_project(stack_run: Run) -> None:
     assert all(a.inputs["alerts"]["emails"] == ["ops@example.com"] for a in alerts)
     project = stack_run.of_type(types.PROJECT)[0]
     assert project.inputs["environment"] == {"prod": "Production", "staging": "Staging"}[stack_run.stack]
-    assert len(project.inputs["resources"]) == 4  # three droplets and the reserved IP
+    assert len(project.inputs["resources"]) == 3  # the droplets only (test_day2: no reserved IP)
 
 
 def test_no_witness_means_no_witness_resources() -> None:

@@ -30,6 +30,11 @@ if args[:1] == ["whoami"]:
     if os.environ.get("FAKE_PULUMI_LOGGED_IN") != "yes":
         sys.exit("error: PULUMI_ACCESS_TOKEN must be set for login during non-interactive CLI sessions")
     print("ops")
+elif args[:2] == ["stack", "import"]:
+    with open(args[args.index("--file") + 1]) as src, open(os.environ["FAKE_PULUMI_IMPORTED"], "w") as dst:
+        dst.write(src.read())
+elif args[:2] == ["stack", "export"]:
+    print(os.environ.get("FAKE_PULUMI_EXPORT", '{{"deployment": {{"resources": []}}}}'))
 elif args[:2] == ["config", "get"]:
     if os.environ.get("FAKE_PULUMI_TOKEN") is None:
         sys.exit("error: configuration key 'digitalocean:token' not found for stack")
@@ -38,8 +43,8 @@ else:
     print("fake pulumi:", *args)
 """
 # Variables of the caller's shell that would change what make does.
-_SCRUB = ("STACK", "CONFIRM_DESTROY_PROD", "DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN", "ARGS",
-          "BUCKET", "REGION", "ENDPOINT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEFILES")
+_SCRUB = ("STACK", "OUTPUTS", "CONFIRM_DESTROY_PROD", "DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN", "ARGS",
+          "BUCKET", "REGION", "ENDPOINT", "NODE", "APP_NODES", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEFILES")
 
 
 def _path_without_pulumi() -> list[str]:
@@ -76,7 +81,7 @@ class Make:
     @property
     def runs(self) -> list[list[str]]:
         """The pulumi calls other than the guard's read-only checks."""
-        return [c for c in self.calls if c[0] not in ("whoami", "config")]
+        return [c for c in self.calls if c[0] not in ("whoami", "config") and c[:2] != ["stack", "export"]]
 
 
 @pytest.fixture
@@ -215,3 +220,91 @@ def test_make_setup_installs_the_dev_requirements_and_tracks_every_file(tmp_path
     rule = next(line for line in lines if line.startswith(f"{venv}/.installed:"))
     assert set(rule.split(":", 1)[1].split()) >= {"requirements.txt", "requirements-dev.txt",
                                                    "policy/requirements.txt"}, rule
+
+
+# --- state upgrades ---------------------------------------------------------------
+
+RETIRED_URN = ("urn:pulumi:prod::do-ha-stack::do-ha-stack:index:HaStack$do-ha-stack:network:ReservedAddress"
+               "$digitalocean:index/reservedIpAssignment:ReservedIpAssignment::reserved-ip-initial-assignment")
+PROJECT_URN = RETIRED_URN.replace(
+    "network:ReservedAddress$digitalocean:index/reservedIpAssignment:ReservedIpAssignment::reserved-ip-initial-assignment",
+    "monitoring:Monitoring$digitalocean:index/project:Project::project")
+OLD_EXPORT = json.dumps({"deployment": {"resources": [
+    {"urn": RETIRED_URN, "type": "digitalocean:index/reservedIpAssignment:ReservedIpAssignment", "protect": True},
+    {"urn": PROJECT_URN, "type": "digitalocean:index/project:Project", "protect": True,
+     "inputs": {"name": "p", "resources": ["do:droplet:1", "do:reservedip:198.51.100.10"]},
+     "outputs": {"name": "p", "resources": ["do:droplet:1", "do:floatingip:198.51.100.10"]}}]}})
+
+
+def test_up_refuses_a_state_that_needs_upgrading(make: Make) -> None:
+    run = make("up", "STACK=prod", FAKE_PULUMI_EXPORT=OLD_EXPORT, **READY)
+    assert run.returncode != 0
+    assert "run `make state-upgrade STACK=prod` once" in run.stderr
+    assert make.runs == []
+
+
+def test_state_upgrade_removes_retired_resources_from_the_state_only(make: Make, tmp_path: Path) -> None:
+    imported = tmp_path / "imported.json"
+    run = make("state-upgrade", "STACK=prod", FAKE_PULUMI_EXPORT=OLD_EXPORT, FAKE_PULUMI_IMPORTED=str(imported),
+               **READY)
+    assert run.returncode == 0, run.stderr
+    assert make.runs[1:] == [["state", "unprotect", RETIRED_URN, "--stack", "prod", "--yes", "--non-interactive"],
+                             ["state", "delete", RETIRED_URN, "--stack", "prod", "--yes", "--non-interactive"]]
+    assert make.runs[0][:4] == ["stack", "import", "--stack", "prod"]
+    project = next(r for r in json.loads(imported.read_text())["deployment"]["resources"] if r["urn"] == PROJECT_URN)
+    assert project["inputs"]["resources"] == project["outputs"]["resources"] == ["do:droplet:1"]
+    # Nothing else: the reserved IP itself stays, and no up or destroy ran.
+    again = make("state-upgrade", "STACK=prod", **READY)
+    assert again.returncode == 0 and "state is up to date" in again.stdout
+
+
+def test_state_upgrade_needs_a_stack(make: Make) -> None:
+    run = make("state-upgrade", **READY)
+    assert run.returncode != 0 and "STACK is required" in run.stderr
+    assert make.calls == []
+
+
+# --- make status ------------------------------------------------------------------------
+
+STATUS_DATA = REPO_ROOT / "tests/unit/data/status"
+
+
+def test_status_without_stack_is_refused(make: Make) -> None:
+    run = make("status")
+    assert run.returncode != 0
+    assert "error: STACK is required: make status STACK=staging (or prod, or lab)" in run.stderr
+    assert make.calls == []
+
+
+def test_status_asks_pulumi_for_the_stack_outputs(make: Make) -> None:
+    run = make("status", "STACK=staging")
+    assert run.returncode != 0  # the fake pulumi prints no outputs
+    assert make.calls == [["stack", "output", "--json", "--stack", "staging", "--non-interactive"]]
+    assert "error: pulumi stack output did not print JSON" in run.stderr
+
+
+def test_status_without_the_pulumi_cli_suggests_an_outputs_file(make_without_pulumi: Make) -> None:
+    run = make_without_pulumi("status", "STACK=staging")
+    assert run.returncode != 0
+    assert "pulumi CLI not found on PATH" in run.stderr and "OUTPUTS=file.json" in run.stderr
+
+
+def test_status_reads_an_outputs_file(make: Make, tmp_path: Path) -> None:
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text('{"reservedIp": "192.0.2.1"}')
+    run = make("status", "STACK=staging", f"OUTPUTS={outputs}")
+    assert run.returncode != 0
+    assert "error: the stack outputs have no `nodes`" in run.stderr
+    assert make.calls == []
+
+
+@pytest.mark.parametrize("recording, healthy", [("healthy", True), ("brick-down", False)])
+def test_status_exit_code_gates_a_deploy(make: Make, recording: str, healthy: bool) -> None:
+    run = make("status", "STACK=staging", f"ARGS=--facts {STATUS_DATA / recording}.json")
+    assert (run.returncode == 0) is healthy, run.stdout + run.stderr
+    assert ("HEALTHY" if healthy else "DEGRADED") in run.stdout
+
+
+def test_status_of_the_lab_goes_through_the_lab() -> None:
+    lines = _dry_run("status", "STACK=lab", "ARGS=--json")
+    assert any(line.endswith("-m lab health --json") for line in lines), lines

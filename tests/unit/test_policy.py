@@ -218,13 +218,23 @@ RULE_C = "prod-resources-protected"
 
 
 @pytest.mark.parametrize("kind", [types.VPC, types.DROPLET, types.FIREWALL, "do-ha-stack:index:HaStack",
-                                  types.REMOTE_COMMAND, types.TLS_PRIVATE_KEY])
+                                  types.TLS_PRIVATE_KEY, types.RANDOM_PASSWORD])
 def test_an_unprotected_prod_resource_fails(prod: Run, kind: str) -> None:
     run = broken(prod)
     target = first(run, kind)
     target.protect = False
     problems = resource_violations(run)
     assert len(problems) == 1 and problems[0].startswith(f"{target.name}: {kind} on the prod stack is not protected")
+
+
+@pytest.mark.parametrize("kind", sorted(types.REPLACED_BY_DESIGN))
+def test_a_protected_resource_replaced_by_design_fails(prod: Run, kind: str) -> None:
+    run = broken(prod)
+    target = first(run, kind)
+    assert not target.protect
+    target.protect = True
+    problems = resource_violations(run)
+    assert len(problems) == 1 and problems[0].startswith(f"{target.name}: {kind} on the prod stack is protected, but")
 
 
 def test_staging_resources_need_no_protection(staging: Run) -> None:

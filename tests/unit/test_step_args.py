@@ -110,3 +110,19 @@ def test_the_web_step_creates_the_root_nginx_serves() -> None:
 
     site = (CLOUDINIT_DIR / "app" / "nginx-site.conf").read_text()
     assert re.search(rf"^\s*root {re.escape(DOCUMENT_ROOT)};$", site, re.MULTILINE)
+
+
+def test_lib_waits_with_the_tuned_pauses() -> None:
+    """wait_for pauses as infra/tuning.py says between checks, the last pause repeating."""
+    from infra import tuning
+    from infra.remote import lib_settings
+
+    lib = (CLOUDINIT_DIR / "steps" / "lib.sh").read_text()
+    funcs = "\n".join(re.findall(r"^(?:log|die|wait_for)\(\) \{\n.*?^\}\n", lib, re.MULTILINE | re.DOTALL))
+    # the condition holds at its seventh check; sleep only records its pause
+    script = (f"STEP=test\n{lib_settings()}\n{funcs}\nsleep() {{ printf '%s ' \"$1\"; }}\n"
+              "n=0\nready() { n=$((n + 1)); [ \"$n\" -ge 7 ]; }\nwait_for 'the test' 60 ready\n")
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=10)
+    pauses = [str(p) for p in tuning.WAIT_POLL_S]
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == (pauses + [pauses[-1]] * 6)[:6]

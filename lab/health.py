@@ -1,0 +1,42 @@
+"""`make status STACK=lab`: tooling.status run against the running lab, as an admin
+machine would run it against a real stack, from the lab's public side (its switch
+namespace). The lab feeds its own stack outputs (the program's outputs as `lab up`
+rendered them with the lab's addresses), its admin key and its API stand-in's token
+(in the environment, never in argv)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from infra.paths import REPO_ROOT
+from lab.stack import STACK_FILE
+from lab.topology import SSH_OPTS, STACK, SWITCH_NS, run_dir
+
+def outputs_file() -> Path:
+    path = run_dir() / "render" / "outputs.json"
+    if not path.exists():
+        raise SystemExit(f"no lab outputs at {path}: bring the lab up first (make lab)")
+    return path
+
+
+def status_argv(extra: Sequence[str] = ()) -> list[str]:
+    # The lab's ssh options, plus a shared master connection per node: the tests' own
+    # sessions (tests/helpers/lab_support.Admin) use the same socket, which keeps every
+    # client of the lab under the nodes' SSH rate limit (infra/tuning.py SSH_RATE_*).
+    options = [o for o in SSH_OPTS if o != "-o"] + [
+        "ControlMaster=auto", f"ControlPath={run_dir()}/cm-%C", "ControlPersist=300"]
+    return ["ip", "netns", "exec", SWITCH_NS, sys.executable, "-m", "tooling.status", "--stack", STACK,
+            "--outputs", str(outputs_file()), "--config", str(STACK_FILE),
+            "--identity", str(run_dir() / "admin_key"), *[f"--ssh-option={o}" for o in options], *extra]
+
+
+def status(extra: Sequence[str] = (), capture: bool = False, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run `tooling.status` against the lab; its exit code is the verdict."""
+    token = (run_dir() / "api_token").read_text().strip()
+    env = {**os.environ, "DIGITALOCEAN_TOKEN": token}
+    return subprocess.run(status_argv(extra), cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=capture, text=True, timeout=timeout)

@@ -1,0 +1,260 @@
+"""The membership steps converge a running cluster to what the program declares.
+
+cluster-setup and storage-volume run here as the program renders them (lib.sh
+included), against stand-ins for pcs, crm_node, cibadmin, crm_mon and gluster
+that answer from a small recorded state and log every command: a replaced node
+(same name, new address) leaves and joins again, its brick moves, its old peer is
+detached, and a second run with nothing changed does nothing. The lab tier
+(tests/lab/test_lab_replace.py) proves the same against the real tools.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from infra.remote import step_script
+from tests.helpers.stacks import plain_config
+from tests.unit.test_step_args import passed_args
+from tooling.mocks import Addresses, run_program
+
+NAME = "do-ha-stack-t"
+BRICK = "/var/lib/do-ha-stack/bricks/shared"
+
+# Each stand-in logs its argv to $STUB/calls and answers from files in $STUB.
+STUBS = {
+    "pcs": r"""
+echo "pcs $*" >> "$STUB/calls"
+case "$1 $2" in
+"cluster corosync") cat "$STUB/corosync.conf" ;;
+"cluster node")
+	if [ "$3" = remove ]; then grep -v "^$4 " "$STUB/members" > "$STUB/m" || true; mv "$STUB/m" "$STUB/members"
+	else echo "$4 ${5#addr=}" >> "$STUB/members"; fi
+	render_conf ;;
+esac
+""",
+    "crm_mon": r"""
+n=$(wc -l < "$STUB/members")
+for i in $(seq "$n"); do echo "<node name=\"n$i\" online=\"true\"/>"; done""",
+    "cibadmin": r"""awk '{ print "<node id=\"" NR "\" uname=\"" $1 "\"/>" }' "$STUB/cib-nodes" """,
+    "crm_node": r"""echo "crm_node $*" >> "$STUB/calls" """,
+    "logger": "true",
+    "install": "true",
+    "hostname": r"""echo "$SELF_IP" """,
+    "gluster": r"""
+args=("$@"); [[ "${args[0]}" == --* ]] && args=("${args[@]:1}")
+echo "gluster ${args[*]}" >> "$STUB/calls"
+case "${args[0]} ${args[1]}" in
+"pool list")
+	echo "UUID Hostname State"; echo "u0 localhost Connected"
+	while read -r ip state; do echo "u-$ip $ip $state"; done < "$STUB/pool" ;;
+"peer status")
+	while read -r ip state; do
+		printf 'Hostname: %s\nUuid: u-%s\nState: Peer in Cluster (%s)\n\n' "$ip" "$ip" "$state"
+	done < "$STUB/pool" ;;
+"peer probe") echo "${args[2]} Connected" >> "$STUB/pool" ;;
+"peer detach") grep -v "^${args[2]} " "$STUB/pool" > "$STUB/p" || true; mv "$STUB/p" "$STUB/pool" ;;
+"volume info")
+	echo "Volume Name: shared"; echo "Status: Started"
+	i=0; while read -r b; do i=$((i + 1)); echo "Brick$i: $b"; done < "$STUB/bricks" ;;
+"volume replace-brick") sed -i "s|^${args[3]}\$|${args[4]}|" "$STUB/bricks" ;;
+"volume heal")
+	if [ "${args[3]:-}" = info ]; then
+		while read -r b; do printf 'Brick %s\nStatus: Connected\nNumber of entries: 0\n\n' "$b"; done < "$STUB/bricks"
+	fi ;;
+esac
+""",
+}
+RENDER_CONF = r"""
+render_conf() {
+	{
+		echo "totem {"; echo "    cluster_name: t"; echo "}"; echo "nodelist {"
+		while read -r n a; do
+			printf '    node {\n        ring0_addr: %s\n        name: %s\n    }\n' "$a" "$n"
+		done < "$STUB/members"
+		echo "}"
+	} > "$STUB/corosync.conf"
+}
+"""
+
+
+@pytest.fixture
+def stub(tmp_path: Path) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in STUBS.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\nset -u\n{RENDER_CONF}\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "calls").write_text("")
+    return tmp_path
+
+
+def run_step(stub: Path, step: str, args: dict[str, str], stdin: str = "", self_ip: str = "10.0.0.11",
+             paths: dict[str, Path] | None = None) -> subprocess.CompletedProcess[str]:
+    text = step_script(step)
+    for path, replacement in (paths or {}).items():
+        text = text.replace(path, str(replacement))
+    (stub / "calls").write_text("")
+    env = {"PATH": f"{stub / 'bin'}:{os.environ['PATH']}", "STUB": str(stub), "SELF_IP": self_ip}
+    return subprocess.run(["bash", "-c", text, step, *(f"{k}={v}" for k, v in args.items())],
+                          input=stdin, capture_output=True, text=True, env=env, timeout=60)
+
+
+def calls(stub: Path, prefix: str) -> list[str]:
+    return [c for c in (stub / "calls").read_text().splitlines() if c.startswith(prefix)]
+
+
+# --- corosync / pacemaker -------------------------------------------------------------------
+
+def cluster(stub: Path, members: dict[str, str], cib_nodes: list[str]) -> None:
+    (stub / "members").write_text("".join(f"{n} {a}\n" for n, a in members.items()))
+    (stub / "cib-nodes").write_text("".join(f"{n}\n" for n in cib_nodes))
+    subprocess.run(["bash", "-c", f"{RENDER_CONF}\nrender_conf"], env={**os.environ, "STUB": str(stub)}, check=True)
+
+
+def setup_args(members: dict[str, str]) -> dict[str, str]:
+    return {"CLUSTER_NAME": "t", "MEMBERS": " ".join(f"{n}={a}" for n, a in members.items()),
+            "TOKEN_MS": "1200", "CONSENSUS_MS": "1440", "JOIN_MS": "100", "START_WAIT_S": "5",
+            "STICKINESS": "200", "MIGRATION_THRESHOLD": "3", "FAILURE_TIMEOUT": "120s", "NO_QUORUM_POLICY": "stop"}
+
+
+def setup(stub: Path, members: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    # The step knows its cluster exists by /etc/corosync/corosync.conf: here, the stand-in's.
+    return run_step(stub, "cluster-setup", setup_args(members), stdin="secret HACLUSTER_PASSWORD cHc=\n",
+                    paths={"/etc/corosync/corosync.conf": stub / "corosync.conf"})
+
+
+OLD = {f"{NAME}-app1": "10.0.0.11", f"{NAME}-app2": "10.0.0.12", f"{NAME}-witness": "10.0.0.13"}
+NEW = OLD | {f"{NAME}-app2": "10.0.0.22"}
+
+
+def test_a_re_addressed_member_leaves_and_joins_again_at_its_new_address(stub: Path) -> None:
+    cluster(stub, OLD, list(OLD))
+    result = setup(stub, NEW)
+    assert result.returncode == 0, result.stderr
+    assert calls(stub, "pcs cluster node") == [
+        f"pcs cluster node remove {NAME}-app2 --force",
+        f"pcs cluster node add {NAME}-app2 addr=10.0.0.22 --enable --start --wait=5"]
+    assert f"{NAME}-app2 10.0.0.22" in (stub / "members").read_text()
+
+
+def test_a_second_run_changes_no_membership(stub: Path) -> None:
+    cluster(stub, NEW, list(NEW))
+    result = setup(stub, NEW)
+    assert result.returncode == 0, result.stderr
+    assert calls(stub, "pcs cluster node") == [] and calls(stub, "crm_node") == []
+
+
+def test_members_added_and_removed_and_leftover_pacemaker_nodes_forgotten(stub: Path) -> None:
+    gone = f"{NAME}-app3"
+    cluster(stub, OLD | {gone: "10.0.0.14"}, [*OLD, gone, f"{NAME}-app9"])
+    result = setup(stub, OLD)
+    assert result.returncode == 0, result.stderr
+    assert calls(stub, "pcs cluster node") == [f"pcs cluster node remove {gone} --force"]
+    # the stand-in's CIB still lists both; pacemaker is told to forget them
+    assert calls(stub, "crm_node") == [f"crm_node --force --remove {gone}", f"crm_node --force --remove {NAME}-app9"]
+
+    cluster(stub, OLD, list(OLD))
+    result = setup(stub, OLD | {f"{NAME}-app3": "10.0.0.14"})
+    assert result.returncode == 0, result.stderr
+    assert calls(stub, "pcs cluster node") == [
+        f"pcs cluster node add {NAME}-app3 addr=10.0.0.14 --enable --start --wait=5"]
+
+
+def test_two_members_changed_at_once_are_refused_before_anything_changes(stub: Path) -> None:
+    cluster(stub, OLD, list(OLD))
+    result = setup(stub, NEW | {f"{NAME}-witness": "10.0.0.23"})
+    assert result.returncode != 0
+    assert "one node at a time" in result.stderr
+    assert calls(stub, "pcs cluster node") == []
+
+
+# --- GlusterFS ----------------------------------------------------------------------------------
+
+def volume(stub: Path, pool: dict[str, str], bricks: list[str]) -> None:
+    (stub / "pool").write_text("".join(f"{ip} {state}\n" for ip, state in pool.items()))
+    (stub / "bricks").write_text("".join(f"{ip}:{BRICK}\n" for ip in bricks))
+
+
+def storage(stub: Path, bricks: list[str], clients: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    peers = [*bricks, *clients]
+    return run_step(stub, "storage-volume", {
+        "VOLUME": "shared", "BRICK_DIR": BRICK, "ARBITER": "yes", "ALLOW": ",".join(peers), "PEERS": " ".join(peers),
+        "BRICKS": " ".join(bricks),
+        "PING_TIMEOUT_S": "5", "QUORUM_TYPE": "auto", "PROBE_TIMEOUT_S": "5", "HEAL_WAIT_S": "5"})
+
+
+def test_a_replaced_peer_gets_the_old_brick_and_the_old_peer_is_detached(stub: Path) -> None:
+    volume(stub, {"10.0.0.12": "Disconnected", "10.0.0.13": "Connected"}, ["10.0.0.11", "10.0.0.12", "10.0.0.13"])
+    result = storage(stub, ["10.0.0.11", "10.0.0.22", "10.0.0.13"])
+    assert result.returncode == 0, result.stderr
+    assert calls(stub, "gluster peer probe") + calls(stub, "gluster peer detach") == [
+        "gluster peer probe 10.0.0.22", "gluster peer detach 10.0.0.12"]
+    assert calls(stub, "gluster volume replace-brick") == [
+        f"gluster volume replace-brick shared 10.0.0.12:{BRICK} 10.0.0.22:{BRICK} commit force"]
+    assert (stub / "bricks").read_text().split() == [f"10.0.0.{h}:{BRICK}" for h in (11, 22, 13)]
+
+    second = storage(stub, ["10.0.0.11", "10.0.0.22", "10.0.0.13"])
+    assert second.returncode == 0, second.stderr
+    assert calls(stub, "gluster peer probe") + calls(stub, "gluster peer detach") == []
+    assert calls(stub, "gluster volume replace-brick") == []
+
+
+def test_two_bricks_moved_at_once_are_refused(stub: Path) -> None:
+    volume(stub, {"10.0.0.12": "Disconnected", "10.0.0.13": "Disconnected"}, ["10.0.0.11", "10.0.0.12", "10.0.0.13"])
+    result = storage(stub, ["10.0.0.11", "10.0.0.22", "10.0.0.23"])
+    assert result.returncode != 0 and "one node at a time" in result.stderr
+    assert calls(stub, "gluster volume replace-brick") == []
+
+
+def test_a_changed_brick_count_is_refused_with_a_clear_message(stub: Path) -> None:
+    volume(stub, {"10.0.0.12": "Connected", "10.0.0.13": "Connected"}, ["10.0.0.11", "10.0.0.12", "10.0.0.13"])
+    result = storage(stub, ["10.0.0.11", "10.0.0.12", "10.0.0.14", "10.0.0.13"])
+    assert result.returncode != 0 and "adding or removing bricks is not supported" in result.stderr
+
+
+def test_an_added_app_node_joins_the_pool_without_a_brick_and_leaves_it_again(stub: Path) -> None:
+    bricks = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    volume(stub, {"10.0.0.12": "Connected", "10.0.0.13": "Connected"}, bricks)
+    result = storage(stub, bricks, clients=("10.0.0.14",))
+    assert result.returncode == 0, result.stderr
+    assert calls(stub, "gluster peer probe") == ["gluster peer probe 10.0.0.14"]
+    assert calls(stub, "gluster volume replace-brick") == [] and calls(stub, "gluster peer detach") == []
+    assert "10.0.0.14" in calls(stub, "gluster volume set shared auth.allow")[0]
+
+    result = storage(stub, bricks)
+    assert result.returncode == 0, result.stderr
+    assert calls(stub, "gluster peer detach") == ["gluster peer detach 10.0.0.14"]
+    assert calls(stub, "gluster peer probe") == []
+
+
+# --- what the program declares when the app tier scales ------------------------------------------
+
+@pytest.mark.parametrize("count", [2, 3, 4])
+def test_bricks_stay_on_the_first_two_app_nodes_and_the_witness_whatever_the_app_count(count: int) -> None:
+    run = run_program("staging", plain_config("staging") | {"appNodeCount": count})
+    apps = [f"app{i}" for i in range(1, count + 1)]
+    # the mocks hand out addresses in the program's node order
+    ips = Addresses.placeholders(plain_config("staging")["vpcIpRange"], [*apps, "witness"]).private
+    _, args = passed_args(run.by_name("storage-volume").raw_inputs["create"])
+    assert args["BRICKS"].split() == [ips["app1"], ips["app2"], ips["witness"]]
+    assert args["PEERS"].split() == [ips[n] for n in [*apps, "witness"]]
+    # every app node mounts the volume, brick or not
+    mounts = {r.name for r in run.registrations if r.name.endswith("-shared-mount")}
+    assert mounts == {f"{n}-shared-mount" for n in apps}
+
+
+def test_the_database_agents_node_list_never_changes_when_the_app_tier_scales() -> None:
+    # A change to the agent's node_list restarts MariaDB on every node.
+    seen = set()
+    for count in (2, 3, 4):
+        run = run_program("staging", plain_config("staging") | {"appNodeCount": count})
+        _, args = passed_args(run.by_name("cluster-resources").raw_inputs["create"])
+        names = args["DB_NODES"].split()
+        assert names[-1].endswith("-app1")  # the bootstrap node last
+        assert {spec.split("=")[0] for spec in args["APP_MEMBERS"].split()} <= set(names)
+        seen.add(args["DB_NODES"])
+    assert len(seen) == 1, seen
