@@ -97,11 +97,17 @@ class Addresses:
 
     @staticmethod
     def placeholders(vpc_range: str, nodes: list[str]) -> Addresses:
-        # Documentation ranges (RFC 5737): never routable, obviously fake in a diff.
+        """Documentation ranges (RFC 5737): never routable, obviously fake in a diff. Each
+        node's address follows from its name alone (appN: .10+N, the witness: .30), as a
+        real node's does not change when others are added: a scaled render diffs cleanly."""
         vpc = ipaddress.IPv4Network(vpc_range)
+
+        def host(node: str) -> int:
+            return 30 if node == "witness" else 10 + int(node.removeprefix("app"))
+
         return Addresses(
-            public={n: f"203.0.113.{11 + i}" for i, n in enumerate(nodes)},
-            private={n: str(vpc.network_address + 11 + i) for i, n in enumerate(nodes)},
+            public={n: f"203.0.113.{host(n)}" for n in nodes},
+            private={n: str(vpc.network_address + host(n)) for n in nodes},
             reserved_ip="198.51.100.10",
         )
 

@@ -138,3 +138,34 @@ def test_reruns_send_no_previous_output(stack_run: Run) -> None:
     nodes' sshd accepts no such environment."""
     for cmd in stack_run.of_type(types.REMOTE_COMMAND):
         assert cmd.raw_inputs.get("addPreviousOutputInEnv") is False, cmd.name
+
+
+def scaled(stack: str, count: int) -> Run:
+    return run_program(stack, stack_config(stack) | {"do-ha-stack:appNodeCount": count})
+
+
+def test_scale_out_adds_a_node_and_changes_nothing_else(prod: Run) -> None:
+    bigger = scaled("prod", 3)
+    steps = up_again(State.after_up(prod, DEPLOYED), bigger, Cloud(now=DEPLOYED + dt.timedelta(days=5)))
+    assert not [s for s in steps if s.refused or s.op in ("replace", "delete")], steps
+    created = {s.urn.rsplit("::", 1)[1] for s in steps if s.op == "create"}
+    assert "app3" in created and all(name.startswith("app3") for name in created), created
+    # The data bricks stay on app1 and app2 (+ the witness's arbiter); app3 is a client.
+    volume = bigger.by_name("storage-volume").raw_inputs["create"]
+    assert volume == prod.by_name("storage-volume").raw_inputs["create"].replace(
+        "ALLOW=10.110.0.11,10.110.0.12,10.110.0.30", "ALLOW=10.110.0.11,10.110.0.12,10.110.0.13,10.110.0.30")
+    assert "SERVER=10.110.0.11 BACKUP_SERVERS=10.110.0.12" in bigger.by_name("app3-shared-mount").raw_inputs["create"]
+
+
+def test_scale_in_deletes_only_the_extra_node(prod: Run) -> None:
+    """3 -> 2: app3 and what is its own go; on prod the engine refuses to delete its
+    protected droplet and key until they are unprotected (what `make scale` does)."""
+    bigger = scaled("prod", 3)
+    state = State.after_up(bigger, DEPLOYED)
+    steps = up_again(state, prod, Cloud(now=DEPLOYED + dt.timedelta(days=5)))
+    assert not [s for s in steps if s.op in ("create", "replace")], steps
+    deleted = {s.urn.rsplit("::", 1)[1] for s in steps if s.op == "delete"}
+    assert deleted and all(name.startswith("app3") for name in deleted), deleted
+    refused = {s.urn.rsplit("::", 1)[1] for s in steps if s.refused}
+    assert refused == {"app3", "app3-db-key"}
+
