@@ -6,13 +6,17 @@ A resource a former version declared and this one does not is deleted by the
 next `up` through its provider, which is sometimes exactly wrong. Those listed
 in RETIRED leave the state instead (`pulumi state unprotect`, then `pulumi state
 delete`), so nothing in the cloud is touched. `make up` refuses while any of
-them is still in the state (tooling/cli_guard.py). Re-running this is harmless.
+them is still in the state (tooling/cli_guard.py). A project's recorded list
+loses the reserved IP the same way (`pulumi stack import` of the edited export).
+Re-running this is harmless.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import tempfile
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -37,8 +41,30 @@ def retired_urns(export: dict[str, Any]) -> list[str]:
     return out
 
 
-def _pulumi(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["pulumi", *args, "--non-interactive"], stdin=subprocess.DEVNULL,
+# Reserved-IP URNs as the project held them: ours, and the API's older name for them.
+_IP_URN_PREFIXES = ("do:reservedip:", "do:floatingip:")
+
+
+def without_listed_ips(export: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The export with reserved IPs taken out of every project's `resources`, and the
+    URNs of the projects changed. A former version listed the IP there; the new
+    program does not, and the provider would answer the difference by moving the
+    IP to the default project, which the API refuses while it is assigned."""
+    changed = []
+    for r in export.get("deployment", {}).get("resources") or []:
+        if not str(r.get("type", "")).endswith("/project:Project"):
+            continue
+        for part in ("inputs", "outputs"):
+            listed = (r.get(part) or {}).get("resources")
+            if isinstance(listed, list) and any(str(u).startswith(_IP_URN_PREFIXES) for u in listed):
+                r[part]["resources"] = [u for u in listed if not str(u).startswith(_IP_URN_PREFIXES)]
+                if r["urn"] not in changed:
+                    changed.append(r["urn"])
+    return export, changed
+
+
+def _pulumi(args: Sequence[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["pulumi", *args, "--non-interactive"], input=stdin or "",
                           capture_output=True, text=True)
 
 
@@ -51,7 +77,20 @@ def stack_export(stack: str) -> dict[str, Any]:
 
 
 def upgrade(stack: str, dry_run: bool = False) -> list[str]:
-    urns = retired_urns(stack_export(stack))
+    """Make the state what this version expects; returns the URNs it changed."""
+    export, projects = without_listed_ips(stack_export(stack))
+    for urn in projects:
+        print(f"{'would take' if dry_run else 'taking'} the reserved IP out of the project's state: {urn}")
+    if projects and not dry_run:
+        # stack import reads a file; the export holds only ciphertext of secrets.
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+            os.fchmod(f.fileno(), 0o600)
+            json.dump(export, f)
+            f.flush()
+            result = _pulumi(["stack", "import", "--stack", stack, "--file", f.name])
+        if result.returncode != 0:
+            raise RuntimeError(f"pulumi stack import failed: {result.stderr.strip()[-500:]}")
+    urns = retired_urns(export)
     for urn in urns:
         why = RETIRED[f"{urn.split('::')[2].rsplit('$', 1)[-1]}::{urn.split('::')[3]}"]
         print(f"{'would remove' if dry_run else 'removing'} from the state only: {urn}\n  because {why}")
@@ -61,9 +100,9 @@ def upgrade(stack: str, dry_run: bool = False) -> list[str]:
             result = _pulumi([*args, "--stack", stack, "--yes"])
             if result.returncode != 0:
                 raise RuntimeError(f"pulumi {' '.join(args[:2])} failed: {result.stderr.strip()[-500:]}")
-    if not urns:
+    if not urns and not projects:
         print(f"{stack}: the state is up to date")
-    return urns
+    return projects + urns
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,9 @@ if args[:1] == ["whoami"]:
     if os.environ.get("FAKE_PULUMI_LOGGED_IN") != "yes":
         sys.exit("error: PULUMI_ACCESS_TOKEN must be set for login during non-interactive CLI sessions")
     print("ops")
+elif args[:2] == ["stack", "import"]:
+    with open(args[args.index("--file") + 1]) as src, open(os.environ["FAKE_PULUMI_IMPORTED"], "w") as dst:
+        dst.write(src.read())
 elif args[:2] == ["stack", "export"]:
     print(os.environ.get("FAKE_PULUMI_EXPORT", '{{"deployment": {{"resources": []}}}}'))
 elif args[:2] == ["config", "get"]:
@@ -223,10 +226,14 @@ def test_make_setup_installs_the_dev_requirements_and_tracks_every_file(tmp_path
 
 RETIRED_URN = ("urn:pulumi:prod::do-ha-stack::do-ha-stack:index:HaStack$do-ha-stack:network:ReservedAddress"
                "$digitalocean:index/reservedIpAssignment:ReservedIpAssignment::reserved-ip-initial-assignment")
+PROJECT_URN = RETIRED_URN.replace(
+    "network:ReservedAddress$digitalocean:index/reservedIpAssignment:ReservedIpAssignment::reserved-ip-initial-assignment",
+    "monitoring:Monitoring$digitalocean:index/project:Project::project")
 OLD_EXPORT = json.dumps({"deployment": {"resources": [
-    {"urn": RETIRED_URN, "protect": True},
-    {"urn": RETIRED_URN.replace("reservedIpAssignment:ReservedIpAssignment::reserved-ip-initial-assignment",
-                                "reservedIp:ReservedIp::reserved-ip"), "protect": True}]}})
+    {"urn": RETIRED_URN, "type": "digitalocean:index/reservedIpAssignment:ReservedIpAssignment", "protect": True},
+    {"urn": PROJECT_URN, "type": "digitalocean:index/project:Project", "protect": True,
+     "inputs": {"name": "p", "resources": ["do:droplet:1", "do:reservedip:198.51.100.10"]},
+     "outputs": {"name": "p", "resources": ["do:droplet:1", "do:floatingip:198.51.100.10"]}}]}})
 
 
 def test_up_refuses_a_state_that_needs_upgrading(make: Make) -> None:
@@ -236,11 +243,16 @@ def test_up_refuses_a_state_that_needs_upgrading(make: Make) -> None:
     assert make.runs == []
 
 
-def test_state_upgrade_removes_retired_resources_from_the_state_only(make: Make) -> None:
-    run = make("state-upgrade", "STACK=prod", FAKE_PULUMI_EXPORT=OLD_EXPORT, **READY)
+def test_state_upgrade_removes_retired_resources_from_the_state_only(make: Make, tmp_path: Path) -> None:
+    imported = tmp_path / "imported.json"
+    run = make("state-upgrade", "STACK=prod", FAKE_PULUMI_EXPORT=OLD_EXPORT, FAKE_PULUMI_IMPORTED=str(imported),
+               **READY)
     assert run.returncode == 0, run.stderr
-    assert make.runs == [["state", "unprotect", RETIRED_URN, "--stack", "prod", "--yes", "--non-interactive"],
-                         ["state", "delete", RETIRED_URN, "--stack", "prod", "--yes", "--non-interactive"]]
+    assert make.runs[1:] == [["state", "unprotect", RETIRED_URN, "--stack", "prod", "--yes", "--non-interactive"],
+                             ["state", "delete", RETIRED_URN, "--stack", "prod", "--yes", "--non-interactive"]]
+    assert make.runs[0][:4] == ["stack", "import", "--stack", "prod"]
+    project = next(r for r in json.loads(imported.read_text())["deployment"]["resources"] if r["urn"] == PROJECT_URN)
+    assert project["inputs"]["resources"] == project["outputs"]["resources"] == ["do:droplet:1"]
     # Nothing else: the reserved IP itself stays, and no up or destroy ran.
     again = make("state-upgrade", "STACK=prod", **READY)
     assert again.returncode == 0 and "state is up to date" in again.stdout
