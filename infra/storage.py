@@ -51,11 +51,11 @@ class SharedStorage(pulumi.ComponentResource):
         for node in nodes.app_nodes:
             # A brick node fetches the volume layout from itself first, a client node
             # from the first brick node; the other brick nodes are the backups.
-            own = data.index(node) if node in data else None
+            own = data.index(node) if node in data else 0
             self.mounts[node.name] = step_command(
                 f"{node.name}-shared-mount", "storage-mount", node,
                 {"VOLUME": VOLUME, "MOUNTPOINT": MOUNTPOINT,
-                 "SERVER": servers.apply(lambda a, i=own: a[i if i is not None else 0]),
-                 "BACKUP_SERVERS": servers.apply(lambda a, i=own: ":".join(a[:i or 0] + a[(i or 0) + 1:]))},
+                 "SERVER": servers.apply(lambda a, i=own: a[i]),
+                 "BACKUP_SERVERS": servers.apply(lambda a, i=own: ":".join(a[:i] + a[i + 1:]))},
                 connect, Bundle(), cfg, self, depends_on=[self.volume])
         self.register_outputs({"mountpoint": MOUNTPOINT})
