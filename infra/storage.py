@@ -21,7 +21,13 @@ MOUNTPOINT = "/srv/shared"
 BRICK_DIR = "/var/lib/do-ha-stack/bricks/shared"
 
 
-DATA_BRICKS = 2  # full copies: the first two app nodes
+# Data bricks live on the first two app nodes; more app nodes are pool peers that
+# mount the volume. The arbiter layout (replica 3 arbiter 1) takes exactly two data
+# bricks and the witness's arbiter per replica set: a third data brick would mean a
+# full third copy written synchronously on every write (slower, and no arbiter),
+# and a second replica set would need three more bricks. So scaling out adds web
+# capacity, not copies, and scaling in never takes a brick away.
+DATA_BRICKS = 2
 
 
 def brick_nodes(nodes: Nodes) -> list[Node]:
@@ -53,7 +59,8 @@ class SharedStorage(pulumi.ComponentResource):
         app_ips = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in nodes.app_nodes])
         self.mounts: dict[str, pulumi.Resource] = {}
         for i, node in enumerate(nodes.app_nodes):
-            # Each node fetches the volume layout from itself first, the others as backups.
+            # Every app node is a pool peer: it fetches the volume layout from its own
+            # glusterd first, the other app nodes as backups.
             self.mounts[node.name] = step_command(
                 f"{node.name}-shared-mount", "storage-mount", node,
                 {"VOLUME": VOLUME, "MOUNTPOINT": MOUNTPOINT, "SERVER": app_ips.apply(lambda a, i=i: a[i]),

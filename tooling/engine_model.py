@@ -32,9 +32,9 @@ from tooling.mocks import STACK_TYPE, Registration, Run
 # in pulumi-command); any other input change is an in-place update.
 REPLACED_BY: dict[str, frozenset[str]] = {
     # digitalocean/droplet/resource_droplet.go: image, region, user_data, ssh_keys,
-    # vpc_uuid, ipv6 (turning it off), ... are ForceNew; size, backups, monitoring,
-    # tags, name are updated in place.
-    types.DROPLET: frozenset({"image", "region", "userData", "sshKeys", "vpcUuid"}),
+    # vpc_uuid, monitoring, droplet_agent (and ipv6 turned off) are ForceNew; size,
+    # backups, tags, name are updated in place.
+    types.DROPLET: frozenset({"image", "region", "userData", "sshKeys", "vpcUuid", "monitoring", "dropletAgent"}),
     types.VPC: frozenset({"region", "ipRange"}),
     types.TAG: frozenset({"name"}),
     types.SSH_KEY: frozenset({"publicKey"}),
@@ -116,21 +116,26 @@ def refresh(state: State, cloud: Cloud) -> State:
     return State(out)
 
 
+def alias_urn(stack: str, project: str, type_: str, name: str, alias: dict[str, Any]) -> str | None:
+    """The URN an alias (as the engine gets it) names: a whole former URN, or the
+    resource under a former parent (whose whole type chain prefixes the type)."""
+    if "urn" in alias:
+        return str(alias["urn"])
+    spec = alias.get("spec", {})
+    if "parentUrn" not in spec:
+        return None
+    chain = spec["parentUrn"].split("::")[2]
+    prefix = "" if chain == STACK_TYPE else f"{chain}$"
+    return f"urn:pulumi:{stack}::{project}::{prefix}{type_}::{spec.get('name', name)}"
+
+
 def identities(run: Run) -> dict[str, set[str]]:
-    """Each resource's URN -> every URN the engine matches it by: its own and its aliases'
-    (an alias gives a former parent, or a whole former URN)."""
+    """Each resource's URN -> every URN the engine matches it by: its own and its aliases'."""
     out: dict[str, set[str]] = {}
     for r in run.registrations:
-        names = {r.urn}
-        for alias in r.aliases:
-            if "urn" in alias:
-                names.add(alias["urn"])
-            elif "parentUrn" in (spec := alias.get("spec", {})):
-                chain = spec["parentUrn"].split("::")[2]
-                prefix = "" if chain == STACK_TYPE else f"{chain}$"
-                stack_part, project = r.urn.split("::")[:2]
-                names.add(f"{stack_part}::{project}::{prefix}{r.type}::{spec.get('name', r.name)}")
-        out[r.urn] = names
+        project = r.urn.split("::")[1]
+        aliased = (alias_urn(run.stack, project, r.type, r.name, a) for a in r.aliases)
+        out[r.urn] = {r.urn, *(u for u in aliased if u)}
     return out
 
 

@@ -29,16 +29,17 @@ RETIRED: dict[str, str] = {
 }
 
 
+def _retired_key(urn: str) -> str | None:
+    """A URN's "type::name" (its own type, not its parents'), if this version retires it."""
+    parts = urn.split("::")
+    key = f"{parts[2].rsplit('$', 1)[-1]}::{parts[3]}" if len(parts) == 4 else None
+    return key if key in RETIRED else None
+
+
 def retired_urns(export: dict[str, Any]) -> list[str]:
     """The URNs in a `pulumi stack export` that this version retires."""
     resources = export.get("deployment", {}).get("resources") or []
-    out = []
-    for r in resources:
-        urn = str(r.get("urn", ""))
-        parts = urn.split("::")
-        if len(parts) == 4 and f"{parts[2].rsplit('$', 1)[-1]}::{parts[3]}" in RETIRED:
-            out.append(urn)
-    return out
+    return [urn for r in resources if _retired_key(urn := str(r.get("urn", "")))]
 
 
 # Reserved-IP URNs as the project held them: ours, and the API's older name for them.
@@ -92,7 +93,7 @@ def upgrade(stack: str, dry_run: bool = False) -> list[str]:
             raise RuntimeError(f"pulumi stack import failed: {result.stderr.strip()[-500:]}")
     urns = retired_urns(export)
     for urn in urns:
-        why = RETIRED[f"{urn.split('::')[2].rsplit('$', 1)[-1]}::{urn.split('::')[3]}"]
+        why = RETIRED[str(_retired_key(urn))]
         print(f"{'would remove' if dry_run else 'removing'} from the state only: {urn}\n  because {why}")
         if dry_run:
             continue

@@ -11,15 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from infra.config import PROJECT
-from tooling.mocks import STACK_TYPE
-
-STACK_PREFIX = f"{STACK_TYPE}$"
-
-
-def _chain_of_urn(urn: str) -> str:
-    """The type chain of a URN the SDK computed from an engine-style parent URN."""
-    chain = urn.split("::")[2]
-    return chain[len(STACK_PREFIX):] if chain.startswith(STACK_PREFIX) else chain
+from tooling.engine_model import alias_urn
 
 
 def engine_urns(stack: str, resources: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
@@ -33,12 +25,6 @@ def engine_urns(stack: str, resources: Iterable[dict[str, Any]]) -> dict[str, se
     out: dict[str, set[str]] = {}
     for urn, r in by_urn.items():
         names = {f"urn:pulumi:{stack}::{PROJECT}::{chain(r)}::{r['name']}"}
-        for alias in r.get("aliases", []):
-            spec = alias.get("spec", {})
-            if "parentUrn" in spec:
-                names.add(f"urn:pulumi:{stack}::{PROJECT}::{_chain_of_urn(spec['parentUrn'])}${r['type']}"
-                          f"::{spec.get('name', r['name'])}")
-            elif "urn" in alias:
-                names.add(alias["urn"])
-        out[urn] = names
+        aliased = (alias_urn(stack, PROJECT, r["type"], r["name"], a) for a in r.get("aliases", []))
+        out[urn] = names | {u for u in aliased if u}
     return out

@@ -154,6 +154,8 @@ def test_scale_out_adds_a_node_and_changes_nothing_else(prod: Run) -> None:
     def bricks(run: Run) -> str:
         return run.by_name("storage-volume").raw_inputs["create"].split("BRICKS=", 1)[1].split("'")[0]
     assert bricks(bigger) == bricks(prod) == "10.110.0.11 10.110.0.12 10.110.0.30"
+    mount = bigger.by_name("app3-shared-mount").raw_inputs["create"]
+    assert "SERVER=10.110.0.13 BACKUP_SERVERS=10.110.0.11:10.110.0.12" in mount
 
 
 def test_scale_in_deletes_only_the_extra_node(prod: Run) -> None:
