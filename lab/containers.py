@@ -173,6 +173,7 @@ BACKGROUND_BOOT = ["nice", "-n", "10", "ionice", "-c", "2", "-n", "7"]
 def boot(node: LabNode, background: bool = False) -> None:
     """Start the node's container (`background`: at low CPU and I/O priority, until
     `foreground` is called)."""
+    set_cables(node, "up")  # after a power-off (kill_node)
     # The container outlives this call: nspawn keeps writing to the file after return.
     logfile = open(node.dir / "console.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -273,8 +274,20 @@ def kill_pids(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def set_cables(node: LabNode, state: str) -> None:
+    """The switch's ends of the node's cables up or down (check=False: a node whose
+    namespace is gone has none)."""
+    for link in (node.veth_pub, node.veth_vpc):
+        sh("ip", "-n", SWITCH_NS, "link", "set", link, state, check=False)
+
+
 def kill_node(node: LabNode) -> None:
-    """Hard power-off: SIGKILL nspawn and every process of the container (its init first)."""
+    """Hard power-off: the cables go dead first, then SIGKILL nspawn and every process
+    of the container (its init first). A droplet losing power says nothing to its
+    peers; killed processes in a live namespace would reset their connections, which
+    a replica's MariaDB takes for a broken master (errno 2013) rather than an
+    unreachable one. `boot` plugs the cables in again."""
+    set_cables(node, "down")
     pid_file = node.dir / "nspawn.pid"
     if pid_file.exists():
         kill_pids([int(pid_file.read_text())])
