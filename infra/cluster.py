@@ -1,7 +1,7 @@
 """The corosync/pacemaker cluster: every node prepared, then the cluster formed.
 
 Order: each node's first-boot gate -> cluster-node (every node) -> cluster-setup
-(the bootstrap node). What runs on the cluster (fencing, MariaDB, nginx, the
+(the control node, setting controlNode). What runs on the cluster (fencing, MariaDB, nginx, the
 reserved IP) is configured last, by infra/failover.py.
 """
 
@@ -56,7 +56,7 @@ class Cluster(pulumi.ComponentResource):
             for node in nodes.nodes
         }
         self.formed: pulumi.Resource = step_command(
-            "cluster-setup", "cluster-setup", nodes.bootstrap,
+            "cluster-setup", "cluster-setup", nodes.control,
             {"CLUSTER_NAME": stack_tag(cfg), "MEMBERS": members,
              "TOKEN_MS": tuning.COROSYNC_TOKEN_MS, "CONSENSUS_MS": tuning.COROSYNC_CONSENSUS_MS,
              "JOIN_MS": tuning.COROSYNC_JOIN_MS, "START_WAIT_S": tuning.CLUSTER_START_WAIT_S,

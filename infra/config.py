@@ -74,6 +74,7 @@ class StackConfig:
     droplet_backups: bool
     register_admin_ssh_keys: bool
     cluster_api_url: str
+    control_node: str
 
     @property
     def node_names(self) -> tuple[str, ...]:
@@ -245,6 +246,12 @@ def _token(key: str, value: Any) -> None:
         raise ConfigError(key, "is not an API token", SECRET_SETTINGS[key])
 
 
+def _app_node(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"app[1-9][0-9]?", value):
+        raise ConfigError(key, f"{value!r} is not an app node's name", "app1, app2, ... up to appNodeCount")
+    return value
+
+
 def _non_empty(key: str, items: list[Any], what: str) -> list[Any]:
     if not items:
         raise ConfigError(key, "is empty", f"at least one {what}")
@@ -280,6 +287,10 @@ SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "dropletBackups": (False, _bool),
     "registerAdminSshKeys": (True, _bool),
     "clusterApiUrl": ("https://api.digitalocean.com", _api_url),
+    # The app node that runs the cluster-wide steps (cluster-setup, storage-volume,
+    # cluster-resources). Any healthy member can; it moves away from a node before
+    # that node is replaced (make replace does it).
+    "controlNode": ("app1", _app_node),
 }
 
 # Secret settings: validated like the others but never kept in StackConfig; the
@@ -320,6 +331,10 @@ def parse(stack: str, raw: Mapping[str, Any]) -> StackConfig:
         if raw.get(key) in (None, ""):
             raise ConfigError(key, "is not set", allowed)
         _token(key, raw[key])
+    apps = app_names(values["app_node_count"])
+    if values["control_node"] not in apps:
+        raise ConfigError("controlNode", f"{values['control_node']} is not an app node of this stack "
+                          f"(appNodeCount is {values['app_node_count']})", ", ".join(apps))
     return StackConfig(stack=stack, **values)
 
 

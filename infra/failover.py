@@ -32,7 +32,7 @@ class Failover(pulumi.ComponentResource):
         bootstrap = droplet_name(cfg, nodes.bootstrap.name)
         db_nodes = [n for n in (droplet_name(cfg, a) for a in app_names(MAX_APP_NODES)) if n != bootstrap] + [bootstrap]
         self.configured: pulumi.Resource = step_command(
-            "cluster-resources", "cluster-resources", nodes.bootstrap,
+            "cluster-resources", "cluster-resources", nodes.control,
             {"RESERVED_IP": reserved_ip, "API_URL": cfg.cluster_api_url, "HOST_MAP": host_map,
              "WITNESS": droplet_name(cfg, nodes.witness.name) if nodes.witness else "-",
              "APP_MEMBERS": member_specs(cfg, nodes.app_nodes), "DB_NODES": " ".join(db_nodes),

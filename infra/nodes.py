@@ -40,6 +40,7 @@ class Nodes(pulumi.ComponentResource):
             lambda keys: list(cfg.admin_ssh_keys) + keys
         )
         self.nodes: list[Node] = []
+        self._control_node = cfg.control_node
         for node in cfg.node_names:
             role = role_of(node)
             host = droplet_name(cfg, node)
@@ -84,5 +85,10 @@ class Nodes(pulumi.ComponentResource):
 
     @property
     def bootstrap(self) -> Node:
-        """The app node that forms the cluster and holds the first primary and the reserved IP."""
+        """The first app node: the first primary (its MariaDB starts the data set)."""
         return self.app_nodes[0]
+
+    @property
+    def control(self) -> Node:
+        """The app node that runs the cluster-wide steps (setting controlNode)."""
+        return next(n for n in self.app_nodes if n.name == self._control_node)

@@ -36,7 +36,7 @@ def brick_nodes(nodes: Nodes) -> list[Node]:
 
 
 class SharedStorage(pulumi.ComponentResource):
-    """`volume`: created and started on the bootstrap node; `mounts[node]`: mounted there."""
+    """`volume`: created and started (or converged) from the control node; `mounts[node]`: mounted there."""
 
     def __init__(self, name: str, cfg: StackConfig, nodes: Nodes, connect: Connector,
                  prepared: dict[str, pulumi.Resource], opts: pulumi.ResourceOptions) -> None:
@@ -50,7 +50,7 @@ class SharedStorage(pulumi.ComponentResource):
         ips = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in nodes.app_nodes + witness])
         bricks = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in brick_nodes(nodes)])
         self.volume: pulumi.Resource = step_command(
-            "storage-volume", "storage-volume", nodes.bootstrap,
+            "storage-volume", "storage-volume", nodes.control,
             {"VOLUME": VOLUME, "BRICK_DIR": BRICK_DIR, "ARBITER": "yes" if cfg.witness else "no",
              "ALLOW": ips.apply(",".join), "PEERS": ips.apply(" ".join), "BRICKS": bricks.apply(" ".join),
              "PING_TIMEOUT_S": tuning.GLUSTER_PING_TIMEOUT_S, "QUORUM_TYPE": tuning.GLUSTER_QUORUM_TYPE,

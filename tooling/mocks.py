@@ -8,6 +8,7 @@ marked), so tests assert on the same graph `pulumi up` would act on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -117,8 +118,11 @@ class Addresses:
         return Addresses(dict(data["public"]), dict(data["private"]), str(data["reservedIp"]))
 
 
+@functools.cache
 def _ed25519_openssh(seed: bytes) -> tuple[str, str]:
-    """A real, deterministic ed25519 key pair (OpenSSH encodings) from a seed."""
+    """A real, deterministic ed25519 key pair (OpenSSH encodings) from a seed. Cached:
+    the OpenSSH encoding carries a random check number, and two evaluations of one
+    stack must agree byte for byte, as the engine's state keeps one value."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 

@@ -8,16 +8,21 @@ for any role (a replica app node, the active app node, the witness):
 1. the stack apart from NODE must be healthy (`make status`), otherwise replacing
    NODE could break quorum or take the last good copy of the data away; a
    problem of NODE itself (it is why you replace it) is allowed;
-2. NODE is put in pacemaker standby from another member: whatever runs there
+2. if NODE runs the cluster-wide steps (setting controlNode), they move to
+   another app node first: `pulumi config set do-ha-stack:controlNode …` and a
+   `pulumi up` that re-runs them there (they converge, so nothing changes); a
+   fresh droplet must never be the one that forms the cluster or the volume.
+   Pulumi.<stack>.yaml changes: commit it;
+3. NODE is put in pacemaker standby from another member: whatever runs there
    moves off first, so replacing the active node is a planned switchover;
-3. on a protected stack, `pulumi state unprotect` of NODE's droplet only (the
+4. on a protected stack, `pulumi state unprotect` of NODE's droplet only (the
    program protects everything but what it re-derives; the new droplet is
    protected again by the same `up`);
-4. `pulumi up --replace <droplet URN>`: the droplet is deleted, then created with
+5. `pulumi up --replace <droplet URN>`: the droplet is deleted, then created with
    the same name, and every step converges the cluster to it (corosync
    membership, the GlusterFS brick, a replica seeded from the primary, the
    fence host map);
-5. NODE leaves standby, and the command waits until the stack is healthy.
+6. NODE leaves standby, and the command waits until the stack is healthy.
 
 One node per run: NODE takes exactly one name.
 """
@@ -35,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra import tuning
-from infra.config import ConfigError, parse
+from infra.config import PROJECT, ConfigError, parse
 from infra.naming import droplet_name
 from tooling import render
 from tooling import resource_types as types
@@ -59,6 +64,8 @@ class Replacement:
     host: str  # its droplet's name, which is its pacemaker node name
     urn: str  # its droplet's URN, as the engine has it in the state
     protect: bool
+    control: str  # the app node that runs the cluster-wide steps (controlNode)
+    apps: tuple[str, ...]  # the stack's app nodes
 
 
 def plan(stack: str, node: str) -> Replacement:
@@ -78,7 +85,8 @@ def plan(stack: str, node: str) -> Replacement:
     # The mocks build URNs as the engine does (tooling/mocks.py), so this is the state's URN.
     droplet = run_program(stack, raw).by_name(names[0])
     assert droplet.type == types.DROPLET
-    return Replacement(stack, names[0], droplet_name(cfg, names[0]), droplet.urn, cfg.protect)
+    apps = tuple(n for n in cfg.node_names if n.startswith("app"))
+    return Replacement(stack, names[0], droplet_name(cfg, names[0]), droplet.urn, cfg.protect, cfg.control_node, apps)
 
 
 def blocking_problems(report: Report, node: str) -> list[str]:
@@ -121,6 +129,8 @@ def replace(r: Replacement, ops: Operations, yes: bool = False) -> Report:
                            f"{r.node} now could break quorum or take away the last good copy of the data:\n  "
                            + "\n  ".join(blocking))
     helper = member_to_drive_from(before, r.node)
+    if r.node == r.control:
+        move_control(r, ops, yes)
     ops.say(f"{r.node}: standby (its resources move to the other nodes first)")
     pcs(ops, helper, "node", "standby", r.host, f"--wait={tuning.REPLACE_DRAIN_TIMEOUT_S}")
     if r.protect:
@@ -134,6 +144,19 @@ def replace(r: Replacement, ops: Operations, yes: bool = False) -> Report:
                            f"(re-run make replace), or `pcs node unstandby {r.host}` on {helper} to undo")
     pcs(ops, helper, "node", "unstandby", r.host)
     return settled(ops)
+
+
+def move_control(r: Replacement, ops: Operations, yes: bool) -> None:
+    """Run the cluster-wide steps from another app node before r.node is replaced."""
+    target = next(a for a in r.apps if a != r.node)  # the config allows 2 app nodes at least
+    setting = f"{PROJECT}:controlNode"
+    ops.say(f"{r.node} runs the cluster-wide steps: moving them to {target} ({setting}; "
+            f"Pulumi.{r.stack}.yaml changes, commit it)")
+    if ops.pulumi(["config", "set", setting, target, "--stack", r.stack]) != 0:
+        raise ReplaceError(f"pulumi config set {setting} {target} failed; nothing else was done")
+    if ops.pulumi(["up", "--stack", r.stack, *(["--yes"] if yes else [])]) != 0:
+        raise ReplaceError(f"pulumi up with {setting}={target} failed or was declined; nothing was replaced. "
+                           f"Run it again (make up STACK={r.stack}), then make replace again")
 
 
 def settled(ops: Operations) -> Report:

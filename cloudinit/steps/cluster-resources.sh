@@ -2,7 +2,7 @@
 # Pacemaker's configuration for the active node: DigitalOcean fencing, the
 # promotable MariaDB, and nginx with the reserved IP on the promoted node. Built
 # in a copy of the CIB, checked with crm_verify, pushed only when it differs.
-# Runs on the bootstrap node.
+# Runs on the control node (setting controlNode); any member can.
 # Arguments (operation timings and why: infra/tuning.py):
 #   RESERVED_IP       the stack's reserved IP
 #   API_URL           the DigitalOcean API the agents call

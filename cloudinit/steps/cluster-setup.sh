@@ -1,6 +1,7 @@
 #!/bin/bash
 # Form the corosync/pacemaker cluster, or bring an existing one up to the
-# program's membership. Runs on the bootstrap node.
+# program's membership. Runs on the control node (setting controlNode): any
+# member can, so it runs from wherever the cluster already is.
 # Arguments (values and why: infra/tuning.py):
 #   CLUSTER_NAME         the corosync cluster's name
 #   MEMBERS              every member as NAME=PRIVATE_IP, space separated

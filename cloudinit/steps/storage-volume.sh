@@ -4,7 +4,7 @@
 # replica set, new address) moves to the new node and is healed from the others;
 # new peers are probed (an app node beyond the brick holders mounts the volume
 # without a brick); peers the program no longer declares are detached.
-# Runs on the bootstrap node.
+# Runs on the control node (setting controlNode); any pool member can.
 # Arguments (tuning values and why: infra/tuning.py):
 #   VOLUME           the volume's name
 #   BRICK_DIR        where each peer keeps its brick
@@ -44,6 +44,14 @@ connected() {
 wait_for "all ${#peer_ips[@]} gluster peers connected" 120 connected
 
 if ! gluster volume info "$VOLUME" >/dev/null 2>&1; then
+	# A fresh node (the control node replaced without moving controlNode first)
+	# must not create a second volume beside the one its peers serve.
+	for ip in "${peer_ips[@]}"; do
+		case " $self " in *" $ip "*) continue ;; esac
+		if timeout "$PROBE_TIMEOUT_S" gluster --remote-host="$ip" volume info "$VOLUME" >/dev/null 2>&1; then
+			die "peer $ip already serves volume $VOLUME but this node does not see it: run this step from a member of its pool (set controlNode to one)"
+		fi
+	done
 	new_bricks=()
 	for ip in "${brick_ips[@]}"; do new_bricks+=("$ip:$BRICK_DIR"); done
 	if [ "$ARBITER" = yes ]; then

@@ -170,3 +170,39 @@ def test_scale_in_deletes_only_the_extra_node(prod: Run) -> None:
     refused = {s.urn.rsplit("::", 1)[1] for s in steps if s.refused}
     assert refused == {"app3", "app3-db-key"}
 
+
+
+CLUSTER_WIDE = {"cluster-setup", "storage-volume", "cluster-resources"}
+
+
+def with_control(stack: str, node: str) -> Run:
+    return run_program(stack, stack_config(stack) | {"do-ha-stack:controlNode": node})
+
+
+def test_moving_the_control_node_re_runs_only_the_cluster_wide_steps(prod: Run) -> None:
+    """`make replace NODE=app1`, first step: the cluster-wide steps move to app2 and run
+    there again in place (they converge); nothing else changes, nothing is refused."""
+    moved = with_control("prod", "app2")
+    steps = up_again(State.after_up(prod, DEPLOYED), moved, Cloud(now=DEPLOYED + dt.timedelta(days=5)))
+    assert not [s for s in steps if s.refused or s.op != "update"], steps
+    assert {s.urn.rsplit("::", 1)[1] for s in steps} == CLUSTER_WIDE
+    app2 = prod.by_name("app2-first-boot").raw_inputs["connection"]["host"]
+    for name in CLUSTER_WIDE:
+        assert moved.by_name(name).raw_inputs["connection"]["host"] == app2
+        assert moved.by_name(name).deleted_with == prod.by_name("app2").urn
+
+
+def test_the_replaced_control_node_is_never_the_one_that_forms_the_cluster(prod: Run) -> None:
+    """With the steps moved, replacing app1 re-runs them on app2, in place: the fresh
+    droplet only joins. Without the move they would be re-created on the fresh app1."""
+    for control, fresh in (("app2", False), ("app1", True)):
+        before = with_control("prod", control)
+        state = State.after_up(before, DEPLOYED)
+        droplet = before.by_name("app1")
+        state.resources[droplet.urn].protect = False
+        after = run_program("prod", stack_config("prod") | {"do-ha-stack:controlNode": control},
+                            replaced_addresses(before, "app1"))
+        steps = plan(state, after, Cloud(now=DEPLOYED + dt.timedelta(days=40)), identities(after),
+                     replace={droplet.urn})
+        ops = {s.urn.rsplit("::", 1)[1]: s.op for s in steps if s.urn.rsplit("::", 1)[1] in CLUSTER_WIDE}
+        assert ops == dict.fromkeys(CLUSTER_WIDE, "replace" if fresh else "update"), ops

@@ -80,10 +80,32 @@ def test_a_replacement_on_prod_drains_unprotects_replaces_and_rejoins() -> None:
 
 def test_the_active_node_is_drained_from_another_member() -> None:
     rec = Recorder([report(), report()])
-    replace(plan("staging", "app1"), rec.ops())
+    replace(plan("staging", "app2"), rec.ops())
     standby = next(c for c in rec.calls if "standby" in c)
-    assert standby[1] == "app2" and "do-ha-stack-staging-app1" in standby
+    assert standby[1] == "app1" and "do-ha-stack-staging-app2" in standby
     assert not any(c[:3] == ("pulumi", "state", "unprotect") for c in rec.calls)  # staging is not protected
+    assert not any(c[:2] == ("pulumi", "config") for c in rec.calls)  # app2 does not run the cluster-wide steps
+
+
+def test_the_control_node_hands_the_cluster_wide_steps_over_before_it_goes() -> None:
+    r = plan("prod", "app1")
+    assert r.control == "app1"
+    rec = Recorder([report(), report()])
+    replace(r, rec.ops(), yes=True)
+    assert rec.calls[:4] == [
+        ("health",),
+        ("pulumi", "config", "set", "do-ha-stack:controlNode", "app2", "--stack", "prod"),
+        ("pulumi", "up", "--stack", "prod", "--yes"),
+        ("ssh", "app2", "sudo", "-n", "pcs", "node", "standby", "do-ha-stack-prod-app1", "--wait=300"),
+    ]
+    assert ("pulumi", "up", "--replace", r.urn, "--stack", "prod", "--yes") in rec.calls
+
+
+def test_a_failed_control_move_replaces_nothing() -> None:
+    rec = Recorder([report()], pulumi_rc=1)
+    with pytest.raises(ReplaceError, match="nothing was replaced"):
+        replace(plan("staging", "app1"), rec.ops())
+    assert not any("standby" in c or "--replace" in c for c in rec.calls)
 
 
 def test_a_degraded_stack_is_refused_with_nothing_done() -> None:
