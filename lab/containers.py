@@ -307,6 +307,10 @@ def destroy_node(node: LabNode) -> None:
         sh("umount", "-l", point)
     if node.dir.exists():  # its disk, deleted in the background as DigitalOcean does
         sh(*BACKGROUND_BOOT, "rm", "-rf", "--one-file-system", str(node.dir))
+    # Cables in again for the namespace's last moments: the killed processes' orphaned
+    # sockets keep the namespace (and so the switch's cable ends) alive while they
+    # retransmit their FIN into a dead cable, for minutes.
+    set_cables(node, "up")
     unplug_node(node)
 
 
