@@ -207,9 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--node", required=True, help="exactly one node: app1.., witness")
     add_operation_options(parser)
     args = parser.parse_args(argv)
+    return run_operation(lambda: replace(plan(args.stack, args.node), cli_operations(args, os.environ), args.yes))
+
+
+def run_operation(operation: Callable[[], Report]) -> int:
+    """A node operation's exit code: 2 refused or failed (why on stderr), 1 done but the
+    stack is not healthy yet, 0 done and healthy; the health screen is printed."""
     try:
-        r = plan(args.stack, args.node)
-        after = replace(r, cli_operations(args, os.environ), args.yes)
+        after = operation()
     except (ReplaceError, StatusError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -30,10 +30,10 @@ from tooling import render
 from tooling.engine_model import Cloud, State, identities
 from tooling.engine_model import plan as engine_plan
 from tooling.health import Report
-from tooling.health import render as render_screen
 from tooling.mocks import MOCK_SECRETS, run_program
-from tooling.replace_node import Operations, ReplaceError, add_operation_options, cli_operations, pcs, settled
-from tooling.status import StatusError
+from tooling.replace_node import (
+    Operations, ReplaceError, add_operation_options, cli_operations, pcs, run_operation, settled,
+)
 
 
 def leaving_protected(stack: str, count: int) -> list[str]:
@@ -94,14 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--app-nodes", required=True, type=int)
     add_operation_options(parser)
     args = parser.parse_args(argv)
-    try:
+
+    def operation() -> Report:
         check_count(args.stack, args.app_nodes)  # bad input: refused before anything runs
-        after = scale(args.stack, args.app_nodes, cli_operations(args, os.environ), args.yes)
-    except (ReplaceError, StatusError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(render_screen(after))
-    return 0 if after.healthy else 1
+        return scale(args.stack, args.app_nodes, cli_operations(args, os.environ), args.yes)
+    return run_operation(operation)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,16 @@ def test_bad_counts_are_refused_before_anything_runs(count: int, message: str) -
     assert rec.calls == []
 
 
+def test_scale_in_refuses_to_remove_the_control_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = render.stack_config
+    monkeypatch.setattr(scale.render, "stack_config", lambda stack, *a: real(stack, *a) | {
+        "do-ha-stack:appNodeCount": 3, "do-ha-stack:controlNode": "app3"})
+    rec = Recorder([report()])
+    with pytest.raises(ReplaceError, match="APP_NODES=2: do-ha-stack:controlNode: app3 is not an app node"):
+        scale.scale("prod", 2, rec.ops())
+    assert rec.calls == []
+
+
 def test_scale_in_unprotects_exactly_the_leaving_nodes_protected_resources(three_app_nodes: None) -> None:
     names = [u.rsplit("::", 1)[1] for u in scale.leaving_protected("prod", 2)]
     assert sorted(names) == ["app3", "app3-db-key"]
