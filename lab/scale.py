@@ -21,7 +21,7 @@ from infra.config import MAX_APP_NODES, MIN_APP_NODES
 from lab import replay
 from lab.containers import load_state, log, state_file
 from lab.replace import create, destroy
-from lab.stack import lab_config, lab_nodes, lab_plan
+from lab.stack import lab_config, lab_nodes, lab_plan, render_lab
 
 
 def _save(**changes: Any) -> None:
@@ -65,6 +65,7 @@ def scale(count: int,
         # A droplet of that name made later is a new one: new id, new addresses.
         generations[node.name] = node.generation + 1
     _save(generations=generations)
+    render_lab(lab_nodes())  # the stack's outputs (make status reads them) without the removed nodes
     figures = {"app_nodes": count, "added": added, "removed": [n.name for n in removed],
                "boot_s": round(t_booted - t0, 1), "replay_s": round(t_replayed - t_booted, 1),
                "destroy_s": round(time.monotonic() - t_replayed, 1), "total_s": round(time.monotonic() - t0, 1),

@@ -35,7 +35,9 @@ if ! managed_by_pacemaker mariadb; then
 	fi
 elif [ "${#CHANGED[@]}" -gt 0 ] && [ "$tls_only" = yes ]; then
 	wait_for "mariadb" 60 mariadb -e 'SELECT 1' >/dev/null
-	mariadb -e 'FLUSH SSL'
+	# LOCAL: not binlogged. On a replica a binlogged statement takes a GTID of its
+	# own, and the primary's next one then stops replication (GTID strict mode).
+	mariadb -e 'FLUSH LOCAL SSL'
 	log "reloaded TLS certificates in place: ${CHANGED[*]}"
 elif [ "${#CHANGED[@]}" -gt 0 ]; then
 	log "warning: ${CHANGED[*]} changed; restart mariadb through pacemaker when convenient"
