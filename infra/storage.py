@@ -43,11 +43,10 @@ class SharedStorage(pulumi.ComponentResource):
         super().__init__("do-ha-stack:storage:SharedStorage", name, None, opts)
         # Data bricks first, the arbiter (witness) last: gluster makes the last
         # brick of each replica set the arbiter.
-        witness = [nodes.witness] if nodes.witness else []
         if not cfg.witness:
             pulumi.log.warn("no witness: the shared volume is plain replica 2, which can split-brain; "
                             "set do-ha-stack:witness true for an arbiter", resource=self)
-        ips = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in nodes.app_nodes + witness])
+        ips = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in nodes.nodes])
         bricks = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in brick_nodes(nodes)])
         self.volume: pulumi.Resource = step_command(
             "storage-volume", "storage-volume", nodes.control,

@@ -28,8 +28,8 @@ def test_replacing_a_replica_converges_the_cluster_under_load(nodes: list[LabNod
                                                                           report: dict) -> None:
     _wait("a settled cluster", 300, lambda: _settled(nodes))
     bootstrap = nodes[0]
-    # The bootstrap node runs the cluster-wide steps; replacing it, or the active
-    # node, is another operation (a planned switchover first).
+    # The bootstrap node is the control node (it runs the cluster-wide steps) and
+    # the active one here; replacing it is another operation (see README, known limit).
     assert _promoted(nodes) == bootstrap, f"expected {bootstrap.name} to be primary"
     victim = next(n for n in apps(nodes) if n is not bootstrap)
 

@@ -110,7 +110,7 @@ def test_replacing_a_node_on_prod_touches_only_what_it_must(prod: Run, node: str
     state = State.after_up(prod, DEPLOYED)
     droplet = prod.by_name(node)
     state.resources[droplet.urn].protect = False  # `pulumi state unprotect`, by make replace
-    after = run_program("prod", stack_config("prod"), replaced_addresses(prod, node))
+    after = evaluated("prod", replaced_addresses(prod, node))
     steps = plan(state, after, Cloud(now=DEPLOYED + dt.timedelta(days=40)), identities(after),
                  replace={droplet.urn})
     assert not [s for s in steps if s.refused], steps
@@ -140,12 +140,13 @@ def test_reruns_send_no_previous_output(stack_run: Run) -> None:
         assert cmd.raw_inputs.get("addPreviousOutputInEnv") is False, cmd.name
 
 
-def scaled(stack: str, count: int) -> Run:
-    return run_program(stack, stack_config(stack) | {"do-ha-stack:appNodeCount": count})
+def evaluated(stack: str, addresses: Addresses | None = None, **settings: object) -> Run:
+    """The stack's program with `settings` changed, as after `pulumi config set`."""
+    return run_program(stack, stack_config(stack) | {f"do-ha-stack:{k}": v for k, v in settings.items()}, addresses)
 
 
 def test_scale_out_adds_a_node_and_changes_nothing_else(prod: Run) -> None:
-    bigger = scaled("prod", 3)
+    bigger = evaluated("prod", appNodeCount=3)
     steps = up_again(State.after_up(prod, DEPLOYED), bigger, Cloud(now=DEPLOYED + dt.timedelta(days=5)))
     assert not [s for s in steps if s.refused or s.op in ("replace", "delete")], steps
     created = {s.urn.rsplit("::", 1)[1] for s in steps if s.op == "create"}
@@ -161,7 +162,7 @@ def test_scale_out_adds_a_node_and_changes_nothing_else(prod: Run) -> None:
 def test_scale_in_deletes_only_the_extra_node(prod: Run) -> None:
     """3 -> 2: app3 and what is its own go; on prod the engine refuses to delete its
     protected droplet and key until they are unprotected (what `make scale` does)."""
-    bigger = scaled("prod", 3)
+    bigger = evaluated("prod", appNodeCount=3)
     state = State.after_up(bigger, DEPLOYED)
     steps = up_again(state, prod, Cloud(now=DEPLOYED + dt.timedelta(days=5)))
     assert not [s for s in steps if s.op in ("create", "replace")], steps
@@ -175,14 +176,10 @@ def test_scale_in_deletes_only_the_extra_node(prod: Run) -> None:
 CLUSTER_WIDE = {"cluster-setup", "storage-volume", "cluster-resources"}
 
 
-def with_control(stack: str, node: str) -> Run:
-    return run_program(stack, stack_config(stack) | {"do-ha-stack:controlNode": node})
-
-
 def test_moving_the_control_node_re_runs_only_the_cluster_wide_steps(prod: Run) -> None:
     """`make replace NODE=app1`, first step: the cluster-wide steps move to app2 and run
     there again in place (they converge); nothing else changes, nothing is refused."""
-    moved = with_control("prod", "app2")
+    moved = evaluated("prod", controlNode="app2")
     steps = up_again(State.after_up(prod, DEPLOYED), moved, Cloud(now=DEPLOYED + dt.timedelta(days=5)))
     assert not [s for s in steps if s.refused or s.op != "update"], steps
     assert {s.urn.rsplit("::", 1)[1] for s in steps} == CLUSTER_WIDE
@@ -196,12 +193,11 @@ def test_the_replaced_control_node_is_never_the_one_that_forms_the_cluster(prod:
     """With the steps moved, replacing app1 re-runs them on app2, in place: the fresh
     droplet only joins. Without the move they would be re-created on the fresh app1."""
     for control, fresh in (("app2", False), ("app1", True)):
-        before = with_control("prod", control)
+        before = evaluated("prod", controlNode=control)
         state = State.after_up(before, DEPLOYED)
         droplet = before.by_name("app1")
         state.resources[droplet.urn].protect = False
-        after = run_program("prod", stack_config("prod") | {"do-ha-stack:controlNode": control},
-                            replaced_addresses(before, "app1"))
+        after = evaluated("prod", replaced_addresses(before, "app1"), controlNode=control)
         steps = plan(state, after, Cloud(now=DEPLOYED + dt.timedelta(days=40)), identities(after),
                      replace={droplet.urn})
         ops = {s.urn.rsplit("::", 1)[1]: s.op for s in steps if s.urn.rsplit("::", 1)[1] in CLUSTER_WIDE}
