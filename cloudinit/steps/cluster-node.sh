@@ -33,10 +33,14 @@ fi
 # Peers by name over the VPC, without DNS: glusterd and pacemaker look peers up
 # (forward and reverse) and a slow resolver stalls them. cloud-init rewrites
 # /etc/hosts at boot from its template, so the block goes into both.
+# Each address is its own canonical name (the node's name an alias): glusterd
+# records a peer that probed it under the reverse lookup of its address, and a
+# peer recorded by node name stays bound to that name, so the droplet that
+# replaces the node (same name, new address) could never join the pool.
 block() {
 	local spec
 	echo "# do-ha-stack cluster members (private addresses)"
-	for spec in "$@"; do printf '%s %s\n' "${spec#*=}" "${spec%%=*}"; done
+	for spec in "$@"; do printf '%s %s %s\n' "${spec#*=}" "${spec#*=}" "${spec%%=*}"; done
 	echo "# end do-ha-stack"
 }
 for hosts in /etc/hosts /etc/cloud/templates/hosts.debian.tmpl; do

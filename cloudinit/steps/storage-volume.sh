@@ -24,21 +24,40 @@ read -ra brick_ips <<<"$BRICKS"
 read_bundle
 
 self=$(hostname -I)
+# A pool peer's address. Peers are known by address (cluster-node makes each
+# address its own canonical name), but a pool formed before that knows the node
+# that probed first by its node name.
+addr_of() {
+	case $1 in
+	*[!0-9.]*) getent ahostsv4 "$1" | awk 'NR == 1 { print $1 }' ;;
+	*) printf '%s\n' "$1" ;;
+	esac
+}
+# The pool's peers as "ADDRESS STATE" lines ("localhost" is this node).
+pool() {
+	local host state
+	while read -r _ host state; do
+		[ "$host" = localhost ] || printf '%s %s\n' "$(addr_of "$host")" "$state"
+	done < <(gluster pool list | tail -n +2)
+}
 for ip in "${peer_ips[@]}"; do
 	case " $self " in *" $ip "*) continue ;; esac
 	# Probe only new peers; the CLI can hang on a peer it already knows.
 	# (Output captured first: with pipefail, grep -q quitting early can fail the pipe.)
-	pool=$(gluster pool list)
-	grep -q "[[:space:]]${ip}[[:space:]]" <<<"$pool" || quiet gluster --timeout="$PROBE_TIMEOUT_S" peer probe "$ip"
+	known=$(pool)
+	grep -q "^${ip} " <<<"$known" || quiet gluster --timeout="$PROBE_TIMEOUT_S" peer probe "$ip"
 done
 # A probed peer is usable (it can take a brick) once it is "Peer in Cluster"
 # and connected; "Connected" alone shows while the handshake still runs.
 connected() {
-	local ip status
-	status=$(gluster peer status | awk '/^Hostname:/ { host = $2 } /^State:/ { print host, $0 }')
+	local ip status host state
+	status=$(gluster peer status | awk '/^Hostname:/ { host = $2 } /^State:/ { sub(/^State: /, ""); print host, $0 }')
 	for ip in "${peer_ips[@]}"; do
 		case " $self " in *" $ip "*) continue ;; esac
-		grep -q "^${ip} State: Peer in Cluster (Connected)" <<<"$status" || return 1
+		while read -r host state; do
+			[ "$(addr_of "$host")" != "$ip" ] || [ "$state" != "Peer in Cluster (Connected)" ] || continue 2
+		done <<<"$status"
+		return 1
 	done
 }
 wait_for "all ${#peer_ips[@]} gluster peers connected" 120 connected
@@ -83,8 +102,7 @@ else
 fi
 
 # Peers that hold no brick and are not declared (a replaced node's old address).
-while read -r _ host _; do
-	[ "$host" != localhost ] || continue
+while read -r host _; do
 	case " ${peer_ips[*]} " in *" $host "*) continue ;; esac
 	if grep -q "^Brick[0-9]*:[[:space:]]*${host}:" <<<"$(gluster volume info)"; then
 		log "warning: peer $host is not declared but still holds a brick; left in the pool"
@@ -93,7 +111,7 @@ while read -r _ host _; do
 	log "detaching former peer $host"
 	# A peer that is gone for good may need force (it cannot confirm).
 	gluster --mode=script peer detach "$host" >/dev/null 2>&1 || quiet gluster --mode=script peer detach "$host" force
-done < <(gluster pool list | tail -n +2)
+done < <(pool)
 
 # Only cluster members may mount.
 quiet gluster volume set "$VOLUME" auth.allow "$ALLOW"

@@ -154,9 +154,12 @@ def assert_converged(nodes: list[LabNode], gone: list[LabNode], acked_keys: set[
     holders = app_nodes[:BRICK_HOLDERS] + [witness]
     info = Admin(bootstrap).sudo("gluster volume info shared").stdout
     assert re.findall(r"^Brick\d+: (\S+)", info, re.MULTILINE) == [f"{n.private_ip}:{BRICK}" for n in holders], info
-    pool = Admin(bootstrap).sudo("gluster pool list").stdout
-    assert sorted(re.findall(r"^\S+\s+(\S+)\s+Connected", pool, re.MULTILINE)) == sorted(
-        ["localhost"] + [n.private_ip for n in nodes[1:]]), pool
+    # Every node knows every other by address (a peer known by node name could never
+    # be replaced: the name moves to the new droplet, the pool's entry does not).
+    for node in nodes:
+        pool = Admin(node).sudo("gluster pool list").stdout
+        assert sorted(re.findall(r"^\S+\s+(\S+)\s+Connected", pool, re.MULTILINE)) == sorted(
+            ["localhost"] + [n.private_ip for n in nodes if n != node]), (node.name, pool)
     entries = re.findall(r"^Number of entries: (\S+)", Admin(bootstrap).sudo("gluster volume heal shared info").stdout,
                          re.MULTILINE)
     assert len(entries) == len(holders) and set(entries) == {"0"}, entries

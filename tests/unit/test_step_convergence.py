@@ -44,6 +44,7 @@ for i in $(seq "$n"); do echo "<node name=\"n$i\" online=\"true\"/>"; done""",
     "logger": "true",
     "install": "true",
     "hostname": r"""echo "$SELF_IP" """,
+    "getent": r"""[ "$1" = ahostsv4 ] && awk -v n="$2" '$2 == n { print $1 "  STREAM " n }' "$STUB/hosts" """,
     "gluster": r"""
 args=("$@"); [[ "${args[0]}" == --* ]] && args=("${args[@]:1}")
 echo "gluster ${args[*]}" >> "$STUB/calls"
@@ -229,6 +230,21 @@ def test_an_added_app_node_joins_the_pool_without_a_brick_and_leaves_it_again(st
     assert result.returncode == 0, result.stderr
     assert calls(stub, "gluster peer detach") == ["gluster peer detach 10.0.0.14"]
     assert calls(stub, "gluster peer probe") == []
+
+
+def test_a_peer_known_by_node_name_counts_as_its_address(stub: Path) -> None:
+    # A pool formed before addresses were their own canonical names knows the node
+    # that probed first by name: it is that address's peer, neither probed again
+    # nor detached as undeclared.
+    bricks = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    (stub / "hosts").write_text(f"10.0.0.11 {NAME}-app1\n")
+    volume(stub, {f"{NAME}-app1": "Connected", "10.0.0.13": "Connected"}, bricks)
+    result = run_step(stub, "storage-volume", {
+        "VOLUME": "shared", "BRICK_DIR": BRICK, "ARBITER": "yes", "ALLOW": ",".join(bricks), "PEERS": " ".join(bricks),
+        "BRICKS": " ".join(bricks), "PING_TIMEOUT_S": "5", "QUORUM_TYPE": "auto", "PROBE_TIMEOUT_S": "5",
+        "HEAL_WAIT_S": "5"}, self_ip="10.0.0.12")
+    assert result.returncode == 0, result.stderr
+    assert calls(stub, "gluster peer probe") + calls(stub, "gluster peer detach") == []
 
 
 # --- what the program declares when the app tier scales ------------------------------------------
