@@ -339,6 +339,9 @@ def stop_gracefully(node: LabNode, timeout: float, services: frozenset[str] = fr
     deadline = time.monotonic() + timeout
     while container_init(node) is not None and (not services or _running(node, services)):
         if time.monotonic() > deadline:
+            # What held the shutdown up, for whoever looks into it.
+            left = sorted(set(_running(node, services))) if services else ["the container"]
+            log(f"{node.name}: still running after {timeout:.0f} s of shutdown: {', '.join(left)}")
             return False
         time.sleep(0.5)
     return True
