@@ -60,6 +60,7 @@ class Cluster(pulumi.ComponentResource):
             {"CLUSTER_NAME": stack_tag(cfg), "MEMBERS": members,
              "TOKEN_MS": tuning.COROSYNC_TOKEN_MS, "CONSENSUS_MS": tuning.COROSYNC_CONSENSUS_MS,
              "JOIN_MS": tuning.COROSYNC_JOIN_MS, "START_WAIT_S": tuning.CLUSTER_START_WAIT_S,
+             "DC_DEADTIME": tuning.DC_DEADTIME,
              "STICKINESS": tuning.RESOURCE_STICKINESS, "MIGRATION_THRESHOLD": tuning.MIGRATION_THRESHOLD,
              "FAILURE_TIMEOUT": tuning.FAILURE_TIMEOUT, "NO_QUORUM_POLICY": tuning.NO_QUORUM_POLICY},
             connect, Bundle({"HACLUSTER_PASSWORD": self.hacluster_password.result}),

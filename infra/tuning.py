@@ -43,6 +43,11 @@ COROSYNC_CONSENSUS_MS = COROSYNC_TOKEN_MS * 12 // 10
 COROSYNC_JOIN_MS = 100
 # pcs waits this long for a node to start or join before the step fails.
 CLUSTER_START_WAIT_S = 180
+# How long a starting node waits to hear from a DC before it calls an election.
+# Pacemaker's 20 s default is the largest single wait of a first `up`; in one VPC
+# the members answer in milliseconds, and a too-short value costs only a second
+# election.
+DC_DEADTIME = "5s"
 
 # --- pacemaker -----------------------------------------------------------------------
 # Resources stay where they run unless that node fails (no move back after a

@@ -9,13 +9,14 @@
 #   CONSENSUS_MS         corosync consensus timeout
 #   JOIN_MS              corosync join timeout
 #   START_WAIT_S         how long pcs waits for nodes to start or join
+#   DC_DEADTIME          how long a starting node waits for a DC before an election
 #   STICKINESS           pacemaker's default resource-stickiness
 #   MIGRATION_THRESHOLD  failures on a node before a resource moves
 #   FAILURE_TIMEOUT      when failures are forgotten
 #   NO_QUORUM_POLICY     what a partition without quorum does
 # Bundle: secret HACLUSTER_PASSWORD.
 set -euo pipefail
-step_args CLUSTER_NAME MEMBERS TOKEN_MS CONSENSUS_MS JOIN_MS START_WAIT_S STICKINESS MIGRATION_THRESHOLD \
+step_args CLUSTER_NAME MEMBERS TOKEN_MS CONSENSUS_MS JOIN_MS START_WAIT_S DC_DEADTIME STICKINESS MIGRATION_THRESHOLD \
 	FAILURE_TIMEOUT NO_QUORUM_POLICY -- "$@"
 read -ra specs <<<"$MEMBERS"
 read_bundle
@@ -52,8 +53,17 @@ if ! ours; then
 	log "creating cluster $CLUSTER_NAME with ${names[*]}"
 	quiet pcs cluster setup "$CLUSTER_NAME" "${hosts[@]}" \
 		transport knet crypto cipher=aes256 hash=sha256 \
-		totem token="$TOKEN_MS" consensus="$CONSENSUS_MS" join="$JOIN_MS" \
-		--enable --start --wait="$START_WAIT_S"
+		totem token="$TOKEN_MS" consensus="$CONSENSUS_MS" join="$JOIN_MS" --enable
+	# A new cluster has no CIB yet, so its first start would wait pacemaker's
+	# default dc-deadtime (20 s) before electing a DC. This node starts from a CIB
+	# that already holds ours (pcs setup removed any old one); its election
+	# decides, and the DC hands its CIB to the others.
+	cib=$(mktemp)
+	cibadmin --empty >"$cib"
+	CIB_file=$cib quiet crm_attribute --type crm_config --name dc-deadtime --update "$DC_DEADTIME"
+	install -o hacluster -g haclient -m 0600 "$cib" /var/lib/pacemaker/cib/cib.xml
+	rm -f "$cib"
+	quiet pcs cluster start --all --wait="$START_WAIT_S"
 else
 	# Converge to the declared members by name and address: a member the program
 	# no longer declares leaves; one whose address changed (a replaced droplet
@@ -110,5 +120,5 @@ wait_for "all ${#names[@]} nodes online" "$START_WAIT_S" all_online
 
 quiet pcs resource defaults update resource-stickiness="$STICKINESS" \
 	migration-threshold="$MIGRATION_THRESHOLD" failure-timeout="$FAILURE_TIMEOUT"
-quiet pcs property set no-quorum-policy="$NO_QUORUM_POLICY"
+quiet pcs property set no-quorum-policy="$NO_QUORUM_POLICY" dc-deadtime="$DC_DEADTIME"
 log "cluster $CLUSTER_NAME online: ${names[*]}"
