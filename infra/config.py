@@ -35,11 +35,25 @@ SSH_KEY_TYPES = (
     "sk-ecdsa-sha2-nistp256@openssh.com", "ssh-rsa",
 )
 MIN_RSA_BITS = 3072
+# Accounts a node already has (Debian 13's cloud image and the packages the
+# program installs: the lab's image check keeps this complete), and the cloud
+# image's conventional login names. A deploy user with one of these names would
+# take over an existing account.
 RESERVED_USERS = frozenset({
     "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news",
-    "uucp", "proxy", "www-data", "backup", "list", "irc", "nobody", "systemd-network",
-    "sshd", "hacluster", "mysql", "gluster", "admin", "debian",
+    "uucp", "proxy", "www-data", "backup", "list", "irc", "_apt", "nobody",
+    "systemd-network", "systemd-timesync", "dhcpcd", "systemd-resolve", "systemd-coredump", "messagebus",
+    "polkitd", "tss", "uuidd", "tcpdump", "_chrony", "chrony", "Debian-exim", "_rpc", "statd",
+    "dnsmasq", "sshd", "hacluster", "mysql", "gluster", "nginx", "admin", "debian", "ubuntu",
 })
+# More of the internet than SSH may be opened to, with every range counted
+# together (0.0.0.0/0 split into halves is still the internet): a /8 of IPv4,
+# a /32 of IPv6.
+MAX_SSH_ADDRESSES = {4: 2 ** 24, 6: 2 ** 96}
+# A bound on any one setting's value (serialised): DigitalOcean's user_data
+# limit, which every setting that reaches a node shares.
+MAX_SETTING_BYTES = 64 * 1024
+MAX_LIST_ITEMS = 64
 ENVIRONMENTS = ("Development", "Staging", "Production")
 
 
@@ -112,10 +126,12 @@ def _list(key: str, value: Any) -> list[Any]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise ConfigError(key, "is not a list", "a YAML/JSON list") from None
     if not isinstance(value, list):
         raise ConfigError(key, "is not a list", "a YAML/JSON list")
+    if len(value) > MAX_LIST_ITEMS:
+        raise ConfigError(key, f"has {len(value)} entries", f"a list of at most {MAX_LIST_ITEMS}")
     return value
 
 
@@ -162,9 +178,27 @@ def _cidr(key: str, value: Any) -> str:
         ) from None
 
 
+def _ssh_cidrs(key: str, value: Any) -> list[str]:
+    """The ranges SSH is open to, refused when together they open it to the internet."""
+    cidrs = [_cidr(key, x) for x in _non_empty(key, _list(key, value), "CIDR")]
+    for version, limit in MAX_SSH_ADDRESSES.items():
+        nets = [ipaddress.ip_network(c) for c in cidrs if ipaddress.ip_network(c).version == version]
+        total = sum(n.num_addresses for n in ipaddress.collapse_addresses(nets))  # type: ignore[arg-type]
+        if total > limit:
+            widest = "/8" if version == 4 else "/32"
+            raise ConfigError(key, f"opens SSH to {total} IPv{version} addresses (the ranges counted together), "
+                              f"more than a {widest}", f"the admin and deploy networks: together at most a {widest} "
+                              f"of IPv{version}")
+    return cidrs
+
+
 def _ssh_key(key: str, value: Any) -> str:
-    allowed = "OpenSSH public keys ('TYPE BASE64 [comment]'; TYPE one of " + ", ".join(SSH_KEY_TYPES) + \
+    allowed = "OpenSSH public keys ('TYPE BASE64 [comment]' on one line; TYPE one of " + ", ".join(SSH_KEY_TYPES) + \
         f"; RSA at least {MIN_RSA_BITS} bits)"
+    # A newline (or any control character) would put a second, unchecked line
+    # into authorized_keys.
+    if isinstance(value, str) and re.search(r"[\x00-\x1f\x7f]", value):
+        raise ConfigError(key, "a key contains a control character (a newline starts another key)", allowed)
     parts = str(value).strip().split(None, 2)
     if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES:
         raise ConfigError(key, f"{str(value)[:40]!r}... is not a supported public key", allowed)
@@ -275,7 +309,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "image": ("debian-13-x64", _image),
     "vpcIpRange": ("10.10.0.0/20", _vpc_range),
     "adminSshKeys": (REQUIRED, lambda k, v: [_ssh_key(k, x) for x in _non_empty(k, _list(k, v), "OpenSSH public key")]),
-    "sshAllowedCidrs": (REQUIRED, lambda k, v: [_cidr(k, x) for x in _non_empty(k, _list(k, v), "CIDR")]),
+    "sshAllowedCidrs": (REQUIRED, _ssh_cidrs),
     "publicTcpPorts": ([80, 443], lambda k, v: sorted({_port(k, x) for x in _list(k, v)})),
     "deployUser": ("deploy", _user),
     "alertEmail": (REQUIRED, _email),
@@ -313,6 +347,13 @@ def parse(stack: str, raw: Mapping[str, Any]) -> StackConfig:
     unknown = sorted(set(raw) - set(SETTINGS) - set(SECRET_SETTINGS))
     if unknown:
         raise ConfigError(unknown[0], "is not a setting of this project", ", ".join([*SETTINGS, *SECRET_SETTINGS]))
+    for key, value in raw.items():
+        try:
+            size = len(value.encode()) if isinstance(value, str) else len(json.dumps(value, default=str).encode())
+        except RecursionError:
+            raise ConfigError(key, "is nested too deeply", "the value's documented shape (README)") from None
+        if size > MAX_SETTING_BYTES:
+            raise ConfigError(key, f"is {size} bytes long", f"a value of at most {MAX_SETTING_BYTES} bytes")
     values: dict[str, Any] = {}
     for key, (default, check) in SETTINGS.items():
         value = raw.get(key)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from infra import tuning
+from infra.config import RESERVED_USERS
 from lab import replay
 from lab.containers import cloud_init_result, load_state
 from lab.stack import lab_plan
@@ -79,6 +80,14 @@ def test_root_and_password_logins_are_refused(nodes: list[LabNode]) -> None:
     assert password.returncode == 255 and "Permission denied (publickey)" in password.stderr
     # and the admin key does work for the deploy user
     assert Admin(node).run("id -un").stdout.strip() == "deploy"
+
+
+def test_every_account_on_a_node_is_one_the_deploy_user_may_not_take(nodes: list[LabNode]) -> None:
+    # deployUser refuses the accounts a node already has (infra/config.py); the
+    # node's own list keeps that set complete as the image and packages change.
+    for node in nodes:
+        accounts = {line.split(":", 1)[0] for line in Admin(node).run("getent passwd").stdout.splitlines()}
+        assert accounts - {"deploy"} <= RESERVED_USERS, (node.name, sorted(accounts - RESERVED_USERS))
 
 
 def test_failed_logins_get_the_source_banned_then_unbanned(nodes: list[LabNode]) -> None:

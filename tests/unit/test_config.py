@@ -44,12 +44,25 @@ def _rsa_key(bits: int) -> str:
     ("sshAllowedCidrs", [], "is empty"),
     ("sshAllowedCidrs", ["300.1.2.0/24"], "not a valid CIDR"),
     ("sshAllowedCidrs", "not-a-list", "is not a list"),
+    ("sshAllowedCidrs", ["0.0.0.0/0"], "opens SSH to 4294967296 IPv4 addresses"),
+    ("sshAllowedCidrs", ["0.0.0.0/1", "128.0.0.0/1"], "more than a /8"),
+    ("sshAllowedCidrs", ["10.0.0.0/8", "11.0.0.0/8"], "more than a /8"),
+    ("sshAllowedCidrs", ["198.51.100.0/24", "::/0"], "IPv6 addresses"),
+    ("sshAllowedCidrs", ["2001:db8::/31"], "more than a /32"),
+    ("sshAllowedCidrs", [f"10.{i}.0.0/16" for i in range(65)], "has 65 entries"),
+    ("sshAllowedCidrs", "[" * 30000 + "]" * 30000, "is not a list"),
+    ("sshAllowedCidrs", ["198.51.100.0/24"] * 5000, "bytes long"),
     ("publicTcpPorts", [22], "port 22 is SSH"),
     ("publicTcpPorts", [3306], "cluster port"),
     ("publicTcpPorts", [70000], "out of range"),
     ("deployUser", "root", "system account"),
+    ("deployUser", "_apt", "system account"),
+    ("deployUser", "polkitd", "system account"),
+    ("deployUser", "debian", "system account"),
     ("deployUser", "Bad User", "not a valid user name"),
     ("alertEmail", "ops-at-example", "not an e-mail address"),
+    ("alertEmail", "o" * 70_000 + "@example.com", "is 70012 bytes long"),
+    ("appNodeCount", "9" * 5000, "not an integer"),
     ("environment", "QA", "not a DigitalOcean project environment"),
     ("image", "12345678", "image id"),
     ("witness", "maybe", "not a boolean"),
@@ -73,6 +86,32 @@ def test_invalid_setting_is_named_with_what_is_allowed(key: str, value: object, 
     assert err.value.key == key
     if key == "failoverApiToken" and value:
         assert str(value) not in message  # a secret is never echoed back
+
+
+ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKEEDKvaNL0z6KEvR1fQ3iWj9K3r4lzzh+husUhCQxzO"
+
+
+@pytest.mark.parametrize("smuggled", [
+    f"{ED25519} ops\n{ED25519} intruder",  # a second key in the comment's place
+    f"{ED25519} ops\r",
+    f"{ED25519} ops\n",
+    f"{ED25519} o\x00ps",
+    f"{ED25519}\tops",
+])
+def test_a_control_character_in_an_admin_key_is_refused(smuggled: str) -> None:
+    with pytest.raises(ConfigError, match="adminSshKeys: a key contains a control character") as err:
+        parse("staging", plain_config("staging") | {"adminSshKeys": [smuggled]})
+    assert "allowed: " in str(err.value)
+
+
+@pytest.mark.parametrize("cidrs", [
+    ["10.0.0.0/8"],  # exactly a /8
+    ["10.0.0.0/8", "10.1.0.0/16"],  # overlapping ranges count once
+    ["2001:db8::/32", "198.51.100.0/24"],
+    [f"10.{i}.0.0/16" for i in range(64)],
+])
+def test_ssh_ranges_up_to_a_slash_8_or_a_slash_32_are_accepted(cidrs: list[str]) -> None:
+    assert list(parse("staging", plain_config("staging") | {"sshAllowedCidrs": cidrs}).ssh_allowed_cidrs) == cidrs
 
 
 def test_rsa_key_must_have_enough_bits() -> None:
