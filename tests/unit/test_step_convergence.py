@@ -30,6 +30,10 @@ STUBS = {
 echo "pcs $*" >> "$STUB/calls"
 case "$1 $2" in
 "cluster corosync") cat "$STUB/corosync.conf" ;;
+"cluster setup")
+	shift 3; : > "$STUB/members"
+	while [ "$#" -gt 1 ] && [ "${2#addr=}" != "$2" ]; do echo "$1 ${2#addr=}" >> "$STUB/members"; shift 2; done
+	render_conf ;;
 "cluster node")
 	if [ "$3" = remove ]; then grep -v "^$4 " "$STUB/members" > "$STUB/m" || true; mv "$STUB/m" "$STUB/members"
 	else echo "$4 ${5#addr=}" >> "$STUB/members"; fi
@@ -39,10 +43,13 @@ esac
     "crm_mon": r"""
 n=$(wc -l < "$STUB/members")
 for i in $(seq "$n"); do echo "<node name=\"n$i\" online=\"true\"/>"; done""",
-    "cibadmin": r"""awk '{ print "<node id=\"" NR "\" uname=\"" $1 "\"/>" }' "$STUB/cib-nodes" """,
+    "cibadmin": r"""
+if [ "$1" = --empty ]; then echo "cibadmin --empty" >> "$STUB/calls"; echo "<cib/>"; exit 0; fi
+awk '{ print "<node id=\"" NR "\" uname=\"" $1 "\"/>" }' "$STUB/cib-nodes" """,
+    "crm_attribute": r"""echo "crm_attribute $* (CIB_file ${CIB_file:+set})" >> "$STUB/calls" """,
     "crm_node": r"""echo "crm_node $*" >> "$STUB/calls" """,
     "logger": "true",
-    "install": "true",
+    "install": r"""echo "install $*" >> "$STUB/calls" """,
     "hostname": r"""echo "$SELF_IP" """,
     "getent": r"""[ "$1" = ahostsv4 ] && awk -v n="$2" '$2 == n { print $1 "  STREAM " n }' "$STUB/hosts" """,
     "gluster": r"""
@@ -140,6 +147,25 @@ def test_a_re_addressed_member_leaves_and_joins_again_at_its_new_address(stub: P
         f"pcs cluster node remove {NAME}-app2 --force",
         f"pcs cluster node add {NAME}-app2 addr=10.0.0.22 --enable --start --wait=5"]
     assert f"{NAME}-app2 10.0.0.22" in (stub / "members").read_text()
+
+
+def test_a_new_cluster_starts_from_a_cib_that_already_holds_its_dc_deadtime(stub: Path) -> None:
+    # No corosync.conf of ours: the cluster is formed. pcs sets it up without
+    # starting it, the control node's CIB gets dc-deadtime, then the cluster starts.
+    (stub / "cib-nodes").write_text("".join(f"{n}\n" for n in OLD))
+    result = setup(stub, OLD)
+    assert result.returncode == 0, result.stderr
+    steps = ("pcs cluster setup", "cibadmin --empty", "crm_attribute", "install -o", "pcs cluster start")
+    order = [c for c in (stub / "calls").read_text().splitlines() if c.startswith(steps)]
+    assert [" ".join(c.split()[:3]) for c in order] == [
+        "pcs cluster setup", "cibadmin --empty", "crm_attribute --type crm_config", "install -o hacluster",
+        "pcs cluster start"], order
+    assert "--start" not in order[0] and order[0].endswith(" --enable")
+    # written into the file, not a running CIB
+    assert order[2] == "crm_attribute --type crm_config --name dc-deadtime --update 5s (CIB_file set)"
+    assert order[3].endswith(" /var/lib/pacemaker/cib/cib.xml") and "-m 0600" in order[3]
+    # the property stays set on the running cluster too
+    assert any("dc-deadtime=5s" in c for c in calls(stub, "pcs property set"))
 
 
 def test_a_second_run_changes_no_membership(stub: Path) -> None:
