@@ -34,8 +34,11 @@ quiet() {
 
 # put_file MODE OWNER PATH: stdin becomes PATH, replaced atomically, only if it differs.
 put_file() {
-	local mode=$1 owner=$2 path=$3 tmp
-	install -d -m 0755 "$(dirname "$path")"
+	local mode=$1 owner=$2 path=$3 tmp dir
+	# A missing directory is made 0755; an existing one keeps its mode
+	# (install -d would reset a root-only 0700 one, such as /etc/do-ha-stack).
+	dir=$(dirname "$path")
+	[ -d "$dir" ] || install -d -m 0755 "$dir"
 	tmp=$(mktemp "$path.XXXXXX")
 	cat >"$tmp"
 	chmod "$mode" "$tmp"

@@ -90,6 +90,12 @@ def test_every_account_on_a_node_is_one_the_deploy_user_may_not_take(nodes: list
         assert accounts - {"deploy"} <= RESERVED_USERS, (node.name, sorted(accounts - RESERVED_USERS))
 
 
+def test_the_token_directory_stays_root_only_after_the_steps(nodes: list[LabNode]) -> None:
+    # cluster-node makes it 0700; later steps that write files beside it must not widen it.
+    for node in nodes:
+        assert Admin(node).sudo("stat -c '%a %U' /etc/do-ha-stack").stdout.split() == ["700", "root"], node.name
+
+
 def test_failed_logins_get_the_source_banned_then_unbanned(nodes: list[LabNode]) -> None:
     node = nodes[-1]
     admin = Admin(node)

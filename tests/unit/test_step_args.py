@@ -7,9 +7,12 @@ lib.sh refuses anything else before the step changes anything.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +129,20 @@ def test_lib_waits_with_the_tuned_pauses() -> None:
     pauses = [str(p) for p in tuning.WAIT_POLL_S]
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == (pauses + [pauses[-1]] * 6)[:6]
+
+
+def test_put_file_keeps_an_existing_directorys_mode(tmp_path: Path) -> None:
+    lib = (CLOUDINIT_DIR / "steps" / "lib.sh").read_text()
+    put_file = re.search(r"^put_file\(\) \{\n.*?^\}\n", lib, re.MULTILINE | re.DOTALL)
+    assert put_file
+    private, fresh = tmp_path / "private", tmp_path / "fresh" / "sub"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)
+    owner = f"{os.getuid()}:{os.getgid()}"
+    script = (f"{put_file.group(0)}\nCHANGED=()\n"
+              f"put_file 0600 {owner} {private}/token <<<secret\nput_file 0644 {owner} {fresh}/file <<<text\n")
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0, result.stderr
+    assert (private / "token").read_text() == "secret\n" and stat.S_IMODE((private / "token").stat().st_mode) == 0o600
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o755 and (fresh / "file").read_text() == "text\n"
