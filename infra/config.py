@@ -195,11 +195,13 @@ def _ssh_cidrs(key: str, value: Any) -> list[str]:
 def _ssh_key(key: str, value: Any) -> str:
     allowed = "OpenSSH public keys ('TYPE BASE64 [comment]' on one line; TYPE one of " + ", ".join(SSH_KEY_TYPES) + \
         f"; RSA at least {MIN_RSA_BITS} bits)"
-    # A newline (or any control character) would put a second, unchecked line
-    # into authorized_keys.
-    if isinstance(value, str) and re.search(r"[\x00-\x1f\x7f]", value):
-        raise ConfigError(key, "a key contains a control character (a newline starts another key)", allowed)
     parts = str(value).strip().split(None, 2)
+    # Leading and trailing whitespace goes and fields are joined by one space; a
+    # control character left after that (a newline in the comment) would put a
+    # second, unchecked line into authorized_keys.
+    if re.search(r"[\x00-\x1f\x7f]", " ".join(parts)):
+        raise ConfigError(key, f"the key {' '.join(parts)[:40]!r}... contains a control character "
+                          "(a newline starts another key)", allowed)
     if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES:
         raise ConfigError(key, f"{str(value)[:40]!r}... is not a supported public key", allowed)
     try:

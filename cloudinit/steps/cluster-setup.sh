@@ -59,10 +59,10 @@ if ! ours; then
 	# that already holds ours (pcs setup removed any old one); its election
 	# decides, and the DC hands its CIB to the others.
 	cib=$(mktemp)
+	trap 'rm -f "$cib"' EXIT
 	cibadmin --empty >"$cib"
 	CIB_file=$cib quiet crm_attribute --type crm_config --name dc-deadtime --update "$DC_DEADTIME"
 	install -o hacluster -g haclient -m 0600 "$cib" /var/lib/pacemaker/cib/cib.xml
-	rm -f "$cib"
 	quiet pcs cluster start --all --wait="$START_WAIT_S"
 else
 	# Converge to the declared members by name and address: a member the program

@@ -29,22 +29,27 @@ self=$(hostname -I)
 # that probed first by its node name.
 addr_of() {
 	case $1 in
-	*[!0-9.]*) getent ahostsv4 "$1" | awk 'NR == 1 { print $1 }' ;;
+	*[!0-9.]*) { getent ahostsv4 "$1" || true; } | awk 'NR == 1 { print $1 }' ;;
 	*) printf '%s\n' "$1" ;;
 	esac
 }
-# The pool's peers as "ADDRESS STATE" lines ("localhost" is this node).
+# The peers in `gluster pool list` output (stdin) as "ADDRESS STATE" lines,
+# "localhost" (this node) left out; a name that no longer resolves stays a name.
 pool() {
-	local host state
+	local host state addr
 	while read -r _ host state; do
-		[ "$host" = localhost ] || printf '%s %s\n' "$(addr_of "$host")" "$state"
-	done < <(gluster pool list | tail -n +2)
+		[ "$host" != localhost ] || continue
+		addr=$(addr_of "$host")
+		printf '%s %s\n' "${addr:-$host}" "$state"
+	done < <(tail -n +2)
 }
 for ip in "${peer_ips[@]}"; do
 	case " $self " in *" $ip "*) continue ;; esac
 	# Probe only new peers; the CLI can hang on a peer it already knows.
-	# (Output captured first: with pipefail, grep -q quitting early can fail the pipe.)
-	known=$(pool)
+	# (Output captured first: a failing CLI stops the step, and with pipefail
+	# grep -q quitting early could fail a pipe.)
+	list=$(gluster pool list)
+	known=$(pool <<<"$list")
 	grep -q "^${ip} " <<<"$known" || quiet gluster --timeout="$PROBE_TIMEOUT_S" peer probe "$ip"
 done
 # A probed peer is usable (it can take a brick) once it is "Peer in Cluster"
@@ -102,8 +107,13 @@ else
 fi
 
 # Peers that hold no brick and are not declared (a replaced node's old address).
+list=$(gluster pool list)
 while read -r host _; do
 	case " ${peer_ips[*]} " in *" $host "*) continue ;; esac
+	if [[ "$host" = *[!0-9.]* ]]; then
+		log "warning: peer $host is known by a name that no longer resolves; left in the pool"
+		continue
+	fi
 	if grep -q "^Brick[0-9]*:[[:space:]]*${host}:" <<<"$(gluster volume info)"; then
 		log "warning: peer $host is not declared but still holds a brick; left in the pool"
 		continue
@@ -111,7 +121,7 @@ while read -r host _; do
 	log "detaching former peer $host"
 	# A peer that is gone for good may need force (it cannot confirm).
 	gluster --mode=script peer detach "$host" >/dev/null 2>&1 || quiet gluster --mode=script peer detach "$host" force
-done < <(pool)
+done < <(pool <<<"$list")
 
 # Only cluster members may mount.
 quiet gluster volume set "$VOLUME" auth.allow "$ALLOW"

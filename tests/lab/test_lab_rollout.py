@@ -16,6 +16,9 @@ only the user-data carries (sshd's drop-in). The program ignores user-data chang
 on existing droplets, so the `up` after `config set` runs nothing; each replaced
 node comes back with the new sshd configuration, the others keep the old one until
 their turn (the lab's OpenSSH client speaks sntrup761x25519 to both).
+
+It leaves the lab as it would leave a stack: controlNode app2, the fallback off,
+every droplet new. Tests after it find the primary and control node themselves.
 """
 
 from __future__ import annotations

@@ -93,15 +93,22 @@ ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKEEDKvaNL0z6KEvR1fQ3iWj9K3r4lzzh
 
 @pytest.mark.parametrize("smuggled", [
     f"{ED25519} ops\n{ED25519} intruder",  # a second key in the comment's place
-    f"{ED25519} ops\r",
-    f"{ED25519} ops\n",
+    f"{ED25519} ops\rroot",
     f"{ED25519} o\x00ps",
-    f"{ED25519}\tops",
+    f"{ED25519} ops\tat home",
 ])
 def test_a_control_character_in_an_admin_key_is_refused(smuggled: str) -> None:
-    with pytest.raises(ConfigError, match="adminSshKeys: a key contains a control character") as err:
+    with pytest.raises(ConfigError, match="adminSshKeys: the key 'ssh-ed25519 AAAA.*contains a control character"
+                       ) as err:
         parse("staging", plain_config("staging") | {"adminSshKeys": [smuggled]})
     assert "allowed: " in str(err.value)
+
+
+@pytest.mark.parametrize("written", [f"{ED25519} ops\n", f"{ED25519} ops\r\n", f"{ED25519}\tops", f"  {ED25519} ops "])
+def test_whitespace_around_and_between_a_keys_fields_is_normalised(written: str) -> None:
+    # YAML block scalars and CRLF files end keys with a newline; fields may be tab-separated.
+    cfg = parse("staging", plain_config("staging") | {"adminSshKeys": [written]})
+    assert cfg.admin_ssh_keys == (f"{ED25519} ops",)
 
 
 @pytest.mark.parametrize("cidrs", [

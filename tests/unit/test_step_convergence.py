@@ -51,7 +51,9 @@ awk '{ print "<node id=\"" NR "\" uname=\"" $1 "\"/>" }' "$STUB/cib-nodes" """,
     "logger": "true",
     "install": r"""echo "install $*" >> "$STUB/calls" """,
     "hostname": r"""echo "$SELF_IP" """,
-    "getent": r"""[ "$1" = ahostsv4 ] && awk -v n="$2" '$2 == n { print $1 "  STREAM " n }' "$STUB/hosts" """,
+    # like getent: exit 2 when the name is not found
+    "getent": r"""grep -q " $2\$" "$STUB/hosts" || exit 2
+awk -v n="$2" '$2 == n { print $1 "  STREAM " n }' "$STUB/hosts" """,
     "gluster": r"""
 args=("$@"); [[ "${args[0]}" == --* ]] && args=("${args[@]:1}")
 echo "gluster ${args[*]}" >> "$STUB/calls"
@@ -97,6 +99,7 @@ def stub(tmp_path: Path) -> Path:
         (bin_dir / name).write_text(f"#!/bin/bash\nset -u\n{RENDER_CONF}\n{body}\n")
         (bin_dir / name).chmod(0o755)
     (tmp_path / "calls").write_text("")
+    (tmp_path / "hosts").write_text("")
     return tmp_path
 
 
@@ -271,6 +274,17 @@ def test_a_peer_known_by_node_name_counts_as_its_address(stub: Path) -> None:
         "HEAL_WAIT_S": "5"}, self_ip="10.0.0.12")
     assert result.returncode == 0, result.stderr
     assert calls(stub, "gluster peer probe") + calls(stub, "gluster peer detach") == []
+
+
+def test_a_peer_whose_name_no_longer_resolves_is_left_alone(stub: Path) -> None:
+    # An older pool's entry by node name for a node the stack no longer has: neither
+    # taken for a declared peer nor detached under a state word.
+    bricks = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    volume(stub, {"10.0.0.12": "Connected", "10.0.0.13": "Connected", f"{NAME}-app9": "Disconnected"}, bricks)
+    result = storage(stub, bricks)
+    assert result.returncode == 0, result.stderr
+    assert calls(stub, "gluster peer detach") == [] and calls(stub, "gluster peer probe") == []
+    assert f"peer {NAME}-app9 is known by a name that no longer resolves" in result.stderr
 
 
 # --- what the program declares when the app tier scales ------------------------------------------
