@@ -342,8 +342,9 @@ def stop_gracefully(node: LabNode, timeout: float, services: frozenset[str] = fr
             # What held the shutdown up, for whoever looks into it.
             left = sorted(set(_running(node, services))) if services else ["the container"]
             log(f"{node.name}: still running after {timeout:.0f} s of shutdown: {', '.join(left)}")
+            # systemd's own lines: what it is stopping or unmounting, and waiting on.
             journal = sh("journalctl", "-D", str(node.root / "var/log/journal"), "--no-pager", "-o", "short-precise",
-                         "-n", "60", capture=True, check=False)
+                         "_PID=1", "-n", "25", capture=True, check=False)
             for line in journal.splitlines()[-25:]:
                 log(f"{node.name}:   {line}")
             return False
