@@ -35,16 +35,17 @@ SSH_KEY_TYPES = (
     "sk-ecdsa-sha2-nistp256@openssh.com", "ssh-rsa",
 )
 MIN_RSA_BITS = 3072
-# Accounts a node already has (Debian 13's cloud image and the packages the
-# program installs: the lab's image check keeps this complete), and the cloud
-# image's conventional login names. A deploy user with one of these names would
-# take over an existing account.
+# Accounts a node already has (Debian 13's cloud image, the packages the program
+# installs and the accounts its steps make: the lab checks this against a
+# node's own list), and the cloud image's conventional login names. A deploy
+# user with one of these names would take over an existing account.
 RESERVED_USERS = frozenset({
     "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news",
     "uucp", "proxy", "www-data", "backup", "list", "irc", "_apt", "nobody",
     "systemd-network", "systemd-timesync", "dhcpcd", "systemd-resolve", "systemd-coredump", "messagebus",
     "polkitd", "tss", "uuidd", "tcpdump", "_chrony", "chrony", "Debian-exim", "_rpc", "statd",
     "dnsmasq", "sshd", "hacluster", "mysql", "gluster", "nginx", "admin", "debian", "ubuntu",
+    "do-ha-canary",  # web-node's account for the canary service
 })
 # More of the internet than SSH may be opened to, with every range counted
 # together (0.0.0.0/0 split into halves is still the internet): a /8 of IPv4,

@@ -59,6 +59,7 @@ def _rsa_key(bits: int) -> str:
     ("deployUser", "_apt", "system account"),
     ("deployUser", "polkitd", "system account"),
     ("deployUser", "debian", "system account"),
+    ("deployUser", "do-ha-canary", "system account"),
     ("deployUser", "Bad User", "not a valid user name"),
     ("alertEmail", "ops-at-example", "not an e-mail address"),
     ("alertEmail", "o" * 70_000 + "@example.com", "is 70012 bytes long"),
