@@ -113,6 +113,20 @@ def environment_name(job: dict[str, Any]) -> str | None:
     return env.get("name") if isinstance(env, dict) else env
 
 
+def matrix_rows(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The job's matrix as rows: `include` entries, or one row per `stack` value."""
+    matrix = (job.get("strategy") or {}).get("matrix") or {}
+    if matrix.get("include"):
+        return [dict(row) for row in matrix["include"]]
+    return [{"stack": stack} for stack in as_list(matrix.get("stack"))]
+
+
+def resolve(value: Any, row: dict[str, Any]) -> str | None:
+    """A `${{ matrix.KEY }}` value for one matrix row; anything else as written."""
+    found = re.fullmatch(r"\$\{\{\s*matrix\.([A-Za-z_-]+)\s*\}\}", str(value)) if value is not None else None
+    return row.get(found.group(1)) if found else value
+
+
 # --- checks ------------------------------------------------------------------------------
 
 GUARD_ACCEPTS = ["staging"]
@@ -244,11 +258,7 @@ def preview_problems(workflows: Workflows) -> list[str]:
             w = with_(s)
             if w.get("command") != "preview":
                 continue
-            matrix = ((job.get("strategy") or {}).get("matrix") or {}).get("stack") or []
-            if expr(w.get("stack-name")) == expr("${{ matrix.stack }}"):
-                previewed |= set(matrix)
-            else:
-                previewed.add(str(w.get("stack-name")))
+            previewed |= {str(resolve(w.get("stack-name"), row)) for row in matrix_rows(job) or [{}]}
             for key in ("comment-on-pr", "edit-pr-comment", "diff"):
                 if w.get(key) is not True:
                     problems.append(f"preview.yml: job {job_id} preview has {key}: {w.get(key)!r}, expected true")
@@ -318,6 +328,39 @@ def secret_problems(workflows: Workflows, texts: dict[str, str]) -> list[str]:
                 if expr(with_(s).get("cloud-url")) != expr(BACKEND_URL):
                     problems.append(f"{wf}: job {job_id} step {i} cloud-url is {with_(s).get('cloud-url')!r}, "
                                     f"expected {BACKEND_URL}")
+    return problems
+
+
+# The environment whose secrets a job that runs pulumi on a stack must use:
+# pull requests preview prod through `production-preview` (reviewer-gated,
+# read-only token), never `production`.
+STACK_ENVIRONMENTS = {"push": {"staging": "staging", "prod": "production"},
+                      "pull_request": {"staging": "staging", "prod": "production-preview"}}
+
+
+def environment_problems(workflows: Workflows) -> list[str]:
+    """Secrets are environment secrets: read only by jobs in an environment, each
+    stack's in its own, and prod's deploy environment by no pull request."""
+    problems = []
+    for wf, doc in workflows.items():
+        if any("secrets." in text_of(v) for v in (doc.get("env") or {}).values()):
+            problems.append(f"{wf}: the workflow-level env reads secrets; jobs in an environment must")
+        on_pr = bool({"pull_request", "pull_request_target"} & set(doc.get("on") or {}))
+        for job_id, job in jobs(doc):
+            reads = {n for n in re.findall(r"secrets\.([A-Za-z0-9_]+)", text_of(job)) if n != "GITHUB_TOKEN"}
+            for row in matrix_rows(job) or [{}]:
+                env = resolve(environment_name(job), row)
+                if reads and not env:
+                    problems.append(f"{wf}: job {job_id} reads secrets without an environment "
+                                    "(they would have to be repository secrets, which every pull request reads)")
+                if on_pr and env == "production":
+                    problems.append(f"{wf}: pull request job {job_id} uses environment 'production'")
+                for _, s in pulumi_steps(job):
+                    stack = resolve(with_(s).get("stack-name"), row)
+                    want = STACK_ENVIRONMENTS["pull_request" if on_pr else "push"].get(str(stack))
+                    if want and env != want:
+                        problems.append(f"{wf}: job {job_id} runs pulumi on {stack} in environment {env!r}, "
+                                        f"expected {want!r}")
     return problems
 
 
@@ -619,7 +662,8 @@ def test_prod_deploys_after_staging_with_approval(real: Workflows, tmp_path: Pat
 
 
 def _preview_staging_only(w: Workflows) -> None:
-    pulumi_job(w, "preview.yml", "preview")["strategy"]["matrix"]["stack"] = ["staging"]
+    matrix = pulumi_job(w, "preview.yml", "preview")["strategy"]["matrix"]
+    matrix["include"] = [row for row in matrix["include"] if row["stack"] == "staging"]
 
 
 def _preview_no_comment(w: Workflows) -> None:
@@ -661,11 +705,11 @@ def texts_of(directory: Path) -> dict[str, str]:
 
 
 def _literal_token(w: Workflows) -> None:
-    w["deploy.yml"]["env"]["DIGITALOCEAN_TOKEN"] = "dop_v1_" + "0123456789abcdef" * 4
+    pulumi_job(w, "deploy.yml", "up", "prod")["env"]["DIGITALOCEAN_TOKEN"] = "dop_v1_" + "0123456789abcdef" * 4
 
 
 def _wrong_secret(w: Workflows) -> None:
-    w["deploy.yml"]["env"]["AWS_ACCESS_KEY_ID"] = "${{ secrets.AWS_KEY }}"
+    pulumi_job(w, "deploy.yml", "up", "staging")["env"]["AWS_ACCESS_KEY_ID"] = "${{ secrets.AWS_KEY }}"
 
 
 def _secret_from_vars(w: Workflows) -> None:
@@ -694,13 +738,58 @@ def _literal_other_secret(w: Workflows) -> None:
     (_literal_backend, "cloud-url is 's3://state"),
     (_literal_other_secret, "github-token is not a secrets. reference"),
 ])
-def test_secrets_come_from_repository_secrets(real: Workflows, tmp_path: Path, mutate: Mutation,
+def test_secrets_come_from_secret_references(real: Workflows, tmp_path: Path, mutate: Mutation,
                                               expected: str) -> None:
     assert secret_problems(real, texts_of(WORKFLOW_DIR)) == []
     broken = copy.deepcopy(real)
     mutate(broken)
     directory = write_dir(tmp_path, broken)
     problems = secret_problems(load_dir(directory), texts_of(directory))
+    assert any(expected in p for p in problems), problems
+
+
+def _preview_prod_with_deploy_secrets(w: Workflows) -> None:
+    for row in pulumi_job(w, "preview.yml", "preview")["strategy"]["matrix"]["include"]:
+        if row["stack"] == "prod":
+            row["environment"] = "production"
+
+
+def _preview_prod_with_staging_secrets(w: Workflows) -> None:
+    for row in pulumi_job(w, "preview.yml", "preview")["strategy"]["matrix"]["include"]:
+        if row["stack"] == "prod":
+            row["environment"] = "staging"
+
+
+def _preview_without_environment(w: Workflows) -> None:
+    del pulumi_job(w, "preview.yml", "preview")["environment"]
+
+
+def _workflow_level_secrets(w: Workflows) -> None:
+    w["deploy.yml"]["env"] = {"DIGITALOCEAN_TOKEN": "${{ secrets.DIGITALOCEAN_TOKEN }}"}
+
+
+def _deploy_prod_in_preview_environment(w: Workflows) -> None:
+    pulumi_job(w, "deploy.yml", "up", "prod")["environment"] = "production-preview"
+
+
+def _teardown_without_environment(w: Workflows) -> None:
+    del teardown_job(w)["environment"]
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (_preview_prod_with_deploy_secrets, "pull request job preview uses environment 'production'"),
+    (_preview_prod_with_staging_secrets, "runs pulumi on prod in environment 'staging', expected 'production-preview'"),
+    (_preview_without_environment, "job preview reads secrets without an environment"),
+    (_workflow_level_secrets, "deploy.yml: the workflow-level env reads secrets"),
+    (_deploy_prod_in_preview_environment, "expected 'production'"),
+    (_teardown_without_environment, "reads secrets without an environment"),
+])
+def test_pull_requests_never_read_prods_deploy_secrets(real: Workflows, tmp_path: Path, mutate: Mutation,
+                                                        expected: str) -> None:
+    assert environment_problems(real) == []
+    broken = copy.deepcopy(real)
+    mutate(broken)
+    problems = environment_problems(load_dir(write_dir(tmp_path, broken)))
     assert any(expected in p for p in problems), problems
 
 
