@@ -3,7 +3,8 @@
 actionlint checks syntax, expressions, action inputs and the shell in `run:`.
 The structural checks below are what actionlint cannot know: no workflow can
 destroy prod, prod deploys wait for staging and for the `production`
-environment, previews cover both stacks, secrets come from `secrets.`, and so
+environment, previews cover both stacks, secrets come from `secrets.` of an environment
+(prod's deploy environment never reaches a pull request), and so
 on. Each check is a function returning problems; every test runs it on the real
 workflows (no problems) and on deliberately broken copies written to tmp_path
 (the problem is caught), so no check passes vacuously.
@@ -32,7 +33,7 @@ EXPECTED_FILES = {"preview.yml", "deploy.yml", "teardown.yml"}
 STACKS = ("staging", "prod")
 PULUMI_ACTION = "pulumi/actions"
 TEARDOWN = "teardown.yml"
-# env name -> the repository secret it must come from
+# env name -> the secret (an environment secret) it must come from
 SECRET_ENV = {
     "DIGITALOCEAN_TOKEN": "DIGITALOCEAN_TOKEN",
     "AWS_ACCESS_KEY_ID": "SPACES_ACCESS_KEY_ID",
@@ -315,7 +316,7 @@ def secret_problems(workflows: Workflows, texts: dict[str, str]) -> list[str]:
                     problems.append(f"{wf}: {key} is not a secrets. reference: {value!r}")
         for name in re.findall(r"secrets\.([A-Za-z0-9_]+)", texts[wf]):
             if name not in ALLOWED_SECRETS:
-                problems.append(f"{wf}: unknown repository secret {name}")
+                problems.append(f"{wf}: unknown secret {name}")
         for what, pattern in LITERAL_CREDENTIALS:
             if pattern.search(texts[wf]):
                 problems.append(f"{wf} contains {what}")
@@ -732,7 +733,7 @@ def _literal_other_secret(w: Workflows) -> None:
     (_literal_token, "DIGITALOCEAN_TOKEN is 'dop_v1_"),
     (_literal_token, "contains a DigitalOcean token"),
     (_wrong_secret, "expected ${{ secrets.SPACES_ACCESS_KEY_ID }}"),
-    (_wrong_secret, "unknown repository secret AWS_KEY"),
+    (_wrong_secret, "unknown secret AWS_KEY"),
     (_secret_from_vars, "PULUMI_CONFIG_PASSPHRASE is '${{ vars.PASSPHRASE }}'"),
     (_missing_passphrase, "runs pulumi without PULUMI_CONFIG_PASSPHRASE"),
     (_literal_backend, "cloud-url is 's3://state"),
