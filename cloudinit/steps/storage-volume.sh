@@ -33,16 +33,17 @@ addr_of() {
 	*) printf '%s\n' "$1" ;;
 	esac
 }
-# The peers in `gluster pool list` output (stdin) as "ADDRESS STATE" lines,
-# "localhost" (this node) left out; a name that no longer resolves stays a name.
-pool() {
+# "HOST STATE" lines (stdin) as "ADDRESS STATE"; a name that no longer
+# resolves stays a name.
+by_address() {
 	local host state addr
-	while read -r _ host state; do
-		[ "$host" != localhost ] || continue
+	while read -r host state; do
 		addr=$(addr_of "$host")
 		printf '%s %s\n' "${addr:-$host}" "$state"
-	done < <(tail -n +2)
+	done
 }
+# The peers in `gluster pool list` output (stdin), "localhost" (this node) left out.
+pool() { tail -n +2 | awk '$2 != "localhost" { print $2, $3 }' | by_address; }
 for ip in "${peer_ips[@]}"; do
 	case " $self " in *" $ip "*) continue ;; esac
 	# Probe only new peers; the CLI can hang on a peer it already knows.
@@ -55,14 +56,12 @@ done
 # A probed peer is usable (it can take a brick) once it is "Peer in Cluster"
 # and connected; "Connected" alone shows while the handshake still runs.
 connected() {
-	local ip status host state
-	status=$(gluster peer status | awk '/^Hostname:/ { host = $2 } /^State:/ { sub(/^State: /, ""); print host, $0 }')
+	local ip status
+	status=$(gluster peer status | awk '/^Hostname:/ { host = $2 } /^State:/ { sub(/^State: /, ""); print host, $0 }' |
+		by_address)
 	for ip in "${peer_ips[@]}"; do
 		case " $self " in *" $ip "*) continue ;; esac
-		while read -r host state; do
-			[ "$(addr_of "$host")" != "$ip" ] || [ "$state" != "Peer in Cluster (Connected)" ] || continue 2
-		done <<<"$status"
-		return 1
+		grep -q "^${ip} Peer in Cluster (Connected)" <<<"$status" || return 1
 	done
 }
 wait_for "all ${#peer_ips[@]} gluster peers connected" 120 connected
