@@ -100,6 +100,14 @@ def writes_through_the_reserved_ip(tag: str, primary: LabNode, lead_s: float = 3
             load.attempts = json.loads(out.read_text())
 
 
+def write_shared_files(node: LabNode, folder: str, count: int, size: int) -> set[str]:
+    """`count` files of `size` random bytes in /srv/shared/FOLDER, written on `node`;
+    their names as assert_converged takes them."""
+    Admin(node).sudo(f"sh -c 'mkdir -p /srv/shared/{folder} && for i in $(seq {count}); do "
+                     f"head -c {size} /dev/urandom > /srv/shared/{folder}/f$i; done'")
+    return {f"{folder}/f{i}" for i in range(1, count + 1)}
+
+
 def sql(node: LabNode, query: str) -> str:
     return Admin(node).sudo(f"mariadb -N -B do_ha_canary -e {json.dumps(query)}").stdout.strip()
 

@@ -15,7 +15,7 @@ import pytest
 from lab.replace import replace
 from lab.stack import lab_nodes, lab_plan
 from lab.topology import LabNode
-from tests.helpers.day2 import apps, assert_converged, sql, writes_through_the_reserved_ip
+from tests.helpers.day2 import apps, assert_converged, sql, write_shared_files, writes_through_the_reserved_ip
 from tests.helpers.lab_support import Admin
 from tests.lab.test_lab_cluster import _promoted, _settled, _wait
 
@@ -34,8 +34,7 @@ def test_replacing_a_replica_converges_the_cluster_under_load(nodes: list[LabNod
     victim = next(n for n in apps(nodes) if n is not bootstrap)
 
     # Files on the shared volume before the replacement: they must reach the new brick.
-    Admin(bootstrap).sudo(f"sh -c 'mkdir -p /srv/shared/replace && for i in $(seq {FILES}); do "
-                          "head -c 65536 /dev/urandom > /srv/shared/replace/f$i; done'")
+    files = write_shared_files(bootstrap, "replace", FILES, 65536)
     with writes_through_the_reserved_ip("replace", bootstrap, lead_s=15) as load:
         figures = replace(victim.name, load.around([c["name"] for c in lab_plan(nodes)]))
     report.setdefault("operations", {})["replace-replica"] = figures | load.figures()
@@ -48,8 +47,7 @@ def test_replacing_a_replica_converges_the_cluster_under_load(nodes: list[LabNod
     assert sql(new, "SELECT @@read_only") == "1"
     status = Admin(new).sudo("mariadb -e 'SHOW SLAVE STATUS\\G'").stdout
     assert "Master_SSL_Allowed: Yes" in status and f"Master_Host: {bootstrap.private_ip}" in status
-    assert_converged(nodes, [victim], {a["key"] for a in load.acked},
-                     {f"replace/f{i}" for i in range(1, FILES + 1)})
+    assert_converged(nodes, [victim], {a["key"] for a in load.acked}, files)
     # Client-visible: no failed write while a replica was replaced.
     # The client-visible target (no failed write) is a figure, not an assertion: a write
     # fails when one commit outlasts the client's 1 s timeout, a timing matter on the
@@ -62,8 +60,7 @@ def test_replacing_the_witness_converges_the_cluster_under_load(nodes: list[LabN
     _wait("a settled cluster", 300, lambda: _settled(nodes))
     bootstrap, witness = nodes[0], nodes[-1]
     assert _promoted(nodes) == bootstrap, f"expected {bootstrap.name} to be primary"
-    Admin(bootstrap).sudo(f"sh -c 'mkdir -p /srv/shared/witness && for i in $(seq {FILES}); do "
-                          "head -c 4096 /dev/urandom > /srv/shared/witness/f$i; done'")
+    files = write_shared_files(bootstrap, "witness", FILES, 4096)
     with writes_through_the_reserved_ip("replace-witness", bootstrap) as load:
         figures = replace(witness.name, load.around([c["name"] for c in lab_plan(nodes)]))
     report.setdefault("operations", {})["replace-witness"] = figures | load.figures()
@@ -73,8 +70,7 @@ def test_replacing_the_witness_converges_the_cluster_under_load(nodes: list[LabN
     assert new.name == witness.name and new.droplet_id != witness.droplet_id and new.private_ip != witness.private_ip
     _wait("a settled cluster with the new witness", 300, lambda: _settled(nodes))
     # the new arbiter brick holds every file's name (the arbiter keeps names and metadata, no data)
-    assert_converged(nodes, [witness], {a["key"] for a in load.acked},
-                     {f"witness/f{i}" for i in range(1, FILES + 1)})
+    assert_converged(nodes, [witness], {a["key"] for a in load.acked}, files)
     # nothing but fencing runs on the witness
     constraints = Admin(bootstrap).sudo("pcs constraint config").stdout
     assert constraints.count(f"do-ha-stack-lab-{witness.name}") >= 2

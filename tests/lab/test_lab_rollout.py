@@ -39,7 +39,7 @@ from lab.health import status
 from lab.replace import replace as lab_replace
 from lab.stack import lab_config, lab_nodes, lab_plan, lab_program
 from lab.topology import LabNode
-from tests.helpers.day2 import apps, assert_converged, host, sql, writes_through_the_reserved_ip
+from tests.helpers.day2 import apps, assert_converged, host, sql, write_shared_files, writes_through_the_reserved_ip
 from tests.helpers.lab_support import Admin
 from tests.lab.test_lab_cluster import _promoted, _settled, _wait
 from tooling.health import Report
@@ -112,8 +112,7 @@ def test_a_cloud_init_change_rolls_out_to_every_node_one_replacement_at_a_time(n
     assert _promoted(nodes) == active, f"expected {active.name} to be primary"
     assert lab_config().control_node == active.name
     assert all(CLASSICAL in _kex(n).split(",") for n in nodes)
-    Admin(active).sudo(f"sh -c 'mkdir -p /srv/shared/rollout && for i in $(seq {FILES}); do "
-                       "head -c 4096 /dev/urandom > /srv/shared/rollout/f$i; done'")
+    files = write_shared_files(active, "rollout", FILES, 4096)
 
     # The change itself: set, and an `up` that runs nothing on the running nodes.
     change = LabPulumi(dict)
@@ -145,8 +144,7 @@ def test_a_cloud_init_change_rolls_out_to_every_node_one_replacement_at_a_time(n
         # The change reached the new droplet; the ones not yet replaced keep the old file.
         done.append(name)
         assert {n.name for n in nodes_now if CLASSICAL not in _kex(n).split(",")} == set(done), name
-        assert_converged(nodes_now, [old], {a["key"] for a in load.acked},
-                         {f"rollout/f{i}" for i in range(1, FILES + 1)})
+        assert_converged(nodes_now, [old], {a["key"] for a in load.acked}, files)
 
         calls = [c[0] + (" --replace" if "--replace" in c else "") for c in pulumi.calls]
         if name != active.name:

@@ -13,8 +13,7 @@ import pytest
 from lab.scale import scale
 from lab.stack import lab_nodes, lab_plan
 from lab.topology import LabNode
-from tests.helpers.day2 import assert_converged, sql, writes_through_the_reserved_ip
-from tests.helpers.lab_support import Admin
+from tests.helpers.day2 import assert_converged, sql, write_shared_files, writes_through_the_reserved_ip
 from tests.lab.test_lab_cluster import _promoted, _settled, _wait
 
 pytestmark = pytest.mark.lab
@@ -28,9 +27,7 @@ def test_scaling_the_app_tier_out_and_in_converges_under_load(nodes: list[LabNod
     _wait("a settled cluster", 300, lambda: _settled(nodes))
     bootstrap = _promoted(nodes)
     assert bootstrap == nodes[0], "the bootstrap node is expected to be primary"
-    Admin(bootstrap).sudo(f"sh -c 'mkdir -p /srv/shared/scale && for i in $(seq {FILES}); do "
-                          "head -c 4096 /dev/urandom > /srv/shared/scale/f$i; done'")
-    files = {f"scale/f{i}" for i in range(1, FILES + 1)}
+    files = write_shared_files(bootstrap, "scale", FILES, 4096)
     operations = report.setdefault("operations", {})
 
     with writes_through_the_reserved_ip("scale-out", bootstrap) as load:
