@@ -182,8 +182,9 @@ def _cidr(key: str, value: Any) -> str:
 def _ssh_cidrs(key: str, value: Any) -> list[str]:
     """The ranges SSH is open to, refused when together they open it to the internet."""
     cidrs = [_cidr(key, x) for x in _non_empty(key, _list(key, value), "CIDR")]
+    networks = [ipaddress.ip_network(c) for c in cidrs]
     for version, limit in MAX_SSH_ADDRESSES.items():
-        nets = [ipaddress.ip_network(c) for c in cidrs if ipaddress.ip_network(c).version == version]
+        nets = [n for n in networks if n.version == version]
         total = sum(n.num_addresses for n in ipaddress.collapse_addresses(nets))  # type: ignore[arg-type]
         if total > limit:
             widest = "/8" if version == 4 else "/32"
@@ -197,11 +198,12 @@ def _ssh_key(key: str, value: Any) -> str:
     allowed = "OpenSSH public keys ('TYPE BASE64 [comment]' on one line; TYPE one of " + ", ".join(SSH_KEY_TYPES) + \
         f"; RSA at least {MIN_RSA_BITS} bits)"
     parts = str(value).strip().split(None, 2)
+    line = " ".join(parts)  # what goes into authorized_keys
     # Leading and trailing whitespace goes and fields are joined by one space; a
     # control character left after that (a newline in the comment) would put a
     # second, unchecked line into authorized_keys.
-    if re.search(r"[\x00-\x1f\x7f]", " ".join(parts)):
-        raise ConfigError(key, f"the key {' '.join(parts)[:40]!r}... contains a control character "
+    if re.search(r"[\x00-\x1f\x7f]", line):
+        raise ConfigError(key, f"the key {line[:40]!r}... contains a control character "
                           "(a newline starts another key)", allowed)
     if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES:
         raise ConfigError(key, f"{str(value)[:40]!r}... is not a supported public key", allowed)
@@ -216,7 +218,7 @@ def _ssh_key(key: str, value: Any) -> str:
         bits = int.from_bytes(fields[2], "big").bit_length() if len(fields) > 2 else 0
         if bits < MIN_RSA_BITS:
             raise ConfigError(key, f"RSA key has {bits} bits", allowed)
-    return " ".join(parts)
+    return line
 
 
 def _ssh_strings(blob: bytes) -> list[bytes]:

@@ -345,7 +345,7 @@ def stop_gracefully(node: LabNode, timeout: float, services: frozenset[str] = fr
             # systemd's own lines: what it is stopping or unmounting, and waiting on.
             journal = sh("journalctl", "-D", str(node.root / "var/log/journal"), "--no-pager", "-o", "short-precise",
                          "_PID=1", "-n", "25", capture=True, check=False)
-            for line in journal.splitlines()[-25:]:
+            for line in journal.splitlines():
                 log(f"{node.name}:   {line}")
             return False
         time.sleep(0.5)
