@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STACK  ?= staging
 OUT    ?= build/$(STACK)
 
-.PHONY: setup lint test test-unit render bench bench-seed lab lab-down host-packages preview up destroy state-bucket state-upgrade status replace scale
+.PHONY: setup lint test test-unit render bench bench-seed lab lab-down host-packages preview up destroy state-bucket state-upgrade status replace scale switchover
 
 # requirements-dev.txt: the program's requirements.txt and policy/requirements.txt,
 # plus what the tests, the lab, the tooling and the linter need.
@@ -81,6 +81,12 @@ replace: setup
 	$(if $(GIVEN_STACK),,$(error STACK is required: make replace STACK=staging NODE=app2))
 	$(if $(NODE),,$(error NODE is required: make replace STACK=$(GIVEN_STACK) NODE=app2 (one of app1.., witness)))
 	$(PY) -m tooling.replace_node --stack '$(GIVEN_STACK)' --node '$(NODE)' $(ARGS)
+
+# Move the active role to another app node on purpose (README, "Planned switchover"):
+# make switchover STACK=prod [TO=app2]
+switchover: setup
+	$(if $(GIVEN_STACK),,$(error STACK is required: make switchover STACK=staging [TO=app2]))
+	$(PY) -m tooling.switchover --stack '$(GIVEN_STACK)' $(if $(TO),--to '$(TO)') $(ARGS)
 
 # Change the number of app nodes (README, "Scaling app nodes"): make scale STACK=staging APP_NODES=3
 scale: setup

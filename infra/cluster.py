@@ -62,7 +62,8 @@ class Cluster(pulumi.ComponentResource):
              "JOIN_MS": tuning.COROSYNC_JOIN_MS, "START_WAIT_S": tuning.CLUSTER_START_WAIT_S,
              "DC_DEADTIME": tuning.DC_DEADTIME,
              "STICKINESS": tuning.RESOURCE_STICKINESS, "MIGRATION_THRESHOLD": tuning.MIGRATION_THRESHOLD,
-             "FAILURE_TIMEOUT": tuning.FAILURE_TIMEOUT, "NO_QUORUM_POLICY": tuning.NO_QUORUM_POLICY},
+             "FAILURE_TIMEOUT": tuning.FAILURE_TIMEOUT, "NO_QUORUM_POLICY": tuning.NO_QUORUM_POLICY,
+             "LOAD_THRESHOLD": tuning.LOAD_THRESHOLD},
             connect, Bundle({"HACLUSTER_PASSWORD": self.hacluster_password.result}),
             cfg, self, depends_on=list(self.prepared.values()))
         self.register_outputs({})

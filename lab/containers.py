@@ -23,7 +23,7 @@ import yaml
 
 from lab.procfs import mounts_under, pids_in_netns, pids_rooted_under
 from lab.topology import (
-    AUDITOR_IP, AUDITOR_NS, GATEWAY, METADATA_IP, PUBLIC_NET, SECOND_CLIENT, SWITCH_NS, LabNode, run_dir,
+    AUDITOR_IP, AUDITOR_NS, GATEWAY, METADATA_IP, PUBLIC_NET, SECOND_CLIENT, SWITCH_NS, LabNode, nodes_for, run_dir,
 )
 
 BOOT_TIMEOUT = 300.0
@@ -54,6 +54,17 @@ def load_state() -> dict:
         return json.loads(state_file().read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
+
+
+def running_nodes() -> list[LabNode] | None:
+    """The running lab's nodes from its state file (names, address slots, each
+    replaced node's generation); None without a lab. Cheap: the API stand-in's hook
+    calls it on every action, inside the failover figures."""
+    state = load_state()
+    names = state.get("nodes")
+    if names is None:
+        return None
+    return nodes_for(names, generations=state.get("generations") or {}, indexes=state.get("indexes") or {})
 
 
 # --- network --------------------------------------------------------------------

@@ -15,15 +15,14 @@ import sys
 import time
 
 from infra.paths import REPO_ROOT
-from lab.containers import kill_node
-from lab.stack import lab_nodes
+from lab.containers import kill_node, running_nodes
 from lab.topology import LabNode
 
 NFT_TABLE = "reserved_ip"
 
 
 def _node(droplet_id: str) -> LabNode:
-    for node in lab_nodes():
+    for node in running_nodes() or []:
         if node.droplet_id == int(droplet_id):
             return node
     raise SystemExit(f"no lab node has droplet id {droplet_id}")

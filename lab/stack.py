@@ -9,7 +9,7 @@ from typing import Any
 
 from infra.config import PROJECT, StackConfig, parse
 from infra.paths import REPO_ROOT
-from lab.containers import load_state
+from lab.containers import load_state, running_nodes
 from lab.topology import RESERVED_IP, STACK, LabNode, nodes_for, run_dir
 from tooling import render
 from tooling.mocks import MOCK_SECRETS, Addresses, Run, run_program
@@ -35,11 +35,8 @@ def lab_config(admin_key: str = PLACEHOLDER_ADMIN_KEY) -> StackConfig:
 def lab_nodes() -> list[LabNode]:
     """The running lab's nodes (its state file: names, each node's address slot and
     each replaced node's generation), else the stack's."""
-    state = load_state()
-    names = state.get("nodes")
-    if names is None:
-        names = list(lab_config().node_names)
-    return nodes_for(names, generations=state.get("generations") or {}, indexes=state.get("indexes") or {})
+    running = running_nodes()
+    return nodes_for(list(lab_config().node_names)) if running is None else running
 
 
 def lab_program(nodes: list[LabNode]) -> Run:

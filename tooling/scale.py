@@ -31,9 +31,10 @@ from tooling.engine_model import Cloud, State, identities
 from tooling.engine_model import plan as engine_plan
 from tooling.health import Report
 from tooling.mocks import MOCK_SECRETS, run_program
-from tooling.replace_node import (
-    Operations, ReplaceError, add_operation_options, cli_operations, pcs, run_operation, settled,
+from tooling.node_ops import (
+    OperationError, Operations, add_operation_options, cli_operations, pcs, run_operation, settled, stack_config,
 )
+from tooling.switchover import switch
 
 
 def leaving_protected(stack: str, count: int) -> list[str]:
@@ -54,11 +55,11 @@ def check_count(stack: str, count: int) -> tuple[int, list[str]]:
         cfg = parse(stack, plain | {k: v for k, v in MOCK_SECRETS.items() if k not in plain})
         parse(stack, plain | {"appNodeCount": count} | {k: v for k, v in MOCK_SECRETS.items() if k not in plain})
     except ConfigError as e:
-        raise ReplaceError(f"APP_NODES={count}: {e} (between {MIN_APP_NODES} and {MAX_APP_NODES}: two app nodes "
-                           "hold the data bricks and the database's copies)") from None
+        raise OperationError(f"APP_NODES={count}: {e} (between {MIN_APP_NODES} and {MAX_APP_NODES}: two app nodes "
+                             "hold the data bricks and the database's copies)") from None
     current = cfg.app_node_count
     if count == current:
-        raise ReplaceError(f"{stack} already has {count} app nodes")
+        raise OperationError(f"{stack} already has {count} app nodes")
     return current, [f"app{i}" for i in range(count + 1, current + 1)]
 
 
@@ -66,25 +67,28 @@ def scale(stack: str, count: int, ops: Operations, yes: bool = False) -> Report:
     current, leaving = check_count(stack, count)
     before = ops.health()
     if before.problems:
-        raise ReplaceError(f"refusing to scale {stack}: it is degraded; scale a healthy stack only:\n  "
-                           + "\n  ".join(before.problems))
-    raw = render.stack_config(stack)
-    cfg = parse(stack, {k.split(":", 1)[1]: v for k, v in raw.items()} | MOCK_SECRETS)
+        raise OperationError(f"refusing to scale {stack}: it is degraded; scale a healthy stack only:\n  "
+                             + "\n  ".join(before.problems))
+    cfg = stack_config(stack)
     if leaving:
         helper = "app1"  # scaling in never removes app1 or app2
+        if before.database.get("primary") in leaving:
+            # A planned switchover to a node that stays (a pause of about a second).
+            switch(stack, {n: droplet_name(cfg, n) for n in cfg.node_names if n != "witness"}, ops, to=helper,
+                   before=before)
         for node in leaving:
             ops.say(f"{node}: standby (it leaves the stack)")
             pcs(ops, helper, "node", "standby", droplet_name(cfg, node), f"--wait={tuning.REPLACE_DRAIN_TIMEOUT_S}")
         for urn in leaving_protected(stack, count):
             ops.say(f"unprotecting {urn.rsplit('::', 1)[1]} (it leaves with its node)")
             if ops.pulumi(["state", "unprotect", urn, "--stack", stack, "--yes"]) != 0:
-                raise ReplaceError(f"pulumi state unprotect {urn} failed")
+                raise OperationError(f"pulumi state unprotect {urn} failed")
     ops.say(f"{stack}: appNodeCount {current} -> {count}")
     if ops.pulumi(["config", "set", "do-ha-stack:appNodeCount", str(count), "--stack", stack]) != 0:
-        raise ReplaceError("pulumi config set failed")
+        raise OperationError("pulumi config set failed")
     if ops.pulumi(["up", "--stack", stack, *(["--yes"] if yes else [])]) != 0:
-        raise ReplaceError(f"pulumi up failed or was declined; Pulumi.{stack}.yaml now says {count} app nodes: "
-                           f"run `make up STACK={stack}` again, or set it back to {current}")
+        raise OperationError(f"pulumi up failed or was declined; Pulumi.{stack}.yaml now says {count} app nodes: "
+                             f"run `make up STACK={stack}` again, or set it back to {current}")
     return settled(ops)
 
 

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Pacemaker's configuration for the active node: DigitalOcean fencing, the
-# promotable MariaDB, and nginx with the reserved IP on the promoted node. Built
-# in a copy of the CIB, checked with crm_verify, pushed only when it differs.
+# promotable MariaDB, nginx on every app node, and the reserved IP on the
+# promoted node. Built in a copy of the CIB, checked with crm_verify, pushed
+# only when it differs.
 # Runs on the control node (setting controlNode); any member can.
 # Arguments (operation timings and why: infra/tuning.py):
 #   RESERVED_IP       the stack's reserved IP
@@ -86,10 +87,20 @@ xml_escape() { sed -e 's/&/\&amp;/g' -e 's/</\&lt;/g' -e 's/>/\&gt;/g' -e 's/"/\
 printf '<nvpair id="mariadb-instance_attributes-replication_passwd" name="replication_passwd" value="%s"/>' \
 	"$(xml_escape "$SECRET_REPL_PASSWORD")" | CIB_file=$work/cib.xml cibadmin --modify --scope resources --xml-pipe
 
+# nginx runs on every app node, so a move of the active role moves only the
+# reserved IP: nothing starts from scratch on the new active node, and its
+# nginx has been answering (and checked) all along. Off the active node its
+# canary answers 503 (a read-only database), and nothing routes users there.
+# Stacks formed before had nginx in the active group: it leaves the group and
+# becomes the clone (pacemaker finds the running nginx and keeps it).
 if ! exists web; then
-	pcsf resource create web systemd:nginx op monitor interval="$WEB_MONITOR" timeout="$WEB_MONITOR_TIMEOUT" \
-		--group active
+	pcsf resource create web systemd:nginx op monitor interval="$WEB_MONITOR" timeout="$WEB_MONITOR_TIMEOUT" clone
+elif ! exists web-clone; then
+	pcsf resource group remove active web
+	pcsf resource clone web
 fi
+quiet env CIB_file="$work/cib.xml" crm_resource --resource web-clone --meta --set-parameter clone-max \
+	--parameter-value "${#apps[@]}"
 if ! exists reserved-ip; then
 	pcsf resource create reserved-ip ocf:do-ha-stack:reserved-ip ip="$RESERVED_IP" api_url="$API_URL" \
 		op monitor interval="$RESERVED_IP_MONITOR" timeout="$RESERVED_IP_MONITOR_TIMEOUT" \
@@ -106,18 +117,24 @@ if ! grep -q 'location-mariadb-clone-handed-over' <<<"$constraints"; then
 	pcsf constraint location mariadb-clone rule constraint-id=location-mariadb-clone-handed-over \
 		resource-discovery=never score=-INFINITY not_defined do-ha-db
 fi
-# Likewise the active group: a node that joins later (its distribution nginx still
-# running) is not probed for it until its web tier is handed over, so pacemaker
-# never finds nginx running twice and restarts the active node's.
-if ! grep -q 'location-active-handed-over' <<<"$constraints"; then
-	pcsf constraint location active rule constraint-id=location-active-handed-over \
-		resource-discovery=never score=-INFINITY not_defined do-ha-web
-fi
+# Likewise nginx and the reserved IP: a node that joins later (its distribution
+# nginx still running) is not probed for them until its web tier is handed over,
+# so pacemaker never finds an nginx it did not start.
+for resource in web-clone active; do
+	grep -q "location-$resource-handed-over" <<<"$constraints" ||
+		pcsf constraint location "$resource" rule constraint-id="location-$resource-handed-over" \
+			resource-discovery=never score=-INFINITY not_defined do-ha-web
+done
 if ! grep -q 'colocation-active-mariadb-clone' <<<"$constraints"; then
 	pcsf constraint colocation add active with Promoted mariadb-clone INFINITY
 fi
-if ! grep -q 'order-mariadb-clone-active' <<<"$constraints"; then
-	pcsf constraint order promote mariadb-clone "then" start active
+# No order between the promotion and the reserved IP: the IP moves while the new
+# primary is promoted, not after it (a user reaching a replica gets a 503 from its
+# read-only database, the same as from a demoted primary). Fencing still comes
+# first: the IP leaves a failed node only once pacemaker has fenced it. Stacks
+# formed before had this order.
+if grep -q 'order-mariadb-clone-active' <<<"$constraints"; then
+	pcsf constraint delete order-mariadb-clone-active-mandatory
 fi
 if [ "$WITNESS" != - ]; then
 	for resource in mariadb-clone active; do

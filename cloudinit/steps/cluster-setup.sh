@@ -14,10 +14,11 @@
 #   MIGRATION_THRESHOLD  failures on a node before a resource moves
 #   FAILURE_TIMEOUT      when failures are forgotten
 #   NO_QUORUM_POLICY     what a partition without quorum does
+#   LOAD_THRESHOLD       the CPU load above which pacemaker runs fewer actions at once
 # Bundle: secret HACLUSTER_PASSWORD.
 set -euo pipefail
 step_args CLUSTER_NAME MEMBERS TOKEN_MS CONSENSUS_MS JOIN_MS START_WAIT_S DC_DEADTIME STICKINESS MIGRATION_THRESHOLD \
-	FAILURE_TIMEOUT NO_QUORUM_POLICY -- "$@"
+	FAILURE_TIMEOUT NO_QUORUM_POLICY LOAD_THRESHOLD -- "$@"
 read -ra specs <<<"$MEMBERS"
 read_bundle
 [ -n "${SECRET_HACLUSTER_PASSWORD:-}" ] || die "no hacluster password on stdin"
@@ -120,5 +121,6 @@ wait_for "all ${#names[@]} nodes online" "$START_WAIT_S" all_online
 
 quiet pcs resource defaults update resource-stickiness="$STICKINESS" \
 	migration-threshold="$MIGRATION_THRESHOLD" failure-timeout="$FAILURE_TIMEOUT"
-quiet pcs property set no-quorum-policy="$NO_QUORUM_POLICY" dc-deadtime="$DC_DEADTIME"
+quiet pcs property set no-quorum-policy="$NO_QUORUM_POLICY" dc-deadtime="$DC_DEADTIME" \
+	load-threshold="$LOAD_THRESHOLD"
 log "cluster $CLUSTER_NAME online: ${names[*]}"

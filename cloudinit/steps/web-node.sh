@@ -1,6 +1,7 @@
 #!/bin/bash
 # The web tier on an app node: nginx's site, the canary write endpoint, and
-# nginx handed to pacemaker (it runs on the active node only).
+# nginx handed to pacemaker (it runs on every app node whose web tier is handed
+# over; the reserved IP picks the active one).
 # Arguments:
 #   DOCUMENT_ROOT  nginx's document root, on the shared volume
 # Bundle: files: the canary service and the nginx site.
@@ -35,10 +36,10 @@ if changed /usr/local/lib/do-ha-stack/canary.py || ! systemctl is-active --quiet
 fi
 nginx -t -q
 
-# From now on pacemaker starts nginx where the reserved IP is. On any other node
-# nginx must not run: a node joining a running cluster comes with the package's
-# nginx started, which pacemaker would find running beside the active node's and
-# restart the active group (see cluster-resources.sh for when it starts looking).
+# From now on pacemaker runs nginx. Until it does here, nginx must not run: a node
+# joining a running cluster comes with the package's nginx started, which
+# pacemaker would find running where it did not start it (see cluster-resources.sh
+# for when it starts looking).
 systemctl disable nginx.service >/dev/null 2>&1
 runs_web_here() {
 	local me

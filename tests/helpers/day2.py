@@ -6,19 +6,22 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from infra.paths import REPO_ROOT
 from lab import replay
-from lab.stack import lab_plan
+from lab.health import status
+from lab.stack import lab_nodes, lab_plan
 from lab.topology import API_URL, RESERVED_IP, SWITCH_NS, LabNode, run_dir
 from tests.helpers.lab_support import Admin, api
+from tooling.health import Report
 
 URL = f"http://{RESERVED_IP}"
 BRICK = "/var/lib/do-ha-stack/bricks/shared"
@@ -98,6 +101,20 @@ def writes_through_the_reserved_ip(tag: str, primary: LabNode, lead_s: float = 3
         writer.wait(timeout=30)
         if out.exists():
             load.attempts = json.loads(out.read_text())
+
+
+def lab_health() -> Report:
+    """The lab stack's health as `make status` reports it (a node operation's `health`)."""
+    result = status(["--json"], capture=True)
+    assert result.returncode in (0, 1), f"status could not run: {result.stderr[-2000:]}"
+    data = json.loads(result.stdout)
+    return Report(**{k: v for k, v in data.items() if k in Report.__dataclass_fields__})
+
+
+def lab_run_on(name: str, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """A command on a lab node over SSH, as a node operation's `run_on`."""
+    node = next(n for n in lab_nodes() if n.name == name)
+    return Admin(node).run(shlex.join(argv), check=False, timeout=400)
 
 
 def write_shared_files(node: LabNode, folder: str, count: int, size: int) -> set[str]:

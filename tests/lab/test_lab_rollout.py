@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
-import subprocess
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
@@ -35,28 +33,22 @@ import pytest
 from infra.naming import droplet_name
 from lab import replay
 from lab.containers import load_state, state_file
-from lab.health import status
 from lab.replace import replace as lab_replace
 from lab.stack import lab_config, lab_nodes, lab_plan, lab_program
 from lab.topology import LabNode
-from tests.helpers.day2 import apps, assert_converged, host, sql, write_shared_files, writes_through_the_reserved_ip
+from tests.helpers.day2 import (
+    apps, assert_converged, host, lab_health, lab_run_on, sql, write_shared_files, writes_through_the_reserved_ip,
+)
 from tests.helpers.lab_support import Admin
 from tests.lab.test_lab_cluster import _promoted, _settled, _wait
-from tooling.health import Report
-from tooling.replace_node import Operations, Replacement, replace
+from tooling.node_ops import Operations
+from tooling.replace_node import Replacement, replace
 
 pytestmark = pytest.mark.lab
 FILES = 10
 SETTING = "sshClassicalKexFallback"
 CLASSICAL = "curve25519-sha256"  # what the fallback adds to sshd's KexAlgorithms (on by default)
 Around = dict[str, Callable[[], AbstractContextManager[None]]]
-
-
-def _health() -> Report:
-    result = status(["--json"], capture=True)
-    assert result.returncode in (0, 1), f"status could not run: {result.stderr[-2000:]}"
-    data = json.loads(result.stdout)
-    return Report(**{k: v for k, v in data.items() if k in Report.__dataclass_fields__})
 
 
 class LabPulumi:
@@ -86,11 +78,6 @@ class LabPulumi:
         raise AssertionError(f"the lab plays no `pulumi {' '.join(argv)}`")
 
 
-def _run_on(name: str, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    node = next(n for n in lab_nodes() if n.name == name)
-    return Admin(node).run(shlex.join(argv), check=False, timeout=400)
-
-
 def _kex(node: LabNode) -> str:
     found = re.search(r"^kexalgorithms (\S+)", Admin(node).sudo("sshd -T").stdout, re.MULTILINE)
     assert found, node.name
@@ -101,7 +88,7 @@ def _replacement(name: str) -> Replacement:
     cfg = lab_config()
     return Replacement(stack=cfg.stack, node=name, host=droplet_name(cfg, name),
                        urn=lab_program(lab_nodes()).by_name(name).urn, protect=cfg.protect,
-                       control=cfg.control_node, apps=tuple(n.name for n in apps(lab_nodes())))
+                       control=cfg.control_node, apps={n.name: host(n) for n in apps(lab_nodes())})
 
 
 @pytest.mark.disruptive(order=4)
@@ -130,7 +117,7 @@ def test_a_cloud_init_change_rolls_out_to_every_node_one_replacement_at_a_time(n
         assert primary is not None
         with writes_through_the_reserved_ip(f"rollout-{name}", primary, lead_s=5) as load:
             pulumi = LabPulumi(lambda: load.around([c["name"] for c in lab_plan(lab_nodes())]))
-            after = replace(_replacement(name), Operations(_health, _run_on, pulumi), yes=True)
+            after = replace(_replacement(name), Operations(lab_health, lab_run_on, pulumi), yes=True)
         figures = pulumi.figures["replace"] | load.figures()
         if name == active.name:
             figures["control_move_commands_run"] = pulumi.figures["ups"][0]["commands_run"]

@@ -308,3 +308,10 @@ def test_status_exit_code_gates_a_deploy(make: Make, recording: str, healthy: bo
 def test_status_of_the_lab_goes_through_the_lab() -> None:
     lines = _dry_run("status", "STACK=lab", "ARGS=--json")
     assert any(line.endswith("-m lab health --json") for line in lines), lines
+
+
+def test_switchover_without_stack_is_refused(make: Make) -> None:
+    run = make("switchover")
+    assert run.returncode != 0
+    assert "STACK is required: make switchover STACK=staging [TO=app2]" in run.stderr
+    assert make.calls == []

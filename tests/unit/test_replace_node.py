@@ -10,7 +10,8 @@ import pytest
 
 from tests.unit.test_state_identity import deployed
 from tooling.health import Report
-from tooling.replace_node import Operations, ReplaceError, blocking_problems, plan, replace
+from tooling.node_ops import OperationError, Operations
+from tooling.replace_node import blocking_problems, plan, replace
 
 
 def report(*problems: str) -> Report:
@@ -53,7 +54,7 @@ def test_plan_finds_the_droplet_the_state_holds() -> None:
     ("app7", "NODE='app7' is not a node of prod; allowed: app1, app2, witness"),
 ])
 def test_bad_requests_are_refused_before_anything_runs(node: str, message: str) -> None:
-    with pytest.raises(ReplaceError, match=message.replace("(", r"\(")):
+    with pytest.raises(OperationError, match=message.replace("(", r"\(")):
         plan("prod", node)
 
 
@@ -103,14 +104,14 @@ def test_the_control_node_hands_the_cluster_wide_steps_over_before_it_goes() -> 
 
 def test_a_failed_control_move_replaces_nothing() -> None:
     rec = Recorder([report()], pulumi_rc=1)
-    with pytest.raises(ReplaceError, match="nothing was replaced"):
+    with pytest.raises(OperationError, match="nothing was replaced"):
         replace(plan("staging", "app1"), rec.ops())
     assert not any("standby" in c or "--replace" in c for c in rec.calls)
 
 
 def test_a_degraded_stack_is_refused_with_nothing_done() -> None:
     rec = Recorder([report("cluster: no quorum (as app1 sees it)", "app1: offline")])
-    with pytest.raises(ReplaceError, match="could break quorum") as e:
+    with pytest.raises(OperationError, match="could break quorum") as e:
         replace(plan("prod", "app2"), rec.ops(), yes=True)
     assert "cluster: no quorum" in str(e.value) and "app1: offline" in str(e.value)
     assert rec.calls == [("health",)]
@@ -118,6 +119,6 @@ def test_a_degraded_stack_is_refused_with_nothing_done() -> None:
 
 def test_a_failed_up_leaves_the_node_drained_and_says_how_to_undo() -> None:
     rec = Recorder([report()], pulumi_rc=1)
-    with pytest.raises(ReplaceError, match="pcs node unstandby do-ha-stack-prod-witness"):
+    with pytest.raises(OperationError, match="pcs node unstandby do-ha-stack-prod-witness"):
         replace(plan("prod", "witness"), rec.ops(), yes=True)
     assert not any("unstandby" in c for c in rec.calls)

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from tests.unit.test_replace_node import Recorder, report
 from tooling import render, scale
-from tooling.replace_node import ReplaceError
-
-
-@pytest.fixture
-def three_app_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """prod as it is after a scale-out to three app nodes."""
-    real = render.stack_config
-
-    def config(stack: str, *args: Any) -> dict[str, Any]:
-        return real(stack, *args) | {"do-ha-stack:appNodeCount": 3}
-
-    monkeypatch.setattr(scale.render, "stack_config", config)
+from tooling.node_ops import OperationError
 
 
 @pytest.mark.parametrize("count, message", [
@@ -29,7 +16,7 @@ def three_app_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
 ])
 def test_bad_counts_are_refused_before_anything_runs(count: int, message: str) -> None:
     rec = Recorder([report()])
-    with pytest.raises(ReplaceError, match=message):
+    with pytest.raises(OperationError, match=message):
         scale.scale("prod", count, rec.ops())
     assert rec.calls == []
 
@@ -39,7 +26,7 @@ def test_scale_in_refuses_to_remove_the_control_node(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(scale.render, "stack_config", lambda stack, *a: real(stack, *a) | {
         "do-ha-stack:appNodeCount": 3, "do-ha-stack:controlNode": "app3"})
     rec = Recorder([report()])
-    with pytest.raises(ReplaceError, match="APP_NODES=2: do-ha-stack:controlNode: app3 is not an app node"):
+    with pytest.raises(OperationError, match="APP_NODES=2: do-ha-stack:controlNode: app3 is not an app node"):
         scale.scale("prod", 2, rec.ops())
     assert rec.calls == []
 
@@ -72,6 +59,6 @@ def test_scale_out_touches_no_protection() -> None:
 
 def test_a_degraded_stack_is_not_scaled() -> None:
     rec = Recorder([report("storage: brick on app2 has 4 entries to heal")])
-    with pytest.raises(ReplaceError, match="refusing to scale prod: it is degraded"):
+    with pytest.raises(OperationError, match="refusing to scale prod: it is degraded"):
         scale.scale("prod", 3, rec.ops())
     assert rec.calls == [("health",)]

@@ -129,7 +129,8 @@ def cluster(stub: Path, members: dict[str, str], cib_nodes: list[str]) -> None:
 def setup_args(members: dict[str, str]) -> dict[str, str]:
     return {"CLUSTER_NAME": "t", "MEMBERS": " ".join(f"{n}={a}" for n, a in members.items()),
             "TOKEN_MS": "1200", "CONSENSUS_MS": "1440", "JOIN_MS": "100", "START_WAIT_S": "5", "DC_DEADTIME": "5s",
-            "STICKINESS": "200", "MIGRATION_THRESHOLD": "3", "FAILURE_TIMEOUT": "120s", "NO_QUORUM_POLICY": "stop"}
+            "STICKINESS": "200", "MIGRATION_THRESHOLD": "3", "FAILURE_TIMEOUT": "120s", "NO_QUORUM_POLICY": "stop",
+            "LOAD_THRESHOLD": "400%"}
 
 
 def setup(stub: Path, members: dict[str, str]) -> subprocess.CompletedProcess[str]:

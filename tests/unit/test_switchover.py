@@ -1,0 +1,151 @@
+"""`make switchover`: whom it picks, what it refuses, the order of what it does, and
+how it backs out (fake operations answer like the nodes; the lab runs the real
+thing, tests/lab/test_lab_switchover.py)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+
+import pytest
+
+from tests.unit.test_replace_node import Recorder
+from tests.unit.test_replace_node import report as bare_report
+from tooling.health import Report
+from tooling.node_ops import OperationError, Operations
+from tooling.replace_node import plan, replace
+from tooling.scale import scale
+from tooling.switchover import app_hosts, choose, switch
+
+HOSTS = {"app1": "do-ha-stack-prod-app1", "app2": "do-ha-stack-prod-app2", "app3": "do-ha-stack-prod-app3"}
+
+
+def healthy(primary: str = "app1", replicas: dict[str, int] | None = None, *problems: str) -> Report:
+    lags = {"app2": 0} if replicas is None else replicas
+    nodes = {primary: {"role": "primary", "ok": True}} | {n: {"role": "replica", "ok": True, "lag_s": lag}
+                                                           for n, lag in lags.items()}
+    r = bare_report(*problems)
+    r.database = {"primary": primary, "nodes": nodes}
+    return r
+
+
+class Nodes(Recorder):
+    """Recorder whose nodes answer: the primary its last GTID, the target whether it caught up."""
+
+    def __init__(self, health: list[Report], gtid: str = "0-1-42", catch_up_rc: int = 0) -> None:
+        super().__init__(health)
+        self.gtid, self.catch_up_rc = gtid, catch_up_rc
+
+    def ops(self) -> Operations:
+        ops = super().ops()
+
+        def run_on(node: str, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+            self.calls.append(("ssh", node, *argv))
+            script = argv[-1]
+            if "read_only=ON" in script:
+                return subprocess.CompletedProcess(argv, 0, self.gtid + "\n", "")
+            if "MASTER_GTID_WAIT" in script:
+                return subprocess.CompletedProcess(argv, self.catch_up_rc, "", "did not apply" * self.catch_up_rc)
+            return subprocess.CompletedProcess(argv, 0, "", "")
+
+        ops.run_on = run_on
+        return ops
+
+    def scripts(self) -> list[tuple[str, str]]:
+        return [(c[1], c[-1]) for c in self.calls if c[0] == "ssh" and c[2:5] == ("sudo", "-n", "sh")]
+
+
+def test_without_a_target_the_replica_that_lags_least_takes_over() -> None:
+    assert choose(healthy("app2", {"app1": 3, "app3": 0}), None) == ("app2", "app3")
+    assert choose(healthy("app1", {"app2": 0, "app3": 0}), None) == ("app1", "app2")
+
+
+@pytest.mark.parametrize("to, message", [
+    ("app1", "TO=app1: it is the primary already"),
+    ("witness", "TO='witness' is not an app node of prod; allowed: app2"),
+    ("app9", "TO='app9' is not an app node"),
+])
+def test_a_target_that_cannot_take_over_is_refused(to: str, message: str) -> None:
+    with pytest.raises(OperationError, match=message):
+        choose(healthy(), to)
+
+
+def test_a_replica_out_of_sync_is_not_a_target() -> None:
+    r = healthy("app1", {"app2": 0, "app3": 0})
+    r.database["nodes"]["app3"]["ok"] = False
+    with pytest.raises(OperationError, match="TO=app3: its replica is not in sync"):
+        choose(r, "app3")
+    r.database["nodes"]["app2"]["ok"] = False
+    with pytest.raises(OperationError, match="no replica in sync to take over from app1"):
+        choose(r, None)
+
+
+def test_a_degraded_stack_is_refused_with_nothing_done() -> None:
+    rec = Nodes([healthy("app1", None, "storage: brick on app2 has 4 entries to heal")])
+    with pytest.raises(OperationError, match="refusing to switch over on prod: it is degraded"):
+        switch("prod", HOSTS, rec.ops())
+    assert rec.calls == [("health",)]
+
+
+def test_the_primary_turns_read_only_and_the_target_catches_up_before_the_scores_move() -> None:
+    rec = Nodes([healthy(), healthy("app2", {"app1": 0})])
+    after = switch("prod", HOSTS, rec.ops())
+    assert after.database["primary"] == "app2"
+    (on1, freeze), (on2, move), (on3, wait) = rec.scripts()
+    assert on1 == "app1" and "SET GLOBAL read_only=ON; SELECT @@gtid_binlog_pos" in freeze
+    assert on2 == "app2"
+    lines = move.splitlines()
+    assert "MASTER_GTID_WAIT('0-1-42', 2)" in lines[0] and "exit 3" in lines[0]
+    assert lines[1:] == ["crm_attribute --lifetime reboot --name master-mariadb --node do-ha-stack-prod-app2 "
+                         "--update 100",
+                         "crm_attribute --lifetime reboot --name master-mariadb --node do-ha-stack-prod-app1 --delete"]
+    assert on3 == "app2" and "running on: do-ha-stack-prod-app2 Promoted$" in wait and "reserved-ip" in wait
+    # The commands are valid shell, whatever they quote.
+    for _, script in rec.scripts():
+        assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0, script
+
+
+def test_a_target_that_does_not_catch_up_leaves_the_primary_writable_and_in_place() -> None:
+    rec = Nodes([healthy()], catch_up_rc=3)
+    with pytest.raises(OperationError, match="app2 did not catch up with app1; app1 is writable again"):
+        switch("prod", HOSTS, rec.ops())
+    scripts = rec.scripts()
+    assert scripts[-1] == ("app1", "mariadb -e 'SET GLOBAL read_only=OFF'")
+    assert not any("crm_attribute" in s and "--update" in s and on == "app1" for on, s in scripts)
+
+
+def test_a_garbled_gtid_is_never_pasted_into_sql() -> None:
+    rec = Nodes([healthy()], gtid="0-1-42'); DROP TABLE x; --")
+    with pytest.raises(OperationError, match="as its last transaction; it is writable again"):
+        switch("prod", HOSTS, rec.ops())
+    assert [on for on, _ in rec.scripts()] == ["app1", "app1"]  # frozen, then writable again; nothing else
+
+
+def test_replacing_the_primary_switches_over_before_the_standby() -> None:
+    rec = Nodes([healthy("app2", {"app1": 0}), healthy("app1", {"app2": 0}), healthy("app1", {"app2": 0})])
+    replace(plan("staging", "app2"), rec.ops())
+    scripts = [on for on, _ in rec.scripts()]
+    assert scripts == ["app2", "app1", "app1"]
+    standby = next(i for i, c in enumerate(rec.calls) if "standby" in c)
+    assert standby > max(i for i, c in enumerate(rec.calls) if c[2:5] == ("sudo", "-n", "sh"))
+
+
+def test_replacing_a_replica_needs_no_switchover() -> None:
+    rec = Nodes([healthy("app1"), healthy("app1")])
+    replace(plan("staging", "app2"), rec.ops())
+    assert rec.scripts() == []
+
+
+@pytest.mark.usefixtures("three_app_nodes")
+def test_a_leaving_primary_hands_over_to_a_node_that_stays() -> None:
+    rec = Nodes([healthy("app3", {"app1": 0, "app2": 0}), healthy("app1", {"app2": 0, "app3": 0}),
+                 healthy("app1", {"app2": 0})])
+    scale("prod", 2, rec.ops(), yes=True)
+    move = next(s for on, s in rec.scripts() if "MASTER_GTID_WAIT" in s)
+    assert "--node do-ha-stack-prod-app1 --update 100" in move
+    first_standby = next(i for i, c in enumerate(rec.calls) if "standby" in c)
+    assert first_standby > next(i for i, c in enumerate(rec.calls) if c[2:5] == ("sudo", "-n", "sh"))
+
+
+def test_app_hosts_are_the_stacks_app_nodes() -> None:
+    assert app_hosts("prod") == {"app1": "do-ha-stack-prod-app1", "app2": "do-ha-stack-prod-app2"}

@@ -1,0 +1,125 @@
+"""What the node operations (`make replace`, `make scale`, `make switchover`) share:
+the operations they run outside this process, their error, waiting for a healthy
+stack, and their command line."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra import tuning
+from infra.config import ConfigError, StackConfig, parse
+from tooling import render
+from tooling.health import Report, assess
+from tooling.health import render as render_screen
+from tooling.mocks import MOCK_SECRETS
+from tooling.status import (
+    StatusError, api_token, load_outputs, pulumi_outputs, stack_setting, targets_from_outputs,
+)
+from tooling.status_gather import NodeTarget, SshSettings, gather
+
+
+class OperationError(Exception):
+    """Why nothing (more) was done; the message is meant for the user."""
+
+
+@dataclass
+class Operations:
+    """What a node operation does outside this module: the stack's health, a command on
+    a node, the Pulumi CLI. The lab supplies its own (tests/lab)."""
+
+    health: Callable[[], Report]
+    run_on: Callable[[str, Sequence[str]], subprocess.CompletedProcess[str]]
+    pulumi: Callable[[Sequence[str]], int]
+    say: Callable[[str], None] = print
+    sleep: Callable[[float], None] = time.sleep
+
+
+def member_to_drive_from(report: Report, node: str) -> str:
+    """A member other than NODE to run pcs on: an app node first."""
+    others = sorted((n for n in report.nodes if n != node), key=lambda n: (not n.startswith("app"), n))
+    if not others:
+        raise OperationError(f"no member but {node} to drive the cluster from")
+    return others[0]
+
+
+def pcs(ops: Operations, on: str, *args: str) -> None:
+    result = ops.run_on(on, ["sudo", "-n", "pcs", *args])
+    if result.returncode != 0:
+        raise OperationError(f"pcs {' '.join(args)} on {on} failed: {(result.stderr or result.stdout).strip()[-300:]}")
+
+
+def settled(ops: Operations) -> Report:
+    """The stack's health once it is healthy again, or when the settle time is up."""
+    deadline = time.monotonic() + tuning.REPLACE_SETTLE_TIMEOUT_S
+    while True:
+        after = ops.health()
+        if after.healthy or time.monotonic() > deadline:
+            return after
+        ops.sleep(tuning.REPLACE_SETTLE_POLL_S)
+
+
+def cli_operations(args: argparse.Namespace, env: Mapping[str, str]) -> Operations:
+    """Operations against a real stack: SSH as `make status` does, the pulumi CLI."""
+    outputs = load_outputs(Path(args.outputs)) if args.outputs else pulumi_outputs(args.stack)
+    reserved_ip, targets = targets_from_outputs(outputs)
+    by_name: dict[str, NodeTarget] = {t.name: t for t in targets}
+    ssh = SshSettings(user=args.user or stack_setting(args.stack, "deployUser", None), identity=args.identity,
+                      options=tuple(args.ssh_option))
+    api_url = stack_setting(args.stack, "clusterApiUrl", None)
+
+    def health() -> Report:
+        return assess(gather(args.stack, reserved_ip, targets, ssh, api_url, api_token(env)), outputs)
+
+    def run_on(node: str, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        # One word for ssh: the remote shell must see argv as it is, spaces included.
+        return subprocess.run([*ssh.argv(by_name[node].address), shlex.join(argv)], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=tuning.REPLACE_DRAIN_TIMEOUT_S + 60)
+
+    def pulumi(argv: Sequence[str]) -> int:
+        # Interactive: `up` shows its preview and asks unless --yes.
+        return subprocess.run(["pulumi", *argv]).returncode
+
+    return Operations(health, run_on, pulumi)
+
+
+def add_operation_options(parser: argparse.ArgumentParser) -> None:
+    """What every node operation that runs `pulumi up` takes besides its own arguments."""
+    parser.add_argument("--yes", action="store_true", help="pass --yes to pulumi up (no confirmation)")
+    add_ssh_options(parser)
+
+
+def add_ssh_options(parser: argparse.ArgumentParser) -> None:
+    """How a node operation finds and reaches the nodes (as `make status` does)."""
+    parser.add_argument("--outputs", help="the stack outputs as JSON instead of asking pulumi")
+    parser.add_argument("--user", help="SSH user (default: the stack's deployUser)")
+    parser.add_argument("--identity", help="SSH private key")
+    parser.add_argument("--ssh-option", action="append", default=[], metavar="OPTION")
+
+
+def run_operation(operation: Callable[[], Report]) -> int:
+    """A node operation's exit code: 2 refused or failed (why on stderr), 1 done but the
+    stack is not healthy yet, 0 done and healthy; the health screen is printed."""
+    try:
+        after = operation()
+    except (OperationError, StatusError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(render_screen(after))
+    return 0 if after.healthy else 1
+
+
+def stack_config(stack: str) -> StackConfig:
+    """The stack's checked config (secrets stand in: no operation reads them here)."""
+    raw = render.stack_config(stack)
+    plain = {k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith("do-ha-stack:")}
+    try:
+        return parse(stack, plain | {k: v for k, v in MOCK_SECRETS.items() if k not in plain})
+    except ConfigError as e:
+        raise OperationError(f"Pulumi.{stack}.yaml: {e}") from None

@@ -1,0 +1,138 @@
+"""`make switchover STACK=… [TO=app2]`: move the active role (the MariaDB primary
+and the reserved IP) to another app node on purpose, for maintenance; no fencing.
+
+    python -m tooling.switchover --stack prod [--to app2] [status options]
+
+1. the stack must be healthy (`make status`) and the target a replica in sync
+   (without TO: the healthy replica that lags least);
+2. the primary turns read-only (writes pause from here) and reports the last
+   transaction it wrote; the target waits until it has applied that one
+   (MASTER_GTID_WAIT). So the new primary starts with every write the old one
+   acknowledged, whatever semi-sync did. If it does not catch up within
+   SWITCHOVER_CATCH_UP_S the primary turns writable again and nothing moves;
+3. on the target, the promotion scores move (the target's set, the primary's
+   removed: the same attribute the MariaDB agent sets when it elects a primary),
+   and pacemaker demotes the old primary and promotes the target while the
+   reserved IP moves (nginx already runs on every app node);
+4. it waits until the target is promoted and holds the reserved IP, then until
+   the stack is healthy (the old primary replicating from the new one).
+
+Steps 2 and 3 are one SSH call to each node, so the read-only window stays well
+inside the promoted MariaDB's monitor interval: a primary that pacemaker found
+read-only would count as failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import sys
+from collections.abc import Sequence
+
+from infra import tuning
+from infra.naming import droplet_name
+from tooling.health import Report
+from tooling.node_ops import (
+    OperationError, Operations, add_ssh_options, cli_operations, run_operation, settled, stack_config,
+)
+
+# What @@gtid_binlog_pos can say (empty before the first transaction).
+GTID_LIST = re.compile(r"^([0-9]+-[0-9]+-[0-9]+(,[0-9]+-[0-9]+-[0-9]+)*)?$")
+# The agent's own promotion score for an elected primary (ocf_promotion_score -v 100).
+PROMOTION_SCORE = 100
+PROMOTION_ATTRIBUTE = "master-mariadb"
+
+
+def choose(report: Report, to: str | None) -> tuple[str, str]:
+    """The primary and the node that takes over from it."""
+    primary = report.database.get("primary")
+    if not primary:
+        raise OperationError("no primary to switch over from (make status shows why)")
+    rows: dict[str, dict] = report.database.get("nodes") or {}
+    in_sync = sorted((n for n, row in rows.items() if n != primary and row.get("ok")),
+                     key=lambda n: (rows[n].get("lag_s") or 0, n))
+    if to is None:
+        if not in_sync:
+            raise OperationError(f"no replica in sync to take over from {primary}")
+        return primary, in_sync[0]
+    if to == primary:
+        raise OperationError(f"TO={to}: it is the primary already; nothing to do")
+    if to not in rows:
+        raise OperationError(f"TO={to!r} is not an app node of {report.stack}; allowed: "
+                             f"{', '.join(n for n in sorted(rows) if n != primary)}")
+    if to not in in_sync:
+        raise OperationError(f"TO={to}: its replica is not in sync (make status), so it cannot take over")
+    return primary, to
+
+
+def _sudo_sh(ops: Operations, node: str, script: str) -> str:
+    result = ops.run_on(node, ["sudo", "-n", "sh", "-c", script])
+    if result.returncode != 0:
+        raise OperationError(f"on {node}: {(result.stderr or result.stdout).strip()[-300:]}")
+    return result.stdout.strip()
+
+
+def switch(stack: str, hosts: dict[str, str], ops: Operations, to: str | None = None,
+           before: Report | None = None) -> Report:
+    """Move the active role; `hosts` maps app node names to pacemaker node names;
+    `before` is the stack's health if the caller has just taken it."""
+    before = before or ops.health()
+    if before.problems:
+        raise OperationError(f"refusing to switch over on {stack}: it is degraded; a switchover needs a "
+                             "healthy stack:\n  " + "\n  ".join(before.problems))
+    primary, target = choose(before, to)
+    ops.say(f"switchover: {primary} -> {target} (writes pause until {target} is promoted)")
+    last = _sudo_sh(ops, primary, "mariadb --batch --skip-column-names "
+                                  "-e 'SET GLOBAL read_only=ON; SELECT @@gtid_binlog_pos'")
+    if not GTID_LIST.match(last):
+        _writable_again(ops, primary)
+        raise OperationError(f"{primary} reported {last!r} as its last transaction; it is writable again")
+    score = f"crm_attribute --lifetime reboot --name {PROMOTION_ATTRIBUTE}"
+    move = (f"caught=$(mariadb --batch --skip-column-names -e \"SELECT MASTER_GTID_WAIT('{last}', "
+            f"{tuning.SWITCHOVER_CATCH_UP_S})\") && [ \"$caught\" = 0 ] || "
+            f"{{ echo \"did not apply {last} within {tuning.SWITCHOVER_CATCH_UP_S} s\" >&2; exit 3; }}\n"
+            f"{score} --node {shlex.quote(hosts[target])} --update {PROMOTION_SCORE}\n"
+            f"{score} --node {shlex.quote(hosts[primary])} --delete")
+    try:
+        _sudo_sh(ops, target, move)
+    except OperationError as e:
+        _writable_again(ops, primary)
+        raise OperationError(f"{target} did not catch up with {primary}; {primary} is writable again and "
+                             f"stays the primary ({e})") from None
+    located = (f"crm_resource --resource mariadb-clone --locate | grep -q "
+               f"{shlex.quote(f'running on: {hosts[target]} Promoted$')} && "
+               f"crm_resource --resource reserved-ip --locate | grep -q "
+               f"{shlex.quote(f'running on: {hosts[target]}$')}")
+    try:
+        _sudo_sh(ops, target, f"timeout {tuning.REPLACE_DRAIN_TIMEOUT_S} sh -c "
+                              f"{shlex.quote(f'until {located}; do sleep 0.2; done')}")
+    except OperationError:
+        raise OperationError(f"pacemaker did not promote {target} and move the reserved IP there within "
+                             f"{tuning.REPLACE_DRAIN_TIMEOUT_S} s (make status; `pcs status` on {target})") from None
+    ops.say(f"switchover: {target} is the primary and holds the reserved IP")
+    return settled(ops)
+
+
+def _writable_again(ops: Operations, primary: str) -> None:
+    _sudo_sh(ops, primary, "mariadb -e 'SET GLOBAL read_only=OFF'")
+
+
+def app_hosts(stack: str) -> dict[str, str]:
+    cfg = stack_config(stack)
+    return {n: droplet_name(cfg, n) for n in cfg.node_names if n != "witness"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tooling.switchover", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", required=True)
+    parser.add_argument("--to", help="the app node that takes over (default: the replica that lags least)")
+    add_ssh_options(parser)
+    args = parser.parse_args(argv)
+    return run_operation(lambda: switch(args.stack, app_hosts(args.stack), cli_operations(args, os.environ),
+                                        args.to))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
