@@ -78,6 +78,7 @@ class StackConfig:
     vpc_ip_range: str
     admin_ssh_keys: tuple[str, ...]
     ssh_allowed_cidrs: tuple[str, ...]
+    canary_allowed_cidrs: tuple[str, ...]
     public_tcp_ports: tuple[int, ...]
     deploy_user: str
     alert_email: str
@@ -179,19 +180,29 @@ def _cidr(key: str, value: Any) -> str:
         ) from None
 
 
-def _ssh_cidrs(key: str, value: Any) -> list[str]:
-    """The ranges SSH is open to, refused when together they open it to the internet."""
-    cidrs = [_cidr(key, x) for x in _non_empty(key, _list(key, value), "CIDR")]
+def _trusted_cidrs(key: str, cidrs: list[str], opens: str, whose: str) -> list[str]:
+    """Trusted source ranges, refused when together they cover the internet."""
     networks = [ipaddress.ip_network(c) for c in cidrs]
     for version, limit in MAX_SSH_ADDRESSES.items():
         nets = [n for n in networks if n.version == version]
         total = sum(n.num_addresses for n in ipaddress.collapse_addresses(nets))  # type: ignore[arg-type]
         if total > limit:
             widest = "/8" if version == 4 else "/32"
-            raise ConfigError(key, f"opens SSH to {total} IPv{version} addresses (the ranges counted together), "
-                              f"more than a {widest}", f"the admin and deploy networks: together at most a {widest} "
-                              f"of IPv{version}")
+            raise ConfigError(key, f"opens {opens} to {total} IPv{version} addresses (the ranges counted together), "
+                              f"more than a {widest}", f"{whose}: together at most a {widest} of IPv{version}")
     return cidrs
+
+
+def _ssh_cidrs(key: str, value: Any) -> list[str]:
+    """The ranges SSH is open to."""
+    cidrs = [_cidr(key, x) for x in _non_empty(key, _list(key, value), "CIDR")]
+    return _trusted_cidrs(key, cidrs, "SSH", "the admin and deploy networks")
+
+
+def _canary_cidrs(key: str, value: Any) -> list[str]:
+    """Monitoring ranges that may write to the canary without its token (may be empty)."""
+    cidrs = [_cidr(key, x) for x in _list(key, value)]
+    return _trusted_cidrs(key, cidrs, "the canary's write endpoint", "the monitoring networks")
 
 
 def _ssh_key(key: str, value: Any) -> str:
@@ -315,6 +326,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "vpcIpRange": ("10.10.0.0/20", _vpc_range),
     "adminSshKeys": (REQUIRED, lambda k, v: [_ssh_key(k, x) for x in _non_empty(k, _list(k, v), "OpenSSH public key")]),
     "sshAllowedCidrs": (REQUIRED, _ssh_cidrs),
+    # Besides sshAllowedCidrs, who may write to the canary without its token.
+    "canaryAllowedCidrs": ([], _canary_cidrs),
     "publicTcpPorts": ([80, 443], lambda k, v: sorted({_port(k, x) for x in _list(k, v)})),
     "deployUser": ("deploy", _user),
     "alertEmail": (REQUIRED, _email),

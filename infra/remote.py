@@ -36,6 +36,7 @@ class NodeFile:
     content: pulumi.Input[str]
     mode: str = "0644"
     owner: str = "root:root"
+    secret: bool = False  # its content is a secret: the step is handled like one with secrets
 
 
 @dataclass
@@ -130,7 +131,7 @@ def step_command(resource_name: str, step: str, node: Node, args: Mapping[str, p
                  ) -> command.remote.Command:
     """One bootstrap step on one node; it goes with the node's droplet. Re-running it
     is safe: every step script checks before it changes anything."""
-    secret = bool(bundle.secrets)
+    secret = bool(bundle.secrets) or any(f.secret for f in bundle.files)
     stdin = bundle.render()
     values = pulumi.Output.all(**{name: pulumi.Output.from_input(v).apply(str) for name, v in args.items()}) \
         if args else pulumi.Output.from_input({})

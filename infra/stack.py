@@ -53,6 +53,8 @@ class HaStack(pulumi.ComponentResource):
 
         self.outputs = {
             "reservedIp": reserved.address,
+            # For monitoring outside the trusted ranges (X-Canary-Token); a Pulumi secret.
+            "canaryToken": pulumi.Output.secret(web.canary_token.result),
             "nodes": {
                 n.name: {
                     "role": n.role,

@@ -142,6 +142,11 @@ DB_SEED_WAIT_S = 120
 # replication catching up.
 DB_JOIN_WAIT_S = 180
 
+# --- the canary (cloudinit/app/canary.py) --------------------------------------------
+# Its rows are deleted after this many days (once an hour, on the primary): enough to
+# investigate a failover's writes afterwards, and the table stays small.
+CANARY_RETENTION_DAYS = 7
+
 # --- accounts on every node (login.defs) ---------------------------------------------
 # New files private to their owner and group by default.
 LOGIN_UMASK = "027"

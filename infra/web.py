@@ -1,20 +1,37 @@
 """The web tier on every app node: nginx's site and the canary write endpoint.
 
 nginx serves /srv/shared/www, so each node's step waits for its shared mount.
-Pacemaker starts nginx on the active node only (infra/failover.py).
+Pacemaker runs nginx on every app node (cloudinit/steps/cluster-resources.sh).
+The canary takes writes from the trusted ranges or with the stack's canary token
+only (cloudinit/app/nginx-site.conf).
 """
 
 from __future__ import annotations
 
 import pulumi
+import pulumi_random as random
 
+from infra import tuning
 from infra.config import StackConfig
+from infra.naming import child_opts
 from infra.nodes import Nodes
 from infra.paths import read
 from infra.remote import Bundle, Connector, NodeFile, step_command
 from infra.storage import MOUNTPOINT
 
 DOCUMENT_ROOT = f"{MOUNTPOINT}/www"
+NGINX_INCLUDES = "/etc/nginx/do-ha-stack"
+
+
+def canary_sources(cfg: StackConfig) -> str:
+    """nginx `geo` entries: the ranges that may write to the canary without its token."""
+    ranges = dict.fromkeys([*cfg.ssh_allowed_cidrs, *cfg.canary_allowed_cidrs])
+    return "".join(f"{cidr} 1;\n" for cidr in ranges)
+
+
+def canary_token_map(token: str) -> str:
+    """The nginx `map` entry that recognises the token (letters and digits only)."""
+    return f'"{token}" 1;\n'
 
 
 class Web(pulumi.ComponentResource):
@@ -23,10 +40,19 @@ class Web(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, nodes: Nodes, connect: Connector,
                  mounts: dict[str, pulumi.Resource], opts: pulumi.ResourceOptions) -> None:
         super().__init__("do-ha-stack:web:Web", name, None, opts)
+        # Lets monitoring outside the trusted ranges write to the canary (X-Canary-Token).
+        self.canary_token = random.RandomPassword("canary-token", length=40, special=False,
+                                                  opts=child_opts(cfg, self))
         files = [
             NodeFile("/usr/local/lib/do-ha-stack/canary.py", read("app/canary.py"), "0755"),
             NodeFile("/etc/systemd/system/do-ha-canary.service", read("app/do-ha-canary.service")),
+            NodeFile("/etc/do-ha-stack/canary.env",
+                     f"CANARY_RETENTION_DAYS={tuning.CANARY_RETENTION_DAYS}\n"),
             NodeFile("/etc/nginx/sites-available/do-ha-stack", read("app/nginx-site.conf")),
+            NodeFile(f"{NGINX_INCLUDES}/canary-sources.conf", canary_sources(cfg)),
+            # nginx reads its configuration as root: nobody else needs the token.
+            NodeFile(f"{NGINX_INCLUDES}/canary-token.conf",
+                     self.canary_token.result.apply(canary_token_map), "0600", secret=True),
         ]
         self.installed: dict[str, pulumi.Resource] = {
             node.name: step_command(

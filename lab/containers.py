@@ -23,7 +23,8 @@ import yaml
 
 from lab.procfs import mounts_under, pids_in_netns, pids_rooted_under
 from lab.topology import (
-    AUDITOR_IP, AUDITOR_NS, GATEWAY, METADATA_IP, PUBLIC_NET, SECOND_CLIENT, SWITCH_NS, LabNode, nodes_for, run_dir,
+    AUDITOR_IP, AUDITOR_NS, GATEWAY, METADATA_IP, PUBLIC_NET, SECOND_CLIENT, STRANGER_IP, SWITCH_NS, LabNode,
+    nodes_for, run_dir,
 )
 
 BOOT_TIMEOUT = 300.0
@@ -111,7 +112,8 @@ def configure(ns: str, dev: str, address: str, via: str | None = None) -> None:
 def make_network(nodes: list[LabNode]) -> None:
     """The lab's layout (lab.topology): public and VPC bridges, the auditor, one namespace per node."""
     prefix = PUBLIC_NET.split("/")[1]
-    add_switch(SWITCH_NS, {"br-pub": [f"{GATEWAY}/{prefix}", f"{SECOND_CLIENT}/{prefix}", f"{METADATA_IP}/32"],
+    add_switch(SWITCH_NS, {"br-pub": [f"{GATEWAY}/{prefix}", f"{SECOND_CLIENT}/{prefix}", f"{METADATA_IP}/32",
+                                      f"{STRANGER_IP}/32"],
                            "br-vpc": []})
     add_namespace(AUDITOR_NS)
     plug(SWITCH_NS, "br-pub", "p-auditor", AUDITOR_NS, "eth0")

@@ -26,6 +26,9 @@ SWITCH_NS = f"{PREFIX}lab"
 PUBLIC_NET = "203.0.113.0/24"
 GATEWAY = "203.0.113.1"
 SECOND_CLIENT = "203.0.113.250"  # the fail2ban test bans this one, never the gateway
+# An internet client outside every range the lab stack trusts (sshAllowedCidrs is
+# PUBLIC_NET): the canary must refuse its writes.
+STRANGER_IP = "198.51.100.66"
 # An admin workstation of its own (namespace + address), for scans such as
 # ssh-audit whose connections count against the SSH rate limit per source.
 AUDITOR_NS = f"{PREFIX}auditor"

@@ -4,13 +4,20 @@ takes writes. POST /canary/write?key=K inserts K once (a retry of an
 acknowledged key is answered 200 again); GET /canary/health tells which node
 answered and whether its database is writable. It talks to the local MariaDB
 over the unix socket as the `do-ha-canary` user, which read_only confines:
-on a replica every write is refused with 503.
+on a replica every write is refused with 503. nginx decides who may write
+(nginx-site.conf); this service trusts only 127.0.0.1. Database errors go to
+the journal, never to the client. Rows older than CANARY_RETENTION_DAYS are
+deleted, at most once an hour, by whichever node takes writes.
 """
 
 import json
+import os
 import re
 import socket
 import subprocess
+import sys
+import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,6 +25,10 @@ LISTEN = ("127.0.0.1", 8081)
 KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 NODE = socket.gethostname()
 DUPLICATE = "ERROR 1062"
+RETENTION_DAYS = int(os.environ.get("CANARY_RETENTION_DAYS", "7"))
+PURGE_EVERY_S = 3600
+_purge = {"next": 0.0}
+_purge_lock = threading.Lock()
 
 
 def sql(statement: str) -> subprocess.CompletedProcess:
@@ -47,16 +58,31 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
-        key = (parse_qs(url.query).get("key") or [""])[0]
-        if url.path != "/canary/write" or not KEY.match(key):
+        keys = parse_qs(url.query).get("key") or [""]
+        # fullmatch: `match` with `$` would let a trailing newline through.
+        if url.path != "/canary/write" or len(keys) != 1 or not KEY.fullmatch(keys[0]):
             return self.reply(400, {"error": "POST /canary/write?key=[A-Za-z0-9_.-]{1,64}"})
+        key = keys[0]
         result = sql(f"INSERT INTO writes (client_key, node) VALUES ('{key}', '{NODE}')")
         if result.returncode == 0 or DUPLICATE in result.stderr:
+            threading.Thread(target=purge_old_rows, daemon=True).start()  # off the write's path
             return self.reply(200, {"written": key})
-        return self.reply(503, {"error": result.stderr.strip()[-200:]})
+        print(f"write {key} failed: {result.stderr.strip()[-300:]}", file=sys.stderr, flush=True)
+        return self.reply(503, {"error": "the database did not take the write"})
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # nginx logs requests
+
+
+def purge_old_rows() -> None:
+    """Keep the table bounded: delete what is older than the retention, hourly."""
+    with _purge_lock:
+        if time.monotonic() < _purge["next"]:
+            return
+        _purge["next"] = time.monotonic() + PURGE_EVERY_S
+    result = sql(f"DELETE FROM writes WHERE at < NOW(6) - INTERVAL {RETENTION_DAYS} DAY")
+    if result.returncode != 0:
+        print(f"purge failed: {result.stderr.strip()[-300:]}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ CREATE USER IF NOT EXISTS 'repl'@'localhost' IDENTIFIED BY '$pw';
 ALTER USER 'repl'@'localhost' IDENTIFIED BY '$pw';
 GRANT REPLICATION SLAVE ADMIN, REPLICA MONITOR, BINLOG MONITOR, READ_ONLY ADMIN, CONNECTION ADMIN, PROCESS, RELOAD, SUPER ON *.* TO 'repl'@'localhost';
 CREATE USER IF NOT EXISTS 'do-ha-canary'@'localhost' IDENTIFIED VIA unix_socket;
-GRANT SELECT, INSERT ON do_ha_canary.* TO 'do-ha-canary'@'localhost';
+GRANT SELECT, INSERT, DELETE ON do_ha_canary.* TO 'do-ha-canary'@'localhost';
 SQL
 
 # The canary schema is created once, on the bootstrap primary, and reaches the
