@@ -79,6 +79,7 @@ class StackConfig:
     admin_ssh_keys: tuple[str, ...]
     ssh_allowed_cidrs: tuple[str, ...]
     canary_allowed_cidrs: tuple[str, ...]
+    ssh_never_ban_cidrs: tuple[str, ...]
     public_tcp_ports: tuple[int, ...]
     deploy_user: str
     alert_email: str
@@ -197,6 +198,12 @@ def _ssh_cidrs(key: str, value: Any) -> list[str]:
     """The ranges SSH is open to."""
     cidrs = [_cidr(key, x) for x in _non_empty(key, _list(key, value), "CIDR")]
     return _trusted_cidrs(key, cidrs, "SSH", "the admin and deploy networks")
+
+
+def _never_ban_cidrs(key: str, value: Any) -> list[str]:
+    """Sources fail2ban never bans (the deploying runner, a bastion): may be empty."""
+    cidrs = [_cidr(key, x) for x in _list(key, value)]
+    return _trusted_cidrs(key, cidrs, "SSH without fail2ban", "the deploy runners and bastions")
 
 
 def _canary_cidrs(key: str, value: Any) -> list[str]:
@@ -328,6 +335,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "sshAllowedCidrs": (REQUIRED, _ssh_cidrs),
     # Besides sshAllowedCidrs, who may write to the canary without its token.
     "canaryAllowedCidrs": ([], _canary_cidrs),
+    "sshNeverBanCidrs": ([], _never_ban_cidrs),
     "publicTcpPorts": ([80, 443], lambda k, v: sorted({_port(k, x) for x in _list(k, v)})),
     "deployUser": ("deploy", _user),
     "alertEmail": (REQUIRED, _email),

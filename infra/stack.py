@@ -15,6 +15,7 @@ from infra.database import Database
 from infra.failover import Failover
 from infra.firewall import Firewalls
 from infra.first_boot import FirstBoot
+from infra.logins import NodeAccess
 from infra.monitoring import Monitoring
 from infra.network import Network, ReservedAddress
 from infra.nodes import Nodes
@@ -39,6 +40,7 @@ class HaStack(pulumi.ComponentResource):
         # The bootstrap over SSH, in order.
         connect = Connector(cfg.deploy_user, access.automation_private_key)
         first_boot = FirstBoot("first-boot", cfg, nodes, connect, child)
+        NodeAccess("node-access", cfg, nodes, connect, first_boot.ready, access.automation_public_key, child)
         cluster = Cluster("cluster", cfg, nodes, connect, first_boot.ready,
                           secret_setting("failoverApiToken"), child)
         storage = SharedStorage("storage", cfg, nodes, connect, cluster.prepared, child)

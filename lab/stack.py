@@ -4,12 +4,13 @@ same code users run)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from infra.config import PROJECT, StackConfig, parse
 from infra.paths import REPO_ROOT
-from lab.containers import load_state, running_nodes
+from lab.containers import load_state, running_nodes, state_file
 from lab.topology import RESERVED_IP, STACK, LabNode, nodes_for, run_dir
 from tooling import render
 from tooling.mocks import MOCK_SECRETS, Addresses, Run, run_program
@@ -24,6 +25,15 @@ def stack_settings() -> dict[str, Any]:
     its bring-up (`python -m lab scale` sets appNodeCount), as a `pulumi config set` would."""
     overrides = {f"{PROJECT}:{k}": v for k, v in (load_state().get("settings") or {}).items()}
     return render.stack_config(STACK, STACK_FILE) | overrides
+
+
+def config_set(key: str, value: Any) -> None:
+    """`pulumi config set do-ha-stack:KEY VALUE` on the running lab's stack (None: `config rm`)."""
+    state = load_state()
+    settings = {k: v for k, v in (state.get("settings") or {}).items() if k != key}
+    if value is not None:
+        settings[key] = value
+    state_file().write_text(json.dumps(state | {"settings": settings}))
 
 
 def lab_config(admin_key: str = PLACEHOLDER_ADMIN_KEY) -> StackConfig:
@@ -48,9 +58,12 @@ def lab_program(nodes: list[LabNode]) -> Run:
         droplet_ids={n.name: n.droplet_id for n in nodes},
     )
     admin_pub = (run_dir() / "admin_key.pub").read_text().strip()
+    settings = stack_settings()
+    # The lab's own admin key always, then any a test added (`config set` in its state).
+    added = [k for k in settings.get(f"{PROJECT}:adminSshKeys") or [] if k != admin_pub]
     # The cluster's agents call the lab's API stand-in with the lab's own token.
-    raw = stack_settings() | {
-        "do-ha-stack:adminSshKeys": [admin_pub],
+    raw = settings | {
+        "do-ha-stack:adminSshKeys": [admin_pub, *added],
         "do-ha-stack:failoverApiToken": (run_dir() / "api_token").read_text().strip()}
     return run_program(STACK, raw, addresses)
 

@@ -23,7 +23,6 @@ every droplet new. Tests after it find the primary and control node themselves.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -32,9 +31,8 @@ import pytest
 
 from infra.naming import droplet_name
 from lab import replay
-from lab.containers import load_state, state_file
 from lab.replace import replace as lab_replace
-from lab.stack import lab_config, lab_nodes, lab_plan, lab_program
+from lab.stack import config_set, lab_config, lab_nodes, lab_plan, lab_program
 from lab.topology import LabNode
 from tests.helpers.day2 import (
     apps, assert_converged, host, lab_health, lab_run_on, sql, write_shared_files, writes_through_the_reserved_ip,
@@ -63,9 +61,7 @@ class LabPulumi:
         argv = list(argv)
         self.calls.append(argv)
         if argv[:2] == ["config", "set"]:
-            key, value = argv[2].split(":", 1)[1], argv[3]
-            state = load_state()
-            state_file().write_text(json.dumps(state | {"settings": (state.get("settings") or {}) | {key: value}}))
+            config_set(argv[2].split(":", 1)[1], argv[3])
             return 0
         if argv[0] == "up" and "--replace" in argv:
             urn = argv[argv.index("--replace") + 1]

@@ -1,0 +1,65 @@
+"""Access changes reach running nodes (node-access), with no droplet replaced: an
+admin key added to the config logs in on every node after an `up`, and is refused
+again once removed; an SSH range added opens port 22 to it, removed closes it; a
+never-ban source reaches fail2ban's ignore list."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from lab import replay
+from lab.stack import config_set, lab_nodes, lab_plan, stack_settings
+from lab.topology import STRANGER_IP, LabNode, run_dir
+from tests.helpers.lab_support import SSH_OPTS, Admin, in_lab, probe_tcp
+
+pytestmark = pytest.mark.lab
+
+
+def _logs_in(node: LabNode, key: str) -> bool:
+    # A connection of its own (no multiplexing): each check is a real authentication.
+    return in_lab("ssh", "-i", key, *SSH_OPTS, "-o", "ControlPath=none", f"deploy@{node.public_ip}",
+                  "true").returncode == 0
+
+
+def _up() -> int:
+    """`pulumi up` as the lab plays it: the commands whose inputs changed."""
+    return replay.replay_all(lab_plan(lab_nodes()))
+
+
+def test_admin_keys_and_ssh_ranges_follow_the_config_on_running_nodes(nodes: list[LabNode]) -> None:
+    key = run_dir() / "second_admin_key"
+    key.unlink(missing_ok=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "second admin", "-f", str(key)], check=True)
+    admin_pub = (run_dir() / "admin_key.pub").read_text().strip()
+    second_pub = key.with_suffix(".pub").read_text().strip()
+    ids = [n.droplet_id for n in nodes]
+    ranges = stack_settings()["do-ha-stack:sshAllowedCidrs"]
+    try:
+        assert not any(_logs_in(n, str(key)) for n in nodes)
+
+        config_set("adminSshKeys", [admin_pub, second_pub])
+        config_set("sshAllowedCidrs", [*ranges, f"{STRANGER_IP}/32"])
+        config_set("sshNeverBanCidrs", [f"{STRANGER_IP}/32"])
+        assert _up() == len(nodes)  # node-access on each node, nothing else
+        assert all(_logs_in(n, str(key)) for n in nodes)
+        for node in nodes:
+            assert probe_tcp(node.public_ip, [22], source=STRANGER_IP)[22] == "open", node.name
+            ignored = Admin(node).sudo("fail2ban-client get sshd ignoreip").stdout
+            assert STRANGER_IP in ignored, (node.name, ignored)
+
+        config_set("adminSshKeys", None)
+        config_set("sshAllowedCidrs", None)
+        config_set("sshNeverBanCidrs", None)
+        assert _up() == len(nodes)
+        assert not any(_logs_in(n, str(key)) for n in nodes)
+        assert all(Admin(n).run("true").returncode == 0 for n in nodes)  # the lab's own key still works
+        for node in nodes:
+            assert probe_tcp(node.public_ip, [22], source=STRANGER_IP)[22] == "filtered", node.name
+            assert STRANGER_IP not in Admin(node).sudo("fail2ban-client get sshd ignoreip").stdout
+        assert [n.droplet_id for n in lab_nodes()] == ids  # no droplet was replaced
+        assert _up() == 0
+    finally:
+        for setting in ("adminSshKeys", "sshAllowedCidrs", "sshNeverBanCidrs"):
+            config_set(setting, None)
