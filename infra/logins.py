@@ -26,7 +26,7 @@ class NodeAccess(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, nodes: Nodes, connect: Connector,
                  ready: dict[str, pulumi.Resource], automation_public_key: pulumi.Input[str],
                  opts: pulumi.ResourceOptions) -> None:
-        super().__init__("do-ha-stack:access:NodeAccess", name, None, opts)
+        super().__init__("do-ha-stack:logins:NodeAccess", name, None, opts)
         home = f"/home/{cfg.deploy_user}"
         keys = NodeFile(f"{home}/.ssh/authorized_keys",
                         pulumi.Output.from_input(automation_public_key).apply(lambda k: authorized_keys(cfg, k)),

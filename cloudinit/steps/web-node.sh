@@ -4,7 +4,8 @@
 # over; the reserved IP picks the active one).
 # Arguments:
 #   DOCUMENT_ROOT  nginx's document root, on the shared volume
-# Bundle: files: the canary service and the nginx site.
+# Bundle: files: the canary service and its settings, the nginx site and its
+# includes (the trusted ranges; the canary token, root-only).
 set -euo pipefail
 step_args DOCUMENT_ROOT -- "$@"
 read_bundle
@@ -31,7 +32,8 @@ ln -sfn /etc/nginx/sites-available/do-ha-stack /etc/nginx/sites-enabled/do-ha-st
 rm -f /etc/nginx/sites-enabled/default
 systemctl daemon-reload
 systemctl enable do-ha-canary.service >/dev/null 2>&1
-if changed /usr/local/lib/do-ha-stack/canary.py || ! systemctl is-active --quiet do-ha-canary.service; then
+if changed /usr/local/lib/do-ha-stack/canary.py || changed /etc/do-ha-stack/canary.env ||
+	changed /etc/systemd/system/do-ha-canary.service || ! systemctl is-active --quiet do-ha-canary.service; then
 	systemctl restart do-ha-canary.service
 fi
 nginx -t -q
