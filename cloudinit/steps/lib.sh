@@ -12,10 +12,30 @@
 STEP="${0##*/}"  # bash -c sets $0 to the step name
 STATE_DIR=/var/lib/do-ha-stack
 CHANGED=()
+HIDDEN=()  # each line of every secret this step received (read_bundle)
+
+# hide_in TEXT: TEXT with every secret of this step replaced by [secret]. Bash
+# only: a secret never becomes another process's argument.
+hide_in() {
+	local text=$1 secret
+	for secret in "${HIDDEN[@]}"; do text=${text//"$secret"/[secret]}; done
+	printf '%s' "$text"
+}
+
+# hide_lines: copy stdin to stdout, hiding every secret (see read_bundle).
+hide_lines() {
+	local line secret
+	while IFS= read -r line || [ -n "$line" ]; do
+		for secret in "${HIDDEN[@]}"; do line=${line//"$secret"/[secret]}; done
+		printf '%s\n' "$line"
+	done
+}
 
 log() {
-	printf '%s: %s\n' "$STEP" "$*" >&2
-	logger -t "do-ha-stack" -- "$STEP: $*" 2>/dev/null || true
+	local message
+	message=$(hide_in "$*")
+	printf '%s: %s\n' "$STEP" "$message" >&2
+	logger -t "do-ha-stack" -- "$STEP: $message" 2>/dev/null || true
 }
 
 die() {
@@ -67,6 +87,21 @@ read_bundle() {
 		*) die "unknown bundle item '$kind'" ;;
 		esac
 	done
+	# A failed step's output ends up in pulumi-command's error, which the engine
+	# shows and logs (secret step or not): from here on, everything this step and
+	# its commands print has each line of each secret replaced by [secret].
+	local name rest
+	for name in ${!SECRET_@}; do
+		rest=${!name}
+		while [ -n "$rest" ]; do
+			a=${rest%%$'\n'*}
+			[ "${#a}" -lt 4 ] || HIDDEN+=("$a")
+			[[ "$rest" == *$'\n'* ]] && rest=${rest#*$'\n'} || rest=
+		done
+	done
+	if [ "${#HIDDEN[@]}" -gt 0 ]; then
+		exec > >(hide_lines) 2> >(hide_lines >&2)
+	fi
 }
 
 # step_args NAME... -- "$@": set each declared NAME from its NAME=value argument.
