@@ -14,6 +14,7 @@ import os
 import time
 
 from infra.naming import role_of
+from infra.paths import REPO_ROOT
 from lab import containers, image, phases, replay
 from lab.containers import (
     boot, heal_spawn_failures, kill_node, load_state, log, make_network, prepare_root, sh, state_file,
@@ -45,7 +46,9 @@ def up() -> None:
     nodes = lab_nodes()
     run_dir().mkdir(parents=True)
     os.chmod(run_dir(), 0o700)
-    state_file().write_text(json.dumps({"nodes": [n.name for n in nodes], "started": time.time()}))
+    # The checkout that brought the lab up: its hook and user-data are that checkout's.
+    state_file().write_text(json.dumps({"nodes": [n.name for n in nodes], "started": time.time(),
+                                        "repo": str(REPO_ROOT)}))
     admin_key = run_dir() / "admin_key"
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lab-admin", "-f", str(admin_key))
     ensure_api_token()

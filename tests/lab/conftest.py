@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.paths import REPO_ROOT
 from lab.bringup import down, up
 from lab.containers import cloud_init_result, load_state
 from lab.stack import lab_nodes
@@ -27,8 +28,11 @@ HERE = Path(__file__).parent
 
 
 def _lab_is_up() -> bool:
+    """A lab this checkout brought up is running (another checkout's runs that one's
+    hook and user-data: it is replaced, as a fresh clone in CI must be)."""
     state = load_state()
-    return "timings" in state and all(cloud_init_result(n) for n in lab_nodes())
+    return ("timings" in state and state.get("repo") == str(REPO_ROOT)
+            and all(cloud_init_result(n) for n in lab_nodes()))
 
 
 def _rank(item: pytest.Item) -> tuple[int, int]:
