@@ -83,9 +83,9 @@ def test_a_mismatch_stops_the_render() -> None:
 
 
 def _step_args(*argv: str) -> subprocess.CompletedProcess[str]:
-    """lib.sh's step_args (with its log and die) declaring A and B, on this machine's bash."""
+    """lib.sh's step_args (with its log, die and hide_in) declaring A and B, on this machine's bash."""
     lib = (CLOUDINIT_DIR / "steps" / "lib.sh").read_text()
-    funcs = "\n".join(re.findall(r"^(?:log|die|step_args)\(\) \{\n.*?^\}\n", lib, re.MULTILINE | re.DOTALL))
+    funcs = "\n".join(re.findall(r"^(?:log|die|hide_in|step_args)\(\) \{\n.*?^\}\n", lib, re.MULTILINE | re.DOTALL))
     script = f'STEP=test\n{funcs}\nstep_args A B -- "$@"\nprintf "%s|%s" "$A" "$B"\n'
     return subprocess.run(["bash", "-c", script, "test", *argv], capture_output=True, text=True, timeout=10)
 
