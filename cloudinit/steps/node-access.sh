@@ -21,8 +21,11 @@ fi
 # ufw: the SSH rules harden.sh made at first boot carry this comment. New ranges
 # are allowed before old ones go (an open session survives either way: ufw keeps
 # established connections).
+# `ufw show added` lists them as "ufw allow from SOURCE to any port 22 proto tcp
+# comment '...'", a single address without its /32 or /128.
 comment='ssh (rate limited)'
-allowed=$(ufw show added | sed -n "s|^ufw allow proto tcp from \([^ ]*\) to any port 22 comment '$comment'\$|\1|p")
+allowed=$(ufw show added | sed -n "s|^ufw allow from \([^ ]*\) to any port 22 proto tcp comment '$comment'\$|\1|p" |
+	sed -e '/\//!{/:/s|$|/128|;/:/!s|$|/32|}')
 for cidr in $SSH_CIDRS; do
 	if ! grep -qxF "$cidr" <<<"$allowed"; then
 		quiet ufw allow proto tcp from "$cidr" to any port 22 comment "$comment"

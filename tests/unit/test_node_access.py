@@ -26,7 +26,8 @@ STUBS = {
 echo "ufw $*" >> "$STUB/calls"
 case "$1" in
 show) echo "Added user rules (see 'ufw status' for running firewall):"; echo "ufw allow 80/tcp comment 'public'"
-	while read -r c; do echo "ufw allow proto tcp from $c to any port 22 comment 'ssh (rate limited)'"
+	# as ufw 0.36 prints them: source first, a single address without its prefix length
+	while read -r c; do c=${c%/32}; echo "ufw allow from ${c%/128} to any port 22 proto tcp comment 'ssh (rate limited)'"
 	done < "$STUB/ssh" ;;
 allow) echo "$5" >> "$STUB/ssh" ;;
 delete) grep -vxF "$6" "$STUB/ssh" > "$STUB/s" || true; mv "$STUB/s" "$STUB/ssh" ;;
@@ -102,18 +103,19 @@ def test_authorized_keys_lists_each_key_once() -> None:
 
 
 def test_ssh_ranges_are_added_before_old_ones_go_and_a_second_run_changes_nothing(stub: Path) -> None:
-    (stub / "ssh").write_text("198.51.100.0/24\n203.0.113.0/24\n")
-    result = run(stub, "ssh-ed25519 AAAA admin\n", "203.0.113.0/24 2001:db8::/48")
+    (stub / "ssh").write_text("198.51.100.0/24\n203.0.113.0/24\n192.0.2.7/32\n2001:db8::1/128\n")
+    result = run(stub, "ssh-ed25519 AAAA admin\n", "203.0.113.0/24 2001:db8::/48 2001:db8::1/128")
     assert result.returncode == 0, result.stderr
     ufw = [c for c in calls(stub, "ufw") if not c.startswith("ufw show")]
     assert ufw == [f"ufw allow proto tcp from 2001:db8::/48 to any port 22 comment {COMMENT}",
-                   "ufw delete allow proto tcp from 198.51.100.0/24 to any port 22"]
-    assert (stub / "ssh").read_text().split() == ["203.0.113.0/24", "2001:db8::/48"]
+                   "ufw delete allow proto tcp from 198.51.100.0/24 to any port 22",
+                   "ufw delete allow proto tcp from 192.0.2.7/32 to any port 22"]
+    assert (stub / "ssh").read_text().split() == ["203.0.113.0/24", "2001:db8::1/128", "2001:db8::/48"]
     assert (stub / "home/.ssh/authorized_keys").read_text() == "ssh-ed25519 AAAA admin\n"
     assert oct((stub / "home/.ssh/authorized_keys").stat().st_mode & 0o777) == "0o600"
     assert "chown deploy:deploy" in " ".join(calls(stub, "chown"))
 
-    again = run(stub, "ssh-ed25519 AAAA admin\n", "203.0.113.0/24 2001:db8::/48")
+    again = run(stub, "ssh-ed25519 AAAA admin\n", "203.0.113.0/24 2001:db8::/48 2001:db8::1/128")
     assert again.returncode == 0, again.stderr
     assert [c for c in calls(stub, "ufw") if not c.startswith("ufw show")] == []
     assert calls(stub, "fail2ban-client") == []
