@@ -5,9 +5,13 @@ stack, and their command line."""
 from __future__ import annotations
 
 import argparse
+import atexit
+import dataclasses
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -77,9 +81,16 @@ def cli_operations(args: argparse.Namespace, env: Mapping[str, str]) -> Operatio
     def health() -> Report:
         return assess(gather(args.stack, reserved_ip, targets, ssh, api_url, api_token(env)), outputs)
 
+    # One connection per node, reused by every command (a switchover's read-only
+    # window holds two commands; a fresh handshake each would add to the pause).
+    sockets = tempfile.mkdtemp(prefix="do-ha-ssh-")
+    atexit.register(shutil.rmtree, sockets, True)
+    shared = dataclasses.replace(ssh, options=(*ssh.options, "ControlMaster=auto", f"ControlPath={sockets}/%C",
+                                               "ControlPersist=30"))
+
     def run_on(node: str, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
         # One word for ssh: the remote shell must see argv as it is, spaces included.
-        return subprocess.run([*ssh.argv(by_name[node].address), shlex.join(argv)], stdin=subprocess.DEVNULL,
+        return subprocess.run([*shared.argv(by_name[node].address), shlex.join(argv)], stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=tuning.REPLACE_DRAIN_TIMEOUT_S + 60)
 
     def pulumi(argv: Sequence[str]) -> int:

@@ -84,6 +84,8 @@ def switch(stack: str, hosts: dict[str, str], ops: Operations, to: str | None = 
                              "healthy stack:\n  " + "\n  ".join(before.problems))
     primary, target = choose(before, to)
     ops.say(f"switchover: {primary} -> {target} (writes pause until {target} is promoted)")
+    for node in (primary, target):  # connections up before the pause starts
+        _sudo_sh(ops, node, "true")
     last = _sudo_sh(ops, primary, "mariadb --batch --skip-column-names "
                                   "-e 'SET GLOBAL read_only=ON; SELECT @@gtid_binlog_pos'")
     if not GTID_LIST.match(last):

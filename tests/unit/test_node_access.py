@@ -27,7 +27,8 @@ echo "ufw $*" >> "$STUB/calls"
 case "$1" in
 show) echo "Added user rules (see 'ufw status' for running firewall):"; echo "ufw allow 80/tcp comment 'public'"
 	# as ufw 0.36 prints them: source first, a single address without its prefix length
-	while read -r c; do c=${c%/32}; echo "ufw allow from ${c%/128} to any port 22 proto tcp comment 'ssh (rate limited)'"
+	while read -r c; do c=${c%/32}
+		echo "ufw allow from ${c%/128} to any port 22 proto tcp comment 'ssh (rate limited)'"
 	done < "$STUB/ssh" ;;
 allow) echo "$5" >> "$STUB/ssh" ;;
 delete) grep -vxF "$6" "$STUB/ssh" > "$STUB/s" || true; mv "$STUB/s" "$STUB/ssh" ;;

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -52,7 +53,9 @@ class Nodes(Recorder):
         return ops
 
     def scripts(self) -> list[tuple[str, str]]:
-        return [(c[1], c[-1]) for c in self.calls if c[0] == "ssh" and c[2:5] == ("sudo", "-n", "sh")]
+        """(node, script) of each shell command but the connection warm-ups."""
+        return [(c[1], c[-1]) for c in self.calls
+                if c[0] == "ssh" and c[2:5] == ("sudo", "-n", "sh") and c[-1] != "true"]
 
 
 def test_without_a_target_the_replica_that_lags_least_takes_over() -> None:
@@ -149,3 +152,27 @@ def test_a_leaving_primary_hands_over_to_a_node_that_stays() -> None:
 
 def test_app_hosts_are_the_stacks_app_nodes() -> None:
     assert app_hosts("prod") == {"app1": "do-ha-stack-prod-app1", "app2": "do-ha-stack-prod-app2"}
+
+
+def test_commands_reach_a_node_as_one_word_over_one_shared_connection(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+    import json as json_
+
+    from tooling import node_ops
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json_.dumps({"reservedIp": "198.51.100.10", "nodes": {
+        "app1": {"role": "app", "publicIpv4": "198.51.100.11"}}}))
+    seen: list[list[str]] = []
+    monkeypatch.setattr(node_ops.subprocess, "run", lambda argv, **_: seen.append(argv) or
+                        subprocess.CompletedProcess(argv, 0, "", ""))
+    args = argparse.Namespace(stack="prod", outputs=str(outputs), user="deploy", identity=None, ssh_option=[])
+    ops = node_ops.cli_operations(args, {})
+    ops.run_on("app1", ["sudo", "-n", "sh", "-c", "mariadb -e 'SET GLOBAL read_only=ON'"])
+    ops.run_on("app1", ["sudo", "-n", "true"])
+    first, second = seen
+    assert first[-1] == "sudo -n sh -c 'mariadb -e '\"'\"'SET GLOBAL read_only=ON'\"'\"''"
+    assert first[-2] == "deploy@198.51.100.11"
+    control = [o for o in first if o.startswith("ControlPath=")]
+    assert control and control == [o for o in second if o.startswith("ControlPath=")]
+    assert "ControlMaster=auto" in first
