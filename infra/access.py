@@ -42,4 +42,3 @@ class Access(pulumi.ComponentResource):
             ]
         self.fingerprints: list[pulumi.Output[str]] = [k.fingerprint for k in keys]
         self.register_outputs({"automationPublicKey": self.automation_public_key})
-

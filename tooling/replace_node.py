@@ -14,7 +14,7 @@ for any role (a replica app node, the active app node, the witness):
    fresh droplet must never be the one that forms the cluster or the volume.
    Pulumi.<stack>.yaml changes: commit it;
 3. if NODE is the primary, the active role moves first (`make switchover`, a
-   pause in writes of about a second); then NODE is put in pacemaker standby from
+   pause in writes of about two seconds); then NODE is put in pacemaker standby from
    another member, so whatever else runs there moves off;
 4. on a protected stack, `pulumi state unprotect` of NODE's droplet only (the
    program protects everything but what it re-derives; the new droplet is
@@ -95,9 +95,13 @@ def replace(r: Replacement, ops: Operations, yes: bool = False) -> Report:
     if r.node == r.control:
         move_control(r, ops, yes)
     if before.database.get("primary") == r.node and not before.problems:
-        # A planned switchover first (a pause of about a second); standby alone would
+        # A planned switchover first (a pause of about two seconds); standby alone would
         # also move the primary, but through a full stop of its MariaDB (seconds more).
-        switch(r.stack, r.apps, ops, before=before)
+        # After a control move the health is taken again (an `up` ran since).
+        moved = switch(r.stack, r.apps, ops, before=None if r.node == r.control else before)
+        if not moved.healthy:
+            raise OperationError(f"the switchover away from {r.node} is done but the stack is not healthy yet; "
+                                 f"nothing was replaced:\n  " + "\n  ".join(moved.problems))
     ops.say(f"{r.node}: standby (its resources move to the other nodes first)")
     pcs(ops, helper, "node", "standby", r.host, f"--wait={tuning.REPLACE_DRAIN_TIMEOUT_S}")
     if r.protect:

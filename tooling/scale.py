@@ -73,7 +73,7 @@ def scale(stack: str, count: int, ops: Operations, yes: bool = False) -> Report:
     if leaving:
         helper = "app1"  # scaling in never removes app1 or app2
         if before.database.get("primary") in leaving:
-            # A planned switchover to a node that stays (a pause of about a second).
+            # A planned switchover to a node that stays (a pause of about two seconds).
             switch(stack, {n: droplet_name(cfg, n) for n in cfg.node_names if n != "witness"}, ops, to=helper,
                    before=before)
         for node in leaving:

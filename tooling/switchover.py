@@ -86,22 +86,20 @@ def switch(stack: str, hosts: dict[str, str], ops: Operations, to: str | None = 
     ops.say(f"switchover: {primary} -> {target} (writes pause until {target} is promoted)")
     for node in (primary, target):  # connections up before the pause starts
         _sudo_sh(ops, node, "true")
-    last = _sudo_sh(ops, primary, "mariadb --batch --skip-column-names "
-                                  "-e 'SET GLOBAL read_only=ON; SELECT @@gtid_binlog_pos'")
+    try:
+        last = _sudo_sh(ops, primary, "mariadb --batch --skip-column-names "
+                                      "-e 'SET GLOBAL read_only=ON; SELECT @@gtid_binlog_pos'")
+    except OperationError as e:
+        _writable_again(ops, primary, best_effort=True)
+        raise OperationError(f"{primary} could not be made read-only; nothing moved ({e})") from None
     if not GTID_LIST.match(last):
         _writable_again(ops, primary)
         raise OperationError(f"{primary} reported {last!r} as its last transaction; it is writable again")
-    score = f"crm_attribute --lifetime reboot --name {PROMOTION_ATTRIBUTE}"
-    move = (f"caught=$(mariadb --batch --skip-column-names -e \"SELECT MASTER_GTID_WAIT('{last}', "
-            f"{tuning.SWITCHOVER_CATCH_UP_S})\") && [ \"$caught\" = 0 ] || "
-            f"{{ echo \"did not apply {last} within {tuning.SWITCHOVER_CATCH_UP_S} s\" >&2; exit 3; }}\n"
-            f"{score} --node {shlex.quote(hosts[target])} --update {PROMOTION_SCORE}\n"
-            f"{score} --node {shlex.quote(hosts[primary])} --delete")
     try:
-        _sudo_sh(ops, target, move)
+        _sudo_sh(ops, target, take_over_script(last, hosts[target], hosts[primary]))
     except OperationError as e:
         _writable_again(ops, primary)
-        raise OperationError(f"{target} did not catch up with {primary}; {primary} is writable again and "
+        raise OperationError(f"{target} did not take over from {primary}; {primary} is writable again and "
                              f"stays the primary ({e})") from None
     located = (f"crm_resource --resource mariadb-clone --locate | grep -q "
                f"{shlex.quote(f'running on: {hosts[target]} Promoted$')} && "
@@ -112,13 +110,38 @@ def switch(stack: str, hosts: dict[str, str], ops: Operations, to: str | None = 
                               f"{shlex.quote(f'until {located}; do sleep 0.2; done')}")
     except OperationError:
         raise OperationError(f"pacemaker did not promote {target} and move the reserved IP there within "
-                             f"{tuning.REPLACE_DRAIN_TIMEOUT_S} s (make status; `pcs status` on {target})") from None
+                             f"{tuning.REPLACE_DRAIN_TIMEOUT_S} s; the promotion scores name {target}, and "
+                             f"{primary} stays read-only until pacemaker demotes it (make status; `pcs status` "
+                             f"on {target})") from None
     ops.say(f"switchover: {target} is the primary and holds the reserved IP")
     return settled(ops)
 
 
-def _writable_again(ops: Operations, primary: str) -> None:
-    _sudo_sh(ops, primary, "mariadb -e 'SET GLOBAL read_only=OFF'")
+def take_over_script(last: str, target_host: str, primary_host: str) -> str:
+    """Run on the target: wait until it has applied `last`, then move the promotion
+    scores to it. Exit 3: not caught up; any failure leaves the scores as they were."""
+    wait = tuning.SWITCHOVER_CATCH_UP_S
+    score = f"crm_attribute --lifetime reboot --name {PROMOTION_ATTRIBUTE}"
+    target, primary = shlex.quote(target_host), shlex.quote(primary_host)
+    return (
+        "set -e\n"
+        f"caught=$(mariadb --batch --skip-column-names -e \"SELECT MASTER_GTID_WAIT('{last}', {wait})\")\n"
+        # MASTER_GTID_WAIT follows replicated events only: a target that applied none
+        # since it was the primary itself already holds `last` as its own position.
+        f"if [ \"$caught\" != 0 ] && [ \"$(mariadb --batch --skip-column-names -e 'SELECT @@gtid_current_pos')\" "
+        f"!= '{last}' ]; then\n"
+        f"\techo \"did not apply {last} within {wait} s\" >&2\n\texit 3\nfi\n"
+        f"{score} --node {target} --update {PROMOTION_SCORE}\n"
+        f"if ! {score} --node {primary} --delete; then\n"
+        f"\t{score} --node {target} --delete || true\n\texit 4\nfi\n")
+
+
+def _writable_again(ops: Operations, primary: str, best_effort: bool = False) -> None:
+    try:
+        _sudo_sh(ops, primary, "mariadb -e 'SET GLOBAL read_only=OFF'")
+    except OperationError:
+        if not best_effort:
+            raise
 
 
 def app_hosts(stack: str) -> dict[str, str]:

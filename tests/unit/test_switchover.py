@@ -16,7 +16,7 @@ from tooling.health import Report
 from tooling.node_ops import OperationError, Operations
 from tooling.replace_node import plan, replace
 from tooling.scale import scale
-from tooling.switchover import app_hosts, choose, switch
+from tooling.switchover import app_hosts, choose, switch, take_over_script
 
 HOSTS = {"app1": "do-ha-stack-prod-app1", "app2": "do-ha-stack-prod-app2", "app3": "do-ha-stack-prod-app3"}
 
@@ -97,11 +97,7 @@ def test_the_primary_turns_read_only_and_the_target_catches_up_before_the_scores
     (on1, freeze), (on2, move), (on3, wait) = rec.scripts()
     assert on1 == "app1" and "SET GLOBAL read_only=ON; SELECT @@gtid_binlog_pos" in freeze
     assert on2 == "app2"
-    lines = move.splitlines()
-    assert "MASTER_GTID_WAIT('0-1-42', 2)" in lines[0] and "exit 3" in lines[0]
-    assert lines[1:] == ["crm_attribute --lifetime reboot --name master-mariadb --node do-ha-stack-prod-app2 "
-                         "--update 100",
-                         "crm_attribute --lifetime reboot --name master-mariadb --node do-ha-stack-prod-app1 --delete"]
+    assert move == take_over_script("0-1-42", "do-ha-stack-prod-app2", "do-ha-stack-prod-app1")
     assert on3 == "app2" and "running on: do-ha-stack-prod-app2 Promoted$" in wait and "reserved-ip" in wait
     # The commands are valid shell, whatever they quote.
     for _, script in rec.scripts():
@@ -110,7 +106,7 @@ def test_the_primary_turns_read_only_and_the_target_catches_up_before_the_scores
 
 def test_a_target_that_does_not_catch_up_leaves_the_primary_writable_and_in_place() -> None:
     rec = Nodes([healthy()], catch_up_rc=3)
-    with pytest.raises(OperationError, match="app2 did not catch up with app1; app1 is writable again"):
+    with pytest.raises(OperationError, match="app2 did not take over from app1; app1 is writable again"):
         switch("prod", HOSTS, rec.ops())
     scripts = rec.scripts()
     assert scripts[-1] == ("app1", "mariadb -e 'SET GLOBAL read_only=OFF'")
@@ -176,3 +172,33 @@ def test_commands_reach_a_node_as_one_word_over_one_shared_connection(tmp_path: 
     control = [o for o in first if o.startswith("ControlPath=")]
     assert control and control == [o for o in second if o.startswith("ControlPath=")]
     assert "ControlMaster=auto" in first
+
+
+def _take_over(tmp_path: Path, waited: str, current: str, delete_rc: int = 0) -> tuple[int, list[str]]:
+    """take_over_script under bash, MariaDB and crm_attribute stood in for."""
+    (tmp_path / "mariadb").write_text(f"""#!/bin/sh
+case "$*" in *MASTER_GTID_WAIT*) echo {waited} ;; *gtid_current_pos*) echo {current} ;; esac
+""")
+    (tmp_path / "crm_attribute").write_text(f"""#!/bin/sh
+echo "${{6#do-ha-stack-prod-}} $7" >> "{tmp_path}/calls"
+case "$6 $7" in *app1" --delete") exit {delete_rc} ;; esac
+""")
+    for tool in ("mariadb", "crm_attribute"):
+        (tmp_path / tool).chmod(0o755)
+    script = take_over_script("0-1-42", "do-ha-stack-prod-app2", "do-ha-stack-prod-app1")
+    result = subprocess.run(["sh", "-c", script], env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True,
+                            text=True, timeout=10)
+    calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
+    return result.returncode, calls
+
+
+@pytest.mark.parametrize("waited, current, delete_rc, rc, calls", [
+    ("0", "0-2-7", 0, 0, ["app2 --update", "app1 --delete"]),  # caught up
+    ("-1", "0-2-7", 0, 3, []),  # not caught up: nothing moves
+    ("-1", "0-1-42", 0, 0, ["app2 --update", "app1 --delete"]),  # nothing to apply since it led
+    ("0", "0-1-42", 1, 4, ["app2 --update", "app1 --delete", "app2 --delete"]),  # scores put back
+])
+def test_the_target_moves_the_scores_only_once_caught_up_and_all_or_nothing(
+        tmp_path: Path, waited: str, current: str, delete_rc: int, rc: int, calls: list[str]) -> None:
+    got_rc, got_calls = _take_over(tmp_path, waited, current, delete_rc)
+    assert (got_rc, got_calls) == (rc, calls)
