@@ -48,7 +48,7 @@ from tooling.node_ops import (
     OperationError, Operations, add_operation_options, cli_operations, member_to_drive_from, pcs, run_operation,
     settled, stack_config,
 )
-from tooling.switchover import switch
+from tooling.switchover import app_hosts, switch
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,8 @@ def plan(stack: str, node: str) -> Replacement:
     # The mocks build URNs as the engine does (tooling/mocks.py), so this is the state's URN.
     droplet = run_program(stack, render.stack_config(stack)).by_name(names[0])
     assert droplet.type == types.DROPLET
-    apps = {n: droplet_name(cfg, n) for n in cfg.node_names if n.startswith("app")}
-    return Replacement(stack, names[0], droplet_name(cfg, names[0]), droplet.urn, cfg.protect, cfg.control_node, apps)
+    return Replacement(stack, names[0], droplet_name(cfg, names[0]), droplet.urn, cfg.protect, cfg.control_node,
+                       app_hosts(cfg))
 
 
 def blocking_problems(report: Report, node: str) -> list[str]:

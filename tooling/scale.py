@@ -34,7 +34,7 @@ from tooling.mocks import MOCK_SECRETS, run_program
 from tooling.node_ops import (
     OperationError, Operations, add_operation_options, cli_operations, pcs, run_operation, settled, stack_config,
 )
-from tooling.switchover import switch
+from tooling.switchover import app_hosts, switch
 
 
 def leaving_protected(stack: str, count: int) -> list[str]:
@@ -74,8 +74,7 @@ def scale(stack: str, count: int, ops: Operations, yes: bool = False) -> Report:
         helper = "app1"  # scaling in never removes app1 or app2
         if before.database.get("primary") in leaving:
             # A planned switchover to a node that stays (a pause of about two seconds).
-            switch(stack, {n: droplet_name(cfg, n) for n in cfg.node_names if n != "witness"}, ops, to=helper,
-                   before=before)
+            switch(stack, app_hosts(cfg), ops, to=helper, before=before)
         for node in leaving:
             ops.say(f"{node}: standby (it leaves the stack)")
             pcs(ops, helper, "node", "standby", droplet_name(cfg, node), f"--wait={tuning.REPLACE_DRAIN_TIMEOUT_S}")

@@ -32,6 +32,7 @@ import sys
 from collections.abc import Sequence
 
 from infra import tuning
+from infra.config import StackConfig
 from infra.naming import droplet_name
 from tooling.health import Report
 from tooling.node_ops import (
@@ -144,8 +145,8 @@ def _writable_again(ops: Operations, primary: str, best_effort: bool = False) ->
             raise
 
 
-def app_hosts(stack: str) -> dict[str, str]:
-    cfg = stack_config(stack)
+def app_hosts(cfg: StackConfig) -> dict[str, str]:
+    """The stack's app nodes and their pacemaker node names (what `switch` takes)."""
     return {n: droplet_name(cfg, n) for n in cfg.node_names if n != "witness"}
 
 
@@ -155,9 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--to", help="the app node that takes over (default: the replica that lags least)")
     add_ssh_options(parser)
     args = parser.parse_args(argv)
-    return run_operation(lambda: switch(args.stack, app_hosts(args.stack), cli_operations(args, os.environ),
-                                        args.to))
-
+    return run_operation(lambda: switch(args.stack, app_hosts(stack_config(args.stack)),
+                                        cli_operations(args, os.environ), args.to))
 
 if __name__ == "__main__":
     sys.exit(main())

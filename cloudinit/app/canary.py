@@ -65,7 +65,8 @@ class Handler(BaseHTTPRequestHandler):
         key = keys[0]
         result = sql(f"INSERT INTO writes (client_key, node) VALUES ('{key}', '{NODE}')")
         if result.returncode == 0 or DUPLICATE in result.stderr:
-            threading.Thread(target=purge_old_rows, daemon=True).start()  # off the write's path
+            if purge_due():
+                threading.Thread(target=purge_old_rows, daemon=True).start()  # off the write's path
             return self.reply(200, {"written": key})
         print(f"write {key} failed: {result.stderr.strip()[-300:]}", file=sys.stderr, flush=True)
         return self.reply(503, {"error": "the database did not take the write"})
@@ -74,12 +75,17 @@ class Handler(BaseHTTPRequestHandler):
         pass  # nginx logs requests
 
 
-def purge_old_rows() -> None:
-    """Keep the table bounded: delete what is older than the retention, hourly."""
+def purge_due() -> bool:
+    """True at most once an hour: the caller then runs purge_old_rows."""
     with _purge_lock:
         if time.monotonic() < _purge["next"]:
-            return
+            return False
         _purge["next"] = time.monotonic() + PURGE_EVERY_S
+        return True
+
+
+def purge_old_rows() -> None:
+    """Keep the table bounded: delete what is older than the retention."""
     result = sql(f"DELETE FROM writes WHERE at < NOW(6) - INTERVAL {RETENTION_DAYS} DAY")
     if result.returncode != 0:
         print(f"purge failed: {result.stderr.strip()[-300:]}", file=sys.stderr, flush=True)

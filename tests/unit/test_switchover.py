@@ -13,7 +13,7 @@ import pytest
 from tests.unit.test_replace_node import Recorder
 from tests.unit.test_replace_node import report as bare_report
 from tooling.health import Report
-from tooling.node_ops import OperationError, Operations
+from tooling.node_ops import OperationError, Operations, stack_config
 from tooling.replace_node import plan, replace
 from tooling.scale import scale
 from tooling.switchover import app_hosts, choose, switch, take_over_script
@@ -147,7 +147,7 @@ def test_a_leaving_primary_hands_over_to_a_node_that_stays() -> None:
 
 
 def test_app_hosts_are_the_stacks_app_nodes() -> None:
-    assert app_hosts("prod") == {"app1": "do-ha-stack-prod-app1", "app2": "do-ha-stack-prod-app2"}
+    assert app_hosts(stack_config("prod")) == {"app1": "do-ha-stack-prod-app1", "app2": "do-ha-stack-prod-app2"}
 
 
 def test_commands_reach_a_node_as_one_word_over_one_shared_connection(tmp_path: Path,
