@@ -130,16 +130,27 @@ def plug_node(node: LabNode) -> None:
     plug(SWITCH_NS, "br-vpc", node.veth_vpc, node.netns, "eth1")
 
 
-def unplug_node(node: LabNode, timeout: float = 10.0) -> None:
+def unplug_node(node: LabNode, grace: float = 3.0) -> None:
     """Remove the node's namespace (its interfaces, addresses, firewall and
-    connection state with it) and wait until the switch's cable ends are gone."""
+    connection state with it) and the switch's cable ends. The namespace lives on
+    while a killed process's orphaned socket still retransmits (minutes with an
+    unanswering peer); past `grace` seconds the cables are cut from the switch's
+    side, which frees their names for the next droplet and leaves the lingering
+    namespace with only its loopback."""
     sh("ip", "netns", "delete", node.netns, check=False)
-    deadline = time.monotonic() + timeout
     links = [node.veth_pub, node.veth_vpc]
-    while any(sh("ip", "-n", SWITCH_NS, "link", "show", link, check=False, capture=True) for link in links):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{node.name}: the switch still has {links} after its namespace went")
+
+    def present() -> list[str]:
+        return [link for link in links
+                if sh("ip", "-n", SWITCH_NS, "link", "show", link, check=False, capture=True)]
+
+    deadline = time.monotonic() + grace
+    while present() and time.monotonic() < deadline:
         time.sleep(0.1)
+    for link in present():  # deleting one end of a veth pair deletes both
+        sh("ip", "-n", SWITCH_NS, "link", "delete", link, check=False)
+    if left := present():
+        raise RuntimeError(f"{node.name}: the switch still has {left} after deleting them")
 
 
 # --- nodes ------------------------------------------------------------------------
