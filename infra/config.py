@@ -20,6 +20,8 @@ from typing import Any
 
 import pulumi
 
+from infra.certificates import CertificateError, check_supplied
+
 PROJECT = "do-ha-stack"
 
 # Regions where droplets, VPCs and reserved IPs are all offered.
@@ -92,6 +94,10 @@ class StackConfig:
     register_admin_ssh_keys: bool
     cluster_api_url: str
     control_node: str
+    domain: str
+    # The site's certificate and key are supplied as secrets (tlsCertificate,
+    # tlsPrivateKey): nginx serves HTTPS and redirects HTTP to it.
+    https: bool = False
 
     @property
     def node_names(self) -> tuple[str, ...]:
@@ -300,7 +306,25 @@ def _api_url(key: str, value: Any) -> str:
 def _token(key: str, value: Any) -> None:
     # Checked for shape only; the value is read as a Pulumi secret (secret_setting).
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{16,256}", value):
-        raise ConfigError(key, "is not an API token", SECRET_SETTINGS[key])
+        raise ConfigError(key, "is not an API token", SECRET_SETTINGS[key].allowed)
+
+
+def _pem(key: str, value: Any) -> None:
+    # What it holds is checked against the domain and its partner (_https).
+    if not isinstance(value, str) or "-----BEGIN " not in value:
+        raise ConfigError(key, "is not PEM text", SECRET_SETTINGS[key].allowed)
+
+
+def _domain(key: str, value: Any) -> str:
+    allowed = ("a DNS name of at least two labels in lowercase letters, digits and hyphens (punycode for "
+               "other scripts), such as www.example.com; empty for a stack without HTTPS")
+    if value == "":
+        return value
+    label = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+    if (not isinstance(value, str) or len(value) > 253
+            or not re.fullmatch(rf"({label}\.)+(?!-)[a-z][a-z0-9-]{{0,62}}(?<!-)", value)):
+        raise ConfigError(key, f"{value!r} is not a domain name", allowed)
+    return value
 
 
 def _app_node(key: str, value: Any) -> str:
@@ -351,14 +375,30 @@ SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     # cluster-resources). Any healthy member can; it moves away from a node before
     # that node is replaced (make replace does it).
     "controlNode": ("app1", _app_node),
+    # The site's name; with a certificate (tlsCertificate, tlsPrivateKey) it is served over HTTPS.
+    "domain": ("", _domain),
 }
 
 # Secret settings: validated like the others but never kept in StackConfig; the
 # program reads them as Pulumi secrets (secret_setting), so they stay secret end to end.
-SECRET_SETTINGS: dict[str, str] = {
-    "failoverApiToken": "a DigitalOcean API token with write scope (the cluster moves the reserved IP "
-                        "and fences droplets with it), set with "
-                        f"`pulumi config set --secret {PROJECT}:failoverApiToken`",
+@dataclass(frozen=True)
+class SecretSetting:
+    allowed: str
+    check: Callable[[str, Any], None]
+    required: bool = True
+
+
+SECRET_SETTINGS: dict[str, SecretSetting] = {
+    "failoverApiToken": SecretSetting(
+        "a DigitalOcean API token with write scope (the cluster moves the reserved IP "
+        f"and fences droplets with it), set with `pulumi config set --secret {PROJECT}:failoverApiToken`",
+        _token),
+    "tlsCertificate": SecretSetting(
+        "the PEM certificate chain for `domain`, the site's certificate first, set with "
+        f"`pulumi config set --secret {PROJECT}:tlsCertificate < fullchain.pem`", _pem, required=False),
+    "tlsPrivateKey": SecretSetting(
+        "the certificate's PEM private key, unencrypted, set with "
+        f"`pulumi config set --secret {PROJECT}:tlsPrivateKey < privkey.pem`", _pem, required=False),
 }
 
 def _field(key: str) -> str:
@@ -394,15 +434,40 @@ def parse(stack: str, raw: Mapping[str, Any]) -> StackConfig:
             value = default
         checked = check(key, value)
         values[_field(key)] = tuple(checked) if isinstance(checked, list) else checked
-    for key, allowed in SECRET_SETTINGS.items():
+    for key, secret in SECRET_SETTINGS.items():
         if raw.get(key) in (None, ""):
-            raise ConfigError(key, "is not set", allowed)
-        _token(key, raw[key])
+            if secret.required:
+                raise ConfigError(key, "is not set", secret.allowed)
+            continue
+        secret.check(key, raw[key])
+    values["https"] = _https(values["domain"], raw.get("tlsCertificate") or "", raw.get("tlsPrivateKey") or "")
     apps = app_names(values["app_node_count"])
     if values["control_node"] not in apps:
         raise ConfigError("controlNode", f"{values['control_node']} is not an app node of this stack "
                           f"(appNodeCount is {values['app_node_count']})", ", ".join(apps))
     return StackConfig(stack=stack, **values)
+
+
+def _https(domain: str, certificate: str, key: str) -> bool:
+    """Whether the site is served over HTTPS with the supplied certificate, after
+    checking that the domain, the certificate and its key belong together."""
+    if bool(certificate) != bool(key):
+        missing = "tlsPrivateKey" if certificate else "tlsCertificate"
+        raise ConfigError(missing, "is not set, but its partner is",
+                          "both tlsCertificate and tlsPrivateKey, or neither")
+    if not certificate:
+        if domain:  # no ACME client yet: a domain alone would be served over HTTP only
+            raise ConfigError("domain", "is set, but no certificate is supplied for it",
+                              "tlsCertificate and tlsPrivateKey set as secrets, or an empty domain")
+        return False
+    if not domain:
+        raise ConfigError("domain", "is empty, but a certificate is supplied (tlsCertificate)",
+                          "the DNS name the certificate is for")
+    try:
+        check_supplied(domain, certificate, key)
+    except CertificateError as err:
+        raise ConfigError(err.setting, err.problem, err.allowed) from None
+    return True
 
 
 def secret_setting(key: str) -> pulumi.Output[str]:

@@ -3,7 +3,9 @@
 nginx serves /srv/shared/www, so each node's step waits for its shared mount.
 Pacemaker runs nginx on every app node (cloudinit/steps/cluster-resources.sh).
 The canary takes writes from the trusted ranges or with the stack's canary token
-only (cloudinit/app/nginx-site.conf).
+only (cloudinit/app/nginx-site.conf). With a domain and its certificate in the
+config, every app node serves HTTPS with the same certificate and key, so a
+failover changes nothing a browser sees.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import pulumi
 import pulumi_random as random
 
 from infra import tuning
-from infra.config import StackConfig
+from infra.config import StackConfig, secret_setting
 from infra.naming import child_opts
 from infra.nodes import Nodes
 from infra.paths import read
@@ -21,6 +23,13 @@ from infra.storage import MOUNTPOINT
 
 DOCUMENT_ROOT = f"{MOUNTPOINT}/www"
 NGINX_INCLUDES = "/etc/nginx/do-ha-stack"
+TLS_DIR = f"{NGINX_INCLUDES}/tls"  # web-node removes it when the site goes back to HTTP
+
+
+def site_file(https: bool) -> str:
+    """nginx's site: the canary's http-level settings and the servers, HTTP-only or
+    HTTPS with HTTP redirected to it."""
+    return read("app/nginx-site.conf") + read(f"app/nginx-server-{'https' if https else 'http'}.conf")
 
 
 def canary_sources(cfg: StackConfig) -> str:
@@ -48,16 +57,26 @@ class Web(pulumi.ComponentResource):
             NodeFile("/etc/systemd/system/do-ha-canary.service", read("app/do-ha-canary.service")),
             NodeFile("/etc/do-ha-stack/canary.env",
                      f"CANARY_RETENTION_DAYS={tuning.CANARY_RETENTION_DAYS}\n"),
-            NodeFile("/etc/nginx/sites-available/do-ha-stack", read("app/nginx-site.conf")),
+            NodeFile("/etc/nginx/sites-available/do-ha-stack", site_file(cfg.https)),
+            NodeFile(f"{NGINX_INCLUDES}/site-common.conf", read("app/nginx-site-common.conf")),
             NodeFile(f"{NGINX_INCLUDES}/canary-sources.conf", canary_sources(cfg)),
             # nginx reads its configuration as root: nobody else needs the token.
             NodeFile(f"{NGINX_INCLUDES}/canary-token.conf",
                      self.canary_token.result.apply(canary_token_map), "0600", secret=True),
         ]
+        if cfg.https:
+            files += [
+                NodeFile(f"{NGINX_INCLUDES}/server-name.conf", f"server_name {cfg.domain};\n"),
+                # The chain is public once served, but it arrives as a secret setting.
+                NodeFile(f"{TLS_DIR}/site.pem", secret_setting("tlsCertificate"), secret=True),
+                # nginx's master process (root) reads the key before it drops privileges.
+                NodeFile(f"{TLS_DIR}/site.key", secret_setting("tlsPrivateKey"), "0600", secret=True),
+            ]
         self.installed: dict[str, pulumi.Resource] = {
             node.name: step_command(
-                f"{node.name}-web-node", "web-node", node, {"DOCUMENT_ROOT": DOCUMENT_ROOT},
-                connect, Bundle(files=files), cfg, self, depends_on=[mounts[node.name]])
+                f"{node.name}-web-node", "web-node", node,
+                {"DOCUMENT_ROOT": DOCUMENT_ROOT, "HTTPS": "on" if cfg.https else "off"}, connect,
+                Bundle(files=files), cfg, self, depends_on=[mounts[node.name]])
             for node in nodes.app_nodes
         }
         self.register_outputs({})

@@ -4,11 +4,20 @@
 # over; the reserved IP picks the active one).
 # Arguments:
 #   DOCUMENT_ROOT  nginx's document root, on the shared volume
+#   HTTPS          on: the site's certificate and key came in the bundle; off: the
+#                  site is HTTP-only, and any certificate and key left from an
+#                  earlier HTTPS site are removed
 # Bundle: files: the canary service and its settings, the nginx site and its
-# includes (the trusted ranges; the canary token, root-only).
+# includes (the trusted ranges; the canary token, root-only; with HTTPS the
+# site's name, certificate chain and key, root-only).
 set -euo pipefail
-step_args DOCUMENT_ROOT -- "$@"
+step_args DOCUMENT_ROOT HTTPS -- "$@"
 read_bundle
+case "$HTTPS" in
+on) [ -s /etc/nginx/do-ha-stack/tls/site.key ] || die "HTTPS is on but no key came in the bundle" ;;
+off) rm -rf /etc/nginx/do-ha-stack/tls /etc/nginx/do-ha-stack/server-name.conf ;;
+*) die "HTTPS must be on or off, not '$HTTPS'" ;;
+esac
 
 install -d -m 0755 "$DOCUMENT_ROOT"
 

@@ -111,7 +111,7 @@ def test_lib_refuses_bad_arguments_clearly(argv: list[str], message: str) -> Non
 def test_the_web_step_creates_the_root_nginx_serves() -> None:
     from infra.web import DOCUMENT_ROOT
 
-    site = (CLOUDINIT_DIR / "app" / "nginx-site.conf").read_text()
+    site = (CLOUDINIT_DIR / "app" / "nginx-site-common.conf").read_text()
     assert re.search(rf"^\s*root {re.escape(DOCUMENT_ROOT)};$", site, re.MULTILINE)
 
 

@@ -1,0 +1,138 @@
+"""HTTPS on real nodes with a supplied certificate: a running HTTP-only stack gets a
+domain and its certificate in the config; the next `up` reaches every app node
+(web-node only, no droplet replaced); a client that trusts only the lab's CA
+verifies the site on the reserved IP and on each node (so a failover serves the
+same certificate); HTTP redirects to HTTPS; testssl.sh, from the lab's public
+side, finds no weak protocol, cipher or vulnerability. A new certificate and key
+then roll out under steady HTTPS requests with none failing, and removing the
+domain takes the stack back to HTTP with the key gone from the nodes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from infra.web import TLS_DIR
+from lab import replay
+from lab.stack import config_set, lab_nodes, lab_plan
+from lab.topology import AUDITOR_NS, RESERVED_IP, SWITCH_NS, LabNode, run_dir
+from tests.helpers.certs import CA, cert_pem
+from tests.helpers.lab_support import Admin, in_lab
+
+pytestmark = pytest.mark.lab
+
+DOMAIN = "www.lab.example"
+TLS_SETTINGS = ("domain", "tlsCertificate", "tlsPrivateKey")
+# testssl.sh findings that say what the lab's private CA lacks, not what the
+# stack serves: no revocation URL (the CA publishes none), no CAA record (the
+# lab has no DNS), an "untrusted" chain before --add-ca is read, no CT logs.
+LAB_CA_FINDINGS = {"cert_crlDistributionPoints", "cert_ocspURL", "cert_revocation", "DNS_CAArecord",
+                   "cert_certificateTransparency", "OCSP_stapling"}
+
+
+def _up() -> set[str]:
+    ran: dict[str, dict] = {}
+    replay.replay_all(lab_plan(lab_nodes()), record=ran)
+    return set(ran)
+
+
+def _web_steps(nodes: list[LabNode]) -> set[str]:
+    return {f"{n.name}-web-node" for n in nodes if n.name != "witness"}
+
+
+def _serial(ip: str) -> str:
+    """The serial of the certificate served at ip:443 for the domain."""
+    out = in_lab("bash", "-c", f"openssl s_client -connect {ip}:443 -servername {DOMAIN} </dev/null 2>/dev/null"
+                               " | openssl x509 -noout -serial").stdout
+    return out.strip().removeprefix("serial=")
+
+
+def _get(url: str, ca_file: Path, ip: str = RESERVED_IP, *curl: str) -> subprocess.CompletedProcess[str]:
+    host_port = "443" if url.startswith("https") else "80"
+    return in_lab("curl", "-sS", "-m", "5", "--cacert", str(ca_file), "--resolve", f"{DOMAIN}:{host_port}:{ip}",
+                  "-o", "/dev/null", "-D", "-", "-w", "@%{http_code} %{ssl_verify_result}", *curl, url)
+
+
+def _requests_during(seconds: int, ca_file: Path) -> subprocess.Popen[str]:
+    """Verified HTTPS GETs of the primary's health through the reserved IP, back to
+    back, for `seconds`: prints 'ok N bad M' (bad: anything but 200)."""
+    loop = (f"end=$((SECONDS+{seconds})); ok=0; bad=0; while ((SECONDS<end)); do "
+            f"code=$(curl -s -m 3 -o /dev/null -w '%{{http_code}}' --cacert {ca_file} "
+            f"--resolve {DOMAIN}:443:{RESERVED_IP} https://{DOMAIN}/canary/health); "
+            'if [ "$code" = 200 ]; then ok=$((ok+1)); else bad=$((bad+1)); fi; '
+            "sleep 0.05; done; echo ok $ok bad $bad")
+    return subprocess.Popen(["ip", "netns", "exec", SWITCH_NS, "bash", "-c", loop], stdout=subprocess.PIPE,
+                            text=True)
+
+
+def _testssl(ca_file: Path) -> list[dict]:
+    report = run_dir() / "testssl.json"
+    report.unlink(missing_ok=True)
+    result = in_lab("testssl", "--quiet", "--color", "0", "--warnings", "batch", "--ip", RESERVED_IP,
+                    "--add-ca", str(ca_file), "--jsonfile", str(report), f"https://{DOMAIN}/",
+                    timeout=600, netns=AUDITOR_NS)
+    assert report.exists(), result.stdout[-2000:] + result.stderr[-2000:]
+    return json.loads(report.read_text())
+
+
+def test_a_supplied_certificate_is_served_everywhere_and_rotates_without_a_failed_request(
+        nodes: list[LabNode]) -> None:
+    ca = CA.new("do-ha-stack lab CA")
+    ca_file = run_dir() / "lab-ca.pem"
+    ca_file.write_text(cert_pem(ca.cert))
+    apps_ = [n for n in nodes if n.name != "witness"]
+    ids = [n.droplet_id for n in lab_nodes()]
+    chain, key = ca.site([DOMAIN])
+    try:
+        config_set("domain", DOMAIN)
+        config_set("tlsCertificate", chain)
+        config_set("tlsPrivateKey", key)
+        assert _up() == _web_steps(nodes)
+
+        served = _get(f"https://{DOMAIN}/canary/health", ca_file)  # the primary's canary, verified
+        assert served.stdout.endswith("@200 0"), served.stdout + served.stderr
+        assert re.search(r"(?im)^strict-transport-security: max-age=63072000\s*$", served.stdout)
+        for node in apps_:  # whichever node the reserved IP reaches serves the same, valid certificate
+            page = _get(f"https://{DOMAIN}/no-such-page", ca_file, node.public_ip).stdout
+            assert page.endswith("@404 0"), (node.name, page)
+            assert Admin(node).sudo(f"stat -c '%a %U' {TLS_DIR}/site.key").stdout.strip() == "600 root"
+        redirect = _get(f"http://{DOMAIN}/canary/write?x=1", ca_file)
+        assert "@301" in redirect.stdout
+        assert re.search(rf"(?im)^location: https://{re.escape(DOMAIN)}/canary/write\?x=1\s*$", redirect.stdout)
+        old_tls = _get(f"https://{DOMAIN}/", ca_file, RESERVED_IP, "--tlsv1.1", "--tls-max", "1.1")
+        assert "@000" in old_tls.stdout, old_tls.stdout  # TLS 1.1 refused
+
+        findings = _testssl(ca_file)
+        (run_dir() / "testssl-findings.txt").write_text(
+            "".join(f"{f['id']} {f['severity']} {f['finding']}\n" for f in findings))
+        weak = [f for f in findings if f["severity"] in ("MEDIUM", "HIGH", "CRITICAL")
+                and f["id"] not in LAB_CA_FINDINGS]
+        assert not weak, weak
+        offered = {f["id"] for f in findings if f["id"] in ("SSLv2", "SSLv3", "TLS1", "TLS1_1")
+                   and f["finding"].startswith("offered")}
+        assert not offered, offered
+
+        # Key rotation: a new key and certificate while clients keep requesting.
+        new_chain, new_key = ca.site([DOMAIN])
+        old = _serial(RESERVED_IP)
+        requests = _requests_during(25, ca_file)
+        config_set("tlsCertificate", new_chain)
+        config_set("tlsPrivateKey", new_key)
+        assert _up() == _web_steps(nodes)
+        counts = requests.communicate(timeout=60)[0].split()
+        assert counts[0] == "ok" and int(counts[1]) > 50 and counts[2:] == ["bad", "0"], counts
+        new = _serial(RESERVED_IP)
+        assert new and new != old
+        assert all(_serial(n.public_ip) == new for n in apps_)
+        assert [n.droplet_id for n in lab_nodes()] == ids  # no droplet was replaced
+    finally:
+        for setting in TLS_SETTINGS:
+            config_set(setting, None)
+        _up()
+    for node in apps_:
+        assert Admin(node).sudo(f"test -e {TLS_DIR}", check=False).returncode != 0, node.name  # the key is gone
+    assert "@200" in _get(f"http://{DOMAIN}/canary/health", ca_file).stdout  # plain HTTP again
