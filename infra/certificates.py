@@ -37,6 +37,23 @@ def _chain(pem: str) -> list[x509.Certificate]:
     return chain
 
 
+def check_ca_bundle(pem: str) -> None:
+    """A PEM bundle of CA certificates (what a TLS client is told to trust)."""
+    allowed = "PEM CA certificates (BEGIN CERTIFICATE blocks), or empty for the system's"
+    try:
+        chain = x509.load_pem_x509_certificates(pem.encode())
+    except ValueError:
+        raise CertificateError("acmeServerCa", "is not PEM certificates", allowed) from None
+    for cert in chain:
+        try:
+            is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        if not is_ca:
+            raise CertificateError("acmeServerCa", "holds a certificate that is not a CA "
+                                   f"({cert.subject.rfc4514_string()})", allowed)
+
+
 def _key(pem: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
     allowed = (f"an unencrypted PEM private key: RSA of at least {MIN_RSA_BITS} bits "
                f"or ECDSA on {' or '.join(EC_CURVES)}")

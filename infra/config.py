@@ -20,7 +20,7 @@ from typing import Any
 
 import pulumi
 
-from infra.certificates import CertificateError, check_supplied
+from infra.certificates import CertificateError, check_ca_bundle, check_supplied
 
 PROJECT = "do-ha-stack"
 
@@ -95,9 +95,18 @@ class StackConfig:
     cluster_api_url: str
     control_node: str
     domain: str
-    # The site's certificate and key are supplied as secrets (tlsCertificate,
-    # tlsPrivateKey): nginx serves HTTPS and redirects HTTP to it.
-    https: bool = False
+    acme_directory_url: str
+    acme_email: str
+    acme_server_ca: str
+    dns_zone: str
+    # Where the site's certificate comes from: "none" (HTTP only, no domain),
+    # "supplied" (tlsCertificate and tlsPrivateKey, secrets) or "acme" (obtained
+    # and renewed by the stack). With one, nginx serves HTTPS and redirects HTTP.
+    tls: str = "none"
+
+    @property
+    def https(self) -> bool:
+        return self.tls != "none"
 
     @property
     def node_names(self) -> tuple[str, ...]:
@@ -315,6 +324,27 @@ def _pem(key: str, value: Any) -> None:
         raise ConfigError(key, "is not PEM text", SECRET_SETTINGS[key].allowed)
 
 
+def _https_url(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?", value):
+        raise ConfigError(key, f"{value!r} is not an https URL",
+                          "an ACME directory URL such as https://acme-v02.api.letsencrypt.org/directory")
+    return value
+
+
+def _optional_email(key: str, value: Any) -> str:
+    return value if value == "" else _email(key, value)
+
+
+def _ca_pem(key: str, value: Any) -> str:
+    if value == "":
+        return value
+    try:
+        check_ca_bundle(value)
+    except CertificateError as err:
+        raise ConfigError(key, err.problem, err.allowed) from None
+    return value
+
+
 def _domain(key: str, value: Any) -> str:
     allowed = ("a DNS name of at least two labels in lowercase letters, digits and hyphens (punycode for "
                "other scripts), such as www.example.com; empty for a stack without HTTPS")
@@ -375,8 +405,15 @@ SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     # cluster-resources). Any healthy member can; it moves away from a node before
     # that node is replaced (make replace does it).
     "controlNode": ("app1", _app_node),
-    # The site's name; with a certificate (tlsCertificate, tlsPrivateKey) it is served over HTTPS.
+    # The site's name, served over HTTPS with the certificate supplied (tlsCertificate,
+    # tlsPrivateKey) or else one the stack obtains by ACME.
     "domain": ("", _domain),
+    "acmeDirectoryUrl": ("https://acme-v02.api.letsencrypt.org/directory", _https_url),
+    "acmeEmail": ("", _optional_email),  # empty: alertEmail
+    # A private ACME server's own HTTPS certificate authority (PEM); empty: the system's.
+    "acmeServerCa": ("", _ca_pem),
+    # The domain's zone when DigitalOcean hosts it: the program keeps its A record.
+    "dnsZone": ("", _domain),
 }
 
 # Secret settings: validated like the others but never kept in StackConfig; the
@@ -440,7 +477,12 @@ def parse(stack: str, raw: Mapping[str, Any]) -> StackConfig:
                 raise ConfigError(key, "is not set", secret.allowed)
             continue
         secret.check(key, raw[key])
-    values["https"] = _https(values["domain"], raw.get("tlsCertificate") or "", raw.get("tlsPrivateKey") or "")
+    values["tls"] = _tls(values["domain"], raw.get("tlsCertificate") or "", raw.get("tlsPrivateKey") or "")
+    values["acme_email"] = values["acme_email"] or values["alert_email"]
+    zone = values["dns_zone"]
+    if zone and not (values["domain"] == zone or values["domain"].endswith(f".{zone}")):
+        raise ConfigError("dnsZone", f"{zone} does not hold the domain {values['domain'] or '(empty)'}",
+                          "the DigitalOcean-hosted zone the domain is in, such as example.com for www.example.com")
     apps = app_names(values["app_node_count"])
     if values["control_node"] not in apps:
         raise ConfigError("controlNode", f"{values['control_node']} is not an app node of this stack "
@@ -448,18 +490,15 @@ def parse(stack: str, raw: Mapping[str, Any]) -> StackConfig:
     return StackConfig(stack=stack, **values)
 
 
-def _https(domain: str, certificate: str, key: str) -> bool:
-    """Whether the site is served over HTTPS with the supplied certificate, after
-    checking that the domain, the certificate and its key belong together."""
+def _tls(domain: str, certificate: str, key: str) -> str:
+    """Where the site's certificate comes from (StackConfig.tls), after checking that
+    the domain, a supplied certificate and its key belong together."""
     if bool(certificate) != bool(key):
         missing = "tlsPrivateKey" if certificate else "tlsCertificate"
         raise ConfigError(missing, "is not set, but its partner is",
                           "both tlsCertificate and tlsPrivateKey, or neither")
     if not certificate:
-        if domain:  # no ACME client yet: a domain alone would be served over HTTP only
-            raise ConfigError("domain", "is set, but no certificate is supplied for it",
-                              "tlsCertificate and tlsPrivateKey set as secrets, or an empty domain")
-        return False
+        return "acme" if domain else "none"
     if not domain:
         raise ConfigError("domain", "is empty, but a certificate is supplied (tlsCertificate)",
                           "the DNS name the certificate is for")
@@ -467,7 +506,7 @@ def _https(domain: str, certificate: str, key: str) -> bool:
         check_supplied(domain, certificate, key)
     except CertificateError as err:
         raise ConfigError(err.setting, err.problem, err.allowed) from None
-    return True
+    return "supplied"
 
 
 def secret_setting(key: str) -> pulumi.Output[str]:

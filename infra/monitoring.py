@@ -1,10 +1,12 @@
-"""DigitalOcean monitoring alerts and the project that groups the stack."""
+"""DigitalOcean monitoring alerts, uptime checks of an HTTPS site, and the project
+that groups the stack."""
 
 from __future__ import annotations
 
 import pulumi
 import pulumi_digitalocean as do
 
+from infra import tuning
 from infra.config import StackConfig
 from infra.naming import child_opts, stack_tag
 
@@ -14,6 +16,8 @@ ALERTS = {
     "memory": ("v1/insights/droplet/memory_utilization_percent", 90),
     "disk": ("v1/insights/droplet/disk_utilization_percent", 85),
 }
+# Where DigitalOcean's uptime checks probe from: all of its probe regions.
+UPTIME_REGIONS = ["us_east", "us_west", "eu_west", "se_asia"]
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -35,6 +39,8 @@ class Monitoring(pulumi.ComponentResource):
             )
             for metric, (kind, threshold) in ALERTS.items()
         ]
+        if cfg.https:
+            self._uptime(cfg)
         self.project = do.Project(
             "project",
             name=stack_tag(cfg),
@@ -45,3 +51,22 @@ class Monitoring(pulumi.ComponentResource):
             opts=child_opts(cfg, self),
         )
         self.register_outputs({"projectId": self.project.id})
+
+    def _uptime(self, cfg: StackConfig) -> None:
+        """From outside: the site's HTTPS through the reserved IP, deep enough to see a
+        read-only database (the canary's health is 200 only from a writable primary),
+        with alerts when it is down, slow, or its certificate is about to expire."""
+        check = do.UptimeCheck(
+            "site-uptime", name=f"{stack_tag(cfg)}-https", type="https",
+            target=f"https://{cfg.domain}/canary/health", regions=UPTIME_REGIONS, enabled=True,
+            opts=child_opts(cfg, self))
+        notify = [do.UptimeAlertNotificationArgs(emails=[cfg.alert_email])]
+        alerts = {
+            "down": {"period": "2m"},
+            "latency": {"comparison": "greater_than", "threshold": tuning.UPTIME_LATENCY_ALERT_MS, "period": "5m"},
+            "ssl_expiry": {"comparison": "less_than", "threshold": tuning.CERT_EXPIRY_ALERT_DAYS},
+        }
+        for kind, args in alerts.items():
+            do.UptimeAlert(f"site-{kind.replace('_', '-')}-alert", name=f"{stack_tag(cfg)}: site {kind}",
+                           check_id=check.id, type=kind, notifications=notify, opts=child_opts(cfg, self),
+                           **args)

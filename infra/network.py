@@ -5,6 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_digitalocean as do
 
+from infra import tuning
 from infra.config import StackConfig
 from infra.naming import child_opts, role_tag, stack_tag
 
@@ -51,4 +52,8 @@ class ReservedAddress(pulumi.ComponentResource):
         super().__init__("do-ha-stack:network:ReservedAddress", name, None, opts)
         self.ip = do.ReservedIp("reserved-ip", region=cfg.region, opts=child_opts(cfg, self))
         self.address: pulumi.Output[str] = self.ip.ip_address
+        if cfg.dns_zone:  # the site's name points at the reserved IP, whoever holds it
+            name = cfg.domain.removesuffix(cfg.dns_zone).rstrip(".") or "@"
+            do.DnsRecord("site-record", domain=cfg.dns_zone, type="A", name=name, value=self.address,
+                         ttl=tuning.SITE_DNS_TTL_S, opts=child_opts(cfg, self))
         self.register_outputs({"address": self.address})

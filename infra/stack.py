@@ -20,6 +20,7 @@ from infra.monitoring import Monitoring
 from infra.network import Network, ReservedAddress
 from infra.nodes import Nodes
 from infra.remote import Connector
+from infra.site_certificate import SiteCertificate
 from infra.storage import SharedStorage
 from infra.web import Web
 
@@ -46,8 +47,10 @@ class HaStack(pulumi.ComponentResource):
         storage = SharedStorage("storage", cfg, nodes, connect, cluster.prepared, child)
         database = Database("database", cfg, nodes, connect, first_boot.ready, cluster.formed, child)
         web = Web("web", cfg, nodes, connect, storage.mounts, child)
-        Failover("failover", cfg, nodes, connect, reserved.address, database.replication_password,
-                 [cluster.formed, *database.handed_over.values(), *web.installed.values()], child)
+        failover = Failover("failover", cfg, nodes, connect, reserved.address, database.replication_password,
+                            [cluster.formed, *database.handed_over.values(), *web.installed.values()], child)
+        if cfg.tls == "acme":  # the CA's check needs the reserved IP on a running web tier
+            SiteCertificate("acme", cfg, nodes, connect, failover.configured, child)
 
         # The project lists the droplets only: the API reports a reserved IP back under
         # another URN and refuses to move an assigned one (see infra/monitoring.py).
@@ -55,6 +58,7 @@ class HaStack(pulumi.ComponentResource):
 
         self.outputs = {
             "reservedIp": reserved.address,
+            "siteUrl": f"https://{cfg.domain}/" if cfg.https else reserved.address.apply(lambda ip: f"http://{ip}/"),
             # For monitoring outside the trusted ranges (X-Canary-Token); a Pulumi secret.
             "canaryToken": pulumi.Output.secret(web.canary_token.result),
             "nodes": {

@@ -167,3 +167,17 @@ STATUS_PROBE_TIMEOUT_S = 20
 STATUS_SSH_CONNECT_TIMEOUT_S = 10
 # Each DigitalOcean API read.
 STATUS_API_TIMEOUT_S = 10
+
+# How soon an app node serves a certificate another node renewed (ACME): its sync
+# timer's period. Renewals come 30 days before expiry, so a minute is plenty; the
+# node that renewed serves the new certificate at once.
+SITE_CERT_SYNC_S = 60
+
+# Uptime alerts on the HTTPS site (infra/monitoring.py). ACME renews 30 days before
+# expiry, so a certificate with 21 days left means renewals have failed for nine
+# days; a supplied one gets three weeks' notice.
+CERT_EXPIRY_ALERT_DAYS = 21
+UPTIME_LATENCY_ALERT_MS = 2000
+# The site's A record (dnsZone): it never changes on a failover (the reserved IP
+# moves instead), so an hour's caching costs nothing.
+SITE_DNS_TTL_S = 3600

@@ -10,6 +10,8 @@ failover changes nothing a browser sees.
 
 from __future__ import annotations
 
+from string import Template
+
 import pulumi
 import pulumi_random as random
 
@@ -24,12 +26,50 @@ from infra.storage import MOUNTPOINT
 DOCUMENT_ROOT = f"{MOUNTPOINT}/www"
 NGINX_INCLUDES = "/etc/nginx/do-ha-stack"
 TLS_DIR = f"{NGINX_INCLUDES}/tls"  # web-node removes it when the site goes back to HTTP
+SITE_CERT = "/usr/local/lib/do-ha-stack/site-cert"
+ACME_SERVER_CA = "/etc/do-ha-stack/acme-server-ca.pem"
 
 
 def site_file(https: bool) -> str:
     """nginx's site: the canary's http-level settings and the servers, HTTP-only or
     HTTPS with HTTP redirected to it."""
     return read("app/nginx-site.conf") + read(f"app/nginx-server-{'https' if https else 'http'}.conf")
+
+
+def site_cert_env(cfg: StackConfig) -> str:
+    """site-cert's settings (cloudinit/app/site-cert)."""
+    return (f"DOMAIN={cfg.domain}\nACME_DIRECTORY_URL={cfg.acme_directory_url}\nACME_EMAIL={cfg.acme_email}\n"
+            f"ACME_SERVER_CA={ACME_SERVER_CA if cfg.acme_server_ca else ''}\n")
+
+
+def tls_files(cfg: StackConfig) -> list[NodeFile]:
+    """What a node needs for the site's certificate: the supplied one itself, or
+    the ACME client's script, timers and settings (web-node makes a stand-in until
+    the first certificate is there)."""
+    if cfg.tls == "none":
+        return []
+    files = [NodeFile(f"{NGINX_INCLUDES}/server-name.conf", f"server_name {cfg.domain};\n")]
+    if cfg.tls == "supplied":
+        return files + [
+            # The chain is public once served, but it arrives as a secret setting.
+            NodeFile(f"{TLS_DIR}/site.pem", secret_setting("tlsCertificate"), secret=True),
+            # nginx's master process (root) reads the key before it drops privileges.
+            NodeFile(f"{TLS_DIR}/site.key", secret_setting("tlsPrivateKey"), "0600", secret=True),
+        ]
+    units = "/etc/systemd/system"
+    sync_timer = Template(read("app/templates/do-ha-site-cert-sync.timer")).substitute(
+        interval=tuning.SITE_CERT_SYNC_S)
+    files += [
+        NodeFile(SITE_CERT, read("app/site-cert"), "0755"),
+        NodeFile("/etc/do-ha-stack/site-cert.env", site_cert_env(cfg)),
+        NodeFile(f"{units}/do-ha-site-cert-renew.service", read("app/do-ha-site-cert-renew.service")),
+        NodeFile(f"{units}/do-ha-site-cert-renew.timer", read("app/do-ha-site-cert-renew.timer")),
+        NodeFile(f"{units}/do-ha-site-cert-sync.service", read("app/do-ha-site-cert-sync.service")),
+        NodeFile(f"{units}/do-ha-site-cert-sync.timer", sync_timer),
+    ]
+    if cfg.acme_server_ca:
+        files.append(NodeFile(ACME_SERVER_CA, cfg.acme_server_ca))
+    return files
 
 
 def canary_sources(cfg: StackConfig) -> str:
@@ -64,18 +104,11 @@ class Web(pulumi.ComponentResource):
             NodeFile(f"{NGINX_INCLUDES}/canary-token.conf",
                      self.canary_token.result.apply(canary_token_map), "0600", secret=True),
         ]
-        if cfg.https:
-            files += [
-                NodeFile(f"{NGINX_INCLUDES}/server-name.conf", f"server_name {cfg.domain};\n"),
-                # The chain is public once served, but it arrives as a secret setting.
-                NodeFile(f"{TLS_DIR}/site.pem", secret_setting("tlsCertificate"), secret=True),
-                # nginx's master process (root) reads the key before it drops privileges.
-                NodeFile(f"{TLS_DIR}/site.key", secret_setting("tlsPrivateKey"), "0600", secret=True),
-            ]
+        files += tls_files(cfg)
         self.installed: dict[str, pulumi.Resource] = {
             node.name: step_command(
                 f"{node.name}-web-node", "web-node", node,
-                {"DOCUMENT_ROOT": DOCUMENT_ROOT, "HTTPS": "on" if cfg.https else "off"}, connect,
+                {"DOCUMENT_ROOT": DOCUMENT_ROOT, "TLS": cfg.tls, "DOMAIN": cfg.domain or "-"}, connect,
                 Bundle(files=files), cfg, self, depends_on=[mounts[node.name]])
             for node in nodes.app_nodes
         }

@@ -5,4 +5,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
 	debootstrap systemd-container iproute2 nftables shellcheck make ca-certificates python3-venv jq \
-	testssl.sh curl openssl >/dev/null
+	testssl.sh pebble curl openssl >/dev/null

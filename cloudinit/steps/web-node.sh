@@ -4,19 +4,44 @@
 # over; the reserved IP picks the active one).
 # Arguments:
 #   DOCUMENT_ROOT  nginx's document root, on the shared volume
-#   HTTPS          on: the site's certificate and key came in the bundle; off: the
-#                  site is HTTP-only, and any certificate and key left from an
-#                  earlier HTTPS site are removed
+#   TLS            where the site's certificate comes from: supplied (in the bundle),
+#                  acme (site-cert obtains it; until it has, a self-signed stand-in
+#                  keeps nginx's HTTPS server valid) or none (HTTP only: a
+#                  certificate and key left from an earlier HTTPS site are removed)
+#   DOMAIN         the site's name (- without HTTPS)
 # Bundle: files: the canary service and its settings, the nginx site and its
 # includes (the trusted ranges; the canary token, root-only; with HTTPS the
-# site's name, certificate chain and key, root-only).
+# site's name and either its certificate chain and key, root-only, or site-cert,
+# its settings and timers).
 set -euo pipefail
-step_args DOCUMENT_ROOT HTTPS -- "$@"
+step_args DOCUMENT_ROOT TLS DOMAIN -- "$@"
 read_bundle
-case "$HTTPS" in
-on) [ -s /etc/nginx/do-ha-stack/tls/site.key ] || die "HTTPS is on but no key came in the bundle" ;;
-off) rm -rf /etc/nginx/do-ha-stack/tls /etc/nginx/do-ha-stack/server-name.conf ;;
-*) die "HTTPS must be on or off, not '$HTTPS'" ;;
+
+tls_dir=/etc/nginx/do-ha-stack/tls
+acme_timers=(do-ha-site-cert-renew.timer do-ha-site-cert-sync.timer)
+if [ "$TLS" != acme ]; then
+	# Renewals stop, and the timers must not overwrite a supplied certificate.
+	systemctl disable --now "${acme_timers[@]}" >/dev/null 2>&1 || true
+	rm -f /etc/systemd/system/do-ha-site-cert-* /usr/local/lib/do-ha-stack/site-cert \
+		/etc/do-ha-stack/site-cert.env /etc/do-ha-stack/acme-server-ca.pem
+fi
+case "$TLS" in
+supplied) [ -s "$tls_dir/site.key" ] || die "TLS is supplied but no key came in the bundle" ;;
+none) rm -rf "$tls_dir" /etc/nginx/do-ha-stack/server-name.conf ;;
+acme)
+	# The stack's certificate if the shared volume has one for this domain (a new
+	# node, a running stack), else a stand-in until site-certificate obtains it.
+	/usr/local/lib/do-ha-stack/site-cert install
+	if ! openssl x509 -noout -checkhost "$DOMAIN" -in "$tls_dir/site.pem" 2>/dev/null | grep -q 'does match'; then
+		install -d -m 0755 "$tls_dir"
+		(umask 077 && quiet openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+			-subj "/CN=$DOMAIN" -addext "subjectAltName=DNS:$DOMAIN" \
+			-keyout "$tls_dir/site.key" -out "$tls_dir/site.pem")
+		chmod 0644 "$tls_dir/site.pem"
+		log "a self-signed stand-in for $DOMAIN until the ACME certificate is obtained"
+	fi
+	;;
+*) die "TLS must be supplied, acme or none, not '$TLS'" ;;
 esac
 
 install -d -m 0755 "$DOCUMENT_ROOT"
@@ -41,6 +66,7 @@ ln -sfn /etc/nginx/sites-available/do-ha-stack /etc/nginx/sites-enabled/do-ha-st
 rm -f /etc/nginx/sites-enabled/default
 systemctl daemon-reload
 systemctl enable do-ha-canary.service >/dev/null 2>&1
+if [ "$TLS" = acme ]; then systemctl enable --now "${acme_timers[@]}" >/dev/null 2>&1; fi
 if changed /usr/local/lib/do-ha-stack/canary.py || changed /etc/do-ha-stack/canary.env ||
 	changed /etc/systemd/system/do-ha-canary.service || ! systemctl is-active --quiet do-ha-canary.service; then
 	systemctl restart do-ha-canary.service

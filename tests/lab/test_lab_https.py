@@ -1,23 +1,32 @@
-"""HTTPS on real nodes with a supplied certificate: a running HTTP-only stack gets a
+"""HTTPS on real nodes.
+
+With a supplied certificate: a running HTTP-only stack gets a
 domain and its certificate in the config; the next `up` reaches every app node
 (web-node only, no droplet replaced); a client that trusts only the lab's CA
 verifies the site on the reserved IP and on each node (so a failover serves the
 same certificate); HTTP redirects to HTTPS; testssl.sh, from the lab's public
 side, finds no weak protocol, cipher or vulnerability. A new certificate and key
 then roll out under steady HTTPS requests with none failing, and removing the
-domain takes the stack back to HTTP with the key gone from the nodes."""
+domain takes the stack back to HTTP with the key gone from the nodes.
+
+By ACME, against a real CA (pebble, lab.acme): a domain alone obtains a
+certificate once per stack through the reserved IP, every node serves it, a
+renewal on the node holding the IP reaches the others by their sync timer."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from infra import tuning
 from infra.web import TLS_DIR
 from lab import replay
+from lab.acme import pebble
 from lab.stack import config_set, lab_nodes, lab_plan
 from lab.topology import AUDITOR_NS, RESERVED_IP, SWITCH_NS, LabNode, run_dir
 from tests.helpers.certs import CA, cert_pem
@@ -136,3 +145,63 @@ def test_a_supplied_certificate_is_served_everywhere_and_rotates_without_a_faile
     for node in apps_:
         assert Admin(node).sudo(f"test -e {TLS_DIR}", check=False).returncode != 0, node.name  # the key is gone
     assert "@200" in _get(f"http://{DOMAIN}/canary/health", ca_file).stdout  # plain HTTP again
+
+
+def _acme_steps(nodes: list[LabNode]) -> set[str]:
+    return _web_steps(nodes) | {"site-certificate"} | {f"{n.name}-site-tls" for n in nodes if n.name != "witness"}
+
+
+def _holder(nodes: list[LabNode]) -> LabNode:
+    """The app node pacemaker runs the reserved IP on."""
+    where = Admin(nodes[0]).sudo("crm_resource --resource reserved-ip --locate").stdout
+    return next(n for n in nodes if n.name != "witness" and where.strip().endswith(f"-{n.name}"))
+
+
+def test_acme_gets_a_certificate_once_serves_it_everywhere_and_a_renewal_reaches_every_node(
+        nodes: list[LabNode]) -> None:
+    apps_ = [n for n in nodes if n.name != "witness"]
+    with pebble() as ca:
+        try:
+            config_set("domain", DOMAIN)
+            config_set("acmeDirectoryUrl", ca.directory_url)
+            config_set("acmeServerCa", ca.server_ca)
+            assert _up() == _acme_steps(nodes)
+            roots = run_dir() / "pebble-roots.pem"
+            roots.write_text(ca.issuing_roots())  # a client that trusts only pebble's root
+
+            served = _get(f"https://{DOMAIN}/canary/health", roots)
+            assert served.stdout.endswith("@200 0"), served.stdout + served.stderr
+            first = _serial(RESERVED_IP)
+            for node in apps_:  # the same certificate wherever the reserved IP goes
+                assert _get(f"https://{DOMAIN}/no-such-page", roots, node.public_ip).stdout.endswith("@404 0")
+                assert _serial(node.public_ip) == first, node.name
+                assert Admin(node).sudo(f"stat -c '%a %U' {TLS_DIR}/site.key").stdout.strip() == "600 root"
+                assert Admin(node).sudo("systemctl is-active do-ha-site-cert-sync.timer "
+                                        "do-ha-site-cert-renew.timer").stdout.split() == ["active", "active"]
+            assert _up() == set()  # obtained once: the next up has nothing to do
+
+            # A renewal (forced: pebble's certificates are far from due) on the node
+            # that renews, with HTTPS requests running through the reserved IP.
+            holder = _holder(nodes)
+            others = [n for n in apps_ if n != holder]
+            assert Admin(others[0]).sudo("/usr/local/lib/do-ha-stack/site-cert renew --force-renewal"
+                                         ).returncode == 0  # a node without the IP does nothing
+            assert _serial(RESERVED_IP) == first
+            requests = _requests_during(20, roots)
+            Admin(holder).sudo("/usr/local/lib/do-ha-stack/site-cert renew --force-renewal", timeout=120)
+            renewed = _serial(RESERVED_IP)
+            assert renewed and renewed != first
+            counts = requests.communicate(timeout=60)[0].split()
+            assert counts[2:] == ["bad", "0"] and int(counts[1]) > 20, counts
+            # The others pick it up from the shared volume by their sync timer.
+            deadline = time.monotonic() + tuning.SITE_CERT_SYNC_S + 30
+            while any(_serial(n.public_ip) != renewed for n in others):
+                assert time.monotonic() < deadline, [(n.name, _serial(n.public_ip)) for n in others]
+                time.sleep(2)
+        finally:
+            for setting in ("domain", "acmeDirectoryUrl", "acmeServerCa"):
+                config_set(setting, None)
+            _up()
+    for node in apps_:
+        assert Admin(node).sudo("systemctl is-enabled do-ha-site-cert-sync.timer", check=False).returncode != 0
+        assert Admin(node).sudo(f"test -e {TLS_DIR}", check=False).returncode != 0, node.name

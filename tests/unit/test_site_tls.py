@@ -47,7 +47,18 @@ def test_a_matching_certificate_turns_https_on(ca: CA) -> None:
 
 def test_without_domain_and_certificate_the_site_stays_http() -> None:
     cfg = _parse()
-    assert (cfg.domain, cfg.https) == ("", False)
+    assert (cfg.domain, cfg.tls, cfg.https) == ("", "none", False)
+
+
+def test_a_domain_alone_gets_its_certificate_by_acme(ca: CA) -> None:
+    cfg = _parse(domain=DOMAIN)
+    assert (cfg.tls, cfg.https) == ("acme", True)
+    assert cfg.acme_email == plain_config("staging")["alertEmail"]  # the account's address by default
+    assert cfg.acme_directory_url == "https://acme-v02.api.letsencrypt.org/directory"
+    own = _parse(domain=DOMAIN, acmeEmail="certs@example.com", acmeServerCa=cert_pem(ca.cert),
+                 acmeDirectoryUrl="https://ca.internal:14000/dir", dnsZone="example.com")
+    assert (own.acme_email, own.acme_server_ca, own.dns_zone) == ("certs@example.com", cert_pem(ca.cert),
+                                                                  "example.com")
 
 
 def _other_key() -> str:
@@ -77,7 +88,17 @@ def _small_rsa(ca: CA) -> tuple[str, str]:
 
 
 BAD: list[tuple[str, Callable[[CA], dict[str, str]], str, str]] = [
-    ("domain without certificate", lambda ca: {"domain": DOMAIN}, "domain", "no certificate is supplied"),
+    ("ACME over plain HTTP", lambda ca: {"domain": DOMAIN, "acmeDirectoryUrl": "http://ca.example/dir"},
+     "acmeDirectoryUrl", "is not an https URL"),
+    ("ACME account address", lambda ca: {"domain": DOMAIN, "acmeEmail": "ops"}, "acmeEmail", "not an e-mail"),
+    ("ACME server CA not PEM", lambda ca: {"domain": DOMAIN, "acmeServerCa": "ca.pem"}, "acmeServerCa",
+     "is not PEM certificates"),
+    ("ACME server CA not a CA", lambda ca: {"domain": DOMAIN, "acmeServerCa": ca.site([DOMAIN])[0]},
+     "acmeServerCa", "not a CA"),
+    ("zone without the domain", lambda ca: {"domain": DOMAIN, "dnsZone": "example.org"}, "dnsZone",
+     "does not hold the domain www.example.com"),
+    ("zone that only ends alike", lambda ca: {"domain": DOMAIN, "dnsZone": "ample.com"}, "dnsZone",
+     "does not hold"),
     ("certificate without domain", lambda ca: _supplied(*ca.site([DOMAIN]), domain=""), "domain", "is empty"),
     ("certificate without key", lambda ca: {"domain": DOMAIN, "tlsCertificate": ca.site([DOMAIN])[0]},
      "tlsPrivateKey", "is not set"),
@@ -147,7 +168,7 @@ def test_every_app_node_gets_the_certificate_and_the_key_root_only(https_run: tu
         site = files["/etc/nginx/sites-available/do-ha-stack"][1]
         assert "listen 443 ssl default_server;" in site and "return 301 https://$server_name$request_uri;" in site
         assert shown[f"{node}-web-node"]["stdin"] == "[secret]" and shown[f"{node}-web-node"]["logging"] == "none"
-        assert "HTTPS=on" in shown[f"{node}-web-node"]["create"]
+        assert "TLS=supplied" in shown[f"{node}-web-node"]["create"]
     everything_shown = repr(list(commands(run))) + repr([d.inputs for d in run.of_type(
         "digitalocean:index/droplet:Droplet")])
     for line in key.splitlines()[1:-1]:
@@ -159,4 +180,55 @@ def test_an_http_only_stack_gets_no_tls_files_and_removes_old_ones(staging: Run)
         files = _files(staging, f"{node}-web-node")
         assert not [p for p in files if p.startswith(TLS_DIR) or p.endswith("server-name.conf")]
         assert "listen 443" not in files["/etc/nginx/sites-available/do-ha-stack"][1]
-        assert "HTTPS=off" in {c["name"]: c for c in commands(staging)}[f"{node}-web-node"]["create"]
+        assert "TLS=none" in {c["name"]: c for c in commands(staging)}[f"{node}-web-node"]["create"]
+
+
+@pytest.fixture(scope="module")
+def acme_run(ca: CA) -> Run:
+    raw = {f"do-ha-stack:{k}": v for k, v in plain_config("staging").items()}
+    return run_program("staging", raw | {"do-ha-stack:domain": DOMAIN, "do-ha-stack:dnsZone": "example.com",
+                                         "do-ha-stack:acmeServerCa": cert_pem(ca.cert)})
+
+
+def test_acme_obtains_once_after_the_reserved_ip_then_every_app_node_installs(acme_run: Run) -> None:
+    shown = {c["name"]: c for c in commands(acme_run)}
+    obtain = acme_run.by_name("site-certificate")
+    resources = acme_run.by_name("cluster-resources")
+    assert resources.urn in obtain.dependencies  # the CA's check needs the reserved IP on the web tier
+    assert "ACTION=obtain" in shown["site-certificate"]["create"]
+    assert obtain.raw_inputs["connection"]["host"] == acme_run.by_name("app1-web-node").raw_inputs["connection"]["host"]
+    for node in ("app1", "app2"):
+        install = acme_run.by_name(f"{node}-site-tls")
+        assert obtain.urn in install.dependencies and "ACTION=install" in shown[f"{node}-site-tls"]["create"]
+        files = _files(acme_run, f"{node}-web-node")
+        env = files["/etc/do-ha-stack/site-cert.env"][1]
+        assert f"DOMAIN={DOMAIN}\n" in env and "ACME_EMAIL=ops@" in env.replace(
+            plain_config("staging")["alertEmail"], "ops@")
+        assert "ACME_SERVER_CA=/etc/do-ha-stack/acme-server-ca.pem" in env
+        assert files["/usr/local/lib/do-ha-stack/site-cert"][0] == "0755"
+        assert "OnUnitActiveSec=60" in files["/etc/systemd/system/do-ha-site-cert-sync.timer"][1]
+        assert not [p for p in files if p.startswith(TLS_DIR)]  # nothing secret in the program's hands
+        assert "TLS=acme" in shown[f"{node}-web-node"]["create"]
+    assert not [r for r in acme_run.registrations if r.name.endswith("-site-tls") and "witness" in r.name]
+
+
+def test_no_acme_steps_without_acme(staging: Run, https_run: tuple[Run, str, str]) -> None:
+    for run in (staging, https_run[0]):
+        assert not [r for r in run.registrations if r.name == "site-certificate" or r.name.endswith("-site-tls")]
+
+
+def test_an_https_site_is_watched_from_outside_and_its_name_points_at_the_reserved_ip(acme_run: Run,
+                                                                                      staging: Run) -> None:
+    check = acme_run.by_name("site-uptime")
+    assert check.inputs["type"] == "https" and check.inputs["target"] == f"https://{DOMAIN}/canary/health"
+    alerts = {r.inputs["type"]: r.inputs for r in acme_run.of_type("digitalocean:index/uptimeAlert:UptimeAlert")}
+    assert set(alerts) == {"down", "latency", "ssl_expiry"}
+    assert alerts["ssl_expiry"]["comparison"] == "less_than" and alerts["ssl_expiry"]["threshold"] == 21
+    assert all(a["notifications"][0]["emails"] == [plain_config("staging")["alertEmail"]] for a in alerts.values())
+    record = acme_run.by_name("site-record")
+    assert (record.inputs["domain"], record.inputs["name"], record.inputs["type"]) == ("example.com", "www", "A")
+    assert record.raw_inputs["value"] == acme_run.outputs["reservedIp"]
+    assert acme_run.outputs["siteUrl"] == f"https://{DOMAIN}/"
+    assert not staging.of_type("digitalocean:index/uptimeCheck:UptimeCheck")
+    assert not staging.of_type("digitalocean:index/dnsRecord:DnsRecord")
+    assert staging.outputs["siteUrl"].startswith("http://")

@@ -52,7 +52,9 @@ def passed_args(create: str) -> tuple[str, dict[str, str]]:
 def runs(prod: Run, staging: Run) -> list[Run]:
     # Without a witness too: the arbiter and witness arguments change shape.
     bare = run_program("bare", plain_config("staging") | {"witness": False, "appNodeCount": 3})
-    return [prod, staging, bare]
+    # With a domain and no certificate: the ACME steps.
+    acme = run_program("acme", plain_config("staging") | {"domain": "www.example.com"})
+    return [prod, staging, bare, acme]
 
 
 @pytest.mark.parametrize("step", steps())

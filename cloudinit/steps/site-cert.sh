@@ -1,0 +1,29 @@
+#!/bin/bash
+# The site's ACME certificate (TLS=acme): once the reserved IP reaches the web
+# tier, the control node obtains it (ACTION=obtain, through the shared webroot
+# every app node serves), then every app node installs it (ACTION=install).
+# Renewals are site-cert's timers' job (web-node installs them).
+# Arguments:
+#   ACTION   obtain or install
+#   DOMAIN   the site's name: web-node must have written site-cert's settings for it
+#   SERVER, EMAIL  the ACME directory and the account's address (in the settings
+#            too; here so that a change of either obtains again)
+set -euo pipefail
+step_args ACTION DOMAIN SERVER EMAIL -- "$@"
+read_bundle
+
+settings=/etc/do-ha-stack/site-cert.env
+grep -qxF "DOMAIN=$DOMAIN" "$settings" 2>/dev/null || die "$settings is not for $DOMAIN (web-node runs first)"
+case "$ACTION" in
+obtain | install) ;;
+*) die "ACTION must be obtain or install, not '$ACTION'" ;;
+esac
+if ! out=$(/usr/local/lib/do-ha-stack/site-cert "$ACTION" 2>&1); then
+	die "site-cert $ACTION failed: $out"
+fi
+[ -z "$out" ] || log "$out"
+if [ "$ACTION" = install ]; then
+	openssl x509 -noout -checkhost "$DOMAIN" -in /etc/nginx/do-ha-stack/tls/site.pem | grep -q 'does match' ||
+		die "no certificate for $DOMAIN to install (site-cert obtain has not run)"
+	log "serving $(openssl x509 -noout -issuer -enddate -in /etc/nginx/do-ha-stack/tls/site.pem | tr '\n' ' ')"
+fi
