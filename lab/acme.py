@@ -45,6 +45,13 @@ class Pebble:
         return _fetch(f"https://{GATEWAY}:{MANAGEMENT_PORT}/roots/0", self.server_ca_file)
 
 
+    def revoked(self, serial_hex: str) -> bool:
+        """Whether pebble has revoked the certificate with this serial."""
+        status = _fetch(f"https://{GATEWAY}:{MANAGEMENT_PORT}/cert-status-by-serial/{int(serial_hex, 16):x}",
+                        self.server_ca_file)
+        return json.loads(status).get("Status") == "Revoked"
+
+
 def _fetch(url: str, ca_file: Path) -> str:
     # From the switch namespace, where pebble listens.
     out = subprocess.run(["ip", "netns", "exec", SWITCH_NS, "curl", "-sSf", "-m", "5", "--cacert", str(ca_file),

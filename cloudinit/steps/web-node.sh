@@ -15,13 +15,14 @@
 # its settings and timers).
 set -euo pipefail
 step_args DOCUMENT_ROOT TLS DOMAIN -- "$@"
-read_bundle
-
 tls_dir=/etc/nginx/do-ha-stack/tls
 acme_timers=(do-ha-site-cert-renew.timer do-ha-site-cert-sync.timer)
+# Without ACME, renewals stop, and before the bundle lands: a sync must not
+# overwrite a supplied certificate with the stack's last ACME one.
+[ "$TLS" = acme ] || systemctl disable --now "${acme_timers[@]}" >/dev/null 2>&1 || true
+read_bundle
+
 if [ "$TLS" != acme ]; then
-	# Renewals stop, and the timers must not overwrite a supplied certificate.
-	systemctl disable --now "${acme_timers[@]}" >/dev/null 2>&1 || true
 	rm -f /etc/systemd/system/do-ha-site-cert-* /usr/local/lib/do-ha-stack/site-cert \
 		/etc/do-ha-stack/site-cert.env /etc/do-ha-stack/acme-server-ca.pem
 fi

@@ -198,6 +198,12 @@ def test_acme_gets_a_certificate_once_serves_it_everywhere_and_a_renewal_reaches
             while any(_serial(n.public_ip) != renewed for n in others):
                 assert time.monotonic() < deadline, [(n.name, _serial(n.public_ip)) for n in others]
                 time.sleep(2)
+
+            # Re-keying: a new key and certificate at once, the old one revoked.
+            rekeyed = Admin(holder).sudo("/usr/local/lib/do-ha-stack/site-cert rekey", timeout=120)
+            assert rekeyed.returncode == 0, rekeyed.stderr
+            assert _serial(RESERVED_IP) not in ("", renewed)
+            assert ca.revoked(renewed) and not ca.revoked(_serial(RESERVED_IP))
         finally:
             for setting in ("domain", "acmeDirectoryUrl", "acmeServerCa"):
                 config_set(setting, None)
