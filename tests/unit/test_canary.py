@@ -5,7 +5,6 @@ fake database). The lab proves a stranger is refused on a real node
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import json
 import threading
@@ -21,20 +20,13 @@ import pytest
 from infra.config import ConfigError, parse
 from infra.paths import CLOUDINIT_DIR
 from infra.web import canary_sources
-from tests.helpers.stacks import plain_config
+from tests.helpers.stacks import bundle_files, plain_config
 from tooling.mocks import MOCK_SECRETS, SECRET_MARKER, Run
 from tooling.render import commands
 
 
 def _files(run: Run, name: str) -> dict[str, tuple[str, str, str]]:
-    real = {c["name"]: c for c in commands(run, reveal=True)}[name]
-    files = {}
-    for line in real["stdin"].splitlines():
-        kind, *rest = line.split()
-        if kind == "file":
-            mode, owner, path, content = rest
-            files[path] = (mode, owner, base64.b64decode(content).decode())
-    return files
+    return bundle_files({c["name"]: c for c in commands(run, reveal=True)}[name]["stdin"])
 
 
 def test_every_app_node_gets_the_trusted_ranges_and_the_token_root_only(staging: Run) -> None:

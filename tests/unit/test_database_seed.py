@@ -3,7 +3,6 @@ primary among all app members at run time, and a donor bound to its private addr
 
 from __future__ import annotations
 
-import base64
 import subprocess
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from infra.database import SEED_PORT, donor_unit
 from infra.paths import CLOUDINIT_DIR
 from infra.ports import CLUSTER_TCP_PORT_RANGES
-from tests.helpers.stacks import plain_config
+from tests.helpers.stacks import bundle_files, plain_config
 from tests.unit.test_step_args import passed_args
 from tooling.mocks import Run, run_program
 from tooling.render import commands
@@ -58,12 +57,7 @@ def test_each_donor_listens_on_its_own_private_address_with_mutual_tls(staging: 
         cmd = plan[f"{node}-db-node"]
         _, args = passed_args(cmd["create"])
         assert args["SEED_PORT"] == str(SEED_PORT) and args["VPC_RANGE"] == "10.120.0.0/20"
-        files = {}
-        for line in cmd["stdin"].splitlines():
-            kind, *rest = line.split()
-            if kind == "file":
-                mode, _owner, path, content = rest
-                files[path] = (mode, base64.b64decode(content).decode())
+        files = {path: (mode, content) for path, (mode, _, content) in bundle_files(cmd["stdin"]).items()}
         mode, unit = files["/etc/systemd/system/do-ha-db-donor.service"]
         assert unit == donor_unit(ip)
         assert f"OPENSSL-LISTEN:{SEED_PORT},bind={ip}," in unit

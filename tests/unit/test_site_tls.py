@@ -5,7 +5,6 @@ testssl.sh (tests/lab/test_lab_https.py)."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from infra.config import ConfigError, parse
 from infra.web import TLS_DIR
 from tests.helpers.certs import CA, cert_pem, key_pem
-from tests.helpers.stacks import plain_config
+from tests.helpers.stacks import bundle_files, plain_config
 from tooling.mocks import Run, run_program
 from tooling.render import commands
 
@@ -147,14 +146,9 @@ def https_run(ca: CA) -> tuple[Run, str, str]:
 
 
 def _files(run: Run, name: str) -> dict[str, tuple[str, str]]:
-    real = {c["name"]: c for c in commands(run, reveal=True)}[name]
-    files = {}
-    for line in real["stdin"].splitlines():
-        kind, *rest = line.split()
-        if kind == "file":
-            mode, _, path, content = rest
-            files[path] = (mode, base64.b64decode(content).decode())
-    return files
+    """path -> (mode, content) of what the step's bundle writes."""
+    files = bundle_files({c["name"]: c for c in commands(run, reveal=True)}[name]["stdin"])
+    return {path: (mode, content) for path, (mode, _, content) in files.items()}
 
 
 def test_every_app_node_gets_the_certificate_and_the_key_root_only(https_run: tuple[Run, str, str]) -> None:
