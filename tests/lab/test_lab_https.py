@@ -11,7 +11,9 @@ domain takes the stack back to HTTP with the key gone from the nodes.
 
 By ACME, against a real CA (pebble, lab.acme): a domain alone obtains a
 certificate once per stack through the reserved IP, every node serves it, a
-renewal on the node holding the IP reaches the others by their sync timer."""
+renewal on the node holding the IP reaches the others by their sync timer, the
+active role moves and the other node serves the renewed certificate, and a
+re-key replaces the certificate and revokes the old one."""
 
 from __future__ import annotations
 
@@ -27,10 +29,13 @@ from infra import tuning
 from infra.web import TLS_DIR
 from lab import replay
 from lab.acme import pebble
-from lab.stack import config_set, lab_nodes, lab_plan
+from lab.stack import config_set, lab_config, lab_nodes, lab_plan
 from lab.topology import AUDITOR_NS, RESERVED_IP, SWITCH_NS, LabNode, run_dir
 from tests.helpers.certs import CA, cert_pem
+from tests.helpers.day2 import host, lab_health, lab_run_on
 from tests.helpers.lab_support import Admin, in_lab
+from tooling.node_ops import Operations
+from tooling.switchover import switch
 
 pytestmark = pytest.mark.lab
 
@@ -157,6 +162,7 @@ def _holder(nodes: list[LabNode]) -> LabNode:
     return next(n for n in nodes if n.name != "witness" and where.strip().endswith(f"-{n.name}"))
 
 
+@pytest.mark.disruptive(order=1)  # it moves the active role
 def test_acme_gets_a_certificate_once_serves_it_everywhere_and_a_renewal_reaches_every_node(
         nodes: list[LabNode]) -> None:
     apps_ = [n for n in nodes if n.name != "witness"]
@@ -198,6 +204,16 @@ def test_acme_gets_a_certificate_once_serves_it_everywhere_and_a_renewal_reaches
             while any(_serial(n.public_ip) != renewed for n in others):
                 assert time.monotonic() < deadline, [(n.name, _serial(n.public_ip)) for n in others]
                 time.sleep(2)
+
+            # The active role moves (a planned switchover): the other node serves the
+            # renewed certificate through the reserved IP.
+            ops = Operations(lab_health, lab_run_on, say=print,
+                             pulumi=lambda argv: pytest.fail(f"no pulumi in a switchover: {argv}"))
+            switch(lab_config().stack, {n.name: host(n) for n in apps_}, ops)
+            holder = _holder(lab_nodes())
+            assert holder in others
+            after = _get(f"https://{DOMAIN}/canary/health", roots)
+            assert after.stdout.endswith("@200 0") and _serial(RESERVED_IP) == renewed, after.stdout
 
             # Re-keying: a new key and certificate at once, the old one revoked.
             rekeyed = Admin(holder).sudo("/usr/local/lib/do-ha-stack/site-cert rekey", timeout=120)
