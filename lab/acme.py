@@ -45,9 +45,9 @@ class Pebble:
         return _fetch(f"https://{GATEWAY}:{MANAGEMENT_PORT}/roots/0", self.server_ca_file)
 
 
-    def revoked(self, serial_hex: str) -> bool:
+    def revoked(self, serial: int) -> bool:
         """Whether pebble has revoked the certificate with this serial."""
-        status = _fetch(f"https://{GATEWAY}:{MANAGEMENT_PORT}/cert-status-by-serial/{int(serial_hex, 16):x}",
+        status = _fetch(f"https://{GATEWAY}:{MANAGEMENT_PORT}/cert-status-by-serial/{serial:x}",
                         self.server_ca_file)
         return json.loads(status).get("Status") == "Revoked"
 
