@@ -85,6 +85,19 @@ def run_one(cmd: dict[str, Any]) -> subprocess.CompletedProcess[str]:
 Around = dict[str, Callable[[], AbstractContextManager[None]]]
 
 
+def _upstream(name: str, plan: list[dict[str, Any]]) -> set[str]:
+    """Every command of `plan` that `name` depends on, directly or transitively."""
+    deps = {c["name"]: set(c.get("dependsOn") or []) for c in plan}
+    found: set[str] = set()
+    frontier = list(deps.get(name, ()))
+    while frontier:
+        dep = frontier.pop()
+        if dep not in found:
+            found.add(dep)
+            frontier.extend(deps.get(dep, ()))
+    return found
+
+
 def replay_all(plan: list[dict[str, Any]], around: Around | None = None,
                record: dict[str, dict[str, Any]] | None = None) -> int:
     """Run what changed of `plan` (the program's commands, as tooling.render.commands
@@ -95,8 +108,10 @@ def replay_all(plan: list[dict[str, Any]], around: Around | None = None,
     state_path = run_dir() / "replay.json"
     state: dict[str, str] = json.loads(state_path.read_text()) if state_path.exists() else {}
     todo = {c["name"]: c for c in plan if state.get(c["name"]) != fingerprint(c)}
-    # A dependency that is unchanged (or not a command of the plan) is already in place.
-    waiting = {name: set(c.get("dependsOn") or []) & set(todo) for name, c in todo.items()}
+    # The engine runs a resource's step after its dependencies' steps, and an
+    # unchanged resource's (empty) step after its own dependencies': so a command
+    # waits for every changed command it depends on, directly or through unchanged ones.
+    waiting = {name: _upstream(name, plan) & set(todo) for name in todo}
     t0 = time.monotonic()
     failures: list[str] = []
     ran = 0

@@ -89,6 +89,28 @@ def test_an_unchanged_dependency_does_not_hold_a_changed_command(lab_dir: Path,
     assert replay.replay_all(plan) == 1 and ran[-1] == "run b2"
 
 
+def test_a_command_waits_for_a_changed_one_through_an_unchanged_one(lab_dir: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # web -> resources (unchanged) -> cert: the engine runs cert after web's update,
+    # as resources' empty step waits for web (the lab found cert racing web).
+    events: list[str] = []
+
+    def fake_ssh(cmd: dict, text: str, key_file: Path) -> subprocess.CompletedProcess[str]:
+        events.append(f"start {text}")
+        time.sleep(0.2)
+        events.append(f"end {text}")
+        return subprocess.CompletedProcess([], 0, "", "")
+
+    monkeypatch.setattr(replay, "ssh", fake_ssh)
+    plan = [_cmd("web"), _cmd("resources", "web"), _cmd("cert", "resources")]
+    assert replay.replay_all(plan) == 3
+    plan[0] = plan[0] | {"create": "run web2"}
+    plan[2] = plan[2] | {"create": "run cert2"}
+    events.clear()
+    assert replay.replay_all(plan) == 2
+    assert events == ["start run web2", "end run web2", "start run cert2", "end run cert2"]
+
+
 def test_the_replay_dials_like_pulumi_command(monkeypatch: pytest.MonkeyPatch) -> None:
     # pulumi's retry.Until defaults: 100 ms, x1.5, at most 5 s; dial_error_limit failures are allowed.
     slept: list[float] = []
