@@ -16,6 +16,7 @@ from infra.config import ConfigError, parse
 from infra.web import TLS_DIR
 from tests.helpers.certs import CA, cert_pem, key_pem
 from tests.helpers.stacks import bundle_files, plain_config
+from tooling import resource_types as types
 from tooling.mocks import Run, run_program
 from tooling.render import commands
 
@@ -164,7 +165,7 @@ def test_every_app_node_gets_the_certificate_and_the_key_root_only(https_run: tu
         assert shown[f"{node}-web-node"]["stdin"] == "[secret]" and shown[f"{node}-web-node"]["logging"] == "none"
         assert "TLS=supplied" in shown[f"{node}-web-node"]["create"]
     everything_shown = repr(list(commands(run))) + repr([d.inputs for d in run.of_type(
-        "digitalocean:index/droplet:Droplet")])
+        types.DROPLET)])
     for line in key.splitlines()[1:-1]:
         assert line not in everything_shown  # not in user-data, command text or any diff
 
@@ -215,7 +216,7 @@ def test_an_https_site_is_watched_from_outside_and_its_name_points_at_the_reserv
                                                                                       staging: Run) -> None:
     check = acme_run.by_name("site-uptime")
     assert check.inputs["type"] == "https" and check.inputs["target"] == f"https://{DOMAIN}/canary/health"
-    alerts = {r.inputs["type"]: r.inputs for r in acme_run.of_type("digitalocean:index/uptimeAlert:UptimeAlert")}
+    alerts = {r.inputs["type"]: r.inputs for r in acme_run.of_type(types.UPTIME_ALERT)}
     assert set(alerts) == {"down", "latency", "ssl_expiry"}
     assert alerts["ssl_expiry"]["comparison"] == "less_than" and alerts["ssl_expiry"]["threshold"] == 21
     assert all(a["notifications"][0]["emails"] == [plain_config("staging")["alertEmail"]] for a in alerts.values())
@@ -223,6 +224,18 @@ def test_an_https_site_is_watched_from_outside_and_its_name_points_at_the_reserv
     assert (record.inputs["domain"], record.inputs["name"], record.inputs["type"]) == ("example.com", "www", "A")
     assert record.raw_inputs["value"] == acme_run.outputs["reservedIp"]
     assert acme_run.outputs["siteUrl"] == f"https://{DOMAIN}/"
-    assert not staging.of_type("digitalocean:index/uptimeCheck:UptimeCheck")
-    assert not staging.of_type("digitalocean:index/dnsRecord:DnsRecord")
+    assert not staging.of_type(types.UPTIME_CHECK)
+    assert not staging.of_type(types.DNS_RECORD)
     assert staging.outputs["siteUrl"].startswith("http://")
+
+
+def test_a_prod_stack_with_https_passes_the_policy_pack(ca: CA) -> None:
+    # Every new resource (DNS record, uptime check and alerts, the ACME steps) is
+    # protected on prod like the rest, or replaced by design.
+    from tests.unit.test_policy import resource_violations
+
+    raw = {f"do-ha-stack:{k}": v for k, v in plain_config("prod").items()}
+    run = run_program("prod", raw | {"do-ha-stack:domain": DOMAIN, "do-ha-stack:dnsZone": "example.com"})
+    assert run.of_type(types.UPTIME_CHECK) and run.of_type(types.DNS_RECORD)
+    assert resource_violations(run) == []
+    assert all(r.protect for r in run.of_type(types.UPTIME_ALERT) + run.of_type(types.DNS_RECORD))
