@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STACK  ?= staging
 OUT    ?= build/$(STACK)
 
-.PHONY: setup lint test test-unit render bench bench-seed lab lab-down host-packages preview up destroy state-bucket state-upgrade status replace scale switchover
+.PHONY: setup lint test test-unit render bench bench-seed lab lab-down host-packages preview up destroy state-bucket state-upgrade status replace scale switchover rekey-site
 
 # requirements-dev.txt: the program's requirements.txt and policy/requirements.txt,
 # plus what the tests, the lab, the tooling and the linter need.
@@ -87,6 +87,12 @@ replace: setup
 switchover: setup
 	$(if $(GIVEN_STACK),,$(error STACK is required: make switchover STACK=staging [TO=app2]))
 	$(PY) -m tooling.switchover --stack '$(GIVEN_STACK)' $(if $(TO),--to '$(TO)') $(ARGS)
+
+# A new key and certificate for the site now, the old one revoked (README, "HTTPS"):
+# make rekey-site STACK=prod
+rekey-site: setup
+	$(if $(GIVEN_STACK),,$(error STACK is required: make rekey-site STACK=staging))
+	$(PY) -m tooling.site_rekey --stack '$(GIVEN_STACK)' $(ARGS)
 
 # Change the number of app nodes (README, "Scaling app nodes"): make scale STACK=staging APP_NODES=3
 scale: setup

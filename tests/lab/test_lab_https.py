@@ -13,7 +13,7 @@ By ACME, against a real CA (pebble, lab.acme): a domain alone obtains a
 certificate once per stack through the reserved IP, every node serves it, a
 renewal on the node holding the IP reaches the others by their sync timer, the
 active role moves and the other node serves the renewed certificate, and a
-re-key replaces the certificate and revokes the old one."""
+re-key (make rekey-site) replaces the certificate and revokes the old one."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from tests.helpers.certs import CA, cert_pem
 from tests.helpers.day2 import host, lab_health, lab_run_on
 from tests.helpers.lab_support import Admin, in_lab
 from tooling.node_ops import Operations
+from tooling.site_rekey import rekey
 from tooling.switchover import switch
 
 pytestmark = pytest.mark.lab
@@ -232,9 +233,9 @@ def test_acme_gets_a_certificate_once_serves_it_everywhere_and_a_renewal_reaches
             after = _get(f"https://{DOMAIN}/canary/health", roots)
             assert after.stdout.endswith("code=200 verify=0") and _serial(RESERVED_IP) == renewed, after.stdout
 
-            # Re-keying: a new key and certificate at once, the old one revoked.
-            rekeyed = Admin(holder).sudo("/usr/local/lib/do-ha-stack/site-cert rekey", timeout=120)
-            assert rekeyed.returncode == 0, rekeyed.stderr
+            # Re-keying (make rekey-site): a new key and certificate at once, the old one
+            # revoked, on the node holding the reserved IP.
+            assert rekey(lab_config(), ops).healthy
             _eventually("the re-keyed certificate on the reserved IP",
                         lambda: _serial(RESERVED_IP) not in (0, renewed))
             assert ca.revoked(renewed) and not ca.revoked(_serial(RESERVED_IP))

@@ -315,3 +315,10 @@ def test_switchover_without_stack_is_refused(make: Make) -> None:
     assert run.returncode != 0
     assert "STACK is required: make switchover STACK=staging [TO=app2]" in run.stderr
     assert make.calls == []
+
+
+def test_rekey_site_without_stack_is_refused(make: Make) -> None:
+    run = make("rekey-site")
+    assert run.returncode != 0
+    assert "STACK is required: make rekey-site STACK=staging" in run.stderr
+    assert make.calls == []
