@@ -9,8 +9,11 @@ quotes the secret values themselves.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -28,22 +31,41 @@ class CertificateError(ValueError):
         self.setting, self.problem, self.allowed = setting, problem, allowed
 
 
-def _chain(pem: str) -> list[x509.Certificate]:
-    allowed = "a PEM certificate chain, the site's certificate first (a full chain file, such as fullchain.pem)"
+def _certificates(setting: str, pem: str, problem: str, allowed: str) -> list[x509.Certificate]:
+    """The certificates of a PEM text that holds nothing else: a private key pasted
+    along (a combined file) would be written where every user can read it."""
+    others = sorted({kind for kind in re.findall(r"-----BEGIN ([A-Z0-9 ]+)-----", pem) if kind != "CERTIFICATE"})
+    if others:
+        raise CertificateError(setting, f"holds a {others[0]} block besides certificates", allowed)
     try:
-        chain = x509.load_pem_x509_certificates(pem.encode())
+        return x509.load_pem_x509_certificates(pem.encode())
     except ValueError:
-        raise CertificateError(CERT_SETTING, "is not a PEM certificate chain", allowed) from None
-    return chain
+        raise CertificateError(setting, problem, allowed) from None
+
+
+def _chain(pem: str) -> list[x509.Certificate]:
+    allowed = ("a PEM certificate chain and nothing else, the site's certificate first (a full chain file, "
+               "such as fullchain.pem; the key goes in tlsPrivateKey)")
+    return _certificates(CERT_SETTING, pem, "is not a PEM certificate chain", allowed)
+
+
+def _issued_in_order(chain: list[x509.Certificate]) -> None:
+    """Each certificate signed by the next: a client that does not fetch missing
+    intermediates gets the path it needs from the server."""
+    for i, (cert, issuer) in enumerate(zip(chain, chain[1:], strict=False)):
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature):
+            raise CertificateError(CERT_SETTING, f"lists certificate {i + 2} ({issuer.subject.rfc4514_string()}), "
+                                   f"which did not issue certificate {i + 1}",
+                                   "the chain in order: the site's certificate, then each issuer up to "
+                                   "(not necessarily including) the root") from None
 
 
 def check_ca_bundle(pem: str) -> None:
     """A PEM bundle of CA certificates (what a TLS client is told to trust)."""
-    allowed = "PEM CA certificates (BEGIN CERTIFICATE blocks), or empty for the system's"
-    try:
-        chain = x509.load_pem_x509_certificates(pem.encode())
-    except ValueError:
-        raise CertificateError("acmeServerCa", "is not PEM certificates", allowed) from None
+    allowed = "PEM CA certificates (BEGIN CERTIFICATE blocks) and nothing else, or empty for the system's"
+    chain = _certificates("acmeServerCa", pem, "is not PEM certificates", allowed)
     for cert in chain:
         try:
             is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -107,6 +129,22 @@ def check_supplied(domain: str, chain_pem: str, key_pem: str, now: dt.datetime |
             "lists the certificate of tlsPrivateKey after another one" if later
             else "does not belong to tlsPrivateKey (their public keys differ)",
             "the certificate issued for tlsPrivateKey, first in the chain")
+    _issued_in_order(chain)
+    usable = "a server certificate (not a CA), for TLS servers, signed with SHA-256 or stronger"
+    try:
+        if leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            raise CertificateError(CERT_SETTING, "starts with a CA certificate, not the site's", usable)
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        if x509.ExtendedKeyUsageOID.SERVER_AUTH not in usages:
+            raise CertificateError(CERT_SETTING, "is not for TLS servers (no serverAuth usage)", usable)
+    except x509.ExtensionNotFound:
+        pass
+    if isinstance(leaf.signature_hash_algorithm, hashes.SHA1 | hashes.MD5):
+        raise CertificateError(CERT_SETTING, f"is signed with {leaf.signature_hash_algorithm.name}, which "
+                               "browsers refuse", usable)
     names = names_of(leaf)
     if not any(covers(name, domain) for name in names):
         raise CertificateError(CERT_SETTING, f"does not cover the domain {domain} (it names: "

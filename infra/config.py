@@ -325,7 +325,9 @@ def _pem(key: str, value: Any) -> None:
 
 
 def _https_url(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?", value):
+    # Path characters only: the URL lands in a settings file a root script reads.
+    if not isinstance(value, str) or not re.fullmatch(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?",
+                                                      value):
         raise ConfigError(key, f"{value!r} is not an https URL",
                           "an ACME directory URL such as https://acme-v02.api.letsencrypt.org/directory")
     return value
@@ -479,6 +481,11 @@ def parse(stack: str, raw: Mapping[str, Any]) -> StackConfig:
         secret.check(key, raw[key])
     values["tls"] = _tls(values["domain"], raw.get("tlsCertificate") or "", raw.get("tlsPrivateKey") or "")
     values["acme_email"] = values["acme_email"] or values["alert_email"]
+    missing = [p for p in (80, 443) if p not in values["public_tcp_ports"]]
+    if values["tls"] != "none" and missing:
+        raise ConfigError("publicTcpPorts", f"lacks {', '.join(map(str, missing))}, which an HTTPS site needs "
+                          "(443 serves it; 80 redirects and answers the ACME CA's checks)",
+                          "80 and 443 among the ports, or an empty domain")
     zone = values["dns_zone"]
     if zone and not (values["domain"] == zone or values["domain"].endswith(f".{zone}")):
         raise ConfigError("dnsZone", f"{zone} does not hold the domain {values['domain'] or '(empty)'}",

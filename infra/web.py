@@ -10,6 +10,7 @@ failover changes nothing a browser sees.
 
 from __future__ import annotations
 
+import shlex
 from string import Template
 
 import pulumi
@@ -37,15 +38,16 @@ def site_file(https: bool) -> str:
 
 
 def site_cert_env(cfg: StackConfig) -> str:
-    """site-cert's settings (cloudinit/app/site-cert)."""
-    return (f"DOMAIN={cfg.domain}\nACME_DIRECTORY_URL={cfg.acme_directory_url}\nACME_EMAIL={cfg.acme_email}\n"
-            f"ACME_SERVER_CA={ACME_SERVER_CA if cfg.acme_server_ca else ''}\n")
+    """site-cert's settings (cloudinit/app/site-cert sources them as root: quoted)."""
+    values = {"DOMAIN": cfg.domain, "ACME_DIRECTORY_URL": cfg.acme_directory_url, "ACME_EMAIL": cfg.acme_email,
+              "ACME_SERVER_CA": ACME_SERVER_CA if cfg.acme_server_ca else ""}
+    return "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
 
 
 def tls_files(cfg: StackConfig) -> list[NodeFile]:
     """What a node needs for the site's certificate: the supplied one itself, or
-    the ACME client's script, timers and settings (web-node makes a stand-in until
-    the first certificate is there)."""
+    the ACME client's script, timers and settings, and the plain site nginx serves
+    until the first certificate is there."""
     if cfg.tls == "none":
         return []
     files = [NodeFile(f"{NGINX_INCLUDES}/server-name.conf", f"server_name {cfg.domain};\n")]
@@ -60,6 +62,8 @@ def tls_files(cfg: StackConfig) -> list[NodeFile]:
     sync_timer = Template(read("app/templates/do-ha-site-cert-sync.timer")).substitute(
         interval=tuning.SITE_CERT_SYNC_S)
     files += [
+        # Served until this node has a certificate for the domain (site-cert switches).
+        NodeFile("/etc/nginx/sites-available/do-ha-stack-plain", site_file(https=False)),
         NodeFile(SITE_CERT, read("app/site-cert"), "0755"),
         NodeFile("/etc/do-ha-stack/site-cert.env", site_cert_env(cfg)),
         NodeFile(f"{units}/do-ha-site-cert-renew.service", read("app/do-ha-site-cert-renew.service")),

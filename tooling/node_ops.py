@@ -131,6 +131,10 @@ def stack_config(stack: str) -> StackConfig:
     raw = render.stack_config(stack)
     plain = {k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith("do-ha-stack:")}
     try:
-        return parse(stack, plain | {k: v for k, v in MOCK_SECRETS.items() if k not in plain})
+        cfg = parse(stack, plain | {k: v for k, v in MOCK_SECRETS.items() if k not in plain})
     except ConfigError as e:
         raise OperationError(f"Pulumi.{stack}.yaml: {e}") from None
+    # A supplied certificate is a secret the file holds encrypted: present, not read.
+    if cfg.domain and "tlsCertificate" in render.secret_settings(stack):
+        cfg = dataclasses.replace(cfg, tls="supplied")
+    return cfg

@@ -42,6 +42,14 @@ def stack_config(stack: str, config_file: Path | None = None) -> dict[str, Any]:
             if k.startswith(f"{PROJECT}:") and not (isinstance(v, dict) and "secure" in v)}
 
 
+def secret_settings(stack: str, config_file: Path | None = None) -> set[str]:
+    """The project settings a stack's config file holds encrypted (names without prefix)."""
+    path = config_file or REPO_ROOT / f"Pulumi.{stack}.yaml"
+    data = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    return {k.split(":", 1)[1] for k, v in (data.get("config") or {}).items()
+            if k.startswith(f"{PROJECT}:") and isinstance(v, dict) and "secure" in v}
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """`key=value` pairs; values are YAML, so lists and booleans work."""
     out = {}

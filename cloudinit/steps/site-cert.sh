@@ -23,7 +23,11 @@ if ! out=$(/usr/local/lib/do-ha-stack/site-cert "$ACTION" 2>&1); then
 fi
 [ -z "$out" ] || log "$out"
 if [ "$ACTION" = install ]; then
-	openssl x509 -noout -checkhost "$DOMAIN" -in /etc/nginx/do-ha-stack/tls/site.pem | grep -q 'does match' ||
-		die "no certificate for $DOMAIN to install (site-cert obtain has not run)"
+	# This node serves the stack's certificate: the one on the shared volume.
+	shared=/srv/shared/tls/letsencrypt/live/$DOMAIN/fullchain.pem
+	cmp -s /etc/nginx/do-ha-stack/tls/site.pem "$shared" ||
+		die "this node does not hold the stack's certificate for $DOMAIN ($shared)"
+	[ "$(readlink /etc/nginx/sites-enabled/do-ha-stack)" = /etc/nginx/sites-available/do-ha-stack ] ||
+		die "nginx's HTTPS site is not enabled"
 	log "serving $(openssl x509 -noout -issuer -enddate -in /etc/nginx/do-ha-stack/tls/site.pem | tr '\n' ' ')"
 fi

@@ -5,9 +5,9 @@
 # Arguments:
 #   DOCUMENT_ROOT  nginx's document root, on the shared volume
 #   TLS            where the site's certificate comes from: supplied (in the bundle),
-#                  acme (site-cert obtains it; until it has, a self-signed stand-in
-#                  keeps nginx's HTTPS server valid) or none (HTTP only: a
-#                  certificate and key left from an earlier HTTPS site are removed)
+#                  acme (site-cert obtains it; until this node has it, nginx serves
+#                  the plain site, which answers the CA's checks) or none (HTTP only:
+#                  a certificate and key left from an earlier HTTPS site are removed)
 #   DOMAIN         the site's name (- without HTTPS)
 # Bundle: files: the canary service and its settings, the nginx site and its
 # includes (the trusted ranges; the canary token, root-only; with HTTPS the
@@ -17,30 +17,36 @@ set -euo pipefail
 step_args DOCUMENT_ROOT TLS DOMAIN -- "$@"
 tls_dir=/etc/nginx/do-ha-stack/tls
 acme_timers=(do-ha-site-cert-renew.timer do-ha-site-cert-sync.timer)
-# Without ACME, renewals stop, and before the bundle lands: a sync must not
-# overwrite a supplied certificate with the stack's last ACME one.
-[ "$TLS" = acme ] || systemctl disable --now "${acme_timers[@]}" >/dev/null 2>&1 || true
+if [ "$TLS" != acme ]; then
+	# Renewals stop, and before the bundle lands: a sync (which holds this lock
+	# while it installs) must not overwrite a supplied certificate with the
+	# stack's last ACME one.
+	exec 8>/run/lock/do-ha-site-cert
+	flock 8
+	systemctl disable --now "${acme_timers[@]}" >/dev/null 2>&1 || true
+	systemctl stop do-ha-site-cert-sync.service do-ha-site-cert-renew.service >/dev/null 2>&1 || true
+fi
 read_bundle
 
 if [ "$TLS" != acme ]; then
 	rm -f /etc/systemd/system/do-ha-site-cert-* /usr/local/lib/do-ha-stack/site-cert \
-		/etc/do-ha-stack/site-cert.env /etc/do-ha-stack/acme-server-ca.pem
+		/etc/do-ha-stack/site-cert.env /etc/do-ha-stack/acme-server-ca.pem \
+		/etc/nginx/sites-available/do-ha-stack-plain
+	ln -sfn /etc/nginx/sites-available/do-ha-stack /etc/nginx/sites-enabled/do-ha-stack
 fi
 case "$TLS" in
 supplied) [ -s "$tls_dir/site.key" ] || die "TLS is supplied but no key came in the bundle" ;;
 none) rm -rf "$tls_dir" /etc/nginx/do-ha-stack/server-name.conf ;;
 acme)
-	# The stack's certificate if the shared volume has one for this domain (a new
-	# node, a running stack), else a stand-in until site-certificate obtains it.
-	/usr/local/lib/do-ha-stack/site-cert install
-	if ! openssl x509 -noout -checkhost "$DOMAIN" -in "$tls_dir/site.pem" 2>/dev/null | grep -q 'does match'; then
-		install -d -m 0755 "$tls_dir"
-		(umask 077 && quiet openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
-			-subj "/CN=$DOMAIN" -addext "subjectAltName=DNS:$DOMAIN" \
-			-keyout "$tls_dir/site.key" -out "$tls_dir/site.pem")
-		chmod 0644 "$tls_dir/site.pem"
-		log "a self-signed stand-in for $DOMAIN until the ACME certificate is obtained"
+	# Nodes made before certbot was in the first-boot packages get it now.
+	if ! command -v certbot >/dev/null; then
+		DEBIAN_FRONTEND=noninteractive quiet apt-get install -y -q -o DPkg::Lock::Timeout=300 \
+			--no-install-recommends certbot
 	fi
+	# The stack's certificate if the shared volume has a valid one for this domain
+	# (a new node, a running stack), and the site to match: HTTPS with it, plain
+	# until site-certificate obtains it.
+	/usr/local/lib/do-ha-stack/site-cert install
 	;;
 *) die "TLS must be supplied, acme or none, not '$TLS'" ;;
 esac
@@ -63,7 +69,6 @@ if ! id -u do-ha-canary >/dev/null 2>&1; then
 		fi
 	) 9>/run/lock/do-ha-stack-users
 fi
-ln -sfn /etc/nginx/sites-available/do-ha-stack /etc/nginx/sites-enabled/do-ha-stack
 rm -f /etc/nginx/sites-enabled/default
 systemctl daemon-reload
 systemctl enable do-ha-canary.service >/dev/null 2>&1

@@ -45,7 +45,9 @@ class CA:
         return CA(key, cert)
 
     def issue(self, names: list[str], key: PrivateKey | None = None, days: float = 90,
-              not_before: dt.datetime | None = None) -> tuple[x509.Certificate, PrivateKey]:
+              not_before: dt.datetime | None = None,
+              usage: x509.ObjectIdentifier = x509.ExtendedKeyUsageOID.SERVER_AUTH,
+              ) -> tuple[x509.Certificate, PrivateKey]:
         """A server certificate for `names` (subjectAltName), valid from `not_before`
         (default: a minute ago) for `days`."""
         key = key or ec.generate_private_key(ec.SECP256R1())
@@ -57,7 +59,7 @@ class CA:
                    .serial_number(x509.random_serial_number())
                    .not_valid_before(start).not_valid_after(start + dt.timedelta(days=days))
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                   .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
+                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
                                             critical=False)

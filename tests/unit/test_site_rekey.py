@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
+import yaml
 
 from infra.config import parse
+from infra.paths import REPO_ROOT
 from infra.web import SITE_CERT
 from tests.helpers.stacks import plain_config
 from tests.unit.test_replace_node import Recorder, report
 from tooling.health import Report
-from tooling.node_ops import OperationError
+from tooling import render
+from tooling.node_ops import OperationError, stack_config
 from tooling.site_rekey import rekey
 
 ACME = parse("prod", plain_config("prod") | {"domain": "www.example.com"})
@@ -59,3 +63,20 @@ def test_a_failed_rekey_says_what_the_node_said() -> None:
     with pytest.raises(OperationError, match="rekey on app1 failed.*rate limited"):
         rekey(ACME, ops)
 
+
+
+def test_a_stack_with_a_supplied_certificate_is_not_taken_for_acme(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its certificate is encrypted in Pulumi.<stack>.yaml: the tooling sees the key, not the value.
+    config = yaml.safe_load((REPO_ROOT / "Pulumi.staging.yaml").read_text())
+    config["config"] |= {"do-ha-stack:domain": "www.example.com",
+                         "do-ha-stack:tlsCertificate": {"secure": "v1:AAAA"},
+                         "do-ha-stack:tlsPrivateKey": {"secure": "v1:BBBB"}}
+    (tmp_path / "Pulumi.staging.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(render, "REPO_ROOT", tmp_path)
+    cfg = stack_config("staging")
+    assert cfg.tls == "supplied"
+    rec = Recorder([_held_by("app1")])
+    with pytest.raises(OperationError, match="has no ACME certificate.*certificate: supplied"):
+        rekey(cfg, rec.ops())
+    assert rec.calls == []

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from infra.config import ConfigError, parse
@@ -70,6 +71,11 @@ def _reversed(ca: CA) -> tuple[str, str]:
     return cert_pem(ca.cert) + chain.split(cert_pem(ca.cert))[0], key
 
 
+def _with_stranger(ca: CA) -> tuple[str, str]:
+    cert, key = ca.issue([DOMAIN])
+    return cert_pem(cert) + cert_pem(CA.new("another CA").cert), key_pem(key)
+
+
 def _expired(ca: CA) -> tuple[str, str]:
     return ca.site([DOMAIN], not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=100), days=90)
 
@@ -118,7 +124,22 @@ BAD: list[tuple[str, Callable[[CA], dict[str, str]], str, str]] = [
     ("not PEM", lambda ca: _supplied("fullchain.pem", ca.site([DOMAIN])[1]), "tlsCertificate", "is not PEM"),
     ("broken PEM", lambda ca: _supplied("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
                                         ca.site([DOMAIN])[1]), "tlsCertificate", "not a PEM certificate chain"),
+    ("key pasted into the chain", lambda ca: _supplied(ca.site([DOMAIN])[0] + ca.site([DOMAIN])[1],
+                                                       ca.site([DOMAIN])[1]), "tlsCertificate",
+     "holds a PRIVATE KEY block besides certificates"),
+    ("an unrelated intermediate", lambda ca: _supplied(*_with_stranger(ca)), "tlsCertificate",
+     "which did not issue certificate 1"),
+    ("a CA as the site's certificate", lambda ca: _supplied(cert_pem(ca.cert), key_pem(ca.key)), "tlsCertificate",
+     "starts with a CA certificate"),
+    ("a client certificate", lambda ca: _supplied(*ca.site([DOMAIN], usage=x509.ExtendedKeyUsageOID.CLIENT_AUTH)),
+     "tlsCertificate", "not for TLS servers"),
+    ("key in the server CA", lambda ca: {"domain": DOMAIN, "acmeServerCa": cert_pem(ca.cert) + key_pem(ca.key)},
+     "acmeServerCa", "holds a PRIVATE KEY block"),
     ("bad domain", lambda ca: {"domain": "https://www.example.com"}, "domain", "is not a domain name"),
+    ("directory URL with shell", lambda ca: {"domain": DOMAIN, "acmeDirectoryUrl": "https://ca.example/d;reboot"},
+     "acmeDirectoryUrl", "is not an https URL"),
+    ("site without 443", lambda ca: {"domain": DOMAIN, "publicTcpPorts": [80]}, "publicTcpPorts",
+     "443"),
     ("upper-case domain", lambda ca: {"domain": "WWW.example.com"}, "domain", "is not a domain name"),
     ("single label", lambda ca: {"domain": "localhost"}, "domain", "is not a domain name"),
     ("hyphen at a label's end", lambda ca: {"domain": "www-.example.com"}, "domain", "is not a domain name"),
