@@ -13,13 +13,16 @@ By ACME, against a real CA (pebble, lab.acme): a domain alone obtains a
 certificate once per stack through the reserved IP, every node serves it, a
 renewal on the node holding the IP reaches the others by their sync timer, the
 active role moves and the other node serves the renewed certificate, and a
-re-key (make rekey-site) replaces the certificate and revokes the old one."""
+re-key (make rekey-site) replaces the certificate and revokes the old one, and a
+failover while the holder renews leaves the survivor serving a valid certificate,
+renewing itself, and the fenced node catching up once powered on."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +38,9 @@ from lab.stack import config_set, lab_config, lab_nodes, lab_plan
 from lab.topology import RESERVED_IP, SWITCH_NS, LabNode, run_dir
 from tests.helpers.certs import CA, cert_pem
 from tests.helpers.day2 import host, lab_health, lab_run_on
-from tests.helpers.lab_support import Admin, in_lab
+from lab.containers import kill_node
+from tests.helpers.lab_support import Admin, api, in_lab
+from tests.lab.test_lab_cluster import _settled, _wait
 from tooling.node_ops import Operations
 from tooling.site_rekey import rekey
 from tooling.switchover import switch
@@ -173,6 +178,13 @@ def _acme_steps(nodes: list[LabNode]) -> set[str]:
     return _web_steps(nodes) | {"site-certificate"} | {f"{n.name}-site-tls" for n in nodes if n.name != "witness"}
 
 
+def _holder_by_api(nodes: list[LabNode]) -> LabNode | None:
+    """The node the API stand-in has the reserved IP assigned to."""
+    _, body = api("GET", f"/v2/reserved_ips/{RESERVED_IP}")
+    droplet = (body.get("reserved_ip") or {}).get("droplet") or {}
+    return next((n for n in nodes if n.droplet_id == droplet.get("id")), None)
+
+
 def _holder(nodes: list[LabNode]) -> LabNode:
     """The app node pacemaker runs the reserved IP on."""
     where = Admin(nodes[0]).sudo("crm_resource --resource reserved-ip --locate").stdout
@@ -181,7 +193,7 @@ def _holder(nodes: list[LabNode]) -> LabNode:
 
 @pytest.mark.disruptive(order=1)  # it moves the active role
 def test_acme_gets_a_certificate_once_serves_it_everywhere_and_a_renewal_reaches_every_node(
-        nodes: list[LabNode]) -> None:
+        nodes: list[LabNode], report: dict) -> None:
     apps_ = [n for n in nodes if n.name != "witness"]
     with pebble() as ca:
         try:
@@ -241,6 +253,32 @@ def test_acme_gets_a_certificate_once_serves_it_everywhere_and_a_renewal_reaches
             _eventually("the re-keyed certificate on the reserved IP",
                         lambda: _serial(RESERVED_IP) not in (0, renewed))
             assert ca.revoked(renewed) and not ca.revoked(_serial(RESERVED_IP))
+
+            # A failover while the holder renews: the survivor serves a valid
+            # certificate at once, renews itself (the dead node's locks on the shared
+            # volume do not hold it), and the fenced node, powered on, catches up.
+            victim = _holder(lab_nodes())
+            survivor = next(n for n in apps_ if n != victim)
+            threading.Thread(target=lambda: Admin(victim).sudo(
+                "/usr/local/lib/do-ha-stack/site-cert renew --force-renewal", check=False, timeout=60),
+                daemon=True).start()
+            time.sleep(1.5)  # certbot is talking to the CA
+            killed_at = time.monotonic()
+            kill_node(victim)
+            _wait("HTTPS through the reserved IP on the survivor", 120,
+                  lambda: _holder_by_api(apps_) == survivor
+                  and _get(f"https://{DOMAIN}/canary/health", roots).stdout.endswith("code=200 verify=0"))
+            report.setdefault("https", {})["failover_during_renewal_to_verified_https_s"] = round(
+                time.monotonic() - killed_at, 1)
+            renew = Admin(survivor).sudo("/usr/local/lib/do-ha-stack/site-cert renew --force-renewal",
+                                         check=False, timeout=180)
+            assert renew.returncode == 0, renew.stderr[-1500:]
+            latest = _serial(survivor.public_ip)
+            status, body = api("POST", f"/v2/droplets/{victim.droplet_id}/actions", {"type": "power_on"})
+            assert status == 201, body
+            _wait(f"{victim.name} back", 300, lambda: _settled(lab_nodes()))
+            _eventually(f"{victim.name} serves the survivor's renewal", lambda: _serves(latest, [victim.public_ip]),
+                        tuning.SITE_CERT_SYNC_S + 60)
         finally:
             for setting in ("domain", "acmeDirectoryUrl", "acmeServerCa"):
                 config_set(setting, None)
