@@ -40,7 +40,7 @@ from tests.helpers.certs import CA, cert_pem
 from tests.helpers.day2 import host, lab_health, lab_run_on
 from lab.containers import kill_node
 from tests.helpers.lab_support import Admin, api, in_lab
-from tests.lab.test_lab_cluster import _settled, _wait
+from tests.lab.test_lab_cluster import _promoted, _settled, _wait
 from tooling.node_ops import Operations
 from tooling.site_rekey import rekey
 from tooling.switchover import switch
@@ -283,6 +283,12 @@ def test_acme_gets_a_certificate_once_serves_it_everywhere_and_a_renewal_reaches
             for setting in ("domain", "acmeDirectoryUrl", "acmeServerCa"):
                 config_set(setting, None)
             _up()
+            # The later disruptive tests start from the bootstrap node as the primary.
+            _wait("a settled cluster", 300, lambda: _settled(lab_nodes()))
+            if _promoted(lab_nodes()) != apps_[0]:
+                switch(lab_config().stack, {n.name: host(n) for n in apps_}, Operations(
+                    lab_health, lab_run_on, say=print, pulumi=lambda argv: pytest.fail(f"no pulumi: {argv}")),
+                    to=apps_[0].name)
     for node in apps_:
         assert Admin(node).sudo("systemctl is-enabled do-ha-site-cert-sync.timer", check=False).returncode != 0
         assert Admin(node).sudo(f"test -e {TLS_DIR}", check=False).returncode != 0, node.name
