@@ -107,6 +107,8 @@ def replay_all(plan: list[dict[str, Any]], around: Around | None = None,
     (seconds after the replay began) and duration."""
     state_path = run_dir() / "replay.json"
     state: dict[str, str] = json.loads(state_path.read_text()) if state_path.exists() else {}
+    # A command gone from the program was deleted by the engine: one that comes back is created anew.
+    state = {name: mark for name, mark in state.items() if name in {c["name"] for c in plan}}
     todo = {c["name"]: c for c in plan if state.get(c["name"]) != fingerprint(c)}
     # The engine runs a resource's step after its dependencies' steps, and an
     # unchanged resource's (empty) step after its own dependencies': so a command
