@@ -85,9 +85,9 @@ def run_one(cmd: dict[str, Any]) -> subprocess.CompletedProcess[str]:
 Around = dict[str, Callable[[], AbstractContextManager[None]]]
 
 
-def _upstream(name: str, plan: list[dict[str, Any]]) -> set[str]:
-    """Every command of `plan` that `name` depends on, directly or transitively."""
-    deps = {c["name"]: set(c.get("dependsOn") or []) for c in plan}
+def _upstream(name: str, deps: dict[str, set[str]]) -> set[str]:
+    """Every command that `name` depends on, directly or transitively (`deps`: each
+    command's direct dependencies)."""
     found: set[str] = set()
     frontier = list(deps.get(name, ()))
     while frontier:
@@ -113,7 +113,8 @@ def replay_all(plan: list[dict[str, Any]], around: Around | None = None,
     # The engine runs a resource's step after its dependencies' steps, and an
     # unchanged resource's (empty) step after its own dependencies': so a command
     # waits for every changed command it depends on, directly or through unchanged ones.
-    waiting = {name: _upstream(name, plan) & set(todo) for name in todo}
+    deps = {c["name"]: set(c.get("dependsOn") or []) for c in plan}
+    waiting = {name: _upstream(name, deps) & set(todo) for name in todo}
     t0 = time.monotonic()
     failures: list[str] = []
     ran = 0

@@ -41,6 +41,7 @@ from tests.helpers.day2 import host, lab_health, lab_run_on
 from lab.containers import kill_node
 from tests.helpers.lab_support import Admin, api, in_lab
 from tests.lab.test_lab_cluster import _promoted, _settled, _wait
+from tests.lab.test_lab_switchover import _holder as holder_by_api
 from tooling.node_ops import Operations
 from tooling.site_rekey import rekey
 from tooling.switchover import switch
@@ -178,13 +179,6 @@ def _acme_steps(nodes: list[LabNode]) -> set[str]:
     return _web_steps(nodes) | {"site-certificate"} | {f"{n.name}-site-tls" for n in nodes if n.name != "witness"}
 
 
-def _holder_by_api(nodes: list[LabNode]) -> LabNode | None:
-    """The node the API stand-in has the reserved IP assigned to."""
-    _, body = api("GET", f"/v2/reserved_ips/{RESERVED_IP}")
-    droplet = (body.get("reserved_ip") or {}).get("droplet") or {}
-    return next((n for n in nodes if n.droplet_id == droplet.get("id")), None)
-
-
 def _holder(nodes: list[LabNode]) -> LabNode:
     """The app node pacemaker runs the reserved IP on."""
     where = Admin(nodes[0]).sudo("crm_resource --resource reserved-ip --locate").stdout
@@ -268,7 +262,7 @@ def test_acme_gets_a_certificate_once_serves_it_everywhere_and_a_renewal_reaches
             killed_at = time.monotonic()
             kill_node(victim)
             _wait("HTTPS through the reserved IP on the survivor", 120,
-                  lambda: _holder_by_api(apps_) == survivor
+                  lambda: holder_by_api(apps_) == survivor
                   and _get(f"https://{DOMAIN}/canary/health", roots).stdout.endswith("code=200 verify=0"))
             report.setdefault("https", {})["failover_during_renewal_to_verified_https_s"] = round(
                 time.monotonic() - killed_at, 1)
