@@ -12,6 +12,7 @@ import base64
 import binascii
 import ipaddress
 import json
+import os
 import re
 import struct
 from collections.abc import Callable, Mapping
@@ -30,6 +31,10 @@ REGIONS = (
     "sfo2", "sfo3", "sgp1", "syd1", "tor1",
 )
 MIN_APP_NODES, MAX_APP_NODES = 2, 9
+# Where DigitalOcean offers Spaces (the provider's own list).
+SPACES_REGIONS = ("ams3", "atl1", "blr1", "fra1", "lon1", "nyc3", "sfo2", "sfo3", "sgp1", "syd1", "tor1")
+# Backups are nightly and one is stale after 26 h: two days keep one to fall back on.
+MIN_BACKUP_RETENTION_DAYS, MAX_BACKUP_RETENTION_DAYS = 2, 3650
 # Key types OpenSSH 10 still accepts for user authentication.
 SSH_KEY_TYPES = (
     "ssh-ed25519", "sk-ssh-ed25519@openssh.com",
@@ -99,6 +104,11 @@ class StackConfig:
     acme_email: str
     acme_server_ca: str
     dns_zone: str
+    backups: bool
+    backup_retention_days: int
+    backup_region: str  # "" in the raw settings: the stack's region (parse fills it in)
+    backup_bucket: str  # "": named by the program, unique (infra/backups.py)
+    spaces_endpoint: str  # "": DigitalOcean Spaces in backup_region
     # Where the site's certificate comes from: "none" (HTTP only, no domain),
     # "supplied" (tlsCertificate and tlsPrivateKey, secrets) or "acme" (obtained
     # and renewed by the stack). With one, nginx serves HTTPS and redirects HTTP.
@@ -373,6 +383,36 @@ def _non_empty(key: str, items: list[Any], what: str) -> list[Any]:
 
 # --- the settings table: key -> (default or REQUIRED, checker) ---------------
 
+def _backup_region(key: str, value: Any) -> str:
+    if value != "" and value not in SPACES_REGIONS:
+        raise ConfigError(key, f"{value!r} has no DigitalOcean Spaces",
+                          f"one of {', '.join(SPACES_REGIONS)}, or empty for the stack's region")
+    return value
+
+
+def _bucket(key: str, value: Any) -> str:
+    # DigitalOcean's (and S3's) rules for a bucket name, which is public and unique
+    # across a region: a DNS label's characters, so it works as a host name.
+    if value == "":
+        return value
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", value) \
+            or re.fullmatch(r"[0-9.]+", value):
+        raise ConfigError(key, f"{value!r} is not a Spaces bucket name",
+                          "3 to 63 lowercase letters, digits and hyphens, starting and ending with a letter "
+                          "or digit; empty for a unique name the program picks")
+    return value
+
+
+def _endpoint(key: str, value: Any) -> str:
+    if value == "":
+        return value
+    if not isinstance(value, str) or not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", value):
+        raise ConfigError(key, f"{value!r} is not an S3 endpoint URL",
+                          "an http(s) URL without a path, such as https://fra1.digitaloceanspaces.com; "
+                          "empty for Spaces in backupRegion")
+    return value
+
+
 REQUIRED = object()
 
 def _default_environment(stack: str) -> str:
@@ -416,6 +456,14 @@ SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "acmeServerCa": ("", _ca_pem),
     # The domain's zone when DigitalOcean hosts it: the program keeps its A record.
     "dnsZone": ("", _domain),
+    # Nightly MariaDB and shared-volume backups to a Spaces bucket of the stack's own.
+    "backups": (True, _bool),
+    "backupRetentionDays": (14, lambda k, v: _int(k, v, MIN_BACKUP_RETENTION_DAYS, MAX_BACKUP_RETENTION_DAYS)),
+    "backupRegion": ("", _backup_region),  # empty: the stack's region
+    "backupBucket": ("", _bucket),  # empty: <stack>-backups-<random>
+    # The S3 endpoint the nodes and the provider reach the bucket at (the lab points it
+    # at its stand-in); empty: https://<backupRegion>.digitaloceanspaces.com.
+    "spacesEndpoint": ("", _endpoint),
 }
 
 # Secret settings: validated like the others but never kept in StackConfig; the
@@ -490,6 +538,13 @@ def parse(stack: str, raw: Mapping[str, Any]) -> StackConfig:
     if zone and not (values["domain"] == zone or values["domain"].endswith(f".{zone}")):
         raise ConfigError("dnsZone", f"{zone} does not hold the domain {values['domain'] or '(empty)'}",
                           "the DigitalOcean-hosted zone the domain is in, such as example.com for www.example.com")
+    if values["backups"] and not values["backup_region"]:
+        if values["region"] not in SPACES_REGIONS:
+            raise ConfigError("backupRegion", f"is empty, and the stack's region {values['region']} has no Spaces",
+                              f"one of {', '.join(SPACES_REGIONS)} (or backups false)")
+        values["backup_region"] = values["region"]
+    values["spaces_endpoint"] = values["spaces_endpoint"] or (
+        f"https://{values['backup_region']}.digitaloceanspaces.com" if values["backup_region"] else "")
     apps = app_names(values["app_node_count"])
     if values["control_node"] not in apps:
         raise ConfigError("controlNode", f"{values['control_node']} is not an app node of this stack "
@@ -523,6 +578,29 @@ def secret_setting(key: str) -> pulumi.Output[str]:
     return pulumi.Config(PROJECT).require_secret(key)
 
 
+# The provider manages a Spaces bucket with Spaces keys, not the API token: its own
+# settings, or their environment variables.
+SPACES_CREDENTIALS = {"digitalocean:spacesAccessId": "SPACES_ACCESS_KEY_ID",
+                      "digitalocean:spacesSecretKey": "SPACES_SECRET_ACCESS_KEY"}
+
+
+def check_spaces_credentials(cfg: StackConfig, setting: Callable[[str], Any],
+                             environ: Mapping[str, str]) -> None:
+    """With backups on, the provider must have Spaces credentials to create the bucket."""
+    if not cfg.backups:
+        return
+    for key, variable in SPACES_CREDENTIALS.items():
+        if not setting(key) and not environ.get(variable):
+            raise ConfigError(
+                "backups", f"is true, but the provider has no Spaces credentials ({key} is not set)",
+                f"a Spaces access key of the account for the provider, `pulumi config set {SPACES_CREDENTIALS_ID}"
+                f" <key id>` and `pulumi config set --secret {SPACES_CREDENTIALS_SECRET} <secret>` (or "
+                f"{', '.join(SPACES_CREDENTIALS.values())} in the environment); or backups false")
+
+
+SPACES_CREDENTIALS_ID, SPACES_CREDENTIALS_SECRET = SPACES_CREDENTIALS
+
+
 def load() -> StackConfig:
     """Read and validate the current stack's `do-ha-stack:*` settings."""
     cfg = pulumi.Config(PROJECT)
@@ -536,4 +614,6 @@ def load() -> StackConfig:
         value = pulumi.runtime.get_config(f"{PROJECT}:{key}")
         if value is not None:
             raw[key] = value
-    return parse(pulumi.get_stack(), raw)
+    stack_config = parse(pulumi.get_stack(), raw)
+    check_spaces_credentials(stack_config, pulumi.runtime.get_config, os.environ)
+    return stack_config

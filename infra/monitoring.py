@@ -22,7 +22,7 @@ UPTIME_REGIONS = ["us_east", "us_west", "eu_west", "se_asia"]
 
 class Monitoring(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, tag: do.Tag, resource_urns: list[pulumi.Output[str]],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+                 reserved_ip: pulumi.Output[str], opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("do-ha-stack:monitoring:Monitoring", name, None, opts)
         self.alerts = [
             do.MonitorAlert(
@@ -41,6 +41,8 @@ class Monitoring(pulumi.ComponentResource):
         ]
         if cfg.https:
             self._uptime(cfg)
+        if cfg.backups:
+            self._backup_freshness(cfg, reserved_ip)
         self.project = do.Project(
             "project",
             name=stack_tag(cfg),
@@ -70,3 +72,18 @@ class Monitoring(pulumi.ComponentResource):
             do.UptimeAlert(f"site-{kind.replace('_', '-')}-alert", name=f"{stack_tag(cfg)}: site {kind}",
                            check_id=check.id, type=kind, notifications=notify, opts=child_opts(cfg, self),
                            **args)
+
+    def _backup_freshness(self, cfg: StackConfig, reserved_ip: pulumi.Output[str]) -> None:
+        """The nodes have no mail: a failed or stale backup reaches the alert address
+        as this check going down (the canary's /canary/backup answers 503, see
+        cloudinit/app/db-backup check)."""
+        scheme = "https" if cfg.https else "http"
+        target = (f"https://{cfg.domain}/canary/backup" if cfg.https
+                  else reserved_ip.apply(lambda ip: f"http://{ip}/canary/backup"))
+        check = do.UptimeCheck(
+            "backup-freshness", name=f"{stack_tag(cfg)}-backups", type=scheme, target=target,
+            regions=UPTIME_REGIONS[:1], enabled=True, opts=child_opts(cfg, self))
+        do.UptimeAlert("backup-failed-alert", name=f"{stack_tag(cfg)}: backup failed or stale",
+                       check_id=check.id, type="down", period=tuning.BACKUP_ALERT_PERIOD,
+                       notifications=[do.UptimeAlertNotificationArgs(emails=[cfg.alert_email])],
+                       opts=child_opts(cfg, self))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pulumi
 
 from infra.access import Access
+from infra.backups import Backups
 from infra.cluster import Cluster
 from infra.config import StackConfig, secret_setting
 from infra.database import Database
@@ -49,18 +50,28 @@ class HaStack(pulumi.ComponentResource):
         web = Web("web", cfg, nodes, connect, storage.mounts, child)
         failover = Failover("failover", cfg, nodes, connect, reserved.address, database.replication_password,
                             [cluster.formed, *database.handed_over.values(), *web.installed.values()], child)
+        # Backups need pacemaker's view of the database (which node is a replica) and
+        # the shared volume (what is backed up, and where each run's outcome goes).
+        backups = Backups("backups", cfg, nodes, connect,
+                          {n.name: [database.handed_over[n.name], storage.mounts[n.name], failover.configured]
+                           for n in nodes.app_nodes}, child)
         if cfg.tls == "acme":  # the CA's check needs the reserved IP on a running web tier
             SiteCertificate("acme", cfg, nodes, connect, failover.configured, child)
 
         # The project lists the droplets only: the API reports a reserved IP back under
         # another URN and refuses to move an assigned one (see infra/monitoring.py).
-        Monitoring("monitoring", cfg, network.stack_tag, [n.droplet.droplet_urn for n in nodes.nodes], child)
+        Monitoring("monitoring", cfg, network.stack_tag, [n.droplet.droplet_urn for n in nodes.nodes],
+                   reserved.address, child)
 
         self.outputs = {
             "reservedIp": reserved.address,
             "siteUrl": f"https://{cfg.domain}/" if cfg.https else reserved.address.apply(lambda ip: f"http://{ip}/"),
             # For monitoring outside the trusted ranges (X-Canary-Token); a Pulumi secret.
             "canaryToken": pulumi.Output.secret(web.canary_token.result),
+            # restic's repository and its password: keep the password outside the stack
+            # too (`pulumi stack output backupRepositoryPassword --show-secrets`).
+            **({"backupRepository": backups.repository,
+                "backupRepositoryPassword": pulumi.Output.secret(backups.password)} if cfg.backups else {}),
             "nodes": {
                 n.name: {
                     "role": n.role,

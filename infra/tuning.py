@@ -181,3 +181,15 @@ UPTIME_LATENCY_ALERT_MS = 2000
 # The site's A record (dnsZone): it never changes on a failover (the reserved IP
 # moves instead), so an hour's caching costs nothing.
 SITE_DNS_TTL_S = 3600
+
+# Backups (infra/backups.py, cloudinit/app/db-backup). Nightly, spread over half an
+# hour so stacks sharing a region do not all upload at once; a backup older than 26 h
+# (a night missed, with two hours' slack) fails the hourly check and the uptime check.
+BACKUP_ON_CALENDAR = "*-*-* 02:30:00"
+BACKUP_SPREAD_S = 1800
+BACKUP_STALE_AFTER_H = 26
+# An upload abandoned half-way (a node killed) is removed from the bucket after this.
+BACKUP_ABORT_UPLOAD_DAYS = 1
+# How long /canary/backup answers 503 before the uptime alert mails (a run in progress
+# never makes it 503; a failure or staleness lasts until the next good run).
+BACKUP_ALERT_PERIOD = "10m"

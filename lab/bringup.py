@@ -21,7 +21,8 @@ from lab.containers import (
     wait_for_cloud_init,
 )
 from lab.seed_probe import seed_probe
-from lab.stack import lab_nodes, lab_plan, render_lab
+from lab.spaces import start_spaces
+from lab.stack import lab_config, lab_nodes, lab_plan, render_lab
 from lab.standin import ensure_api_token, start_lab_api
 from lab.topology import API_PORT, GATEWAY, PREFIX, RESERVED_IP, SWITCH_NS, LabNode, run_dir
 
@@ -52,9 +53,12 @@ def up() -> None:
     admin_key = run_dir() / "admin_key"
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lab-admin", "-f", str(admin_key))
     ensure_api_token()
-    out = render_lab(nodes)
     make_network(nodes)
     start_lab_api(nodes)
+    cfg = lab_config()
+    if cfg.backups:  # the bucket and its key first: the render hands the key to the nodes
+        start_spaces(cfg.backup_bucket)
+    out = render_lab(nodes)
     booted_at: dict[str, float] = {}
     for node in nodes:
         prepare_root(node, base, (out / node.name / "user-data").read_text())

@@ -11,6 +11,7 @@ from typing import Any
 from infra.config import PROJECT, StackConfig, parse
 from infra.paths import REPO_ROOT
 from lab.containers import load_state, running_nodes, state_file
+from lab.spaces import spaces_key
 from lab.topology import RESERVED_IP, STACK, LabNode, nodes_for, run_dir
 from tooling import render
 from tooling.mocks import MOCK_SECRETS, Addresses, Run, run_program
@@ -56,6 +57,7 @@ def lab_program(nodes: list[LabNode]) -> Run:
         private={n.name: n.private_ip for n in nodes},
         reserved_ip=RESERVED_IP,
         droplet_ids={n.name: n.droplet_id for n in nodes},
+        spaces_key=spaces_key(),
     )
     admin_pub = (run_dir() / "admin_key.pub").read_text().strip()
     settings = stack_settings()

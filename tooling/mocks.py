@@ -95,6 +95,7 @@ class Addresses:
     private: dict[str, str]  # node -> VPC IPv4
     reserved_ip: str
     droplet_ids: dict[str, int] = field(default_factory=dict)  # node -> droplet id (the lab's)
+    spaces_key: tuple[str, str] | None = None  # the bucket key's id and secret (the lab's stand-in's)
 
     @staticmethod
     def placeholders(vpc_range: str, nodes: list[str]) -> Addresses:
@@ -194,6 +195,21 @@ class StackMocks(pulumi.runtime.Mocks):
             digest = hashlib.sha256(f"{self.stack}/{args.name}".encode()).hexdigest()
             state["result"] = (digest * 4)[:length]
             self.generated[args.name] = {"result": state["result"]}
+        elif kind == types.RANDOM_ID:
+            size = int(args.inputs.get("byteLength", 4))
+            state["hex"] = hashlib.sha256(f"{self.stack}/{args.name}".encode()).hexdigest()[:2 * size]
+        elif kind == types.SPACES_BUCKET:
+            rid = str(args.inputs.get("name"))
+            region = args.inputs.get("region", "nyc3")
+            state.update(bucketDomainName=f"{rid}.{region}.digitaloceanspaces.com", bucketUrn=f"do:space:{rid}",
+                         endpoint=f"{region}.digitaloceanspaces.com")
+        elif kind == types.SPACES_KEY:
+            access, secret = self.addresses.spaces_key or (
+                "DO00" + hashlib.sha256(f"{self.stack}/{args.name}".encode()).hexdigest()[:16].upper(),
+                hashlib.sha256(f"secret/{self.stack}/{args.name}".encode()).hexdigest())
+            rid = access
+            state.update(accessKey=access, secretKey=secret)
+            self.generated[args.name] = {"secretKey": secret}
         return rid, state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list | None]:
@@ -269,6 +285,9 @@ def config_values(raw: Mapping[str, Any]) -> dict[str, str]:
 
 # Stand-ins for the secret settings a real stack keeps encrypted in its config file.
 MOCK_SECRETS = {"failoverApiToken": "mock-failover-api-token-0000"}
+# The provider's Spaces credentials, which a real stack has in its config or environment.
+MOCK_PROVIDER_SETTINGS = {"digitalocean:spacesAccessId": "DO00MOCKSPACESKEY000",
+                          "digitalocean:spacesSecretKey": "mock-spaces-secret-key-0000"}
 
 
 def run_program(stack: str, raw_config: Mapping[str, Any], addresses: Addresses | None = None) -> Run:
@@ -277,7 +296,8 @@ def run_program(stack: str, raw_config: Mapping[str, Any], addresses: Addresses 
     Secret settings the config lacks get MOCK_SECRETS values (as `pulumi preview`
     would get the stack's encrypted ones)."""
     raw_config = {**{f"{PROJECT}:{k}": v for k, v in MOCK_SECRETS.items()
-                     if k not in raw_config and f"{PROJECT}:{k}" not in raw_config}, **raw_config}
+                     if k not in raw_config and f"{PROJECT}:{k}" not in raw_config},
+                  **MOCK_PROVIDER_SETTINGS, **raw_config}
     from infra.config import parse
 
     plain = {k.split(":", 1)[-1]: v for k, v in raw_config.items() if k.startswith(f"{PROJECT}:") or ":" not in k}

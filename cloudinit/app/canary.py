@@ -2,7 +2,8 @@
 """do-ha-canary: a tiny write endpoint behind nginx that proves the active node
 takes writes. POST /canary/write?key=K inserts K once (a retry of an
 acknowledged key is answered 200 again); GET /canary/health tells which node
-answered and whether its database is writable. It talks to the local MariaDB
+answered and whether its database is writable; GET /canary/backup whether the
+stack's backups are good (for the uptime check). It talks to the local MariaDB
 over the unix socket as the `do-ha-canary` user, which read_only confines:
 on a replica every write is refused with 503. nginx decides who may write
 (nginx-site.conf); this service trusts only 127.0.0.1. Database errors go to
@@ -27,6 +28,7 @@ NODE = socket.gethostname()
 DUPLICATE = "ERROR 1062"
 RETENTION_DAYS = int(os.environ.get("CANARY_RETENTION_DAYS", "7"))
 PURGE_EVERY_S = 3600
+BACKUP = "/usr/local/lib/do-ha-stack/db-backup"
 _purge = {"next": 0.0}
 _purge_lock = threading.Lock()
 
@@ -48,13 +50,31 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
-        if urlsplit(self.path).path != "/canary/health":
+        path = urlsplit(self.path).path
+        if path == "/canary/backup":
+            return self.backup()
+        if path != "/canary/health":
             return self.reply(404, {"error": "not found"})
         result = sql("SELECT @@read_only")
         if result.returncode != 0:
             return self.reply(503, {"database": "unreachable"})
         writable = result.stdout.strip() == "0"
         return self.reply(200 if writable else 503, {"database": "writable" if writable else "read-only"})
+
+    def backup(self) -> None:
+        """The stack's backups as the uptime check sees them: 503 when the last run
+        failed or the newest good backup is stale (db-backup check reads the status
+        on the shared volume; the reason goes to the journal, not the client)."""
+        if not os.path.exists(BACKUP):
+            return self.reply(404, {"backup": "off"})
+        try:
+            result = subprocess.run([BACKUP, "check"], capture_output=True, text=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            return self.reply(503, {"backup": "unknown"})
+        if result.returncode == 0:
+            return self.reply(200, {"backup": "ok"})
+        print(f"backup check: {result.stdout.strip()[-300:]}", file=sys.stderr, flush=True)
+        return self.reply(503, {"backup": "failed or stale"})
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)

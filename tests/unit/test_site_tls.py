@@ -248,7 +248,8 @@ def test_an_https_site_is_watched_from_outside_and_its_name_points_at_the_reserv
     assert (record.inputs["domain"], record.inputs["name"], record.inputs["type"]) == ("example.com", "www", "A")
     assert record.raw_inputs["value"] == acme_run.outputs["reservedIp"]
     assert acme_run.outputs["siteUrl"] == f"https://{DOMAIN}/"
-    assert not staging.of_type(types.UPTIME_CHECK)
+    # Without a domain only the backups are watched from outside (tests/unit/test_backups.py).
+    assert [r.name for r in staging.of_type(types.UPTIME_CHECK)] == ["backup-freshness"]
     assert not staging.of_type(types.DNS_RECORD)
     assert staging.outputs["siteUrl"].startswith("http://")
 

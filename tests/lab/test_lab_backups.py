@@ -1,0 +1,144 @@
+"""Backups in the lab (issue 14): the stack's bucket is moto's S3 server in the
+switch namespace, with real credential checking (lab/spaces.py).
+
+One story on the running lab: the nightly backup, run now, is taken on the
+replica only; what it holds restores (into a scratch server on the node); the
+uptime check's endpoint says so; an upload killed half-way leaves the previous
+backup the latest; a wrong key fails loudly on every node and at the uptime
+check, and the next good run clears it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from lab.spaces import ENDPOINT, OTHER_BUCKET
+from lab.stack import lab_nodes
+from lab.topology import LabNode, RESERVED_IP
+from tests.helpers.day2 import apps, sql
+from tests.helpers.lab_support import Admin, in_lab
+from tests.lab.test_lab_cluster import _promoted, _settled, _wait
+
+pytestmark = pytest.mark.lab
+
+BACKUP = "/usr/local/lib/do-ha-stack/db-backup"
+ENV = "/etc/do-ha-stack/backup.env"
+RESTIC = f"bash -c 'set -a; . {ENV}; set +a; restic --no-cache "
+
+
+def _restic(node: LabNode, args: str, check: bool = True) -> str:
+    done = Admin(node).sudo(f"{RESTIC}{args}'", check=check)
+    return done.stdout if check else done.stdout + done.stderr
+
+
+def _snapshots(node: LabNode, tag: str) -> list[dict]:
+    return json.loads(_restic(node, f"snapshots --json --tag {tag}"))
+
+
+def _status(node: LabNode) -> dict[str, str]:
+    text = Admin(node).sudo("cat /srv/shared/backup/status").stdout
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def _canary_backup() -> tuple[int, str]:
+    out = in_lab("curl", "-s", "-m", "10", "-w", " %{http_code}", f"http://{RESERVED_IP}/canary/backup").stdout
+    body, _, code = out.rpartition(" ")
+    return int(code), body
+
+
+def _write(prefix: str, count: int) -> set[str]:
+    keys = {f"{prefix}-{i}" for i in range(count)}
+    for key in keys:
+        out = in_lab("curl", "-s", "-m", "10", "-X", "POST", "-o", "/dev/null", "-w", "%{http_code}",
+                     f"http://{RESERVED_IP}/canary/write?key={key}").stdout
+        assert out == "200", (key, out)
+    return keys
+
+
+def _nightly(node: LabNode, check: bool = True) -> int:
+    """The nightly unit, started now (as its timer would)."""
+    return Admin(node).sudo("systemctl start do-ha-backup.service", check=check, timeout=300).returncode
+
+
+def test_backups_are_taken_on_the_replica_restore_and_fail_loudly(nodes: list[LabNode], report: dict) -> None:
+    nodes = lab_nodes()
+    _wait("a settled cluster", 300, lambda: _settled(nodes))
+    primary = _promoted(nodes)
+    assert primary is not None
+    replica = next(n for n in apps(nodes) if n is not primary)
+    figures = report.setdefault("backups", {})
+
+    # Set up by the backup-node steps: the repository exists, every node can reach
+    # it, nothing is stale yet, and the key opens this stack's bucket only.
+    for node in apps(nodes):
+        assert Admin(node).sudo(f"stat -c '%a %U' {ENV}").stdout.strip() == "600 root"
+        assert Admin(node).sudo("systemctl is-enabled do-ha-backup.timer do-ha-backup-check.timer"
+                                ).stdout.split() == ["enabled", "enabled"]
+        assert Admin(node).sudo(f"{BACKUP} check").stdout.startswith("ok: no backup yet")
+    other = _restic(replica, f"-r s3:{ENDPOINT}/{OTHER_BUCKET}/restic cat config", check=False)
+    assert "Access Denied" in other or "AccessDenied" in other, other[-600:]
+
+    # The nightly run on every app node: only the replica backs up.
+    before = _write("bk-before", 20)
+    _wait("the replica has the writes", 60,
+          lambda: sql(replica, "SELECT COUNT(*) FROM writes WHERE client_key LIKE 'bk-before-%'") == "20")
+    started = time.monotonic()
+    for node in apps(nodes):
+        assert _nightly(node) == 0, node.name
+    figures["nightly_run_s"] = round(time.monotonic() - started, 1)
+    said = Admin(primary).sudo("journalctl -t do-ha-backup --no-pager -o cat -n 20").stdout
+    assert "backs up tonight" in said and "backing up MariaDB" not in said, said
+    status = _status(replica)
+    assert status["last_result"] == "ok" and status["last_success_node"].endswith(f"-{replica.name}"), status
+    figures |= {"mariadb_bytes": int(status["last_bytes"]), "duration_s": int(status["last_duration_s"])}
+    [db] = _snapshots(replica, "mariadb")
+    assert db["id"].startswith(status["last_snapshot"][:8]) and db["paths"] == ["/mariadb.xbstream"]
+    assert len(_snapshots(replica, "shared")) == 1
+    assert _canary_backup()[0] == 200
+
+    # What it holds restores: every row acknowledged before the backup, none after.
+    after = _write("bk-after", 5)
+    restored = Admin(replica).sudo(
+        f"{BACKUP} verify \"SELECT client_key FROM do_ha_canary.writes WHERE client_key LIKE 'bk-%'\"",
+        timeout=300).stdout.split("\n")
+    assert restored[0].startswith("restored: GTID 0-"), restored[:3]
+    keys = {line for line in restored[1:] if line}
+    assert before <= keys and not keys & after, sorted(keys)[:5]
+
+    # An upload killed half-way: no snapshot, the previous backup stays the latest.
+    Admin(replica).sudo("systemctl start --no-block do-ha-backup.service")
+    _wait("the upload under way", 60, lambda: Admin(replica).sudo("pgrep -x mariadb-backup", check=False
+                                                                  ).returncode == 0)
+    Admin(replica).sudo("systemctl kill --signal=KILL do-ha-backup.service")
+    _wait("the run gone", 30, lambda: Admin(replica).sudo("systemctl is-active do-ha-backup.service",
+                                                          check=False).stdout.strip() != "activating")
+    assert [s["id"] for s in _snapshots(replica, "mariadb")] == [db["id"]]
+    assert Admin(replica).sudo("systemctl is-failed do-ha-backup.service", check=False).stdout.strip() == "failed"
+
+    # A wrong key: the run fails, every node's check and the uptime check say so, the
+    # key itself shows nowhere; the next good run clears it.
+    secret = Admin(replica).sudo(f"sed -n 's/^AWS_SECRET_ACCESS_KEY=//p' {ENV}").stdout.strip().strip("'")
+    Admin(replica).sudo(f"cp -p {ENV} {ENV}.good")
+    try:
+        Admin(replica).sudo(f"sed -i 's/^AWS_SECRET_ACCESS_KEY=.*/AWS_SECRET_ACCESS_KEY=wrong/' {ENV}")
+        assert _nightly(replica, check=False) != 0
+        status = _status(replica)
+        assert status["last_result"] == "failed", status
+        assert "SignatureDoesNotMatch" in status["last_error"] or "signature" in status["last_error"].lower(), status
+        for node in apps(nodes):
+            check = Admin(node).sudo(f"{BACKUP} check", check=False)
+            assert check.returncode == 1 and check.stdout.startswith("the last backup failed on"), check.stdout
+        code, body = _canary_backup()
+        assert code == 503 and "failed" in body, body
+        assert "do-ha-backup.service" in Admin(replica).sudo("systemctl --failed --no-legend").stdout
+    finally:
+        Admin(replica).sudo(f"mv -f {ENV}.good {ENV}")
+    assert _nightly(replica) == 0
+    assert _status(replica)["last_result"] == "ok" and _canary_backup()[0] == 200
+    assert len(_snapshots(replica, "mariadb")) == 2
+    for node in apps(nodes):
+        logs = Admin(node).sudo("journalctl --no-pager -o cat").stdout
+        assert secret and secret not in logs, node.name

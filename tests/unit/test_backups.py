@@ -1,0 +1,202 @@
+"""Backups (issue 14): settings checked before any resource, the bucket and its key,
+the repository's secrets reaching the nodes on stdin only, the freshness check and
+db-backup's own verdict on a status file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.backups import ENV_FILE, PASSWORD_FILE
+from infra.config import ConfigError, check_spaces_credentials, parse
+from infra.paths import CLOUDINIT_DIR
+from tests.helpers.stacks import bundle_files, plain_config
+from tooling import resource_types as types
+from tooling.mocks import SECRET_MARKER, Run, run_program
+from tooling.render import commands, stack_config
+
+DB_BACKUP = CLOUDINIT_DIR / "app/db-backup"
+
+
+def _parse(**settings: Any) -> Any:
+    return parse("staging", plain_config("staging") | settings)
+
+
+@pytest.mark.parametrize(("settings", "key", "says"), [
+    ({"backupRetentionDays": 1}, "backupRetentionDays", "from 2 to 3650"),
+    ({"backupRetentionDays": "two"}, "backupRetentionDays", "not an integer"),
+    ({"region": "nyc1"}, "backupRegion", "nyc1 has no Spaces"),
+    ({"backupRegion": "nyc2"}, "backupRegion", "has no DigitalOcean Spaces"),
+    ({"backupBucket": "Backups"}, "backupBucket", "not a Spaces bucket name"),
+    ({"backupBucket": "ab"}, "backupBucket", "3 to 63"),
+    ({"backupBucket": "a" * 64}, "backupBucket", "3 to 63"),
+    ({"backupBucket": "-backups"}, "backupBucket", "starting and ending"),
+    ({"backupBucket": "my_backups"}, "backupBucket", "hyphens"),
+    ({"spacesEndpoint": "fra1.digitaloceanspaces.com"}, "spacesEndpoint", "not an S3 endpoint URL"),
+    ({"spacesEndpoint": "https://fra1.digitaloceanspaces.com/path"}, "spacesEndpoint", "without a path"),
+])
+def test_bad_backup_settings_are_named_before_any_resource(settings: dict[str, Any], key: str, says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _parse(**settings)
+    assert err.value.key == key and says in str(err.value), str(err.value)
+
+
+def test_backup_defaults_follow_the_stack() -> None:
+    cfg = _parse()
+    assert (cfg.backups, cfg.backup_retention_days, cfg.backup_region) == (True, 14, "fra1")
+    assert cfg.spaces_endpoint == "https://fra1.digitaloceanspaces.com"
+    assert _parse(region="nyc1", backupRegion="nyc3").spaces_endpoint == "https://nyc3.digitaloceanspaces.com"
+    assert not _parse(region="nyc1", backups=False).backups  # no Spaces needed without backups
+
+
+def test_without_spaces_credentials_the_provider_cannot_make_the_bucket() -> None:
+    cfg = _parse()
+    with pytest.raises(ConfigError) as err:
+        check_spaces_credentials(cfg, lambda key: None, {})
+    assert err.value.key == "backups" and "digitalocean:spacesAccessId" in str(err.value)
+    with pytest.raises(ConfigError, match="digitalocean:spacesSecretKey"):
+        check_spaces_credentials(cfg, {"digitalocean:spacesAccessId": "DO00X"}.get, {})
+    check_spaces_credentials(cfg, lambda key: None,
+                             {"SPACES_ACCESS_KEY_ID": "DO00X", "SPACES_SECRET_ACCESS_KEY": "s"})
+    check_spaces_credentials(_parse(backups=False), lambda key: None, {})
+
+
+def test_the_bucket_is_private_versioned_and_kept_on_prod_only(prod: Run, staging: Run) -> None:
+    for run, protected in ((prod, True), (staging, False)):
+        bucket = run.by_name("backup-bucket")
+        assert bucket.protect is protected
+        assert bucket.inputs["acl"] == "private" and bucket.inputs["region"] == "fra1"
+        assert bucket.inputs["versioning"] == {"enabled": True}
+        # Staging's destroy takes the backups with it; prod's bucket is never emptied.
+        assert bucket.inputs["forceDestroy"] is (not protected)
+        assert bucket.inputs["name"].startswith(f"do-ha-stack-{run.stack}-backups-")
+        [rule] = bucket.inputs["lifecycleRules"]
+        # Only what restic replaced expires: an expiry of current objects would delete
+        # packs that newer snapshots share.
+        assert "expiration" not in rule
+        assert rule["noncurrentVersionExpiration"] == {"days": 14}
+        assert rule["abortIncompleteMultipartUploadDays"] == 1 and rule["enabled"] is True
+
+
+def test_a_named_bucket_and_its_retention_reach_the_bucket() -> None:
+    run = run_program("staging", stack_config("staging") | {
+        "do-ha-stack:backupBucket": "acme-site-backups", "do-ha-stack:backupRetentionDays": 30})
+    bucket = run.by_name("backup-bucket")
+    assert bucket.inputs["name"] == "acme-site-backups"
+    assert bucket.inputs["lifecycleRules"][0]["noncurrentVersionExpiration"] == {"days": 30}
+    assert not run.of_type(types.RANDOM_ID)
+    settings = bundle_files(_stdin(run, "app1-backup-node"))["/etc/do-ha-stack/backup.conf"][2]
+    assert "RETENTION_DAYS=30\n" in settings and "HOST=do-ha-stack-staging\n" in settings
+
+
+def test_the_nodes_key_reaches_only_the_stacks_bucket(staging: Run) -> None:
+    key = staging.by_name("backup-key")
+    bucket = staging.by_name("backup-bucket")
+    assert key.raw_inputs["grants"] == [{"bucket": bucket.raw_inputs["name"], "permission": "readwrite"}]
+    assert bucket.urn in key.dependencies
+
+
+def _stdin(run: Run, name: str) -> str:
+    [command] = [c for c in commands(run, reveal=True) if c["name"] == name]
+    return command["stdin"]
+
+
+def test_the_key_and_the_repository_password_travel_as_secrets_on_stdin(staging: Run) -> None:
+    secret = staging.generated_secrets["backup-key"]["secretKey"]
+    password = staging.generated_secrets["backup-repository-password"]["result"]
+    for node in ("app1", "app2"):
+        step = staging.by_name(f"{node}-backup-node")
+        assert "stdin" in step.secret_inputs and step.inputs["stdin"] == SECRET_MARKER
+        assert step.raw_inputs["logging"] == "none"
+        assert secret not in step.raw_inputs["create"] and password not in step.raw_inputs["create"]
+        files = bundle_files(_stdin(staging, f"{node}-backup-node"))
+        mode, owner, env = files[ENV_FILE]
+        assert (mode, owner) == ("0600", "root:root")
+        bucket = staging.by_name("backup-bucket").raw_inputs["name"]
+        assert f"RESTIC_REPOSITORY=s3:https://fra1.digitaloceanspaces.com/{bucket}/restic\n" in env
+        assert f"AWS_SECRET_ACCESS_KEY={secret}\n" in env
+        assert files[PASSWORD_FILE] == ("0600", "root:root", password)
+    # Nowhere else: not in user-data, not in any other command.
+    for r in staging.registrations:
+        if r.name.endswith("-backup-node"):
+            continue
+        text = repr(r.raw_inputs)
+        assert secret not in text and password not in text, r.name
+    assert staging.outputs["backupRepositoryPassword"] == SECRET_MARKER
+
+
+def test_the_control_node_makes_the_repository_before_the_others_join(staging: Run) -> None:
+    plan = {c["name"]: c for c in commands(staging)}
+    assert "app1-backup-node" in plan["app2-backup-node"]["dependsOn"]
+    assert "app2-backup-node" not in plan["app1-backup-node"]["dependsOn"]
+    # After pacemaker runs the database (which node is a replica) and the shared mount.
+    for node in ("app1", "app2"):
+        deps = plan[f"{node}-backup-node"]["dependsOn"]
+        assert {f"{node}-db-handover", f"{node}-shared-mount", "cluster-resources"} <= set(deps), deps
+
+
+def test_backups_off_makes_no_bucket_and_stops_the_nodes_timers() -> None:
+    run = run_program("staging", stack_config("staging") | {"do-ha-stack:backups": False})
+    assert not run.of_type(types.SPACES_BUCKET) and not run.of_type(types.SPACES_KEY)
+    assert "backupRepository" not in run.outputs
+    step = run.by_name("app1-backup-node")
+    assert "ENABLED=no" in step.raw_inputs["create"] and "stdin" not in step.secret_inputs
+    assert not [r for r in run.of_type(types.UPTIME_CHECK) if r.name == "backup-freshness"]
+
+
+def test_a_failed_or_stale_backup_reaches_the_alert_address(staging: Run) -> None:
+    check = staging.by_name("backup-freshness")
+    assert check.inputs["type"] == "http"
+    assert check.raw_inputs["target"] == f"http://{staging.outputs['reservedIp']}/canary/backup"
+    [alert] = [r for r in staging.of_type(types.UPTIME_ALERT) if r.raw_inputs["checkId"] == check.id]
+    assert alert.inputs["type"] == "down"
+    assert alert.inputs["notifications"][0]["emails"] == [plain_config("staging")["alertEmail"]]
+
+
+# --- db-backup check: the verdict every node's timer and the canary give -----------
+
+def _check(tmp_path: Path, status: str | None) -> subprocess.CompletedProcess[str]:
+    if status is not None:
+        (tmp_path / "status").write_text(status)
+    return subprocess.run(["bash", str(DB_BACKUP), "check"], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "DO_HA_BACKUP_STATUS_DIR": str(tmp_path)})
+
+
+def test_the_check_fails_without_a_status(tmp_path: Path) -> None:
+    result = _check(tmp_path, None)
+    assert result.returncode == 1 and "no backup status" in result.stdout
+
+
+def test_a_new_repository_is_fresh_until_a_night_is_missed(tmp_path: Path) -> None:
+    now = int(time.time())
+    assert _check(tmp_path, f"initialized={now - 3600}\nstale_after_h=26\n").returncode == 0
+    late = _check(tmp_path, f"initialized={now - 27 * 3600}\nstale_after_h=26\n")
+    assert late.returncode == 1 and "stale" in late.stdout
+
+
+def test_a_good_backup_is_fresh_for_26_hours(tmp_path: Path) -> None:
+    now = int(time.time())
+    base = f"initialized={now - 90 * 86400}\nstale_after_h=26\nlast_result=ok\n"
+    fresh = _check(tmp_path, base + f"last_success={now - 25 * 3600}\n")
+    assert fresh.returncode == 0 and "25 h old" in fresh.stdout
+    stale = _check(tmp_path, base + f"last_success={now - 26 * 3600 - 60}\n")
+    assert stale.returncode == 1 and "no good backup in the last 26 h" in stale.stdout
+
+
+def test_a_failed_run_fails_the_check_at_once(tmp_path: Path) -> None:
+    now = int(time.time())
+    result = _check(tmp_path, f"stale_after_h=26\nlast_success={now - 3600}\nlast_result=failed\n"
+                              f"last_attempt={now - 120}\nlast_attempt_node=app2\n"
+                              "last_error=MariaDB: Fatal: wrong password or no key found\n")
+    assert result.returncode == 1
+    assert result.stdout.startswith("the last backup failed on app2 2 min ago: MariaDB: Fatal: wrong password")
+
+
+def test_an_unreadable_status_is_not_taken_for_a_good_one(tmp_path: Path) -> None:
+    result = _check(tmp_path, "last_success=yesterday\nstale_after_h=26\n")
+    assert result.returncode == 1 and "unreadable" in result.stdout
