@@ -56,7 +56,8 @@ def backup_env(repository: str, access_key: str, secret_key: str) -> str:
 
 def backup_settings(cfg: StackConfig) -> str:
     values = {"HOST": stack_tag(cfg), "RETENTION_DAYS": str(cfg.backup_retention_days),
-              "STALE_AFTER_H": str(tuning.BACKUP_STALE_AFTER_H), "SHARED": MOUNTPOINT}
+              "STALE_AFTER_H": str(tuning.BACKUP_STALE_AFTER_H),
+              "REACH_TIMEOUT_S": str(tuning.BACKUP_REACH_TIMEOUT_S), "SHARED": MOUNTPOINT}
     return "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
 
 

@@ -188,6 +188,9 @@ SITE_DNS_TTL_S = 3600
 BACKUP_ON_CALENDAR = "*-*-* 02:30:00"
 BACKUP_SPREAD_S = 1800
 BACKUP_STALE_AFTER_H = 26
+# How long a run waits for the repository to open before it fails (restic itself
+# retries a refused request for many minutes: a wrong key would go unnoticed as long).
+BACKUP_REACH_TIMEOUT_S = 60
 # An upload abandoned half-way (a node killed) is removed from the bucket after this.
 BACKUP_ABORT_UPLOAD_DAYS = 1
 # How long /canary/backup answers 503 before the uptime alert mails (a run in progress
