@@ -53,8 +53,10 @@ class Bundle:
         for name, value in sorted(self.secrets.items()):
             lines.append(pulumi.Output.from_input(value).apply(lambda v, n=name: f"secret {n} {b64(v)}\n"))
         for f in self.files:
+            # A secret file's lines are hidden from the step's output like a secret's.
+            kind = "secretfile" if f.secret else "file"
             lines.append(pulumi.Output.from_input(f.content).apply(
-                lambda v, f=f: f"file {f.mode} {f.owner} {f.path} {b64(v)}\n"))
+                lambda v, f=f, kind=kind: f"{kind} {f.mode} {f.owner} {f.path} {b64(v)}\n"))
         return pulumi.Output.all(*lines).apply("".join)
 
 

@@ -7,12 +7,13 @@
 # Secrets and files arrive on stdin as a bundle, one item per line:
 #   secret NAME BASE64          -> shell variable SECRET_NAME (never echoed)
 #   file MODE OWNER PATH BASE64 -> written atomically when the content differs
+#   secretfile MODE OWNER PATH BASE64 -> the same, its content hidden like a secret's
 # so nothing secret is ever part of a command line or a log.
 
 STEP="${0##*/}"  # bash -c sets $0 to the step name
 STATE_DIR=/var/lib/do-ha-stack
 CHANGED=()
-HIDDEN=()  # each line of every secret this step received (read_bundle)
+HIDDEN=()  # each line of every secret and secret file this step received (read_bundle)
 
 # hide_in TEXT: TEXT with every secret of this step replaced by [secret]. Bash
 # only: a secret never becomes another process's argument.
@@ -74,7 +75,7 @@ put_file() {
 
 # read_bundle: consume stdin (see above).
 read_bundle() {
-	local kind a b c d
+	local kind a b c d files=0
 	while read -r kind a b c d; do
 		case "$kind" in
 		secret)
@@ -83,6 +84,12 @@ read_bundle() {
 			printf -v "SECRET_$a" '%s' "$(printf '%s' "$b" | base64 -d)"
 			;;
 		file) put_file "$a" "$b" "$c" < <(printf "%s" "$d" | base64 -d) ;;
+		secretfile)
+			put_file "$a" "$b" "$c" < <(printf "%s" "$d" | base64 -d)
+			# Its content also in a shell variable (SECRET_FILE_n), hidden like a secret below.
+			printf -v "SECRET_FILE_$files" '%s' "$(printf '%s' "$d" | base64 -d)"
+			files=$((files + 1))
+			;;
 		'') ;;
 		*) die "unknown bundle item '$kind'" ;;
 		esac
@@ -96,6 +103,11 @@ read_bundle() {
 		while [ -n "$rest" ]; do
 			a=${rest%%$'\n'*}
 			[ "${#a}" -lt 4 ] || HIDDEN+=("$a")
+			# A secret file's NAME=value line: the value alone too (quotes removed).
+			if [[ "$name" == SECRET_FILE_* && "$a" == *=* ]]; then
+				b=${a#*=} && b=${b#\'} && b=${b%\'}
+				[ "${#b}" -lt 8 ] || HIDDEN+=("$b")
+			fi
 			[[ "$rest" == *$'\n'* ]] && rest=${rest#*$'\n'} || rest=
 		done
 	done

@@ -21,7 +21,7 @@ def bundle_files(stdin: str) -> dict[str, tuple[str, str, str]]:
     files = {}
     for line in stdin.splitlines():
         kind, *rest = line.split()
-        if kind == "file":
+        if kind in ("file", "secretfile"):
             mode, owner, path, content = rest
             files[path] = (mode, owner, base64.b64decode(content).decode())
     return files

@@ -23,7 +23,8 @@ def test_a_failing_step_never_prints_a_secret(nodes: list[LabNode]) -> None:
     secrets = [v for values in run.generated_secrets.values() for v in values.values()]
     secrets.append((run_dir() / "api_token").read_text().strip())
     hidden = [line for s in secrets for line in s.splitlines() if len(line) >= 8]
-    carrying = [c for c in lab_plan(lab_nodes()) if "secret " in (c.get("stdin") or "")]
+    carrying = [c for c in lab_plan(lab_nodes()) if any(
+        line.startswith(("secret ", "secretfile ")) for line in (c.get("stdin") or "").splitlines())]
     checked = []
     for cmd in carrying:
         assert cmd["create"].count("\nread_bundle\n") == 1, cmd["name"]
@@ -38,4 +39,6 @@ def test_a_failing_step_never_prints_a_secret(nodes: list[LabNode]) -> None:
     # the cluster, the database and the failover all hand secrets to their steps
     assert {"cluster-setup", "cluster-resources"} <= set(checked), checked
     assert any(name.endswith("-db-node") for name in checked), checked
+    # secret files too: the backup key, the canary token
+    assert {"app1-backup-node", "app1-web-node"} <= set(checked), checked
     assert replay.replay_all(lab_plan(lab_nodes())) == 0  # the faults changed nothing

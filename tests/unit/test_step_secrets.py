@@ -53,3 +53,27 @@ def test_output_is_complete_when_the_step_ends(tmp_path: Path) -> None:
     result = _run('for i in $(seq 2000); do echo "line $i $SECRET_PW"; done\n', tmp_path, {"PW": PASSWORD})
     lines = result.stdout.splitlines()
     assert len(lines) == 2000 and lines[-1] == "line 2000 [secret]"
+
+
+def test_a_secret_file_is_written_and_hidden_like_a_secret(tmp_path: Path) -> None:
+    """A bundle's secret file (the backup key's environment, say): its lines never
+    show in the step's output, a plain file's do."""
+    (tmp_path / "logger").write_text("#!/bin/sh\n")
+    (tmp_path / "logger").chmod(0o755)
+    target, plain = tmp_path / "backup.env", tmp_path / "settings"
+    env_text = f"AWS_SECRET_ACCESS_KEY={PASSWORD}\nRESTIC_REPOSITORY=s3:https://example/bucket\n"
+
+    def item(kind: str, path: Path, text: str) -> str:
+        return f"{kind} 0600 root:root {path} {base64.b64encode(text.encode()).decode()}\n"
+
+    stdin = item("secretfile", target, env_text) + item("file", plain, "HOST=lab-stack\n")
+    script = ((CLOUDINIT_DIR / "steps/lib.sh").read_text() + "\nset -euo pipefail\nread_bundle\n"
+              f'cat {target} {plain}; cat {target} >&2\n'
+              f'echo "key: $(sed -n "s/^AWS_SECRET_ACCESS_KEY=//p" {target})"; die "injected fault"\n')
+    result = subprocess.run(["bash", "-c", script, "test-step"], input=stdin, capture_output=True, text=True,
+                            env={"PATH": f"{tmp_path}:{os.environ['PATH']}"}, timeout=30)
+    assert target.read_text() == env_text and oct(target.stat().st_mode)[-3:] == "600"
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert PASSWORD not in output and "s3:https://example/bucket" not in output
+    assert result.stdout == "[secret]\n[secret]\nHOST=lab-stack\nkey: [secret]\n"
