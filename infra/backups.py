@@ -38,7 +38,8 @@ ENV_FILE = "/etc/do-ha-stack/backup.env"  # the bucket's key and the repository 
 PASSWORD_FILE = "/etc/do-ha-stack/backup-repository.key"
 SETTINGS_FILE = "/etc/do-ha-stack/backup.conf"
 REPOSITORY_PATH = "restic"  # the repository's prefix in the bucket
-UNITS = ("do-ha-backup.service", "do-ha-backup-check.service", "do-ha-backup-check.timer")
+RESTORE = "/usr/local/lib/do-ha-stack/db-restore"
+UNITS = ("do-ha-backup.service", "do-ha-backup-check.service", "do-ha-backup-check.timer", "do-ha-binlog.service")
 
 
 def repository_url(endpoint: str, bucket: str) -> str:
@@ -57,13 +58,18 @@ def backup_env(repository: str, access_key: str, secret_key: str) -> str:
 def backup_settings(cfg: StackConfig) -> str:
     values = {"HOST": stack_tag(cfg), "RETENTION_DAYS": str(cfg.backup_retention_days),
               "STALE_AFTER_H": str(tuning.BACKUP_STALE_AFTER_H),
-              "REACH_TIMEOUT_S": str(tuning.BACKUP_REACH_TIMEOUT_S), "SHARED": MOUNTPOINT}
+              "REACH_TIMEOUT_S": str(tuning.BACKUP_REACH_TIMEOUT_S), "SHARED": MOUNTPOINT,
+              "BINLOG_ROTATE_MB": str(tuning.BINLOG_ROTATE_MB), "BINLOG_STALE_S": str(tuning.BINLOG_STALE_S)}
     return "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
 
 
 def backup_timer() -> str:
     return Template(read("app/templates/do-ha-backup.timer")).substitute(
         on_calendar=tuning.BACKUP_ON_CALENDAR, spread_s=tuning.BACKUP_SPREAD_S)
+
+
+def binlog_timer() -> str:
+    return Template(read("app/templates/do-ha-binlog.timer")).substitute(interval=tuning.BINLOG_SHIP_S)
 
 
 class Backups(pulumi.ComponentResource):
@@ -122,6 +128,8 @@ class Backups(pulumi.ComponentResource):
             NodeFile(PASSWORD_FILE, self.password, "0600", secret=True),
             NodeFile(SETTINGS_FILE, backup_settings(cfg)),
             NodeFile(BACKUP, read("app/db-backup"), "0755"),
+            NodeFile(RESTORE, read("app/db-restore"), "0755"),
             NodeFile(f"{units}/do-ha-backup.timer", backup_timer()),
+            NodeFile(f"{units}/do-ha-binlog.timer", binlog_timer()),
             *(NodeFile(f"{units}/{unit}", read(f"app/{unit}")) for unit in UNITS),
         ]

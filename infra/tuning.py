@@ -191,6 +191,12 @@ BACKUP_STALE_AFTER_H = 26
 # How long a run waits for the repository to open before it fails (restic itself
 # retries a refused request for many minutes: a wrong key would go unnoticed as long).
 BACKUP_REACH_TIMEOUT_S = 60
+# Binlog shipping: the primary's binlogs reach the bucket every 30 s (the recovery
+# point is at most this behind), its active binlog closed at 64 MiB so each shipment
+# re-reads little; nothing shipped for 10 minutes fails the checks.
+BINLOG_SHIP_S = 30
+BINLOG_ROTATE_MB = 64
+BINLOG_STALE_S = 600
 # An upload abandoned half-way (a node killed) is removed from the bucket after this.
 BACKUP_ABORT_UPLOAD_DAYS = 1
 # How long /canary/backup answers 503 before the uptime alert mails (a run in progress

@@ -11,11 +11,12 @@
 # password (secret), backup.conf, db-backup and its units.
 set -euo pipefail
 step_args ENABLED -- "$@"
-timers=(do-ha-backup.timer do-ha-backup-check.timer)
+timers=(do-ha-backup.timer do-ha-backup-check.timer do-ha-binlog.timer)
 read_bundle
 if [ "$ENABLED" != yes ]; then
 	systemctl disable --now "${timers[@]}" >/dev/null 2>&1 || true
-	rm -f /etc/systemd/system/do-ha-backup* /usr/local/lib/do-ha-stack/db-backup \
+	rm -f /etc/systemd/system/do-ha-backup* /etc/systemd/system/do-ha-binlog.* \
+		/usr/local/lib/do-ha-stack/db-backup /usr/local/lib/do-ha-stack/db-restore \
 		/etc/do-ha-stack/backup.env /etc/do-ha-stack/backup-repository.key /etc/do-ha-stack/backup.conf
 	systemctl daemon-reload
 	log "backups off on this node"

@@ -1,11 +1,13 @@
 """Backups in the lab (issue 14): the stack's bucket is moto's S3 server in the
 switch namespace, with real credential checking (lab/spaces.py).
 
-One story on the running lab: the nightly backup, run now, is taken on the
-replica only; what it holds restores (into a scratch server on the node); the
-uptime check's endpoint says so; an upload killed half-way leaves the previous
-backup the latest; a wrong key fails loudly on every node and at the uptime
-check, and the next good run clears it.
+The first story: the nightly backup, run now, is taken on the replica only; what
+it holds restores (into a scratch server on the node); the uptime check's endpoint
+says so; an upload killed half-way leaves the previous backup the latest; a wrong
+key fails loudly on every node and at the uptime check, and the next good run
+clears it. The second: the drill of issue 14, a table dropped by mistake after a
+switchover, restored to the second before the drop from the nightly backup and the
+binlogs both primaries shipped.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ import time
 import pytest
 
 from lab.spaces import ENDPOINT, OTHER_BUCKET
-from lab.stack import lab_nodes
-from lab.topology import LabNode, RESERVED_IP
-from tests.helpers.day2 import apps, sql
+from lab.stack import lab_config, lab_nodes
+from lab.topology import RESERVED_IP, LabNode
+from tests.helpers.day2 import apps, host, lab_health, lab_run_on, sql
 from tests.helpers.lab_support import Admin, in_lab
 from tests.lab.test_lab_cluster import _promoted, _settled, _wait
+from tooling.node_ops import Operations
+from tooling.switchover import switch
 
 pytestmark = pytest.mark.lab
 
 BACKUP = "/usr/local/lib/do-ha-stack/db-backup"
+RESTORE = "/usr/local/lib/do-ha-stack/db-restore"
 ENV = "/etc/do-ha-stack/backup.env"
 RESTIC = f"bash -c 'set -a; . {ENV}; set +a; restic --no-cache "
 
@@ -75,8 +80,8 @@ def test_backups_are_taken_on_the_replica_restore_and_fail_loudly(nodes: list[La
     # it, nothing is stale yet, and the key opens this stack's bucket only.
     for node in apps(nodes):
         assert Admin(node).sudo(f"stat -c '%a %U' {ENV}").stdout.strip() == "600 root"
-        assert Admin(node).sudo("systemctl is-enabled do-ha-backup.timer do-ha-backup-check.timer"
-                                ).stdout.split() == ["enabled", "enabled"]
+        assert Admin(node).sudo("systemctl is-enabled do-ha-backup.timer do-ha-backup-check.timer "
+                                "do-ha-binlog.timer").stdout.split() == ["enabled"] * 3
         assert Admin(node).sudo(f"{BACKUP} check").stdout.startswith("ok: ")
     other = _restic(replica, f"-r s3:{ENDPOINT}/{OTHER_BUCKET}/restic cat config", check=False)
     assert "Access Denied" in other or "AccessDenied" in other, other[-600:]
@@ -101,14 +106,13 @@ def test_backups_are_taken_on_the_replica_restore_and_fail_loudly(nodes: list[La
     assert _snapshots(replica, "shared")
     assert _canary_backup()[0] == 200
 
-    # What it holds restores: every row acknowledged before the backup, none after.
-    after = _write(f"{run}-after", 5)
+    # What it holds restores (into a scratch server on the node): every row
+    # acknowledged before the backup.
     restored = Admin(replica).sudo(
-        f"{BACKUP} verify \"SELECT client_key FROM do_ha_canary.writes WHERE client_key LIKE '{run}-%'\"",
+        f"{RESTORE} --sql \"SELECT client_key FROM do_ha_canary.writes WHERE client_key LIKE '{run}-%'\"",
         timeout=300).stdout.split("\n")
-    assert restored[0].startswith("restored: GTID 0-"), restored[:3]
-    keys = {line for line in restored[1:] if line}
-    assert before <= keys and not keys & after, sorted(keys)[:5]
+    assert restored[0].startswith("restored: backup "), restored[:3]
+    assert before <= {line for line in restored[1:] if line}
 
     # An upload killed half-way: no snapshot, the previous backup stays the latest.
     # (Watched on the node itself: the lab's small database streams in about a second.)
@@ -146,3 +150,71 @@ def test_backups_are_taken_on_the_replica_restore_and_fail_loudly(nodes: list[La
     for node in apps(nodes):
         logs = Admin(node).sudo("journalctl --no-pager -o cat").stdout
         assert secret and secret not in logs, node.name
+
+
+def _sql(node: LabNode, query: str) -> str:
+    return Admin(node).sudo(f"mariadb -N -B -e {json.dumps(query)}").stdout.strip()
+
+
+def _ship(node: LabNode) -> None:
+    Admin(node).sudo("systemctl start do-ha-binlog.service", timeout=300)
+
+
+def _restore(node: LabNode, sql_text: str, at: str = "") -> tuple[str, float]:
+    started = time.monotonic()
+    out = Admin(node).sudo(f"{RESTORE} {f'--at {json.dumps(at)} ' if at else ''}--sql {json.dumps(sql_text)}",
+                           timeout=600).stdout
+    return out, round(time.monotonic() - started, 1)
+
+
+def test_a_dropped_table_comes_back_to_the_second_before_the_drop_across_a_switchover(
+        nodes: list[LabNode], report: dict) -> None:
+    nodes = lab_nodes()
+    apps_ = apps(nodes)
+    _wait("a settled cluster", 300, lambda: _settled(nodes))
+    first = _promoted(nodes)
+    assert first is not None
+    second = next(n for n in apps_ if n is not first)
+    drill = f"drill_{int(time.time())}"
+    ops = Operations(lab_health, lab_run_on, say=print,
+                     pulumi=lambda argv: pytest.fail(f"no pulumi in a switchover: {argv}"))
+    figures = report.setdefault("backups", {})
+    try:
+        _sql(first, f"CREATE DATABASE {drill}; CREATE TABLE {drill}.t (k INT PRIMARY KEY)")
+        _sql(first, f"INSERT INTO {drill}.t VALUES " + ",".join(f"({i})" for i in range(1, 21)))
+        _wait("the replica has the rows", 60, lambda: _sql(second, f"SELECT COUNT(*) FROM {drill}.t") == "20")
+        assert _nightly(second) == 0  # the nightly backup, on the replica
+        _sql(first, f"INSERT INTO {drill}.t VALUES " + ",".join(f"({i})" for i in range(21, 41)))
+        _ship(first)
+
+        # The primary changes (a planned failover); writes go on on the other node.
+        switch(lab_config().stack, {n.name: host(n) for n in apps_}, ops, to=second.name)
+        _sql(second, f"INSERT INTO {drill}.t VALUES " + ",".join(f"({i})" for i in range(41, 61)))
+        time.sleep(1.5)
+        at = Admin(second).run("date -u '+%F %T'").stdout.strip()
+        time.sleep(1.5)
+        _sql(second, f"DROP TABLE {drill}.t")  # the mistake
+        _sql(second, f"CREATE TABLE {drill}.later (k INT PRIMARY KEY); INSERT INTO {drill}.later VALUES (1)")
+        _ship(second)
+
+        # To the second before the drop: exactly the 60 rows, from the backup and
+        # the binlogs of both primaries; nothing written after.
+        out, took = _restore(first, f"SELECT COUNT(*), MIN(k), MAX(k) FROM {drill}.t; "
+                                    f"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = "
+                                    f"'{drill}' AND table_name = 'later'", at)
+        lines = out.strip().splitlines()
+        assert lines[0].startswith("restored: backup ") and lines[1:] == ["60\t1\t60", "0"], out
+        figures["restore_to_point_s"] = took
+        # To the latest: the drop and what followed are there too.
+        out, took = _restore(first, f"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = "
+                                    f"'{drill}' AND table_name IN ('t', 'later') GROUP BY table_name")
+        assert out.strip().splitlines()[1:] == ["1"], out  # `later` only: `t` was dropped
+        figures["restore_to_latest_s"] = took
+        # Shipped within a ship period of the drop: the recovery point.
+        status = Admin(first).sudo("cat /srv/shared/backup/status").stdout
+        assert "binlog_result=ok" in status, status
+    finally:
+        _wait("a settled cluster", 300, lambda: _settled(lab_nodes()))
+        if _promoted(lab_nodes()) != apps_[0]:
+            switch(lab_config().stack, {n.name: host(n) for n in apps_}, ops, to=apps_[0].name)
+        _sql(apps_[0], f"DROP DATABASE IF EXISTS {drill}")

@@ -4,6 +4,8 @@ db-backup's own verdict on a status file."""
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import os
 import subprocess
 import time
@@ -200,3 +202,49 @@ def test_a_failed_run_fails_the_check_at_once(tmp_path: Path) -> None:
 def test_an_unreadable_status_is_not_taken_for_a_good_one(tmp_path: Path) -> None:
     result = _check(tmp_path, "last_success=yesterday\nstale_after_h=26\n")
     assert result.returncode == 1 and "unreadable" in result.stdout
+
+
+# --- db-restore's choice of binlogs ------------------------------------------------
+
+def _restore_module() -> Any:
+    loader = importlib.machinery.SourceFileLoader("db_restore", str(CLOUDINIT_DIR / "app/db-restore"))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("db_restore", loader))
+    loader.exec_module(module)
+    return module
+
+
+def _source(restore: Any, node: str, starts_after: str, shipped: str) -> Any:
+    return restore.Source(node, [Path(f"/x/{node}/mariadb-bin.000001")], starts_after, shipped)
+
+
+def test_one_primary_all_along_applies_its_own_binlogs() -> None:
+    restore = _restore_module()
+    app1 = _source(restore, "app1", "", "2026-12-04T01:00:00Z")
+    assert [(s.node, stop) for s, stop in restore.plan([app1], "0-1-120")] == [("app1", "")]
+    assert restore.plan([], "0-1-120") == []
+
+
+def test_after_a_failover_the_new_primary_decides() -> None:
+    """app2 was seeded at 100 and became primary; app1's last shipment may hold a
+    transaction no replica acknowledged (gone when it rejoined): never applied."""
+    restore = _restore_module()
+    app1 = _source(restore, "app1", "", "2026-12-04T01:00:00Z")
+    app2 = _source(restore, "app2", "0-1-100", "2026-12-04T02:00:00Z")
+    assert [(s.node, stop) for s, stop in restore.plan([app1, app2], "0-1-120")] == [("app2", "")]
+    # A backup older than app2's binlogs: app1's bridge up to where app2's begin.
+    assert [(s.node, stop) for s, stop in restore.plan([app1, app2], "0-1-50")] == [("app1", "0-1-100"),
+                                                                                     ("app2", "")]
+
+
+def test_a_gap_in_the_binlogs_is_an_error_not_a_silent_skip() -> None:
+    restore = _restore_module()
+    app2 = _source(restore, "app2", "0-1-100", "2026-12-04T02:00:00Z")
+    with pytest.raises(restore.RestoreError, match="binlogs are missing: the backup reaches GTID 0-1-50"):
+        restore.plan([app2], "0-1-50")
+
+
+def test_a_restore_point_is_a_utc_time() -> None:
+    restore = _restore_module()
+    assert restore.parse_time("2026-12-04 03:04:05").isoformat() == "2026-12-04T03:04:05+00:00"
+    with pytest.raises(restore.RestoreError, match="'YYYY-MM-DD HH:MM:SS'"):
+        restore.parse_time("yesterday")
