@@ -185,7 +185,7 @@ def test_a_good_backup_is_fresh_for_26_hours(tmp_path: Path) -> None:
     now = int(time.time())
     base = f"initialized={now - 90 * 86400}\nstale_after_h=26\nlast_result=ok\n"
     fresh = _check(tmp_path, base + f"last_success={now - 25 * 3600}\n")
-    assert fresh.returncode == 0 and "25 h old" in fresh.stdout
+    assert fresh.returncode == 0 and fresh.stdout == "ok: the newest good backup is 25 h old\n"
     stale = _check(tmp_path, base + f"last_success={now - 26 * 3600 - 60}\n")
     assert stale.returncode == 1 and "no good backup in the last 26 h" in stale.stdout
 
@@ -248,3 +248,23 @@ def test_a_restore_point_is_a_utc_time() -> None:
     assert restore.parse_time("2026-12-04 03:04:05").isoformat() == "2026-12-04T03:04:05+00:00"
     with pytest.raises(restore.RestoreError, match="'YYYY-MM-DD HH:MM:SS'"):
         restore.parse_time("yesterday")
+
+
+def test_a_run_killed_outright_fails_the_check_once_it_could_not_still_be_running(tmp_path: Path) -> None:
+    now = int(time.time())
+    base = f"stale_after_h=26\nlast_success={now - 20 * 3600}\nlast_attempt_node=app2\nlast_result=running\n"
+    assert _check(tmp_path, base + f"last_attempt={now - 3600}\n").returncode == 0
+    killed = _check(tmp_path, base + f"last_attempt={now - 7 * 3600}\n")
+    assert killed.returncode == 1 and "never finished" in killed.stdout
+
+
+def test_binlog_shipping_ten_minutes_behind_fails_the_check(tmp_path: Path) -> None:
+    now = int(time.time())
+    status = f"initialized={now - 86400}\nstale_after_h=26\nbinlog_stale_after_s=600\nlast_success={now - 3600}\n"
+    (tmp_path / "binlog").write_text(f"binlog_last_success={now - 60}\nbinlog_result=ok\n")
+    assert _check(tmp_path, status).returncode == 0
+    (tmp_path / "binlog").write_text(f"binlog_last_success={now - 900}\nbinlog_result=failed\n"
+                                     "binlog_error=Access Denied\n")
+    late = _check(tmp_path, status)
+    assert late.returncode == 1 and late.stdout.startswith("binlog shipping is stale: nothing shipped for 15 min")
+    assert "Access Denied" in late.stdout
