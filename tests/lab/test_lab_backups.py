@@ -167,6 +167,7 @@ def _restore(node: LabNode, sql_text: str, at: str = "") -> tuple[str, float]:
     return out, round(time.monotonic() - started, 1)
 
 
+@pytest.mark.disruptive(order=1)  # it moves the active role (and back)
 def test_a_dropped_table_comes_back_to_the_second_before_the_drop_across_a_switchover(
         nodes: list[LabNode], report: dict) -> None:
     nodes = lab_nodes()
