@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STACK  ?= staging
 OUT    ?= build/$(STACK)
 
-.PHONY: setup lint test test-unit render bench bench-seed lab lab-down host-packages preview up destroy state-bucket state-upgrade status replace scale switchover rekey-site
+.PHONY: setup lint test test-unit render bench bench-seed bench-backup lab lab-down host-packages preview up destroy state-bucket state-upgrade status replace scale switchover rekey-site
 
 # requirements-dev.txt: the program's requirements.txt and policy/requirements.txt,
 # plus what the tests, the lab, the tooling and the linter need.
@@ -43,6 +43,11 @@ bench: setup
 # printed and recorded in build/lab-report.json ("seeding"). ARGS='--gib 2 --keep'.
 bench-seed: setup
 	$(PY) -m bench.seed $(ARGS)
+
+# Backups at 1 GiB in the lab (root): backup, size in the bucket, restore times,
+# the primary's worst commit; recorded in build/lab-report.json ("backup_bench").
+bench-backup: setup
+	$(PY) -m bench.backup $(ARGS)
 
 # The lab: the lab stack on Debian 13 containers on this machine (root).
 lab: setup
