@@ -275,6 +275,30 @@ def droplet_user_data(resource_type: str, props: Mapping[str, Any], options: Opt
     return out
 
 
+# --- (f) backups: private, and prod's never emptied by a destroy ------------------
+
+def backup_bucket(resource_type: str, props: Mapping[str, Any], options: Options) -> list[str]:
+    """A Spaces bucket is private; on prod it is never force-destroyed (its objects,
+    the stack's backups, would go with a `pulumi destroy`)."""
+    if resource_type != types.SPACES_BUCKET:
+        return []
+    out = []
+    acl = known(prop(props, "acl", "private"), "acl")
+    if acl != "private":
+        out.append(f"the Spaces bucket's acl is {acl!r}: backups are private")
+    if options.stack == PROD_STACK and known(prop(props, "forceDestroy", False), "forceDestroy") is True:
+        out.append(f"the Spaces bucket on the {PROD_STACK} stack has forceDestroy: a destroy would delete its backups")
+    return out
+
+
+def prod_has_backups(resources: Sequence[Resource]) -> list[str]:
+    """The prod stack keeps backups (a Spaces bucket of its own)."""
+    prod = [r for r in resources if stack_of(r.urn) == PROD_STACK]
+    if prod and not any(r.type == types.SPACES_BUCKET for r in prod):
+        return [f"the {PROD_STACK} stack has no backup bucket: set do-ha-stack:backups true"]
+    return []
+
+
 # --- the catalogue the pack and the tests share ------------------------------------
 
 ResourceRule = Callable[[str, Mapping[str, Any], Options], list[str]]
@@ -298,9 +322,13 @@ RESOURCE_RULES: list[RuleInfo] = [
     RuleInfo("droplet-user-data",
              "Droplet user-data is within 64 KiB and carries no private key, API token or password.",
              droplet_user_data),
+    RuleInfo("backup-bucket",
+             "A Spaces bucket is private; prod's is never force-destroyed.", backup_bucket),
 ]
 
 STACK_RULES: list[RuleInfo] = [
     RuleInfo("droplets-in-stack-vpc",
              "Every droplet is in the stack's own VPC.", droplets_in_stack_vpc),
+    RuleInfo("prod-has-backups",
+             "The prod stack has a backup bucket.", prod_has_backups),
 ]

@@ -436,3 +436,24 @@ def test_pack_during_a_preview(analyzer: analyzer_pb2_grpc.AnalyzerStub, prod: R
     diagnostics = analyze(analyzer, droplet)
     assert [(d.policyName, d.enforcementLevel) for d in diagnostics] == [(RULE_E, analyzer_pb2.ADVISORY)]
     assert "can't be known during preview" in diagnostics[0].message
+
+
+# --- (f) backups ----------------------------------------------------------------------
+
+def test_a_public_or_prod_force_destroyed_bucket_fails(prod: Run, staging: Run) -> None:
+    assert check("backup-bucket", first(staging, types.SPACES_BUCKET)) == []  # staging: force_destroy
+    run = broken(prod)
+    bucket = first(run, types.SPACES_BUCKET)
+    bucket.inputs["forceDestroy"] = True
+    bucket.inputs["acl"] = "public-read"
+    assert [m.split(":")[0] for m in resource_violations(run)] == ["backup-bucket", "backup-bucket"]
+    assert any("a destroy would delete its backups" in m for m in resource_violations(run))
+    assert any("'public-read'" in m for m in resource_violations(run))
+
+
+def test_prod_without_a_backup_bucket_fails(prod: Run, staging: Run) -> None:
+    assert rules.prod_has_backups(stack_resources(prod)) == []
+    without = [r for r in stack_resources(prod) if r.type != types.SPACES_BUCKET]
+    assert rules.prod_has_backups(without) == ["the prod stack has no backup bucket: set do-ha-stack:backups true"]
+    staging_without = [r for r in stack_resources(staging) if r.type != types.SPACES_BUCKET]
+    assert rules.prod_has_backups(staging_without) == []
