@@ -18,7 +18,6 @@ is protected and never emptied by the program.
 
 from __future__ import annotations
 
-import shlex
 from string import Template
 
 import pulumi
@@ -30,7 +29,7 @@ from infra.config import StackConfig
 from infra.naming import child_opts, stack_tag
 from infra.nodes import Nodes
 from infra.paths import read
-from infra.remote import Bundle, Connector, NodeFile, step_command
+from infra.remote import Bundle, Connector, NodeFile, settings_file, step_command
 from infra.storage import MOUNTPOINT
 
 BACKUP = "/usr/local/lib/do-ha-stack/db-backup"
@@ -52,7 +51,7 @@ def backup_env(repository: str, access_key: str, secret_key: str) -> str:
     by the script: quoted)."""
     values = {"RESTIC_REPOSITORY": repository, "RESTIC_PASSWORD_FILE": PASSWORD_FILE,
               "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
-    return "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
+    return settings_file(values)
 
 
 def backup_settings(cfg: StackConfig) -> str:
@@ -60,7 +59,7 @@ def backup_settings(cfg: StackConfig) -> str:
               "STALE_AFTER_H": str(tuning.BACKUP_STALE_AFTER_H),
               "REACH_TIMEOUT_S": str(tuning.BACKUP_REACH_TIMEOUT_S), "SHARED": MOUNTPOINT,
               "BINLOG_ROTATE_MB": str(tuning.BINLOG_ROTATE_MB), "BINLOG_STALE_S": str(tuning.BINLOG_STALE_S)}
-    return "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
+    return settings_file(values)
 
 
 def backup_timer() -> str:

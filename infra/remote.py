@@ -60,6 +60,12 @@ class Bundle:
         return pulumi.Output.all(*lines).apply("".join)
 
 
+def settings_file(values: Mapping[str, str]) -> str:
+    """NAME=value lines, values shell-quoted: a settings file a node's root script
+    sources (and systemd's EnvironmentFile reads)."""
+    return "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
+
+
 def steps() -> tuple[str, ...]:
     """Every step script (cloudinit/steps/*.sh but lib.sh)."""
     return tuple(sorted(p.stem for p in (CLOUDINIT_DIR / STEPS_DIR).glob("*.sh") if p.name != "lib.sh"))

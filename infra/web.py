@@ -10,7 +10,6 @@ failover changes nothing a browser sees.
 
 from __future__ import annotations
 
-import shlex
 from string import Template
 
 import pulumi
@@ -21,7 +20,7 @@ from infra.config import StackConfig, secret_setting
 from infra.naming import child_opts
 from infra.nodes import Nodes
 from infra.paths import read
-from infra.remote import Bundle, Connector, NodeFile, step_command
+from infra.remote import Bundle, Connector, NodeFile, settings_file, step_command
 from infra.storage import MOUNTPOINT
 
 DOCUMENT_ROOT = f"{MOUNTPOINT}/www"
@@ -41,7 +40,7 @@ def site_cert_env(cfg: StackConfig) -> str:
     """site-cert's settings (cloudinit/app/site-cert sources them as root: quoted)."""
     values = {"DOMAIN": cfg.domain, "ACME_DIRECTORY_URL": cfg.acme_directory_url, "ACME_EMAIL": cfg.acme_email,
               "ACME_SERVER_CA": ACME_SERVER_CA if cfg.acme_server_ca else ""}
-    return "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
+    return settings_file(values)
 
 
 def tls_files(cfg: StackConfig) -> list[NodeFile]:

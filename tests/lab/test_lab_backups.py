@@ -44,8 +44,9 @@ def _snapshots(node: LabNode, tag: str) -> list[dict]:
     return json.loads(_restic(node, f"snapshots --json --tag {tag}"))
 
 
-def _status(node: LabNode) -> dict[str, str]:
-    text = Admin(node).sudo("cat /srv/shared/backup/status").stdout
+def _status(node: LabNode, name: str = "status") -> dict[str, str]:
+    """A status file of db-backup's (status: the nightly runs; binlog: the shipments)."""
+    text = Admin(node).sudo(f"cat /srv/shared/backup/{name}").stdout
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
@@ -157,11 +158,6 @@ def _sql(node: LabNode, query: str) -> str:
     return Admin(node).sudo(f"mariadb -N -B -e {json.dumps(query)}").stdout.strip()
 
 
-def _binlog_status(node: LabNode) -> dict[str, str]:
-    text = Admin(node).sudo("cat /srv/shared/backup/binlog").stdout
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-
-
 def _ship(node: LabNode) -> None:
     Admin(node).sudo("systemctl start do-ha-binlog.service", timeout=300)
 
@@ -191,8 +187,8 @@ def test_a_dropped_table_comes_back_to_the_second_before_the_drop_across_a_switc
         _sql(first, f"CREATE DATABASE {drill}; CREATE TABLE {drill}.t (k INT PRIMARY KEY)")
         committed = float(Admin(first).run("date +%s.%N").stdout)
         seq = int(_sql(first, "SELECT @@gtid_binlog_pos").split("-")[-1])
-        _wait("the commit shipped", 120, lambda: int(_binlog_status(first)["binlog_gtid"].split("-")[-1]) >= seq)
-        figures["recovery_point_s"] = round(int(_binlog_status(first)["binlog_last_success"]) - committed, 1)
+        _wait("the commit shipped", 120, lambda: int(_status(first, "binlog")["binlog_gtid"].split("-")[-1]) >= seq)
+        figures["recovery_point_s"] = round(int(_status(first, "binlog")["binlog_last_success"]) - committed, 1)
         assert figures["recovery_point_s"] <= tuning.BINLOG_SHIP_S + 15, figures
         _sql(first, f"INSERT INTO {drill}.t VALUES " + ",".join(f"({i})" for i in range(1, 21)))
         _wait("the replica has the rows", 60, lambda: _sql(second, f"SELECT COUNT(*) FROM {drill}.t") == "20")
@@ -223,7 +219,7 @@ def test_a_dropped_table_comes_back_to_the_second_before_the_drop_across_a_switc
                                     f"'{drill}' AND table_name IN ('t', 'later') GROUP BY table_name")
         assert out.strip().splitlines()[1:] == ["1"], out  # `later` only: `t` was dropped
         figures["restore_to_latest_s"] = took
-        assert _binlog_status(second)["binlog_node"].endswith(f"-{second.name}")
+        assert _status(second, "binlog")["binlog_node"].endswith(f"-{second.name}")
     finally:
         _wait("a settled cluster", 300, lambda: _settled(lab_nodes()))
         if _promoted(lab_nodes()) != apps_[0]:
