@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STACK  ?= staging
 OUT    ?= build/$(STACK)
 
-.PHONY: setup lint test test-unit render bench bench-seed bench-backup lab lab-down host-packages preview up destroy state-bucket state-upgrade status replace scale switchover rekey-site
+.PHONY: setup lint test test-unit render bench bench-seed bench-backup lab lab-down host-packages preview up destroy state-bucket state-upgrade status replace scale switchover rekey-site restore
 
 # requirements-dev.txt: the program's requirements.txt and policy/requirements.txt,
 # plus what the tests, the lab, the tooling and the linter need.
@@ -111,3 +111,10 @@ state-bucket: setup
 	$(if $(BUCKET),,$(error BUCKET is required: make state-bucket BUCKET=name REGION=fra1))
 	$(if $(REGION),,$(error REGION is required: make state-bucket BUCKET=name REGION=fra1))
 	$(PY) -m tooling.state_backend --bucket='$(BUCKET)' --region='$(REGION)' $(if $(ENDPOINT),--endpoint='$(ENDPOINT)')
+
+# Roll the database back to a point in its backups, in the running cluster (README,
+# "Backups"): make restore STACK=prod AT='2026-12-04 09:14:00' (or a GTID, or latest);
+# FROM=old-stack restores another stack's backups (a fresh stack taking over).
+restore: setup
+	$(if $(GIVEN_STACK),,$(error STACK is required: make restore STACK=staging AT='YYYY-MM-DD HH:MM:SS'))
+	$(PY) -m tooling.restore --stack '$(GIVEN_STACK)' $(if $(AT),--at '$(AT)') $(if $(FROM),--from '$(FROM)') $(ARGS)

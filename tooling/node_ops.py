@@ -43,6 +43,8 @@ class Operations:
     pulumi: Callable[[Sequence[str]], int]
     say: Callable[[str], None] = print
     sleep: Callable[[float], None] = time.sleep
+    # A command on a node with text on its stdin (secrets go there, never in argv).
+    run_with_input: Callable[[str, Sequence[str], str], subprocess.CompletedProcess[str]] | None = None
 
 
 def member_to_drive_from(report: Report, node: str) -> str:
@@ -93,11 +95,19 @@ def cli_operations(args: argparse.Namespace, env: Mapping[str, str]) -> Operatio
         return subprocess.run([*shared.argv(by_name[node].address), shlex.join(argv)], stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=tuning.REPLACE_DRAIN_TIMEOUT_S + 60)
 
+    def run_with_input(node: str, argv: Sequence[str], text: str) -> subprocess.CompletedProcess[str]:
+        # Long work (a restore takes as long as its data): no overall limit, but a
+        # connection that stops answering ends it.
+        alive = ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=8"]
+        target = shared.argv(by_name[node].address)
+        return subprocess.run([*target[:-1], *alive, target[-1], shlex.join(argv)], input=text,
+                              capture_output=True, text=True)
+
     def pulumi(argv: Sequence[str]) -> int:
         # Interactive: `up` shows its preview and asks unless --yes.
         return subprocess.run(["pulumi", *argv]).returncode
 
-    return Operations(health, run_on, pulumi)
+    return Operations(health, run_on, pulumi, run_with_input=run_with_input)
 
 
 def add_operation_options(parser: argparse.ArgumentParser) -> None:

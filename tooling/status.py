@@ -61,13 +61,14 @@ def targets_from_outputs(outputs: Mapping[str, Any]) -> tuple[str, list[NodeTarg
     return reserved_ip, targets
 
 
-def pulumi_outputs(stack: str) -> dict[str, Any]:
-    """`pulumi stack output --json` for the stack (no secrets: the outputs used are plain)."""
+def pulumi_outputs(stack: str, show_secrets: bool = False) -> dict[str, Any]:
+    """`pulumi stack output --json` for the stack (secrets only when asked for)."""
     if shutil.which("pulumi") is None:
         raise StatusError("pulumi CLI not found on PATH: install it, or give the outputs as a file "
                           "(OUTPUTS=file.json, saved with `pulumi stack output --json --stack STACK`)")
     try:
-        result = subprocess.run(["pulumi", "stack", "output", "--json", "--stack", stack, "--non-interactive"],
+        result = subprocess.run(["pulumi", "stack", "output", "--json", "--stack", stack, "--non-interactive",
+                                 *(["--show-secrets"] if show_secrets else [])],
                                 cwd=REPO_ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                 timeout=PULUMI_TIMEOUT_S)
     except subprocess.TimeoutExpired:

@@ -7,24 +7,29 @@ says so; an upload killed half-way leaves the previous backup the latest; a wron
 key fails loudly on every node and at the uptime check, and the next good run
 clears it. The second: the drill of issue 14, a table dropped by mistake after a
 switchover, restored to the second before the drop from the nightly backup and the
-binlogs both primaries shipped.
+binlogs both primaries shipped (and to a GTID); then `make restore` rolls the running
+cluster back to that second: the primary takes the restored copy, the replica is
+re-seeded from it, and the stack serves and ships on.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
 import pytest
 
 from infra import tuning
+from lab import replay
 from lab.spaces import ENDPOINT, OTHER_BUCKET
-from lab.stack import lab_config, lab_nodes
+from lab.stack import lab_config, lab_nodes, lab_plan, lab_program
 from lab.topology import RESERVED_IP, LabNode
 from tests.helpers.day2 import apps, host, lab_health, lab_run_on, sql
 from tests.helpers.lab_support import Admin, in_lab
 from tests.lab.test_lab_cluster import _promoted, _settled, _wait
 from tooling.node_ops import Operations
+from tooling.restore import Restore, restore
 from tooling.switchover import switch
 
 pytestmark = pytest.mark.lab
@@ -33,6 +38,18 @@ BACKUP = "/usr/local/lib/do-ha-stack/db-backup"
 RESTORE = "/usr/local/lib/do-ha-stack/db-restore"
 ENV = "/etc/do-ha-stack/backup.env"
 RESTIC = f"bash -c 'set -a; . {ENV}; set +a; restic --no-cache "
+
+
+# A restore from a repository given on stdin (db-restore --source -), made of this
+# node's own settings; its backup.env is moved away meanwhile, so it cannot be read.
+FROM_STDIN = f"""set -euo pipefail
+set -a; . {ENV}; . /etc/do-ha-stack/backup.conf; set +a
+src=$(printf 'RESTIC_REPOSITORY=%q\\nRESTIC_PASSWORD=%q\\nAWS_ACCESS_KEY_ID=%q\\nAWS_SECRET_ACCESS_KEY=%q\\nHOST=%q\\n' \\
+  "$RESTIC_REPOSITORY" "$(cat "$RESTIC_PASSWORD_FILE")" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" "$HOST")
+mv {ENV} {ENV}.away
+trap 'mv {ENV}.away {ENV}' EXIT
+printf '%s\\n' "$src" | {RESTORE} --source - --sql "$1"
+"""
 
 
 def _restic(node: LabNode, args: str, check: bool = True) -> str:
@@ -115,6 +132,16 @@ def test_backups_are_taken_on_the_replica_restore_and_fail_loudly(nodes: list[La
         timeout=300).stdout.split("\n")
     assert restored[0].startswith("restored: backup "), restored[:3]
     assert before <= {line for line in restored[1:] if line}
+    # The same from "another stack's" repository (make restore FROM=...): its settings on
+    # stdin only, this node's own key file out of the way meanwhile.
+    script = base64.b64encode(FROM_STDIN.encode()).decode()
+    Admin(replica).sudo(f"sh -c 'echo {script} | base64 -d > /run/from-stdin.sh'")
+    restored = Admin(replica).sudo(
+        f"bash /run/from-stdin.sh \"SELECT client_key FROM do_ha_canary.writes WHERE client_key LIKE '{run}-%'\"",
+        timeout=300).stdout.split("\n")
+    assert restored[0].startswith("restored: backup "), restored[:3]
+    assert before <= {line for line in restored[1:] if line}
+    assert Admin(replica).sudo(f"test -f {ENV}", check=False).returncode == 0
 
     # An upload killed half-way: no snapshot, the previous backup stays the latest.
     # (Watched on the node itself: the lab's small database streams in about a second.)
@@ -169,7 +196,26 @@ def _restore(node: LabNode, sql_text: str, at: str = "") -> tuple[str, float]:
     return out, round(time.monotonic() - started, 1)
 
 
-@pytest.mark.disruptive(order=1)  # it moves the active role (and back)
+class SeedReplay:
+    """`pulumi up --replace <db-seed URN>...` as the lab plays it: those steps run again."""
+
+    def __init__(self) -> None:
+        self.replaced: list[str] = []
+
+    def __call__(self, argv: list[str]) -> int:
+        assert argv[0] == "up", argv
+        names = [argv[i + 1].rsplit("::", 1)[1] for i, arg in enumerate(argv) if arg == "--replace"]
+        commands = {c["name"]: c for c in lab_plan(lab_nodes())}
+        for name in names:
+            done = replay.run_one(commands[name])
+            print(f"{name}: exit {done.returncode}\n{done.stderr[-3000:]}")
+            if done.returncode != 0:
+                return 1
+            self.replaced.append(name)
+        return 0
+
+
+@pytest.mark.disruptive(order=1)  # it moves the active role (and back), and rolls the database back
 def test_a_dropped_table_comes_back_to_the_second_before_the_drop_across_a_switchover(
         nodes: list[LabNode], report: dict) -> None:
     nodes = lab_nodes()
@@ -194,6 +240,7 @@ def test_a_dropped_table_comes_back_to_the_second_before_the_drop_across_a_switc
         _wait("the replica has the rows", 60, lambda: _sql(second, f"SELECT COUNT(*) FROM {drill}.t") == "20")
         assert _nightly(second) == 0  # the nightly backup, on the replica
         _sql(first, f"INSERT INTO {drill}.t VALUES " + ",".join(f"({i})" for i in range(21, 41)))
+        row_40 = _sql(first, "SELECT @@gtid_binlog_pos")  # that insert's GTID
         _ship(first)
 
         # The primary changes (a planned failover); writes go on on the other node.
@@ -220,6 +267,44 @@ def test_a_dropped_table_comes_back_to_the_second_before_the_drop_across_a_switc
         assert out.strip().splitlines()[1:] == ["1"], out  # `later` only: `t` was dropped
         figures["restore_to_latest_s"] = took
         assert _status(second, "binlog")["binlog_node"].endswith(f"-{second.name}")
+        # To a GTID: up to and including the insert of rows 21-40, shipped by the old primary.
+        out, _ = _restore(first, f"SELECT COUNT(*), MIN(k), MAX(k) FROM {drill}.t", row_40)
+        assert out.strip().splitlines()[1:] == ["40\t1\t40"], out
+
+        # make restore: the running cluster rolled back to the second before the drop.
+        program = lab_program(lab_nodes())
+        seeds = SeedReplay()
+        said: list[str] = []
+        ops_restore = Operations(lab_health, lab_run_on, seeds, say=lambda line: (said.append(line), print(line)))
+        started = time.monotonic()
+        after = restore(Restore(lab_config().stack, at, {n.name: program.by_name(f"{n.name}-db-seed").urn
+                                                        for n in apps_}), ops_restore, yes=True)
+        figures["restore_into_cluster_s"] = round(time.monotonic() - started, 1)
+        down = [line for line in said if "the database was down" in line]
+        assert down, said
+        figures["restore_into_cluster_db_down_s"] = float(down[0].split("down ")[1].split(" s")[0])
+        assert after.healthy, after.problems
+        assert seeds.replaced == [f"{first.name}-db-seed"]  # the replica, not the primary
+        assert _promoted(lab_nodes()) == second
+        for node in apps_:
+            assert _sql(node, f"SELECT COUNT(*), MIN(k), MAX(k) FROM {drill}.t") == "60\t1\t60", node.name
+            assert _sql(node, f"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '{drill}' "
+                              "AND table_name = 'later'") == "0", node.name
+        assert "restored at" in Admin(second).sudo("cat /var/lib/mysql/do-ha-stack.lineage").stdout
+        assert "seeded from" in Admin(first).sudo("cat /var/lib/mysql/do-ha-stack.lineage").stdout
+        kept = Admin(second).sudo("sh -c 'ls -d /var/lib/mysql.before-restore-*'").stdout.split()
+        assert len(kept) == 1, kept
+        assert Admin(second).sudo(f"test -d {kept[0]}/{drill}", check=False).returncode == 0
+        assert _snapshots(second, "rollback"), "the rollback is recorded for later restores"
+        # The stack goes on: a write replicates, is shipped, and a restore to the
+        # latest state has the rolled-back table and the new row, not the dropped history.
+        _sql(second, f"INSERT INTO {drill}.t VALUES (61)")
+        _wait("the replica has row 61", 60, lambda: _sql(first, f"SELECT COUNT(*) FROM {drill}.t") == "61")
+        _ship(second)
+        out, _ = _restore(first, f"SELECT COUNT(*), MAX(k) FROM {drill}.t; SELECT COUNT(*) FROM "
+                                 f"information_schema.tables WHERE table_schema = '{drill}' AND table_name = 'later'")
+        assert out.strip().splitlines()[1:] == ["61\t61", "0"], out
+        Admin(second).sudo(f"rm -rf {kept[0]}")
     finally:
         _wait("a settled cluster", 300, lambda: _settled(lab_nodes()))
         if _promoted(lab_nodes()) != apps_[0]:

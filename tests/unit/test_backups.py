@@ -5,10 +5,13 @@ db-backup's own verdict on a status file."""
 from __future__ import annotations
 
 import importlib.machinery
+import json
 import importlib.util
 import os
 import subprocess
+import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +212,7 @@ def test_an_unreadable_status_is_not_taken_for_a_good_one(tmp_path: Path) -> Non
 def _restore_module() -> Any:
     loader = importlib.machinery.SourceFileLoader("db_restore", str(CLOUDINIT_DIR / "app/db-restore"))
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader("db_restore", loader))
+    sys.modules["db_restore"] = module  # its dataclasses look their module up
     loader.exec_module(module)
     return module
 
@@ -268,3 +272,127 @@ def test_binlog_shipping_ten_minutes_behind_fails_the_check(tmp_path: Path) -> N
     late = _check(tmp_path, status)
     assert late.returncode == 1 and late.stdout.startswith("binlog shipping is stale: nothing shipped for 15 min")
     assert "Access Denied" in late.stdout
+
+
+# --- db-restore's restore point, base and rollbacks --------------------------------
+
+def _snap(end: str, short: str) -> dict:
+    return {"id": short * 8, "short_id": short, "time": end, "summary": {"backup_end": end}}
+
+
+def _restic_answers(restore: Any, monkeypatch: pytest.MonkeyPatch, bases: list[dict],
+                    rollback_tags: list[tuple[str, list[str]]] = ()) -> None:
+    rollbacks = [{"time": at, "tags": ["rollback", *tags]} for at, tags in rollback_tags]
+
+    def restic(env: dict, *args: str) -> str:
+        return json.dumps(rollbacks if "rollback" in args else bases)
+
+    monkeypatch.setattr(restore, "restic", restic)
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+def test_a_restore_point_is_a_time_a_gtid_or_the_latest() -> None:
+    restore = _restore_module()
+    now = _utc("2026-12-04 09:00:00")
+    assert restore.parse_point(None, now) == restore.Point() == restore.parse_point("latest", now)
+    assert restore.parse_point("0-1-2345", now) == restore.Point(gtid="0-1-2345")
+    assert restore.parse_point("2026-12-04 08:00:00", now) == restore.Point(time=_utc("2026-12-04 08:00:00"))
+    with pytest.raises(restore.RestoreError, match="in the future; allowed: a time before now"):
+        restore.parse_point("2026-12-04 09:00:01", now)
+    with pytest.raises(restore.RestoreError, match="one GTID per replication domain"):
+        restore.parse_point("0-1-5,0-2-9", now)
+    with pytest.raises(restore.RestoreError, match="neither a time nor a GTID"):
+        restore.parse_point("0-1-x", now)
+
+
+def test_two_stops_make_the_earlier_per_domain() -> None:
+    restore = _restore_module()
+    assert restore.lower_stop("", "0-1-9") == "0-1-9" and restore.lower_stop("0-2-4", "") == "0-2-4"
+    assert restore.lower_stop("0-1-100", "0-2-60") == "0-2-60"
+    assert restore.lower_stop("0-1-100,1-1-5", "0-2-160") == "0-1-100,1-1-5"
+
+
+def test_the_base_is_the_newest_backup_that_ended_before_the_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    restore = _restore_module()
+    _restic_answers(restore, monkeypatch, [_snap("2026-12-02T02:40:00Z", "a"), _snap("2026-12-03T02:40:00Z", "b")])
+    assert restore.choose_base({}, "h", None, [])["short_id"] == "b"
+    assert restore.choose_base({}, "h", _utc("2026-12-03 02:40:00"), [])["short_id"] == "b"
+    # A GTID's second: the backup must have ended before it began.
+    assert restore.choose_base({}, "h", _utc("2026-12-03 02:40:00"), [], strictly=True)["short_id"] == "a"
+    with pytest.raises(restore.RestoreError, match=r"before the oldest backup's end \(2026-12-02 02:40:00 UTC\)"):
+        restore.choose_base({}, "h", _utc("2026-12-01 00:00:00"), [])
+
+
+def test_a_backup_of_history_a_restore_rolled_back_is_never_the_base(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rolled back at 12:00 to 09:00: backup b (10:00) holds transactions whose GTIDs the
+    new history used again; only a and, once taken, c may be the base after that."""
+    restore = _restore_module()
+    discarded_after = int(_utc("2026-12-03 09:00:00").timestamp())
+    _restic_answers(restore, monkeypatch,
+                    [_snap("2026-12-03T08:00:00Z", "a"), _snap("2026-12-03T10:00:00Z", "b")],
+                    [("2026-12-03T12:00:00Z", [f"discarded-after:{discarded_after}", "reached:0-1-70+1-1-5"])])
+    history = restore.rollbacks({}, "h")
+    assert history == [restore.Rollback(_utc("2026-12-03 09:00:00"), _utc("2026-12-03 12:00:00"), "0-1-70,1-1-5")]
+    assert restore.choose_base({}, "h", None, history)["short_id"] == "a"
+    assert restore.choose_base({}, "h", _utc("2026-12-03 13:00:00"), history)["short_id"] == "a"
+    # Before the rollback's point, the old history is the right one.
+    assert restore.choose_base({}, "h", _utc("2026-12-03 08:30:00"), history)["short_id"] == "a"
+    with pytest.raises(restore.RestoreError, match="was rolled back by the restore of 2026-12-03 12:00:00 UTC; "
+                                                   "allowed: before 2026-12-03 09:00:00 or after"):
+        restore.check_not_rolled_back(_utc("2026-12-03 10:30:00"), history, "the restore point")
+    _restic_answers(restore, monkeypatch, [_snap("2026-12-03T10:00:00Z", "b")],
+                    [("2026-12-03T12:00:00Z", [f"discarded-after:{discarded_after}", "reached:0-1-70"])])
+    with pytest.raises(restore.RestoreError, match="every backup in the repository holds history a restore"):
+        restore.choose_base({}, "h", None, history)
+
+
+def test_a_gtid_point_is_found_in_the_newest_shipment_that_holds_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    restore = _restore_module()
+    old = _source(restore, "app1", "", "2026-12-04T01:00:00Z")
+    new = _source(restore, "app2", "0-1-100", "2026-12-04T02:00:00Z")
+    events = {"app1": [(_utc("2026-12-04 00:10:00"), "0", "1", 101)],  # a rolled-back 0-1-101
+              "app2": [(_utc("2026-12-04 01:30:00"), "0", "1", 101), (_utc("2026-12-04 01:31:00"), "0", "2", 102)]}
+    monkeypatch.setattr(restore, "transactions", lambda files: iter(events[files[0].parent.name]))
+    assert restore.gtid_time([old, new], "0-1-101") == _utc("2026-12-04 01:30:00")
+    assert restore.gtid_time([old, new], "0-2-102") == _utc("2026-12-04 01:31:00")
+    with pytest.raises(restore.RestoreError, match="no shipped binlog holds 0-2-103"):
+        restore.gtid_time([old, new], "0-2-103")
+
+
+def test_after_a_rollback_the_old_shipments_bridge_only_up_to_its_point(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    """app2 was primary, shipped rows up to 0-2-80, the cluster was rolled back to 0-2-70
+    at 12:00 and app2 (primary again) wrote 0-2-71 anew. A restore to the latest takes
+    the old shipment up to 0-2-70 only, then the new one: never the discarded 71-80."""
+    restore = _restore_module()
+    snaps = [
+        {"id": "1" * 64, "short_id": "s1", "hostname": "h@app1", "time": "2026-12-03T08:00:00Z"},
+        {"id": "2" * 64, "short_id": "s2", "hostname": "h@app2", "time": "2026-12-03T11:00:00Z"},
+        {"id": "3" * 64, "short_id": "s3", "hostname": "h@app2", "time": "2026-12-03T12:10:00Z"},
+        {"id": "4" * 64, "short_id": "s4", "hostname": "other@app1", "time": "2026-12-03T12:20:00Z"},
+    ]
+    firsts = {"s1": ("0", "1", 1), "s2": ("0", "2", 41), "s3": ("0", "2", 71)}
+
+    def restic(env: dict, *args: str) -> str:
+        if args[0] == "restore":
+            target = Path(args[args.index("--target") + 1])
+            (target / "var/lib/mysql").mkdir(parents=True)
+            (target / "var/lib/mysql/mariadb-bin.000001").write_text("")
+            (target / "var/lib/mysql/mariadb-bin.000001.idx").write_text("")
+            return ""
+        return json.dumps(snaps)
+
+    monkeypatch.setattr(restore, "restic", restic)
+    monkeypatch.setattr(restore, "first_gtid", lambda files: firsts[files[0].parents[3].name])
+    history = [restore.Rollback(_utc("2026-12-03 10:00:00"), _utc("2026-12-03 12:00:00"), "0-2-70")]
+    sources = restore.binlog_sources({}, "h", tmp_path, history)
+    assert [(s.node, s.starts_after, s.limit) for s in sources] == [
+        ("app1", "0-1-0", "0-2-70"), ("app2", "0-2-40", "0-2-70"), ("app2", "0-2-70", "")]
+    assert all(len(s.files) == 1 for s in sources)  # the binlog, not its GTID index
+    chain = restore.plan(sources, "0-2-50")
+    assert [(s.shipped.hour, stop) for s, stop in chain] == [(11, "0-2-70"), (12, "")]
+    # Without a rollback, only each node's newest shipment counts.
+    assert [s.shipped.hour for s in restore.binlog_sources({}, "h", tmp_path / "again", [])] == [8, 12]

@@ -22,6 +22,7 @@ def report(*problems: str) -> Report:
 class Recorder:
     def __init__(self, health: list[Report], pulumi_rc: int = 0) -> None:
         self.calls: list[tuple[str, ...]] = []
+        self.inputs: list[str] = []
         self._health = health
         self.pulumi_rc = pulumi_rc
 
@@ -38,7 +39,12 @@ class Recorder:
             self.calls.append(("pulumi", *argv))
             return self.pulumi_rc if argv[0] == "up" else 0
 
-        return Operations(health, run_on, pulumi, say=lambda _: None, sleep=lambda _: None)
+        def run_with_input(node: str, argv: Sequence[str], text: str) -> subprocess.CompletedProcess[str]:
+            self.inputs.append(text)
+            return run_on(node, argv)
+
+        return Operations(health, run_on, pulumi, say=lambda _: None, sleep=lambda _: None,
+                          run_with_input=run_with_input)
 
 
 def test_plan_finds_the_droplet_the_state_holds() -> None:
