@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from infra.paths import CLOUDINIT_DIR, REPO_ROOT
 from infra.userdata import packages_for, render, sshd_dropin
 from tests.helpers.stacks import plain_config
 from tests.helpers.expect import EXPECTED_SSHD
-from tests.helpers.tools_root import cloud_init_schema, shellcheck, sshd_effective, tools_root
+from tests.helpers.tools_root import chroot, cloud_init_schema, scratch, shellcheck, sshd_effective, tools_root
 
 pytestmark = pytest.mark.tools
 
@@ -115,3 +117,28 @@ def test_shellcheck_can_fail(root: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.sh"
     bad.write_text("#!/bin/bash\nrm -rf $1/*\n")
     assert shellcheck(root, bad).returncode != 0
+
+
+def _python_scripts() -> list[Path]:
+    return sorted(p for p in CLOUDINIT_DIR.rglob("*")
+                  if p.is_file() and p.read_text(errors="ignore").startswith("#!/usr/bin/python3"))
+
+
+def _compiles(root: Path, script: Path) -> subprocess.CompletedProcess[str]:
+    """Byte-compiled by the nodes' own Python (Debian 13's), as it will run there."""
+    with scratch(root) as (host, inside):
+        shutil.copy(script, host / "script.py")
+        return chroot(root, "python3", "-m", "py_compile", f"{inside}/script.py")
+
+
+@pytest.mark.parametrize("script", _python_scripts(), ids=lambda p: p.name)
+def test_python_node_scripts_compile_with_the_nodes_python(root: Path, script: Path) -> None:
+    result = _compiles(root, script)
+    assert result.returncode == 0, result.stderr
+
+
+def test_python_compile_check_can_fail(root: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.write_text("#!/usr/bin/python3\ndef f(:\n")
+    assert _compiles(root, bad).returncode != 0
+    assert {p.name for p in _python_scripts()} >= {"canary.py", "db-restore"}
