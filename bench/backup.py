@@ -6,14 +6,18 @@ Gives the replica a dataset of at least GIB GiB (bench.seed's table, written
 without binlog on the replica itself: the nightly backup is taken there), then
 runs the nightly backup unit on the replica while the primary takes single-row
 commits without pause (lab.seed_probe), and restores it with db-restore into a
-scratch server, to the latest state and to a point in time.
+scratch server, to the latest state and to a point in time; then rolls the running
+cluster back to the latest state with `make restore`'s code (tooling.restore): the
+primary takes the restored copy, the replica is re-seeded from it (--no-into-cluster
+leaves that out).
 
 It prints and records (build/lab-report.json, key "backup_bench"): the dataset's
 bytes, the backup's seconds and MB/s (dataset bytes, 10^6), the repository's size
 in the bucket after it (restic's raw data: compressed, encrypted, deduplicated),
 the restore times (RTO on the node, scratch server up and checked), the primary's
-worst commit while the backup ran, and the shipped binlogs' lag behind the
-primary when the backup ended (the recovery point).
+worst commit while the backup ran, the shipped binlogs' lag behind the
+primary when the backup ended (the recovery point), and the cluster restore's
+total time and how long the database was down in it.
 
 Brings the lab up if it is not (and down at the end unless --keep).
 """
@@ -27,10 +31,15 @@ import time
 from pathlib import Path
 
 from bench.seed import ensure_dataset, log, roles, sudo
+from lab import replay
 from lab.bringup import down, up
 from lab.containers import load_state
-from lab.seed_probe import seed_probe
-from lab.stack import lab_nodes
+from lab.seed_probe import seed_probe, sql
+from lab.stack import lab_config, lab_nodes, lab_plan, lab_program
+from lab.topology import LabNode
+from tests.helpers.day2 import lab_health, lab_run_on, lab_run_with_input
+from tooling.node_ops import Operations
+from tooling.restore import Restore, restore
 
 REPORT = Path(os.environ.get("LAB_REPORT", "build/lab-report.json"))
 RESTIC = "bash -c 'set -a; . /etc/do-ha-stack/backup.env; set +a; restic --no-lock {}'"
@@ -40,6 +49,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.backup")
     parser.add_argument("--gib", type=float, default=1.0)
     parser.add_argument("--keep", action="store_true", help="leave the lab up")
+    parser.add_argument("--no-into-cluster", action="store_true", help="no cluster restore")
     args = parser.parse_args()
     brought_up = not load_state().get("nodes")
     if brought_up:
@@ -65,6 +75,8 @@ def main() -> int:
             restored[name] = {"s": round(time.monotonic() - begin, 1), "rows": int(out.splitlines()[-1])}
         binlog = dict(line.split("=", 1) for line in sudo(primary, "cat /srv/shared/backup/binlog").splitlines()
                       if "=" in line)
+        if not args.no_into_cluster:
+            restored["into_cluster"] = into_cluster(nodes)
         figures = {
             "dataset_bytes": size,
             "backup_s": round(took, 1), "backup_unit_s": int(status["last_duration_s"]),
@@ -83,6 +95,24 @@ def main() -> int:
         if brought_up and not args.keep:
             down()
     return 0
+
+
+def into_cluster(nodes: list[LabNode]) -> dict:
+    """make restore STACK=lab AT=latest, timed; the database's downtime as db-restore said."""
+    said: list[str] = []
+    program = lab_program(nodes)
+    apps = [n.name for n in nodes if n.name != "witness"]
+    ops = Operations(lab_health, lab_run_on, lambda argv: replay.up_replacing(list(argv), lab_plan(lab_nodes()))[0],
+                     say=lambda line: (said.append(line), log(line)), run_with_input=lab_run_with_input)
+    begin = time.monotonic()
+    after = restore(Restore(lab_config().stack, "latest", {n: program.by_name(f"{n}-db-seed").urn for n in apps}),
+                    ops, yes=True)
+    took = time.monotonic() - begin
+    down = next((line for line in said if "the database was down" in line), "")
+    rows = {n.name: int(sql(n, "SELECT COUNT(*) FROM bench_seed.rows").strip()) for n in lab_nodes()
+            if n.name != "witness"}
+    return {"s": round(took, 1), "db_down_s": float(down.split("down ")[1].split(" s")[0]) if down else None,
+            "healthy_after": after.healthy, "rows": rows}
 
 
 if __name__ == "__main__":

@@ -196,3 +196,21 @@ def forget(node: str) -> list[str]:
     gone = sorted(name for name in state if name.startswith(f"{node}-"))
     state_path.write_text(json.dumps({k: v for k, v in state.items() if k not in gone}, indent=1))
     return gone
+
+
+def up_replacing(argv: list[str], plan: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    """`pulumi up --replace <command URN>...` as the lab plays it: those commands run
+    again, one after the other, as the engine replaces a command that has no delete
+    (its create runs anew). Returns the exit code and the commands that ran."""
+    assert argv[0] == "up", argv
+    names = [argv[i + 1].rsplit("::", 1)[1] for i, arg in enumerate(argv) if arg == "--replace"]
+    commands = {c["name"]: c for c in plan}
+    ran: list[str] = []
+    for name in names:
+        done = run_one(commands[name])
+        log(f"{name} (replaced): exit {done.returncode}")
+        if done.returncode != 0:
+            log(done.stderr[-3000:])
+            return 1, ran
+        ran.append(name)
+    return 0, ran

@@ -18,6 +18,7 @@ from typing import Any
 from infra.paths import REPO_ROOT
 from lab import replay
 from lab.health import status
+from lab.seed_probe import ssh_args
 from lab.stack import lab_nodes, lab_plan
 from lab.topology import API_URL, RESERVED_IP, SWITCH_NS, LabNode, run_dir
 from tests.helpers.lab_support import Admin, api
@@ -115,6 +116,13 @@ def lab_run_on(name: str, argv: Sequence[str]) -> subprocess.CompletedProcess[st
     """A command on a lab node over SSH, as a node operation's `run_on`."""
     node = next(n for n in lab_nodes() if n.name == name)
     return Admin(node).run(shlex.join(argv), check=False, timeout=400)
+
+
+def lab_run_with_input(name: str, argv: Sequence[str], text: str) -> subprocess.CompletedProcess[str]:
+    """The same with `text` on the command's stdin (a node operation's `run_with_input`)."""
+    node = next(n for n in lab_nodes() if n.name == name)
+    return subprocess.run(ssh_args(node, shlex.join(argv)), input=text, capture_output=True, text=True,
+                          timeout=3600)
 
 
 def write_shared_files(node: LabNode, folder: str, count: int, size: int) -> set[str]:

@@ -25,7 +25,7 @@ from lab import replay
 from lab.spaces import ENDPOINT, OTHER_BUCKET
 from lab.stack import lab_config, lab_nodes, lab_plan, lab_program
 from lab.topology import RESERVED_IP, LabNode
-from tests.helpers.day2 import apps, host, lab_health, lab_run_on, sql
+from tests.helpers.day2 import apps, host, lab_health, lab_run_on, lab_run_with_input, sql
 from tests.helpers.lab_support import Admin, in_lab
 from tests.lab.test_lab_cluster import _promoted, _settled, _wait
 from tooling.node_ops import Operations
@@ -44,8 +44,9 @@ RESTIC = f"bash -c 'set -a; . {ENV}; set +a; restic --no-cache "
 # node's own settings; its backup.env is moved away meanwhile, so it cannot be read.
 FROM_STDIN = f"""set -euo pipefail
 set -a; . {ENV}; . /etc/do-ha-stack/backup.conf; set +a
-src=$(printf 'RESTIC_REPOSITORY=%q\\nRESTIC_PASSWORD=%q\\nAWS_ACCESS_KEY_ID=%q\\nAWS_SECRET_ACCESS_KEY=%q\\nHOST=%q\\n' \\
-  "$RESTIC_REPOSITORY" "$(cat "$RESTIC_PASSWORD_FILE")" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" "$HOST")
+src=$(printf 'RESTIC_REPOSITORY=%q\\nRESTIC_PASSWORD=%q\\nAWS_ACCESS_KEY_ID=%q\\n' \\
+  "$RESTIC_REPOSITORY" "$(cat "$RESTIC_PASSWORD_FILE")" "$AWS_ACCESS_KEY_ID"
+  printf 'AWS_SECRET_ACCESS_KEY=%q\\nHOST=%q\\n' "$AWS_SECRET_ACCESS_KEY" "$HOST")
 mv {ENV} {ENV}.away
 trap 'mv {ENV}.away {ENV}' EXIT
 printf '%s\\n' "$src" | {RESTORE} --source - --sql "$1"
@@ -203,16 +204,9 @@ class SeedReplay:
         self.replaced: list[str] = []
 
     def __call__(self, argv: list[str]) -> int:
-        assert argv[0] == "up", argv
-        names = [argv[i + 1].rsplit("::", 1)[1] for i, arg in enumerate(argv) if arg == "--replace"]
-        commands = {c["name"]: c for c in lab_plan(lab_nodes())}
-        for name in names:
-            done = replay.run_one(commands[name])
-            print(f"{name}: exit {done.returncode}\n{done.stderr[-3000:]}")
-            if done.returncode != 0:
-                return 1
-            self.replaced.append(name)
-        return 0
+        code, ran = replay.up_replacing(list(argv), lab_plan(lab_nodes()))
+        self.replaced += ran
+        return code
 
 
 @pytest.mark.disruptive(order=1)  # it moves the active role (and back), and rolls the database back
@@ -275,7 +269,8 @@ def test_a_dropped_table_comes_back_to_the_second_before_the_drop_across_a_switc
         program = lab_program(lab_nodes())
         seeds = SeedReplay()
         said: list[str] = []
-        ops_restore = Operations(lab_health, lab_run_on, seeds, say=lambda line: (said.append(line), print(line)))
+        ops_restore = Operations(lab_health, lab_run_on, seeds, say=lambda line: (said.append(line), print(line)),
+                                 run_with_input=lab_run_with_input)
         started = time.monotonic()
         after = restore(Restore(lab_config().stack, at, {n.name: program.by_name(f"{n.name}-db-seed").urn
                                                         for n in apps_}), ops_restore, yes=True)
