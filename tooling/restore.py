@@ -15,7 +15,9 @@ nodes are re-seeded from it.
    state just before that second), a GTID (up to and including it) or latest;
 3. one `pulumi up --replace` of the `db-seed` step of every other app node: each
    is re-seeded from the primary (a streamed physical copy, as a new node is);
-4. it waits until the stack is healthy.
+4. it waits until the stack is healthy, then starts a backup of the restored
+   database (the nightly unit, now: the replica's run), so that later restores
+   need not start from a backup older than the rollback.
 
 With FROM, another stack's backups are restored (a fresh stack taking over from a
 lost one): its repository and password come from its stack outputs, read access to
@@ -122,14 +124,20 @@ def restore(r: Restore, ops: Operations, yes: bool = False) -> Report:
     if result.returncode != 0:
         raise OperationError(f"db-restore on {primary} failed (what it did is above; unless it says the restored "
                              f"copy is in place, the database is as it was)")
-    if not others:
-        return settled(ops)
-    replace = [arg for node in others for arg in ("--replace", r.seed_urns[node])]
-    ops.say(f"restore: re-seeding {', '.join(others)}: pulumi up {' '.join(replace)}")
-    if ops.pulumi(["up", *replace, "--stack", r.stack, *(["--yes"] if yes else [])]) != 0:
-        raise OperationError(f"pulumi up failed or was declined; {', '.join(others)} stay off MariaDB until they "
-                             f"are re-seeded: run pulumi up {' '.join(replace)} --stack {r.stack}")
-    return settled(ops)
+    if others:
+        replace = [arg for node in others for arg in ("--replace", r.seed_urns[node])]
+        ops.say(f"restore: re-seeding {', '.join(others)}: pulumi up {' '.join(replace)}")
+        if ops.pulumi(["up", *replace, "--stack", r.stack, *(["--yes"] if yes else [])]) != 0:
+            raise OperationError(f"pulumi up failed or was declined; {', '.join(others)} stay off MariaDB until "
+                                 f"they are re-seeded: run pulumi up {' '.join(replace)} --stack {r.stack}")
+    after = settled(ops)
+    if after.healthy:
+        # Until the next nightly, every restore would start from a backup older than the
+        # rollback: one now (the unit on every app node; the replica's runs, in the background).
+        for node in sorted(r.seed_urns):
+            ops.run_on(node, ["sudo", "-n", "systemctl", "start", "--no-block", "do-ha-backup.service"])
+        ops.say("restore: a backup of the restored database is running on the replica (journalctl -t do-ha-backup)")
+    return after
 
 
 def main(argv: Sequence[str] | None = None) -> int:

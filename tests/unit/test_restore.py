@@ -64,13 +64,17 @@ def test_a_bad_point_is_refused_before_the_program_runs() -> None:
 def test_the_primary_restores_and_every_other_app_node_is_reseeded_in_one_up() -> None:
     rec = Recorder([_primary("app2")])
     after = restore(_restore("0-1-99"), rec.ops(), yes=True)
-    ssh = [c for c in rec.calls if c[0] == "ssh"]
+    ssh = [c for c in rec.calls if c[0] == "ssh"][:1]
     assert ssh == [("ssh", "app2", "sudo", "-n", RESTORE, "--into-cluster", "--at", "0-1-99")]
     ups = [c for c in rec.calls if c[0] == "pulumi"]
     assert ups == [("pulumi", "up", "--replace", "urn:app1-db-seed", "--replace", "urn:app3-db-seed",
                     "--stack", "prod", "--yes")]
     assert rec.calls.index(ssh[0]) < rec.calls.index(ups[0])
     assert after.healthy
+    # Then a backup of the restored database, on every app node (the replica's runs).
+    assert [c for c in rec.calls if c[0] == "ssh"][1:] == [
+        ("ssh", node, "sudo", "-n", "systemctl", "start", "--no-block", "do-ha-backup.service")
+        for node in ("app1", "app2", "app3")]
 
 
 def test_without_a_primary_nothing_runs() -> None:
@@ -117,7 +121,7 @@ def test_another_stacks_backups_reach_the_primary_on_stdin_only() -> None:
         "AWS_ACCESS_KEY_ID": "DO00KEY", "AWS_SECRET_ACCESS_KEY": "s3cr3t", "HOST": "do-ha-stack-prod"}
     rec = Recorder([_primary("app1")])
     restore(Restore("staging", "latest", {"app1": "urn:a1", "app2": "urn:a2"}, source), rec.ops(), yes=True)
-    ssh = [c for c in rec.calls if c[0] == "ssh"]
+    ssh = [c for c in rec.calls if c[0] == "ssh"][:1]
     assert ssh == [("ssh", "app1", "sudo", "-n", RESTORE, "--into-cluster", "--at", "latest", "--source", "-")]
     assert rec.inputs == [source]
     assert not any(secret in " ".join(call) for call in rec.calls for secret in ("s3cr3t", "pa ss'word"))
