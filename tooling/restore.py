@@ -36,6 +36,7 @@ import os
 import re
 import shlex
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,6 +53,7 @@ from tooling.node_ops import (
 from tooling.status import pulumi_outputs
 
 GTID_LIST = re.compile(r"\d+-\d+-\d+(,\d+-\d+-\d+)*")
+IN_PLACE = 3  # db-restore's exit: the restored copy is in place, its promotion unconfirmed
 
 
 @dataclass(frozen=True)
@@ -115,21 +117,29 @@ def restore(r: Restore, ops: Operations, yes: bool = False) -> Report:
                              "primary, so fix that first")
     others = sorted(n for n in r.seed_urns if n != primary)
     ops.say(f"restore: {r.at} into {primary}, the primary; {', '.join(others)} re-seeded from it afterwards")
-    argv = ["sudo", "-n", RESTORE, "--into-cluster", "--at", r.at, *(["--source", "-"] if r.source else [])]
+    # A service of its own (systemd-run): a dropped SSH session does not stop it
+    # half-way; its progress is in the node's journal too (tag do-ha-restore).
+    unit = f"do-ha-restore-{int(time.time())}"
+    argv = ["sudo", "-n", "systemd-run", f"--unit={unit}", "--wait", "--pipe", "--collect", "--quiet",
+            RESTORE, "--into-cluster", "--at", r.at, *(["--source", "-"] if r.source else [])]
     if ops.run_with_input is None:
         raise OperationError("these operations cannot send a command its input")
     result = ops.run_with_input(primary, argv, r.source or "")
     for line in (result.stderr + result.stdout).strip().splitlines():
         ops.say(f"restore: {line}")
+    replace = [arg for node in others for arg in ("--replace", r.seed_urns[node])]
+    reseed = f"pulumi up {' '.join(replace)} --stack {r.stack}"
+    if result.returncode == IN_PLACE:
+        raise OperationError(f"the restored copy is in place on {primary}, but it was not promoted in time (above); "
+                             f"once `pcs status` shows it promoted, re-seed the others: {reseed}")
     if result.returncode != 0:
-        raise OperationError(f"db-restore on {primary} failed (what it did is above; unless it says the restored "
-                             f"copy is in place, the database is as it was)")
+        raise OperationError(f"db-restore on {primary} failed (above; journalctl -t do-ha-restore there): the "
+                             "database is as it was")
     if others:
-        replace = [arg for node in others for arg in ("--replace", r.seed_urns[node])]
-        ops.say(f"restore: re-seeding {', '.join(others)}: pulumi up {' '.join(replace)}")
+        ops.say(f"restore: re-seeding {', '.join(others)}: {reseed}")
         if ops.pulumi(["up", *replace, "--stack", r.stack, *(["--yes"] if yes else [])]) != 0:
             raise OperationError(f"pulumi up failed or was declined; {', '.join(others)} stay off MariaDB until "
-                                 f"they are re-seeded: run pulumi up {' '.join(replace)} --stack {r.stack}")
+                                 f"they are re-seeded: {reseed}")
     after = settled(ops)
     if after.healthy:
         # Until the next nightly, every restore would start from a backup older than the

@@ -27,6 +27,13 @@ def _primary(name: str | None) -> Report:
     return r
 
 
+def _restore_argv(call: tuple[str, ...]) -> list[str]:
+    """db-restore's arguments, in a unit of its own (a dropped SSH session does not stop it)."""
+    systemd_run = call[call.index("systemd-run"):call.index(RESTORE)]
+    assert "--wait" in systemd_run and "--pipe" in systemd_run and "--collect" in systemd_run, call
+    return list(call[call.index(RESTORE) + 1:])
+
+
 def _restore(at: str = "latest") -> Restore:
     return Restore("prod", at, {"app1": "urn:app1-db-seed", "app2": "urn:app2-db-seed", "app3": "urn:app3-db-seed"})
 
@@ -65,7 +72,8 @@ def test_the_primary_restores_and_every_other_app_node_is_reseeded_in_one_up() -
     rec = Recorder([_primary("app2")])
     after = restore(_restore("0-1-99"), rec.ops(), yes=True)
     ssh = [c for c in rec.calls if c[0] == "ssh"][:1]
-    assert ssh == [("ssh", "app2", "sudo", "-n", RESTORE, "--into-cluster", "--at", "0-1-99")]
+    assert ssh[0][:4] == ("ssh", "app2", "sudo", "-n") and _restore_argv(ssh[0]) == ["--into-cluster", "--at",
+                                                                                       "0-1-99"]
     ups = [c for c in rec.calls if c[0] == "pulumi"]
     assert ups == [("pulumi", "up", "--replace", "urn:app1-db-seed", "--replace", "urn:app3-db-seed",
                     "--stack", "prod", "--yes")]
@@ -95,7 +103,7 @@ def test_a_failed_restore_reseeds_nothing_and_shows_what_the_node_said() -> None
         return subprocess.CompletedProcess(argv, 1, "", "db-restore: the restore point is before the oldest backup\n")
 
     ops.run_with_input = failing
-    with pytest.raises(OperationError, match="db-restore on app1 failed"):
+    with pytest.raises(OperationError, match="db-restore on app1 failed.*the database is as it was"):
         restore(_restore(), ops)
     assert not [c for c in rec.calls if c[0] == "pulumi"]
     assert "restore: db-restore: the restore point is before the oldest backup" in said
@@ -122,7 +130,7 @@ def test_another_stacks_backups_reach_the_primary_on_stdin_only() -> None:
     rec = Recorder([_primary("app1")])
     restore(Restore("staging", "latest", {"app1": "urn:a1", "app2": "urn:a2"}, source), rec.ops(), yes=True)
     ssh = [c for c in rec.calls if c[0] == "ssh"][:1]
-    assert ssh == [("ssh", "app1", "sudo", "-n", RESTORE, "--into-cluster", "--at", "latest", "--source", "-")]
+    assert ssh[0][1] == "app1" and _restore_argv(ssh[0]) == ["--into-cluster", "--at", "latest", "--source", "-"]
     assert rec.inputs == [source]
     assert not any(secret in " ".join(call) for call in rec.calls for secret in ("s3cr3t", "pa ss'word"))
 
@@ -135,3 +143,17 @@ def test_another_stacks_backups_reach_the_primary_on_stdin_only() -> None:
 def test_another_stacks_backups_need_its_repository_and_a_key(outputs: dict, env: dict, message: str) -> None:
     with pytest.raises(OperationError, match=message):
         source_settings("prod", outputs, env)
+
+
+def test_a_copy_in_place_but_not_promoted_says_how_to_reseed_once_it_is() -> None:
+    rec = Recorder([_primary("app1")])
+    ops = rec.ops()
+
+    def in_place(node: str, argv: Sequence[str], text: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(argv, 3, "", "db-restore: the restored copy is in place\n")
+
+    ops.run_with_input = in_place
+    with pytest.raises(OperationError, match="in place on app1.*pulumi up --replace urn:app2-db-seed --replace "
+                                             "urn:app3-db-seed --stack prod"):
+        restore(_restore(), ops)
+    assert not [c for c in rec.calls if c[0] == "pulumi"]
