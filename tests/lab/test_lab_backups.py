@@ -291,6 +291,9 @@ def test_a_dropped_table_comes_back_to_the_second_before_the_drop_across_a_switc
         assert len(kept) == 1, kept
         assert Admin(second).sudo(f"test -d {kept[0]}/{drill}", check=False).returncode == 0
         assert _snapshots(second, "rollback"), "the rollback is recorded for later restores"
+        # Each primary's last shipment before it is kept to bridge older backups up to it.
+        assert {s["hostname"].rsplit("-", 1)[1] for s in _snapshots(second, "rollback-bridge")} == {
+            n.name for n in apps_}
         # The stack goes on: a write replicates, is shipped, and a restore to the
         # latest state has the rolled-back table and the new row, not the dropped history.
         _sql(second, f"INSERT INTO {drill}.t VALUES (61)")
