@@ -75,6 +75,7 @@ def main() -> int:
             restored[name] = {"s": round(time.monotonic() - begin, 1), "rows": int(out.splitlines()[-1])}
         binlog = dict(line.split("=", 1) for line in sudo(primary, "cat /srv/shared/backup/binlog").splitlines()
                       if "=" in line)
+        shipped_s_ago = round(time.time() - int(binlog["binlog_last_success"]), 1)  # now, not after what follows
         if not args.no_into_cluster:
             restored["into_cluster"] = into_cluster(nodes)
         figures = {
@@ -84,7 +85,7 @@ def main() -> int:
             "bucket_bytes": stats.get("total_size"), "bucket_blobs": stats.get("total_blob_count"),
             "restore": restored, "primary_worst_commit_ms": probe.get("max_ms"),
             "primary_commits": probe.get("writes"), "primary_commits_over_50ms": probe.get("over_50ms"),
-            "binlog_shipped_s_ago": round(time.time() - int(binlog["binlog_last_success"]), 1),
+            "binlog_shipped_s_ago": shipped_s_ago,
         }
         print(json.dumps(figures, indent=2))
         earlier = json.loads(REPORT.read_text()) if REPORT.exists() else {}
