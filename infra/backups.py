@@ -112,7 +112,10 @@ class Backups(pulumi.ComponentResource):
                     days=cfg.backup_retention_days))],
             # Staging tears down with its backups; prod's bucket is protected and kept.
             force_destroy=not cfg.protect,
-            opts=child_opts(cfg, self))
+            # The provider cannot rename a bucket, yet does not mark the name ForceNew:
+            # a new name would change nothing but the state. A new bucket it is (on
+            # prod the engine refuses: the old one is protected).
+            opts=child_opts(cfg, self, replace_on_changes=["name"]))
         key = do.SpacesKey(
             "backup-key", name=f"{stack_tag(cfg)}-backups",
             grants=[do.SpacesKeyGrantArgs(bucket=bucket.name, permission="readwrite")],

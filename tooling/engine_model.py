@@ -46,6 +46,9 @@ REPLACED_BY: dict[str, frozenset[str]] = {
     types.TLS_SELF_SIGNED_CERT: frozenset({"*"}),
     types.TLS_LOCALLY_SIGNED_CERT: frozenset({"*"}),
     types.RANDOM_PASSWORD: frozenset({"*"}),
+    # digitalocean/spaces/resource_spaces_bucket.go: region is ForceNew; name is not
+    # (an "update" that renames nothing: the program asks for replaceOnChanges).
+    types.SPACES_BUCKET: frozenset({"region"}),
     # pulumi-command: only `triggers` replaces; create/stdin/connection... update.
     types.REMOTE_COMMAND: frozenset({"triggers"}),
 }

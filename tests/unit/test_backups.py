@@ -334,7 +334,8 @@ def test_a_backup_of_history_a_restore_rolled_back_is_never_the_base(monkeypatch
     at = int(_utc("2026-12-03 12:00:00").timestamp())  # when the restored copy went in
     _restic_answers(restore, monkeypatch,
                     [_snap("2026-12-03T08:00:00Z", "a"), _snap("2026-12-03T10:00:00Z", "b")],
-                    [("2026-12-03T12:05:00Z", [f"discarded-after:{discarded_after}", f"at:{at}", "reached:0-1-70+1-1-5"])])
+                    [("2026-12-03T12:05:00Z",
+                      [f"discarded-after:{discarded_after}", f"at:{at}", "reached:0-1-70+1-1-5"])])
     history = restore.rollbacks({}, "h")
     assert history == [restore.Rollback(_utc("2026-12-03 09:00:00"), _utc("2026-12-03 12:00:00"), "0-1-70,1-1-5")]
     assert restore.choose_base({}, "h", None, history)["short_id"] == "a"

@@ -202,3 +202,17 @@ def test_the_replaced_control_node_is_never_the_one_that_forms_the_cluster(prod:
                      replace={droplet.urn})
         ops = {s.urn.rsplit("::", 1)[1]: s.op for s in steps if s.urn.rsplit("::", 1)[1] in CLUSTER_WIDE}
         assert ops == dict.fromkeys(CLUSTER_WIDE, "replace" if fresh else "update"), ops
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_a_new_backup_bucket_name_makes_a_new_bucket(stack: str) -> None:
+    """The provider cannot rename a bucket (name is not ForceNew): the program asks for a
+    replacement, which prod's protection refuses; the nodes' repository follows."""
+    before = evaluated(stack, backupBucket="old-backups-bucket")
+    after = evaluated(stack, backupBucket="new-backups-bucket")
+    steps = up_again(State.after_up(before, DEPLOYED), after, Cloud(now=DEPLOYED + dt.timedelta(days=5)))
+    bucket = [s for s in steps if s.type == types.SPACES_BUCKET]
+    assert [s.op for s in bucket] == ["replace"] and "name" in bucket[0].why, steps
+    assert bool(bucket[0].refused) == (stack == "prod")
+    assert {s.urn.rsplit("::", 1)[1] for s in steps if s.type == types.REMOTE_COMMAND} >= {"app1-backup-node",
+                                                                                          "app2-backup-node"}
