@@ -114,7 +114,8 @@ state-bucket: setup
 
 # Roll the database back to a point in its backups, in the running cluster (README,
 # "Backups"): make restore STACK=prod AT='2026-12-04 09:14:00' (or a GTID, or latest);
-# FROM=old-stack restores another stack's backups (a fresh stack taking over).
+# FROM=old-stack restores another stack's backups (a fresh stack taking over);
+# FILES=1 the site's files (/srv/shared/www) too.
 restore: setup
 	$(if $(GIVEN_STACK),,$(error STACK is required: make restore STACK=staging AT='YYYY-MM-DD HH:MM:SS'))
-	$(PY) -m tooling.restore --stack '$(GIVEN_STACK)' $(if $(AT),--at '$(AT)') $(if $(FROM),--from '$(FROM)') $(ARGS)
+	$(PY) -m tooling.restore --stack '$(GIVEN_STACK)' $(if $(AT),--at '$(AT)') $(if $(FROM),--from '$(FROM)') $(if $(FILES),--files) $(ARGS)

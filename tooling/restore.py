@@ -3,7 +3,7 @@ backups, in the running cluster: the primary takes the restored copy, the other 
 nodes are re-seeded from it.
 
     python -m tooling.restore --stack prod [--at '2026-12-04 09:14:00' | --at 0-1-2345 | --at latest]
-                              [--from OLD_STACK] [--yes] [status options]
+                              [--from OLD_STACK] [--files] [--yes] [status options]
 
 1. the stack must keep backups, and have a primary (`make status`); a degraded
    replica is no reason to refuse, it is re-seeded anyway;
@@ -23,6 +23,10 @@ With FROM, another stack's backups are restored (a fresh stack taking over from 
 lost one): its repository and password come from its stack outputs, read access to
 its bucket from SPACES_ACCESS_KEY_ID/SPACES_SECRET_ACCESS_KEY; all of it reaches the
 primary on stdin, never in argv or a file.
+
+With --files (FILES=1), the site's files (/srv/shared/www) are written back too, as
+the newest backup of the shared volume before the point has them (files added
+since stay).
 
 Everything written after the point is gone from the database (the primary's old
 data directory keeps it until you remove it). A restore only into a scratch server,
@@ -62,6 +66,7 @@ class Restore:
     at: str  # as db-restore takes it: a UTC time, a GTID list or latest
     seed_urns: dict[str, str]  # app node -> the URN of its db-seed step
     source: str | None = None  # another stack's repository (NAME=value lines: secrets), or this stack's
+    files: bool = False  # the site's files (/srv/shared/www) too
 
 
 def source_settings(from_stack: str, outputs: Mapping[str, Any], env: Mapping[str, str]) -> str:
@@ -98,7 +103,7 @@ def check_point(at: str | None, now: datetime) -> str:
     return text
 
 
-def plan(stack: str, at: str | None, source: str | None = None) -> Restore:
+def plan(stack: str, at: str | None, source: str | None = None, files: bool = False) -> Restore:
     cfg = stack_config(stack)
     if not cfg.backups:  # db-restore comes with them
         raise OperationError(f"{stack} keeps no backups (backups: false); there is nothing to restore from")
@@ -106,7 +111,7 @@ def plan(stack: str, at: str | None, source: str | None = None) -> Restore:
     # The mocks build URNs as the engine does (tooling/mocks.py), so these are the state's.
     program = run_program(stack, render.stack_config(stack))
     apps = [n for n in cfg.node_names if n != "witness"]
-    return Restore(stack, point, {n: program.by_name(f"{n}-db-seed").urn for n in apps}, source)
+    return Restore(stack, point, {n: program.by_name(f"{n}-db-seed").urn for n in apps}, source, files)
 
 
 def restore(r: Restore, ops: Operations, yes: bool = False) -> Report:
@@ -121,7 +126,8 @@ def restore(r: Restore, ops: Operations, yes: bool = False) -> Report:
     # half-way; its progress is in the node's journal too (tag do-ha-restore).
     unit = f"do-ha-restore-{int(time.time())}"
     argv = ["sudo", "-n", "systemd-run", f"--unit={unit}", "--wait", "--pipe", "--collect", "--quiet",
-            RESTORE, "--into-cluster", "--at", r.at, *(["--source", "-"] if r.source else [])]
+            RESTORE, "--into-cluster", "--at", r.at, *(["--source", "-"] if r.source else []),
+            *(["--files"] if r.files else [])]
     if ops.run_with_input is None:
         raise OperationError("these operations cannot send a command its input")
     result = ops.run_with_input(primary, argv, r.source or "")
@@ -155,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stack", required=True)
     parser.add_argument("--at", help="a UTC time 'YYYY-MM-DD HH:MM:SS', a GTID, or latest (the default)")
     parser.add_argument("--from", dest="from_stack", help="restore another stack's backups (into a fresh stack)")
+    parser.add_argument("--files", action="store_true", help="the site's files (/srv/shared/www) too")
     add_operation_options(parser)
     args = parser.parse_args(argv)
 
@@ -162,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = None
         if args.from_stack:
             source = source_settings(args.from_stack, pulumi_outputs(args.from_stack, show_secrets=True), os.environ)
-        return restore(plan(args.stack, args.at, source), cli_operations(args, os.environ), args.yes)
+        return restore(plan(args.stack, args.at, source, args.files), cli_operations(args, os.environ), args.yes)
 
     return run_operation(run)
 

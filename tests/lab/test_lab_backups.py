@@ -232,7 +232,10 @@ def test_a_dropped_table_comes_back_to_the_second_before_the_drop_across_a_switc
         assert figures["recovery_point_s"] <= tuning.BINLOG_SHIP_S + 15, figures
         _sql(first, f"INSERT INTO {drill}.t VALUES " + ",".join(f"({i})" for i in range(1, 21)))
         _wait("the replica has the rows", 60, lambda: _sql(second, f"SELECT COUNT(*) FROM {drill}.t") == "20")
+        site_file = f"/srv/shared/www/{drill}.txt"
+        Admin(first).sudo(f"sh -c 'echo before > {site_file}'")
         assert _nightly(second) == 0  # the nightly backup, on the replica
+        Admin(first).sudo(f"sh -c 'echo after > {site_file}'")
         _sql(first, f"INSERT INTO {drill}.t VALUES " + ",".join(f"({i})" for i in range(21, 41)))
         row_40 = _sql(first, "SELECT @@gtid_binlog_pos")  # that insert's GTID
         _ship(first)
@@ -273,7 +276,7 @@ def test_a_dropped_table_comes_back_to_the_second_before_the_drop_across_a_switc
                                  run_with_input=lab_run_with_input)
         started = time.monotonic()
         after = restore(Restore(lab_config().stack, at, {n.name: program.by_name(f"{n.name}-db-seed").urn
-                                                        for n in apps_}), ops_restore, yes=True)
+                                                        for n in apps_}, files=True), ops_restore, yes=True)
         figures["restore_into_cluster_s"] = round(time.monotonic() - started, 1)
         down = [line for line in said if "the database was down" in line]
         assert down, said
@@ -286,6 +289,8 @@ def test_a_dropped_table_comes_back_to_the_second_before_the_drop_across_a_switc
             assert _sql(node, f"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '{drill}' "
                               "AND table_name = 'later'") == "0", node.name
         assert "restored at" in Admin(second).sudo("cat /var/lib/mysql/do-ha-stack.lineage").stdout
+        for node in apps_:  # the site's files as the nightly backup had them, on the shared volume
+            assert Admin(node).sudo(f"cat {site_file}").stdout == "before\n", node.name
         assert "seeded from" in Admin(first).sudo("cat /var/lib/mysql/do-ha-stack.lineage").stdout
         kept = Admin(second).sudo("sh -c 'ls -d /var/lib/mysql.before-restore-*'").stdout.split()
         assert len(kept) == 1, kept
@@ -308,3 +313,4 @@ def test_a_dropped_table_comes_back_to_the_second_before_the_drop_across_a_switc
         if _promoted(lab_nodes()) != apps_[0]:
             switch(lab_config().stack, {n.name: host(n) for n in apps_}, ops, to=apps_[0].name)
         _sql(apps_[0], f"DROP DATABASE IF EXISTS {drill}")
+        Admin(apps_[0]).sudo(f"rm -f /srv/shared/www/{drill}.txt")

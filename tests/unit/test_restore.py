@@ -157,3 +157,11 @@ def test_a_copy_in_place_but_not_promoted_says_how_to_reseed_once_it_is() -> Non
                                              "urn:app3-db-seed --stack prod"):
         restore(_restore(), ops)
     assert not [c for c in rec.calls if c[0] == "pulumi"]
+
+
+def test_the_sites_files_come_back_only_when_asked_for() -> None:
+    rec = Recorder([_primary("app1")])
+    restore(Restore("prod", "latest", {"app1": "urn:a1"}, files=True), rec.ops(), yes=True)
+    assert _restore_argv([c for c in rec.calls if c[0] == "ssh"][0]) == ["--into-cluster", "--at", "latest",
+                                                                         "--files"]
+    assert plan("prod", None).files is False and plan("prod", None, files=True).files is True
