@@ -94,12 +94,14 @@ def _get(url: str, ca_file: Path, ip: str = RESERVED_IP, *curl: str) -> subproce
 
 def _requests_during(seconds: int, ca_file: Path) -> subprocess.Popen[str]:
     """Verified HTTPS GETs of the primary's health through the reserved IP, back to
-    back, for `seconds`: prints 'ok N bad M' (bad: anything but 200)."""
-    loop = (f"end=$((SECONDS+{seconds})); ok=0; bad=0; while ((SECONDS<end)); do "
+    back, for `seconds`: prints 'ok N bad M' (bad: anything but 200), then what each
+    bad one was (its time, HTTP code and curl's exit), so a failure says why."""
+    loop = (f"end=$((SECONDS+{seconds})); ok=0; bad=0; why=; while ((SECONDS<end)); do "
             f"code=$(curl -s -m 3 -o /dev/null -w '%{{http_code}}' --cacert {ca_file} "
-            f"--resolve {DOMAIN}:443:{RESERVED_IP} https://{DOMAIN}/canary/health); "
-            'if [ "$code" = 200 ]; then ok=$((ok+1)); else bad=$((bad+1)); fi; '
-            "sleep 0.05; done; echo ok $ok bad $bad")
+            f"--resolve {DOMAIN}:443:{RESERVED_IP} https://{DOMAIN}/canary/health); rc=$?; "
+            'if [ "$code" = 200 ]; then ok=$((ok+1)); else bad=$((bad+1)); '
+            'why="$why $(date +%T.%N | cut -c1-12)/http=$code/curl=$rc"; fi; '
+            'sleep 0.05; done; echo ok $ok bad $bad; echo "bad requests:$why"')
     return subprocess.Popen(["ip", "netns", "exec", SWITCH_NS, "bash", "-c", loop], stdout=subprocess.PIPE,
                             text=True)
 
@@ -162,8 +164,9 @@ def test_a_supplied_certificate_is_served_everywhere_and_rotates_without_a_faile
         config_set("tlsCertificate", new_chain)
         config_set("tlsPrivateKey", new_key)
         assert _up() == _web_steps(nodes)
-        counts = requests.communicate(timeout=60)[0].split()
-        assert counts[0] == "ok" and int(counts[1]) > 50 and counts[2:] == ["bad", "0"], counts
+        summary, why = requests.communicate(timeout=60)[0].split("\n", 1)
+        counts = summary.split()
+        assert counts[0] == "ok" and int(counts[1]) > 50 and counts[2:] == ["bad", "0"], (counts, why)
         _eventually("the new certificate on every node", lambda: _serves(new, [n.public_ip for n in apps_]))
         assert [n.droplet_id for n in lab_nodes()] == ids  # no droplet was replaced
     finally:
@@ -228,8 +231,9 @@ def test_acme_gets_a_certificate_once_serves_it_everywhere_and_a_renewal_reaches
             Admin(holder).sudo("/usr/local/lib/do-ha-stack/site-cert renew --force-renewal", timeout=120)
             _eventually("the renewed certificate on the reserved IP", lambda: _serial(RESERVED_IP) not in (0, first))
             renewed = _serial(RESERVED_IP)
-            counts = requests.communicate(timeout=60)[0].split()
-            assert counts[2:] == ["bad", "0"] and int(counts[1]) > 20, counts
+            summary, why = requests.communicate(timeout=60)[0].split("\n", 1)
+            counts = summary.split()
+            assert counts[2:] == ["bad", "0"] and int(counts[1]) > 20, (counts, why)
             # The others pick it up from the shared volume by their sync timer.
             _eventually("the renewed certificate on the other nodes",
                         lambda: _serves(renewed, [n.public_ip for n in others]), tuning.SITE_CERT_SYNC_S + 30)
