@@ -58,6 +58,7 @@ from tooling.status import pulumi_outputs
 
 GTID_LIST = re.compile(r"\d+-\d+-\d+(,\d+-\d+-\d+)*")
 IN_PLACE = 3  # db-restore's exit: the restored copy is in place, its promotion unconfirmed
+SSH_LOST = 255  # ssh's own failure: the unit on the node goes on without us
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,10 @@ def restore(r: Restore, ops: Operations, yes: bool = False) -> Report:
     if result.returncode == IN_PLACE:
         raise OperationError(f"the restored copy is in place on {primary}, but it was not promoted in time (above); "
                              f"once `pcs status` shows it promoted, re-seed the others: {reseed}")
+    if result.returncode == SSH_LOST:
+        raise OperationError(f"the connection to {primary} was lost; the restore goes on there by itself (unit "
+                             f"{unit}: journalctl -t do-ha-restore). Once it says it is restored into the cluster, "
+                             f"re-seed the others: {reseed}")
     if result.returncode != 0:
         raise OperationError(f"db-restore on {primary} failed (above; journalctl -t do-ha-restore there): the "
                              "database is as it was")

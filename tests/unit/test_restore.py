@@ -165,3 +165,17 @@ def test_the_sites_files_come_back_only_when_asked_for() -> None:
     assert _restore_argv([c for c in rec.calls if c[0] == "ssh"][0]) == ["--into-cluster", "--at", "latest",
                                                                          "--files"]
     assert plan("prod", None).files is False and plan("prod", None, files=True).files is True
+
+
+def test_a_lost_connection_is_not_taken_for_a_failed_restore() -> None:
+    rec = Recorder([_primary("app1")])
+    ops = rec.ops()
+
+    def lost(node: str, argv: Sequence[str], text: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(argv, 255, "", "Connection to app1 closed by remote host.\n")
+
+    ops.run_with_input = lost
+    with pytest.raises(OperationError, match="connection to app1 was lost; the restore goes on there by itself "
+                                             r"\(unit do-ha-restore-\d+.*pulumi up --replace urn:app2-db-seed"):
+        restore(_restore(), ops)
+    assert not [c for c in rec.calls if c[0] == "pulumi"]
