@@ -15,7 +15,7 @@ from infra.backups import RESTORE
 from tests.unit.test_state_identity import deployed
 from tests.unit.test_replace_node import Recorder, report
 from tooling.health import Report
-from tooling.node_ops import OperationError
+from tooling.node_ops import OperationError, Operations
 from tooling.restore import Restore, check_point, plan, restore, source_settings
 
 NOW = datetime(2026, 12, 4, 9, 0, 0, tzinfo=UTC)
@@ -92,17 +92,23 @@ def test_without_a_primary_nothing_runs() -> None:
     assert [c for c in rec.calls if c[0] != "health"] == []
 
 
-def test_a_failed_restore_reseeds_nothing_and_shows_what_the_node_said() -> None:
+def _primary_answers(code: int, stderr: str) -> tuple[Recorder, Operations]:
+    """Operations whose restore on the primary (app1) exits `code`, saying `stderr`."""
     rec = Recorder([_primary("app1")])
     ops = rec.ops()
+
+    def answer(node: str, argv: Sequence[str], text: str) -> subprocess.CompletedProcess[str]:
+        rec.calls.append(("ssh", node, *argv))
+        return subprocess.CompletedProcess(argv, code, "", stderr)
+
+    ops.run_with_input = answer
+    return rec, ops
+
+
+def test_a_failed_restore_reseeds_nothing_and_shows_what_the_node_said() -> None:
+    rec, ops = _primary_answers(1, "db-restore: the restore point is before the oldest backup\n")
     said: list[str] = []
     ops.say = said.append
-
-    def failing(node: str, argv: Sequence[str], text: str) -> subprocess.CompletedProcess[str]:
-        rec.calls.append(("ssh", node, *argv))
-        return subprocess.CompletedProcess(argv, 1, "", "db-restore: the restore point is before the oldest backup\n")
-
-    ops.run_with_input = failing
     with pytest.raises(OperationError, match="db-restore on app1 failed.*the database is as it was"):
         restore(_restore(), ops)
     assert not [c for c in rec.calls if c[0] == "pulumi"]
@@ -146,13 +152,7 @@ def test_another_stacks_backups_need_its_repository_and_a_key(outputs: dict, env
 
 
 def test_a_copy_in_place_but_not_promoted_says_how_to_reseed_once_it_is() -> None:
-    rec = Recorder([_primary("app1")])
-    ops = rec.ops()
-
-    def in_place(node: str, argv: Sequence[str], text: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.CompletedProcess(argv, 3, "", "db-restore: the restored copy is in place\n")
-
-    ops.run_with_input = in_place
+    rec, ops = _primary_answers(3, "db-restore: the restored copy is in place\n")
     with pytest.raises(OperationError, match="in place on app1.*pulumi up --replace urn:app2-db-seed --replace "
                                              "urn:app3-db-seed --stack prod"):
         restore(_restore(), ops)
@@ -168,13 +168,7 @@ def test_the_sites_files_come_back_only_when_asked_for() -> None:
 
 
 def test_a_lost_connection_is_not_taken_for_a_failed_restore() -> None:
-    rec = Recorder([_primary("app1")])
-    ops = rec.ops()
-
-    def lost(node: str, argv: Sequence[str], text: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.CompletedProcess(argv, 255, "", "Connection to app1 closed by remote host.\n")
-
-    ops.run_with_input = lost
+    rec, ops = _primary_answers(255, "Connection to app1 closed by remote host.\n")
     with pytest.raises(OperationError, match="connection to app1 was lost; the restore goes on there by itself "
                                              r"\(unit do-ha-restore-\d+.*pulumi up --replace urn:app2-db-seed"):
         restore(_restore(), ops)
