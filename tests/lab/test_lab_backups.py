@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import time
 
 import pytest
 
 from infra import tuning
 from lab import replay
+from lab.containers import kill_node
 from lab.spaces import ENDPOINT, OTHER_BUCKET
 from lab.stack import lab_config, lab_nodes, lab_plan, lab_program
 from lab.topology import RESERVED_IP, LabNode
 from tests.helpers.day2 import apps, host, lab_health, lab_run_on, lab_run_with_input, sql
-from tests.helpers.lab_support import Admin, in_lab
+from tests.helpers.lab_support import Admin, api, in_lab
 from tests.lab.test_lab_cluster import _promoted, _settled, _wait
 from tooling.node_ops import Operations
 from tooling.restore import Restore, restore
@@ -84,8 +86,16 @@ def _write(prefix: str, count: int) -> set[str]:
 
 
 def _nightly(node: LabNode, check: bool = True) -> int:
-    """The nightly unit, started now (as its timer would)."""
-    return Admin(node).sudo("systemctl start do-ha-backup.service", check=check, timeout=300).returncode
+    """The nightly unit, started now (as its timer would); a run that hangs says where."""
+    try:
+        return Admin(node).sudo("systemctl start do-ha-backup.service", check=check, timeout=300).returncode
+    except subprocess.TimeoutExpired:
+        where = Admin(node).sudo("bash -c 'journalctl -b --no-pager -n 30 -t do-ha-backup; ps -ef | grep [r]estic'",
+                                 check=False).stdout
+        locks = [(lock["hostname"], lock["pid"], lock["exclusive"], lock["time"])
+                 for other in lab_nodes() if other.name.startswith("app")
+                 for lock in _locks_from(node, other)]
+        pytest.fail(f"the nightly run on {node.name} did not end in 300 s; locks {locks}:\n{where}")
 
 
 def test_backups_are_taken_on_the_replica_restore_and_fail_loudly(nodes: list[LabNode], report: dict) -> None:
@@ -207,6 +217,47 @@ class SeedReplay:
         code, ran = replay.up_replacing(list(argv), lab_plan(lab_nodes()))
         self.replaced += ran
         return code
+
+
+def _locks_from(node: LabNode, on: LabNode) -> list[dict]:
+    """The repository's locks that `on` made (read with restic on `node`)."""
+    hostname = Admin(on).run("hostname").stdout.strip()
+    found = []
+    for lock_id in _restic(node, "list locks --no-lock").split():
+        # A shipment's lock may go between the listing and the reading.
+        done = Admin(node).sudo(f"{RESTIC}cat lock --no-lock {lock_id}'", check=False)
+        if done.returncode == 0 and json.loads(done.stdout)["hostname"] == hostname:
+            found.append(json.loads(done.stdout))
+    return found
+
+
+@pytest.mark.disruptive(order=1)  # it kills the replica
+def test_a_node_that_died_holding_the_repository_lock_does_not_stall_the_nightly(
+        nodes: list[LabNode], report: dict) -> None:
+    """restic deems a lock stale only on its own host (its process is gone) or after
+    30 minutes; until then forgetting, which locks the repository for itself, waits.
+    A node killed mid-shipment (or mid-backup) clears its lock once it is back."""
+    nodes = lab_nodes()
+    _wait("a settled cluster", 300, lambda: _settled(nodes))
+    primary = _promoted(nodes)
+    replica = next(n for n in apps(nodes) if n is not primary)
+    Admin(replica).sudo(f"systemd-run --unit=do-ha-test-lock --collect bash -c 'set -a; . {ENV}; set +a; "
+                        "exec restic --no-cache backup --host lock-test --tag lock-test --stdin-from-command "
+                        "--stdin-filename hold -- sleep 900'")
+    _wait("the replica's lock in the repository", 60, lambda: len(_locks_from(primary, replica)) == 1)
+    kill_node(replica)
+    _wait("the replica fenced", 120,
+          lambda: api("GET", f"/v2/droplets/{replica.droplet_id}")[1]["droplet"]["status"] == "off")
+    status, body = api("POST", f"/v2/droplets/{replica.droplet_id}/actions", {"type": "power_on"})
+    assert status == 201, body
+    _wait(f"{replica.name} back", 300, lambda: _settled(lab_nodes()))
+    assert _promoted(lab_nodes()) == primary
+    _wait("the dead run's lock cleared by its node", tuning.BINLOG_SHIP_S + 60,
+          lambda: _locks_from(primary, replica) == [])
+    started = time.monotonic()
+    assert _nightly(replica) == 0
+    report.setdefault("backups", {})["nightly_after_a_crash_s"] = round(time.monotonic() - started, 1)
+    assert _status(replica)["last_result"] == "ok"
 
 
 @pytest.mark.disruptive(order=1)  # it moves the active role (and back), and rolls the database back
