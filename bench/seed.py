@@ -56,6 +56,7 @@ BASELINE_S = 20  # the probe alone, before each seed: the machine's own commit l
 # db-seed.sh's own hold: the benchmark empties the replica under the same
 # constraint, as if an earlier seed had died half-way.
 HOLD = "do-ha-seeding-{host}"
+OCF_MARIADB_AGENT = "/usr/lib/ocf/resource.d/heartbeat/mariadb"  # upstream's, as pacemaker runs it
 DATASET = """
 SET SESSION sql_log_bin = 0;
 CREATE DATABASE IF NOT EXISTS bench_seed;
@@ -146,15 +147,23 @@ def secret_from(cmd: dict, name: str) -> str:
 
 @contextmanager
 def argv_watch(nodes: list[LabNode], secret: str, seen: list[str]) -> Iterator[None]:
-    """Sample every process's argv on `nodes` while the body runs; note any that holds `secret`."""
+    """Sample every process's argv on `nodes` while the body runs; note any that holds `secret`.
+    Not the MariaDB resource agent's own clients: upstream's agent passes the replication
+    password in argv, which the nodes' /proc hidepid shows to root alone."""
     stop = threading.Event()
-    dump = "sh -c 'for f in /proc/[0-9]*/cmdline; do tr \"\\0\" \" \" < $f 2>/dev/null; echo; done'"
+    # Each process: its argv, a tab, its parent's argv.
+    dump = ("bash -c 'for d in /proc/[0-9]*; do { tr \"\\0\" \" \" < $d/cmdline; printf \"\\t\";"
+            " tr \"\\0\" \" \" < /proc/$(awk \"/^PPid:/ {print \\$2}\" $d/status)/cmdline; echo; } 2>/dev/null;"
+            " done'")
 
     def sample() -> None:
         while not stop.is_set():
             for node in nodes:
                 out = subprocess.run(ssh_args(node, f"sudo -n {dump}"), capture_output=True, text=True, timeout=60)
-                seen.extend(f"{node.name}: {line[:60]}..." for line in out.stdout.splitlines() if secret in line)
+                for line in out.stdout.splitlines():
+                    argv, _, parent = line.partition("\t")
+                    if secret in argv and OCF_MARIADB_AGENT not in parent:
+                        seen.append(f"{node.name}: {argv[:60]}... (parent {parent[:60]})")
             stop.wait(0.5)
 
     thread = threading.Thread(target=sample, daemon=True)

@@ -145,11 +145,13 @@ def render(cfg: StackConfig, hostname: str, role: str, authorized_keys: Sequence
             _file("/etc/issue.net", read("firstboot/files/issue.net")),
             _file("/etc/apt/apt.conf.d/90do-ha-stack-upgrades", read("firstboot/files/apt-auto-upgrades.conf"),
                   defer=True),
+            _file("/etc/needrestart/conf.d/do-ha-stack.conf", read("firstboot/files/needrestart.conf"), defer=True),
             _file("/etc/rkhunter.conf.local", read("firstboot/files/rkhunter.conf.local"), defer=True),
             _file("/etc/logwatch/conf/logwatch.conf", read("firstboot/files/logwatch.conf"), defer=True),
         ] + [
             _file(f"/etc/systemd/system/{unit}", read(f"firstboot/files/{unit}"), defer=True)
-            for unit in ("do-ha-logwatch.service", "do-ha-logwatch.timer", "do-ha-rkhunter-baseline.service")
+            for unit in ("do-ha-logwatch.service", "do-ha-logwatch.timer", "do-ha-rkhunter-baseline.service",
+                         "do-ha-hidepid.service")
         ],
         "runcmd": [["/usr/local/sbin/do-ha-harden"]],
     }

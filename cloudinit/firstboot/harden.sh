@@ -146,7 +146,8 @@ main() {
 	# logwatch: our timer writes the daily report to /var/log/logwatch; Debian's
 	# cron job would mail the same report, so it is switched off (run-parts skips it).
 	if [ -f /etc/cron.daily/00logwatch ]; then chmod a-x /etc/cron.daily/00logwatch; fi
-	systemctl enable --now fail2ban.service unattended-upgrades.service do-ha-logwatch.timer sysstat.service
+	systemctl enable --now fail2ban.service unattended-upgrades.service do-ha-logwatch.timer sysstat.service \
+		do-ha-hidepid.service
 	systemctl restart fail2ban.service
 	# chrony is skipped by its own unit condition where time cannot be set (lab).
 	systemctl enable --now chrony.service || log "chrony did not start"

@@ -47,16 +47,26 @@ wait_for "mariadb" 60 mariadb -e 'SELECT 1' >/dev/null
 pw=$(sql_escape "$SECRET_REPL_PASSWORD")
 
 # Users exist on every node alike and are never binlogged, so replication and
-# failover never depend on them. repl@VPC replicates and seeds over TLS only;
-# repl@localhost is what the resource agent uses to drive replication locally.
+# failover never depend on them. Each gets what it uses and no more:
+# - repl@VPC, over TLS only: a replica's binlog stream (REPLICATION SLAVE); the
+#   seeding step's questions to its peers read only system variables.
+# - repl@localhost: the resource agent driving replication on its own node:
+#   CHANGE MASTER, START/STOP SLAVE (REPLICATION SLAVE ADMIN), RESET SLAVE ALL
+#   (RELOAD, in MariaDB 11.8 still), SHOW SLAVE STATUS (REPLICA MONITOR), SHOW
+#   MASTER STATUS (BINLOG MONITOR), read_only (READ_ONLY ADMIN), and the
+#   PROCESSLIST and KILL of a demotion (PROCESS, CONNECTION ADMIN). Its semi-sync
+#   settings it makes as root.
+# Stacks made before keep no more than that: what they had on top is revoked.
 mariadb <<SQL
 SET SESSION sql_log_bin = 0;
 CREATE USER IF NOT EXISTS 'repl'@'$VPC_HOSTS' IDENTIFIED BY '$pw' REQUIRE SSL;
 ALTER USER 'repl'@'$VPC_HOSTS' IDENTIFIED BY '$pw' REQUIRE SSL;
-GRANT REPLICATION SLAVE, BINLOG MONITOR, RELOAD, SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON *.* TO 'repl'@'$VPC_HOSTS';
+GRANT REPLICATION SLAVE ON *.* TO 'repl'@'$VPC_HOSTS';
+REVOKE BINLOG MONITOR, RELOAD, SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON *.* FROM 'repl'@'$VPC_HOSTS';
 CREATE USER IF NOT EXISTS 'repl'@'localhost' IDENTIFIED BY '$pw';
 ALTER USER 'repl'@'localhost' IDENTIFIED BY '$pw';
-GRANT REPLICATION SLAVE ADMIN, REPLICA MONITOR, BINLOG MONITOR, READ_ONLY ADMIN, CONNECTION ADMIN, PROCESS, RELOAD, SUPER ON *.* TO 'repl'@'localhost';
+GRANT REPLICATION SLAVE ADMIN, REPLICA MONITOR, BINLOG MONITOR, READ_ONLY ADMIN, CONNECTION ADMIN, PROCESS, RELOAD ON *.* TO 'repl'@'localhost';
+REVOKE SUPER ON *.* FROM 'repl'@'localhost';
 CREATE USER IF NOT EXISTS 'do-ha-canary'@'localhost' IDENTIFIED VIA unix_socket;
 GRANT SELECT, INSERT, DELETE ON do_ha_canary.* TO 'do-ha-canary'@'localhost';
 SQL

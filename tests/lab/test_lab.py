@@ -193,6 +193,46 @@ def test_unattended_upgrades_are_effective(nodes: list[LabNode]) -> None:
             "enabled", "enabled"]
 
 
+# The source packages of the cluster's software: every binary package a node has
+# from these is held back from unattended upgrades (a rolling upgrade takes them).
+CLUSTER_SOURCES = {"corosync", "kronosnet", "libqb", "cluster-glue", "pacemaker", "pcs", "resource-agents",
+                   "fence-agents", "mariadb", "galera-4", "mysql-defaults", "glusterfs"}
+# unattended-upgrade's own matching, on the node's own configuration.
+HELD_BY_UNATTENDED_UPGRADES = """python3 - <<'EOF'
+import importlib.machinery, importlib.util, apt_pkg, json, subprocess
+loader = importlib.machinery.SourceFileLoader("uu", "/usr/bin/unattended-upgrade")
+uu = importlib.util.module_from_spec(importlib.util.spec_from_loader("uu", loader))
+loader.exec_module(uu)
+apt_pkg.init_config()
+blacklist = apt_pkg.config.value_list("Unattended-Upgrade::Package-Blacklist")
+listing = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${source:Package}\\n"],
+                         capture_output=True, text=True, check=True).stdout
+print(json.dumps({name: [source, uu.is_pkgname_in_blacklist(name, blacklist)]
+                  for name, source in (line.split() for line in listing.splitlines())}))
+EOF"""
+
+
+def test_the_cluster_packages_and_only_they_are_held_from_unattended_upgrades(nodes: list[LabNode]) -> None:
+    for node in nodes:
+        packages = json.loads(Admin(node).run(HELD_BY_UNATTENDED_UPGRADES).stdout)
+        cluster = {name for name, (source, _) in packages.items() if source in CLUSTER_SOURCES}
+        held = {name for name, (_, is_held) in packages.items() if is_held}
+        assert {"pacemaker", "corosync", "mariadb-server", "glusterfs-server"} <= cluster, sorted(cluster)
+        assert held == cluster, (node.name, sorted(held - cluster), sorted(cluster - held))
+        # needrestart leaves the cluster's daemons to pacemaker (its config parses, too)
+        check = Admin(node).sudo("perl -e 'our %nrconf; do \"/etc/needrestart/conf.d/do-ha-stack.conf\"; die $@ if $@;"
+                                 " print join(q( ), grep { q(mariadb.service) =~ $_ } keys %{$nrconf{override_rc}})'")
+        assert check.stdout.strip(), check
+
+
+def test_processes_are_visible_to_their_own_user_only(nodes: list[LabNode]) -> None:
+    for node in nodes:
+        assert "hidepid=invisible" in Admin(node).run("grep ' /proc ' /proc/mounts").stdout
+        owners = Admin(node).run("stat -c %U /proc/[0-9]*").stdout.split()
+        assert owners and set(owners) == {"deploy"}, (node.name, sorted(set(owners)))
+        assert int(Admin(node).sudo("bash -c 'ls -d /proc/[0-9]* | wc -l'").stdout) > len(owners)
+
+
 def _baseline(node: LabNode) -> dict[str, str]:
     shown = Admin(node).run("systemctl show -p ActiveState -p Result do-ha-rkhunter-baseline").stdout
     return dict(line.split("=", 1) for line in shown.split())

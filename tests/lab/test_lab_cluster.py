@@ -165,6 +165,23 @@ def test_a_row_written_on_the_primary_appears_on_the_replica(nodes: list[LabNode
     assert plain.returncode != 0
 
 
+def _privileges(node: LabNode, account: str) -> set[str]:
+    grants = _sql(node, f"SHOW GRANTS FOR {account}")
+    return {p.strip() for line in grants.splitlines() if " ON *.* " in line
+            for p in line.removeprefix("GRANT ").split(" ON *.* ")[0].split(",")}
+
+
+def test_the_replication_accounts_hold_only_what_replication_needs(nodes: list[LabNode]) -> None:
+    """The agent's repl@localhost drives replication (its password is on the agent's
+    command lines: root alone sees them, /proc hidepid); repl over the VPC streams."""
+    for node in _apps(nodes):
+        vpc = _sql(node, "SELECT host FROM mysql.user WHERE user = 'repl' AND host <> 'localhost'")
+        assert _privileges(node, f"'repl'@'{vpc}'") == {"REPLICATION SLAVE"}
+        assert _privileges(node, "'repl'@'localhost'") == {
+            "REPLICATION SLAVE ADMIN", "SLAVE MONITOR", "BINLOG MONITOR", "READ_ONLY ADMIN", "CONNECTION ADMIN",
+            "PROCESS", "RELOAD"}
+
+
 def test_seeding_left_no_dump_and_did_not_stall_the_primary(nodes: list[LabNode], report: dict) -> None:
     replica = _apps(nodes)[1]
     lineage = Admin(replica).sudo("cat /var/lib/mysql/do-ha-stack.lineage", check=False).stdout
@@ -231,6 +248,8 @@ def test_failover_keeps_every_acknowledged_write_and_the_old_node_rejoins(nodes:
         _wait(f"{victim.name} back as a replica", 300,
               lambda victim=victim: _settled(nodes) and _promoted(nodes) != victim)
         assert _sql(victim, "SELECT @@read_only") == "1"
+        # hardening that is not a file: /proc's hidepid is back after the boot
+        assert "hidepid=invisible" in Admin(victim).run("grep ' /proc ' /proc/mounts").stdout
     report["failover"] = {"runs": runs, "median_failover_s": statistics.median(r["failover_s"] for r in runs),
                           "lost_writes": sum(len(r["lost"]) for r in runs)}
     fenced = [line for line in (run_dir() / "api.log").read_text().splitlines()

@@ -71,3 +71,8 @@ def test_a_planned_switchover_moves_the_active_role_there_and_back(nodes: list[L
         status = Admin(primary).sudo("mariadb -e 'SHOW SLAVE STATUS\\G'").stdout
         assert f"Master_Host: {target.private_ip}" in status and "Slave_SQL_Running: Yes" in status, status
     assert _promoted(lab_nodes()) == first
+    # The agent's replication account had every privilege its demotions and promotions used.
+    for node in apps(lab_nodes()):
+        refused = Admin(node).sudo("journalctl -b --no-pager -o cat -t 'mariadb(mariadb)' --grep 'Access denied'",
+                                   check=False).stdout
+        assert refused.strip() == "", (node.name, refused[-1500:])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,11 +12,11 @@ import yaml
 
 from infra.config import parse
 from tooling.mocks import Run, run_program
-from tooling.render import stack_config, user_data
+from tooling.render import commands, stack_config, user_data
 from infra.remote import step_script, steps
 from infra.paths import CLOUDINIT_DIR, REPO_ROOT
 from infra.userdata import packages_for, render, sshd_dropin
-from tests.helpers.stacks import plain_config
+from tests.helpers.stacks import bundle_files, plain_config
 from tests.helpers.expect import EXPECTED_SSHD
 from tests.helpers.tools_root import chroot, cloud_init_schema, scratch, shellcheck, sshd_effective, tools_root
 
@@ -117,6 +118,52 @@ def test_shellcheck_can_fail(root: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.sh"
     bad.write_text("#!/bin/bash\nrm -rf $1/*\n")
     assert shellcheck(root, bad).returncode != 0
+
+
+def _units_landing(run: Run) -> dict[str, str]:
+    """The systemd units that land on nodes, as they land: first boot's, and those the
+    steps' bundles carry (rendered from templates)."""
+    units = {p.name: p.read_text() for p in (CLOUDINIT_DIR / "firstboot/files").iterdir()
+             if p.suffix in (".service", ".timer")}
+    for command in commands(run, reveal=True):
+        for path, (_, _, content) in bundle_files(command.get("stdin") or "").items():
+            if path.startswith("/etc/systemd/system/") and path.endswith((".service", ".timer")):
+                units[path.rsplit("/", 1)[1]] = content
+    return units
+
+
+def _verify_units(root: Path, units: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """systemd's own check of unit files, together (a timer needs its service)."""
+    # The stack's programs a unit runs are put in place by the steps: stand-ins here.
+    commands_run = {m for text in units.values() for m in re.findall(r"^Exec\w+=[-@:+!]*(/\S+)", text, re.M)}
+    stand_ins = [root / c.lstrip("/") for c in sorted(commands_run) if not (root / c.lstrip("/")).exists()]
+    with scratch(root) as (host, inside):
+        for name, text in units.items():
+            (host / name).write_text(text)
+        try:
+            for stand_in in stand_ins:
+                stand_in.parent.mkdir(parents=True, exist_ok=True)
+                stand_in.write_text("#!/bin/sh\n")
+                stand_in.chmod(0o755)
+            return chroot(root, "systemd-analyze", "verify", "--man=no", *(f"{inside}/{name}" for name in units))
+        finally:
+            for stand_in in stand_ins:
+                stand_in.unlink(missing_ok=True)
+
+
+def test_systemd_units_pass_systemd_analyze_verify(root: Path) -> None:
+    raw = {f"do-ha-stack:{k}": v for k, v in plain_config("staging").items()}
+    https = run_program("staging", raw | {"do-ha-stack:domain": "www.example.com"})  # ACME: site-cert's timers
+    units = _units_landing(https)
+    assert {"do-ha-hidepid.service", "do-ha-backup.timer", "do-ha-db-donor.service",
+            "do-ha-site-cert-sync.timer"} <= set(units), sorted(units)
+    result = _verify_units(root, units)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_unit_check_can_fail(root: Path) -> None:
+    result = _verify_units(root, {"do-ha-bad.service": "[Service]\nType=oneshot\nExecStrat=/bin/true\n"})
+    assert result.returncode != 0 and "ExecStrat" in result.stderr, result
 
 
 def _python_scripts() -> list[Path]:

@@ -398,3 +398,16 @@ def test_after_a_rollback_the_old_shipments_bridge_only_up_to_its_point(monkeypa
     assert [(s.shipped.hour, stop) for s, stop in chain] == [(11, "0-2-70"), (12, "")]
     # Without a rollback, only each node's newest shipment counts.
     assert [s.shipped.hour for s in restore.binlog_sources({}, "h", tmp_path / "again", [])] == [8, 12]
+
+
+def test_a_restore_without_room_for_the_copy_is_refused_before_it_writes(monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path: Path) -> None:
+    restore = _restore_module()
+    snap = _snap("2026-12-04T02:31:00Z", "base") | {"summary": {"total_bytes_processed": 8 * 2**30}}
+    free = {"bytes": 9 * 2**30}
+    monkeypatch.setattr(restore.shutil, "disk_usage", lambda where: type("Usage", (), {"free": free["bytes"]}))
+    with pytest.raises(restore.RestoreError, match=r"needs about 10\.0 GiB free .* 9\.0 GiB are"):
+        restore.check_room(tmp_path / "work", snap)
+    free["bytes"] = 11 * 2**30
+    restore.check_room(tmp_path / "work", snap)  # room enough
+    restore.check_room(tmp_path / "work", _snap("2026-12-04T02:31:00Z", "old"))  # size unknown: not refused
