@@ -316,8 +316,9 @@ def _environment(key: str, value: Any) -> str:
 
 
 def _api_url(key: str, value: Any) -> str:
-    allowed = "an http(s) URL of the DigitalOcean API without a path, such as https://api.digitalocean.com"
-    if not isinstance(value, str) or not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", value):
+    # https only: the agents send the account's token to it. No credentials or path either.
+    allowed = "an https URL of the DigitalOcean API without credentials or a path, such as https://api.digitalocean.com"
+    if not isinstance(value, str) or not re.fullmatch(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?", value):
         raise ConfigError(key, f"{value!r} is not an API base URL", allowed)
     return value
 

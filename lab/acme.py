@@ -10,8 +10,6 @@ on its management port: what a client verifying the site must trust).
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import os
 import signal
@@ -22,11 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from lab.api_tls import gateway_certificate
 from lab.topology import GATEWAY, RESERVED_IP, SWITCH_NS, run_dir
 
 ACME_PORT, MANAGEMENT_PORT, DNS_PORT = 14000, 15000, 8053
@@ -63,28 +58,12 @@ def _fetch(url: str, ca_file: Path) -> str:
 
 def _server_certificate(directory: Path) -> tuple[str, Path, Path]:
     """A CA and pebble's HTTPS certificate for GATEWAY from it: (CA PEM, cert file, key file)."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "do-ha-stack lab ACME server CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
-          .not_valid_after(now + dt.timedelta(days=30))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, GATEWAY)]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(GATEWAY))]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    ca, cert, key = gateway_certificate("do-ha-stack lab ACME server CA")
     cert_file, key_file = directory / "pebble-cert.pem", directory / "pebble-key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert)
     key_file.touch(mode=0o600)
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return ca.public_bytes(serialization.Encoding.PEM).decode(), cert_file, key_file
+    key_file.write_bytes(key)
+    return ca.decode(), cert_file, key_file
 
 
 def _start(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from lab import api_tls
 from lab.procfs import mounts_under, pids_in_netns, pids_rooted_under
 from lab.topology import (
     AUDITOR_IP, AUDITOR_NS, GATEWAY, METADATA_IP, PUBLIC_NET, SECOND_CLIENT, STRANGER_IP, SWITCH_NS, LabNode,
@@ -180,6 +181,8 @@ def prepare_root(node: LabNode, base: Path, user_data: str) -> None:
     units = node.root / "etc/systemd/system"
     units.mkdir(parents=True, exist_ok=True)
     (units / "systemd-remount-fs.service").symlink_to("/dev/null")
+    if api_tls.ca_file().exists():  # the lab's API stand-in speaks HTTPS with a CA of its own
+        api_tls.trust_on_node(node.root)
     seed = node.root / "var/lib/cloud/seed/nocloud"
     seed.mkdir(parents=True, exist_ok=True)
     (seed / "user-data").write_text(user_data)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from infra.paths import REPO_ROOT
+from lab.api_tls import ca_file
 from lab.stack import STACK_FILE
 from lab.topology import SSH_OPTS, STACK, SWITCH_NS, run_dir
 
@@ -37,6 +38,7 @@ def status_argv(extra: Sequence[str] = ()) -> list[str]:
 def status(extra: Sequence[str] = (), capture: bool = False, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run `tooling.status` against the lab; its exit code is the verdict."""
     token = (run_dir() / "api_token").read_text().strip()
-    env = {**os.environ, "DIGITALOCEAN_TOKEN": token}
+    # The lab stack's clusterApiUrl is its stand-in's HTTPS, under the lab's own CA.
+    env = {**os.environ, "DIGITALOCEAN_TOKEN": token, "SSL_CERT_FILE": str(ca_file())}
     return subprocess.run(status_argv(extra), cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
                           capture_output=capture, text=True, timeout=timeout)

@@ -17,7 +17,8 @@ from infra.naming import droplet_name, role_of, role_tag, stack_tag
 from infra.paths import REPO_ROOT
 from lab.containers import sh
 from lab.stack import lab_config
-from lab.topology import API_PORT, API_URL, GATEWAY, METADATA_IP, RESERVED_IP, SWITCH_NS, LabNode, run_dir
+from lab.api_tls import ensure_api_tls, server_files
+from lab.topology import API_PORT, API_TLS_PORT, API_URL, GATEWAY, METADATA_IP, RESERVED_IP, SWITCH_NS, LabNode, run_dir
 
 START_TIMEOUT = 20.0
 
@@ -31,12 +32,16 @@ def droplet_records(cfg: StackConfig, nodes: list[LabNode]) -> list[dict[str, An
 
 
 def start_api(run: Path, switch_ns: str, state: dict[str, Any], token_file: Path, hook: Path,
-              action_delay: float | None = None) -> subprocess.Popen[bytes]:
-    """Start the stand-in with `state` in `switch_ns` (API on GATEWAY:API_PORT, metadata on
-    METADATA_IP:80); its files (config, state, log, pid) go to `run`. Returns once it has
-    loaded its state."""
+              action_delay: float | None = None, tls: bool = False) -> subprocess.Popen[bytes]:
+    """Start the stand-in with `state` in `switch_ns` (API on GATEWAY:API_PORT, with `tls` on
+    GATEWAY:API_TLS_PORT over HTTPS too; metadata on METADATA_IP:80); its files (config,
+    state, log, pid) go to `run`. Returns once it has loaded its state."""
     (run / "api-config.json").write_text(json.dumps(state, indent=1))
     action = [] if action_delay is None else ["--action-delay", str(action_delay)]
+    if tls:
+        ensure_api_tls()
+        cert, key = server_files()
+        action += ["--api-tls-listen", f"{GATEWAY}:{API_TLS_PORT}", "--tls-cert", str(cert), "--tls-key", str(key)]
     with open(run / "api.log", "w") as log_file:
         proc = subprocess.Popen(
             # Only the network namespace is switched (see lab.hook.power_on).
@@ -78,7 +83,7 @@ def start_lab_api(nodes: list[LabNode]) -> None:
     hook.write_text(f"#!/bin/sh\ncd {REPO_ROOT} && exec {sys.executable} -m lab.hook \"$@\"\n")
     hook.chmod(0o700)
     sh("ip", "netns", "exec", SWITCH_NS, "ip", "link", "set", "lo", "up")
-    start_api(run_dir(), SWITCH_NS, state, token, hook)
+    start_api(run_dir(), SWITCH_NS, state, token, hook, tls=True)
 
 
 # A client run inside the switch namespace (where the stand-in listens); the token

@@ -36,7 +36,9 @@ AUDITOR_IP = "203.0.113.251"
 RESERVED_IP = "203.0.113.100"
 METADATA_IP = "169.254.169.254"
 API_PORT = 8080
-API_URL = f"http://{GATEWAY}:{API_PORT}"
+API_URL = f"http://{GATEWAY}:{API_PORT}"  # the lab's own test clients and the agent sandbox
+API_TLS_PORT = 8443
+LAB_API_URL = f"https://{GATEWAY}:{API_TLS_PORT}"  # the lab stack's clusterApiUrl (lab/stack.yaml)
 VPC_RANGE = "10.99.0.0/24"
 STACK = "lab"
 # How the lab's own clients (replay, probes, tests) call ssh: keys only, lab

@@ -6,7 +6,11 @@ with the token scrubbed. `running` serves on background threads (tests),
 `serve` until a signal, `main` is the command line:
 
     python -m lab.fake_do --state FILE [--state-out FILE] [--token-file F] \\
-        --api-listen HOST:PORT --metadata-listen HOST:PORT [--hook PATH] [--action-delay S]
+        --api-listen HOST:PORT --metadata-listen HOST:PORT [--hook PATH] [--action-delay S] \\
+        [--api-tls-listen HOST:PORT --tls-cert FILE --tls-key FILE]
+
+With --api-tls-listen the API is served over HTTPS there too (the lab stack's
+clusterApiUrl); the plain listener stays for the lab's own test clients.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import ssl
 import threading
 import time
 import traceback
@@ -146,6 +151,16 @@ def make_servers(account: FakeAccount, api: Address,
     return api_server, md_server
 
 
+def tls_api_server(account: FakeAccount, listen: Address, cert: Path, key: Path) -> ThreadingHTTPServer:
+    """The API on an HTTPS listener (TLS 1.2 and up, as DigitalOcean's)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    server = _Server(listen, ApiHandler, account)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    return server
+
+
 @contextmanager
 def running(account: FakeAccount, api: Address = ("127.0.0.1", 0),
             metadata: Address = ("127.0.0.1", 0)) -> Iterator[tuple[ThreadingHTTPServer, ThreadingHTTPServer]]:
@@ -168,13 +183,17 @@ def running(account: FakeAccount, api: Address = ("127.0.0.1", 0),
             s.server_close()
 
 
-def serve(account: FakeAccount, api: Address, metadata: Address) -> None:
-    """Serve until SIGTERM/SIGINT."""
+def serve(account: FakeAccount, api: Address, metadata: Address,
+          tls: ThreadingHTTPServer | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (`tls`: the API's HTTPS listener too)."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if tls is not None:
+        threading.Thread(target=tls.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     with running(account, api, metadata) as (a, m):
-        account.log(f"listening api={_hostport(a)} metadata={_hostport(m)} action_delay={account.action_delay}s "
+        account.log(f"listening api={_hostport(a)} metadata={_hostport(m)} "
+                    f"api_tls={_hostport(tls) if tls else '-'} action_delay={account.action_delay}s "
                     f"hook={account.hook or '-'}")
         stop.wait()
     account.log("stopped")
@@ -189,12 +208,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metadata-listen", type=parse_listen, required=True, metavar="HOST:PORT")
     p.add_argument("--hook", help="program run as HOOK VERB ARGS... when an action completes")
     p.add_argument("--action-delay", type=float, help="seconds an action stays in-progress (default: state, 0.5)")
+    p.add_argument("--api-tls-listen", type=parse_listen, metavar="HOST:PORT", help="the API over HTTPS too")
+    p.add_argument("--tls-cert", type=Path, help="with --api-tls-listen: its certificate (PEM)")
+    p.add_argument("--tls-key", type=Path, help="with --api-tls-listen: its key (PEM)")
     args = p.parse_args(argv)
+    if args.api_tls_listen and not (args.tls_cert and args.tls_key):
+        p.error("--api-tls-listen needs --tls-cert and --tls-key")
     cfg = load_config(args.state)
     token = args.token_file.read_text().strip() if args.token_file else str(cfg.get("token") or "")
     try:
         account = FakeAccount(cfg, token, hook=args.hook, state_out=args.state_out, action_delay=args.action_delay)
     except (ValueError, KeyError) as e:
         p.error(f"{args.state}: {e}")
-    serve(account, args.api_listen, args.metadata_listen)
+    tls = (tls_api_server(account, args.api_tls_listen, args.tls_cert, args.tls_key)
+           if args.api_tls_listen else None)
+    serve(account, args.api_listen, args.metadata_listen, tls)
     return 0

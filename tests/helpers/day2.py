@@ -20,7 +20,7 @@ from lab import replay
 from lab.health import status
 from lab.seed_probe import ssh_args
 from lab.stack import lab_nodes, lab_plan
-from lab.topology import API_URL, RESERVED_IP, SWITCH_NS, LabNode, run_dir
+from lab.topology import LAB_API_URL, RESERVED_IP, SWITCH_NS, LabNode, run_dir
 from tests.helpers.lab_support import Admin, api
 from tooling.health import Report
 
@@ -214,7 +214,7 @@ def assert_converged(nodes: list[LabNode], gone: list[LabNode], acked_keys: set[
         if node.droplet_id not in {n.droplet_id for n in nodes}:
             assert api("GET", f"/v2/droplets/{node.droplet_id}")[0] == 404
     for node in nodes:  # the fence agent reaches each droplet through the map's id
-        agent = Admin(witness).sudo(f"fence_digitalocean --api-url {API_URL} -o status --plug {node.droplet_id}",
+        agent = Admin(witness).sudo(f"fence_digitalocean --api-url {LAB_API_URL} -o status --plug {node.droplet_id}",
                                     check=False)
         assert agent.returncode == 0 and "ON" in agent.stdout.upper(), agent.stdout + agent.stderr
 

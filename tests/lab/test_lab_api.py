@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from lab.procfs import pids_in_netns, pids_rooted_under
-from lab.topology import RESERVED_IP, LabNode, run_dir
+from lab.stack import lab_config
+from lab.topology import LAB_API_URL, RESERVED_IP, LabNode, run_dir
 from tests.helpers.lab_support import SSH_OPTS, Admin, api, in_lab, unmanaged
 
 pytestmark = pytest.mark.lab
@@ -112,3 +113,20 @@ def _power_cycle(witness: LabNode, observer: LabNode) -> None:
     # the node came back from its own disk: same instance, first boot not repeated
     assert Admin(witness).run("cloud-init status --wait").stdout.strip().endswith("done")
     assert Admin(witness).run("test -s /var/lib/do-ha-stack/hardened").returncode == 0
+
+
+def test_the_nodes_call_the_api_over_https_and_verify_its_certificate(nodes: list[LabNode]) -> None:
+    """clusterApiUrl is https only; the lab's stand-in answers there under a CA only the
+    lab's nodes trust. Both agents' clients (Python's, the fence agent; curl, the
+    reserved-IP agent) check it: with another CA they refuse the stand-in."""
+    assert lab_config().cluster_api_url == LAB_API_URL
+    witness = next(n for n in nodes if n.name == "witness")
+    other_ca = Admin(witness).run("ls /usr/share/ca-certificates/mozilla/*.crt | head -n 1").stdout.strip()
+    status = f"fence_digitalocean --api-url {LAB_API_URL} -o status --plug {nodes[0].droplet_id}"
+    trusted = Admin(witness).sudo(status, check=False)
+    assert trusted.returncode == 0 and "ON" in trusted.stdout.upper(), trusted.stdout + trusted.stderr
+    refused = Admin(witness).sudo(f"env SSL_CERT_FILE={other_ca} {status}", check=False)
+    assert refused.returncode != 0 and "certificate" in (refused.stdout + refused.stderr).lower(), refused
+    curl = f"curl -sS -o /dev/null -w '%{{http_code}}' {LAB_API_URL}/v2/account"
+    assert Admin(witness).run(curl).stdout == "401"  # TLS verified; no token sent
+    assert Admin(witness).run(f"{curl} --cacert {other_ca}", check=False).returncode == 60  # curl: peer not verified

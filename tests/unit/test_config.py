@@ -70,6 +70,8 @@ def _rsa_key(bits: int) -> str:
     ("nodeSize", "S 2 VCPU", "droplet size slug"),
     ("clusterApiUrl", "ftp://api.digitalocean.com", "not an API base URL"),
     ("clusterApiUrl", "https://api.digitalocean.com/v2", "not an API base URL"),
+    ("clusterApiUrl", "http://api.digitalocean.com", "not an API base URL"),
+    ("clusterApiUrl", "https://user:secret@api.digitalocean.com", "not an API base URL"),
     ("controlNode", "witness", "not an app node's name"),
     ("controlNode", "app3", "app3 is not an app node of this stack (appNodeCount is 2)"),
     ("failoverApiToken", "", "is not set"),

@@ -14,6 +14,8 @@ import http.client
 import json
 import os
 import queue
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -29,7 +31,9 @@ import pytest
 from infra.paths import REPO_ROOT
 from lab.fake_do.account import FakeAccount
 from lab.fake_do.openapi import OPERATIONS, Spec, match_operation
-from lab.fake_do.server import running
+from lab import api_tls
+from lab.fake_do.server import running, tls_api_server
+from lab.topology import GATEWAY
 
 TOKEN = "dop_v1_lab_" + "5e" * 24
 RIP = "198.51.100.10"  # held by app1 at start
@@ -605,3 +609,33 @@ def test_a_destroyed_droplet_is_gone_and_a_lab_droplet_takes_its_place(env: Env)
     assert api.call("POST", "/_lab/droplets", {"name": "no id"}).status == 422
     assert api.call("POST", "/_lab/droplets", record, token="x").status == 401
     assert {d["id"] for d in json.loads(env.state_out.read_text())["droplets"]} == {5101, APP2, FAR}
+
+
+# --- HTTPS (the lab stack's clusterApiUrl) ---------------------------------------------------
+
+def test_the_api_over_https_is_trusted_under_the_lab_ca_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DO_HA_LAB_DIR", str(tmp_path))
+    (tmp_path / "run").mkdir()
+    api_tls.ensure_api_tls()
+    account = FakeAccount(account_config(), TOKEN, log=lambda line: None)
+    server = tls_api_server(account, ("127.0.0.1", 0), *api_tls.server_files())
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def status(context: ssl.SSLContext) -> bytes:
+        with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname=GATEWAY) as conn:  # the certificate names GATEWAY
+            conn.sendall(f"GET /v2/droplets/{APP1} HTTP/1.1\r\nHost: {GATEWAY}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            return conn.recv(64).split()[1]
+
+    # As strict as the nodes' Python (3.13: VERIFY_X509_STRICT by default).
+    trusting = ssl.create_default_context(cafile=api_tls.ca_file())
+    trusting.verify_flags |= ssl.VERIFY_X509_STRICT
+    try:
+        assert status(trusting) == b"200"
+        with pytest.raises(ssl.SSLCertVerificationError):
+            status(ssl.create_default_context())  # the system's CAs alone: refused
+    finally:
+        server.shutdown()
+        server.server_close()
+        account.close()

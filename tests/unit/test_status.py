@@ -486,7 +486,7 @@ def test_cli_a_bad_deploy_user_in_the_config_is_refused(tmp_path: Path, capsys: 
 
 def test_the_stack_settings_default_as_the_program_does() -> None:
     assert status.stack_setting("nosuchstack", "deployUser", None) == "deploy"
-    assert status.stack_setting("lab", "clusterApiUrl", REPO_ROOT / "lab/stack.yaml") == "http://203.0.113.1:8080"
+    assert status.stack_setting("lab", "clusterApiUrl", REPO_ROOT / "lab/stack.yaml") == "https://203.0.113.1:8443"
     assert status.api_token({"DIGITALOCEAN_ACCESS_TOKEN": " t "}) == "t"
     assert status.api_token({}) is None
 
