@@ -365,6 +365,30 @@ def environment_problems(workflows: Workflows) -> list[str]:
     return problems
 
 
+# Where `pulumi up` runs: a self-hosted runner (its address in sshAllowedCidrs), by a
+# repository variable or the default label. GitHub-hosted runners cannot reach SSH.
+DEPLOY_RUNS_ON = "${{ fromJSON(vars.DEPLOY_RUNS_ON || '[\"self-hosted\", \"do-ha-deploy\"]') }}"
+GITHUB_HOSTED = re.compile(r"^(ubuntu|windows|macos)-", re.IGNORECASE)
+
+
+def runner_problems(workflows: Workflows) -> list[str]:
+    """A job that runs `pulumi up` (remote commands over SSH) runs on the deploy runner."""
+    problems = []
+    for wf, doc in workflows.items():
+        for job_id, job in jobs(doc):
+            if not any(with_(s).get("command") == "up" for _, s in pulumi_steps(job)):
+                continue
+            runs_on = job.get("runs-on")
+            labels = runs_on if isinstance(runs_on, list) else [runs_on]
+            if any(GITHUB_HOSTED.match(str(label)) for label in labels):
+                problems.append(f"{wf}: job {job_id} runs pulumi up on a GitHub-hosted runner ({runs_on}), "
+                                "which cannot reach the droplets' SSH")
+            elif expr(runs_on) != expr(DEPLOY_RUNS_ON):
+                problems.append(f"{wf}: job {job_id} runs pulumi up on {runs_on!r}, not the deploy runner "
+                                f"{DEPLOY_RUNS_ON}")
+    return problems
+
+
 def permission_problems(workflows: Workflows) -> list[str]:
     """Least privilege: contents: read, and pull-requests: write where PR comments are posted."""
     problems = []
@@ -905,4 +929,30 @@ def test_teardown_runs_by_hand_and_on_schedule_only(real: Workflows, tmp_path: P
     broken = copy.deepcopy(real)
     change(broken[TEARDOWN]["on"])
     problems = teardown_trigger_problems(load_dir(write_dir(tmp_path, broken)))
+    assert any(expected in p for p in problems), problems
+
+
+def _staging_on_github(w: Workflows) -> None:
+    pulumi_job(w, "deploy.yml", "up", "staging")["runs-on"] = "ubuntu-latest"
+
+
+def _prod_on_github_list(w: Workflows) -> None:
+    pulumi_job(w, "deploy.yml", "up", "prod")["runs-on"] = ["ubuntu-24.04"]
+
+
+def _prod_on_other_variable(w: Workflows) -> None:
+    pulumi_job(w, "deploy.yml", "up", "prod")["runs-on"] = "${{ vars.RUNNER }}"
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (_staging_on_github, "GitHub-hosted runner"),
+    (_prod_on_github_list, "GitHub-hosted runner"),
+    (_prod_on_other_variable, "not the deploy runner"),
+])
+def test_pulumi_up_runs_where_the_droplets_ssh_can_be_reached(real: Workflows, tmp_path: Path, mutate: Mutation,
+                                                              expected: str) -> None:
+    assert runner_problems(real) == []
+    broken = copy.deepcopy(real)
+    mutate(broken)
+    problems = runner_problems(load_dir(write_dir(tmp_path, broken)))
     assert any(expected in p for p in problems), problems
