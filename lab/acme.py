@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from lab.api_tls import gateway_certificate
 from lab.topology import GATEWAY, RESERVED_IP, SWITCH_NS, run_dir
 

@@ -226,8 +226,9 @@ def _locks_from(node: LabNode, on: LabNode) -> list[dict]:
     for lock_id in _restic(node, "list locks --no-lock").split():
         # A shipment's lock may go between the listing and the reading.
         done = Admin(node).sudo(f"{RESTIC}cat lock --no-lock {lock_id}'", check=False)
-        if done.returncode == 0 and json.loads(done.stdout)["hostname"] == hostname:
-            found.append(json.loads(done.stdout))
+        lock = json.loads(done.stdout) if done.returncode == 0 else {}
+        if lock.get("hostname") == hostname:
+            found.append(lock)
     return found
 
 
