@@ -17,6 +17,13 @@ from infra.nodes import Nodes
 from infra.remote import Bundle, Connector, step_command
 
 
+# What the nodes' agents do with failoverApiToken, and DigitalOcean's custom scopes for
+# it (its OpenAPI `security`): the fence agent reads a droplet and powers it off or on,
+# the reserved-IP agent reads the IP and assigns it. Nothing more: the token sits on
+# every internet-facing node. (README, "Secrets"; the lab's stand-in enforces them.)
+FAILOVER_TOKEN_SCOPES = ("droplet:read", "droplet:update", "reserved_ip:read", "reserved_ip:update")
+
+
 class Failover(pulumi.ComponentResource):
     """`configured`: pacemaker's resources are pushed and the active role is running."""
 

@@ -9,10 +9,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from infra.config import StackConfig
+from infra.failover import FAILOVER_TOKEN_SCOPES
 from infra.naming import droplet_name, role_of, role_tag, stack_tag
 from infra.paths import REPO_ROOT
 from lab.containers import sh
@@ -32,12 +34,16 @@ def droplet_records(cfg: StackConfig, nodes: list[LabNode]) -> list[dict[str, An
 
 
 def start_api(run: Path, switch_ns: str, state: dict[str, Any], token_file: Path, hook: Path,
-              action_delay: float | None = None, tls: bool = False) -> subprocess.Popen[bytes]:
+              action_delay: float | None = None, tls: bool = False,
+              scoped: dict[Path, Sequence[str]] | None = None) -> subprocess.Popen[bytes]:
     """Start the stand-in with `state` in `switch_ns` (API on GATEWAY:API_PORT, with `tls` on
     GATEWAY:API_TLS_PORT over HTTPS too; metadata on METADATA_IP:80); its files (config,
-    state, log, pid) go to `run`. Returns once it has loaded its state."""
+    state, log, pid) go to `run`. `token_file` holds the full-access token, `scoped` the
+    custom-scoped ones (file -> scopes). Returns once it has loaded its state."""
     (run / "api-config.json").write_text(json.dumps(state, indent=1))
     action = [] if action_delay is None else ["--action-delay", str(action_delay)]
+    for file, scopes in (scoped or {}).items():
+        action.append(f"--scoped-token={file}={','.join(scopes)}")
     if tls:
         ensure_api_tls()
         cert, key = server_files()
@@ -60,13 +66,28 @@ def start_api(run: Path, switch_ns: str, state: dict[str, Any], token_file: Path
     return proc
 
 
-def ensure_api_token() -> Path:
-    """The lab stand-in's bearer token; the program hands it to the nodes as failoverApiToken."""
-    token = run_dir() / "api_token"
+def _token_file(name: str) -> Path:
+    token = run_dir() / name
     if not token.exists():
         token.touch(mode=0o600)
         token.write_text(os.urandom(24).hex())
     return token
+
+
+def ensure_api_token() -> Path:
+    """The token the program hands the nodes as failoverApiToken: custom-scoped, as the
+    README says to make it (FAILOVER_TOKEN_SCOPES)."""
+    return _token_file("api_token")
+
+
+def admin_token() -> Path:
+    """The account owner's full-access token: the lab's own clients (tests, hooks)."""
+    return _token_file("admin_token")
+
+
+def reserved_ip_only_token() -> Path:
+    """A token with the reserved-IP scopes alone: the tests show an agent refused with it."""
+    return _token_file("reserved_ip_only_token")
 
 
 def start_lab_api(nodes: list[LabNode]) -> None:
@@ -78,12 +99,14 @@ def start_lab_api(nodes: list[LabNode]) -> None:
         "droplets": droplet_records(cfg, nodes),
         "reserved_ips": [{"ip": RESERVED_IP, "droplet_id": None}],
     }
-    token = ensure_api_token()
+    ensure_api_token()
     hook = run_dir() / "hook"
     hook.write_text(f"#!/bin/sh\ncd {REPO_ROOT} && exec {sys.executable} -m lab.hook \"$@\"\n")
     hook.chmod(0o700)
     sh("ip", "netns", "exec", SWITCH_NS, "ip", "link", "set", "lo", "up")
-    start_api(run_dir(), SWITCH_NS, state, token, hook, tls=True)
+    start_api(run_dir(), SWITCH_NS, state, admin_token(), hook, tls=True,
+              scoped={ensure_api_token(): FAILOVER_TOKEN_SCOPES,
+                      reserved_ip_only_token(): ("reserved_ip:read", "reserved_ip:update")})
 
 
 # A client run inside the switch namespace (where the stand-in listens); the token
@@ -105,7 +128,7 @@ except urllib.error.HTTPError as e:
 def call_api(method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None,
              switch_ns: str = SWITCH_NS) -> tuple[int, Any]:
     """Call the lab's DigitalOcean stand-in from the lab's public side: (status, parsed body)."""
-    token = token if token is not None else (run_dir() / "api_token").read_text().strip()
+    token = token if token is not None else admin_token().read_text().strip()
     result = subprocess.run(["ip", "netns", "exec", switch_ns, sys.executable, "-c", _API_CLIENT, method,
                              API_URL + path, json.dumps(body) if body else ""],
                             input=token, capture_output=True, text=True, timeout=30, check=True)

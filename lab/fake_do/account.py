@@ -13,6 +13,7 @@ state unchanged. Hooks must be idempotent: power_off of an off droplet still run
 from __future__ import annotations
 
 import collections
+import hmac
 import ipaddress
 import json
 import os
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,10 +138,13 @@ class FakeAccount:
     several fields to agree (one answer) hold `lock` around them."""
 
     def __init__(self, cfg: JSON, token: str, hook: str | None = None, state_out: Path | None = None,
-                 action_delay: float | None = None, log: Callable[[str], None] | None = None) -> None:
+                 action_delay: float | None = None, log: Callable[[str], None] | None = None,
+                 scoped_tokens: Mapping[str, Collection[str]] | None = None) -> None:
         if not token:
             raise ValueError("an API token is required (state 'token' or --token-file)")
-        self.token = token
+        self.token = token  # full access: the account owner's
+        # Custom-scoped tokens, as DigitalOcean issues them: token -> its scopes.
+        self.scoped_tokens = {t: frozenset(scopes) for t, scopes in (scoped_tokens or {}).items()}
         self.lock = threading.RLock()
         self._hook_lock = threading.Lock()  # hooks change the lab's network: one at a time
         self._timers: set[threading.Timer] = set()
@@ -262,6 +266,19 @@ class FakeAccount:
             except BaseException:
                 os.unlink(tmp)
                 raise
+
+    def scopes_of(self, presented: str) -> frozenset[str] | None:
+        """A presented token's scopes (None: full access); KeyError for an unknown token."""
+        if hmac.compare_digest(presented.encode(), self.token.encode()):
+            return None
+        for token, scopes in self.scoped_tokens.items():
+            if hmac.compare_digest(presented.encode(), token.encode()):
+                return scopes
+        raise KeyError("unknown token")
+
+    def secrets(self) -> list[str]:
+        """Every token: scrubbed from the log."""
+        return [self.token, *self.scoped_tokens]
 
     def close(self) -> None:
         """Stop pending completions (tests tear down between cases)."""

@@ -27,6 +27,7 @@ much went unchecked; strictness is not applied around it.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -97,6 +98,18 @@ def match_operation(method: str, path: str) -> tuple[str, str] | None:
         if re.match(pattern, path):
             return template, op
     return None
+
+
+@functools.cache
+def required_scopes(method: str, path: str) -> frozenset[str] | None:
+    """The token scopes the specification requires for a request (its `security`); None
+    for what it does not document (the lab's own endpoints: full-access tokens only)."""
+    found = match_operation(method, path)
+    if found is None:
+        return None
+    with (default_root() / found[1]).open() as f:
+        security = yaml.load(f, Loader=_Yaml12Loader).get("security") or []
+    return frozenset(scope for requirement in security for scope in requirement.get("bearer_auth", []))
 
 
 def format_checker() -> FormatChecker:

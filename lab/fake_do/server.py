@@ -7,7 +7,8 @@ with the token scrubbed. `running` serves on background threads (tests),
 
     python -m lab.fake_do --state FILE [--state-out FILE] [--token-file F] \\
         --api-listen HOST:PORT --metadata-listen HOST:PORT [--hook PATH] [--action-delay S] \\
-        [--api-tls-listen HOST:PORT --tls-cert FILE --tls-key FILE]
+        [--api-tls-listen HOST:PORT --tls-cert FILE --tls-key FILE] \\
+        [--scoped-token FILE=SCOPE,...]...
 
 With --api-tls-listen the API is served over HTTPS there too (the lab stack's
 clusterApiUrl); the plain listener stays for the lab's own test clients.
@@ -57,7 +58,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._log(format % args)
 
     def _log(self, line: str) -> None:
-        self.server.account.log(line.replace(self.server.account.token, "[token]"))
+        for token in self.server.account.secrets():
+            line = line.replace(token, "[token]")
+        self.server.account.log(line)
 
     def _respond(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -101,8 +104,9 @@ class ApiHandler(_Handler):
         try:
             raw = self._read_body()  # always drain it, so keep-alive stays in step
             host = self.headers.get("Host") or _hostport(self.server)
+            scheme = "https" if isinstance(self.connection, ssl.SSLSocket) else "http"
             self._json(*views.api(self.server.account, self.command, self.path,
-                                  self.headers.get("Authorization", ""), raw, host))
+                                  self.headers.get("Authorization", ""), raw, host, scheme))
         except ApiError as e:
             self._error(e)
         except Exception:  # a bug here must still answer in DO's error shape
@@ -208,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metadata-listen", type=parse_listen, required=True, metavar="HOST:PORT")
     p.add_argument("--hook", help="program run as HOOK VERB ARGS... when an action completes")
     p.add_argument("--action-delay", type=float, help="seconds an action stays in-progress (default: state, 0.5)")
+    p.add_argument("--scoped-token", action="append", default=[], metavar="FILE=SCOPE,...",
+                   help="a custom-scoped token (in FILE) besides the full one, and its scopes; repeatable")
     p.add_argument("--api-tls-listen", type=parse_listen, metavar="HOST:PORT", help="the API over HTTPS too")
     p.add_argument("--tls-cert", type=Path, help="with --api-tls-listen: its certificate (PEM)")
     p.add_argument("--tls-key", type=Path, help="with --api-tls-listen: its key (PEM)")
@@ -217,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.state)
     token = args.token_file.read_text().strip() if args.token_file else str(cfg.get("token") or "")
     try:
-        account = FakeAccount(cfg, token, hook=args.hook, state_out=args.state_out, action_delay=args.action_delay)
+        scoped = {Path(file).read_text().strip(): [s for s in scopes.split(",") if s]
+                  for file, _, scopes in (item.partition("=") for item in args.scoped_token)}
+        account = FakeAccount(cfg, token, hook=args.hook, state_out=args.state_out, action_delay=args.action_delay,
+                              scoped_tokens=scoped)
     except (ValueError, KeyError) as e:
         p.error(f"{args.state}: {e}")
     tls = (tls_api_server(account, args.api_tls_listen, args.tls_cert, args.tls_key)

@@ -18,7 +18,6 @@ Views are plain functions of the account and the request; HTTP is server.py's.
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from lab.fake_do.account import JSON, ApiError, FakeAccount, not_found, unprocessable
+from lab.fake_do.openapi import required_scopes
 from lab.fake_do.shapes import action_json, droplet_json, ip_json, metadata_json, metadata_tree
 
 Groups = dict[str, str]
@@ -176,12 +176,16 @@ ROUTES: list[tuple[str, re.Pattern[str], Operation]] = [(m, re.compile("^" + p +
 
 
 def api(account: FakeAccount, method: str, target: str, authorization: str, raw_body: bytes,
-        host: str) -> tuple[int, JSON]:
+        host: str, scheme: str = "http") -> tuple[int, JSON]:
     """Answer one API request (target: path and query); errors raise ApiError.
-    Checks run in this order: token, route, injected fault, body."""
+    Checks run in this order: token, route, the token's scopes, injected fault, body."""
     scheme, _, presented = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), account.token.encode()):
-        raise ApiError(401, "unauthorized", "Unable to authenticate you.")
+    try:
+        if scheme.lower() != "bearer":
+            raise KeyError(scheme)
+        granted = account.scopes_of(presented.strip())
+    except KeyError:
+        raise ApiError(401, "unauthorized", "Unable to authenticate you.") from None
     url = urlsplit(target)
     path = url.path.rstrip("/") or "/"
     matches = [(m, mo, op) for m, rx, op in ROUTES if (mo := rx.match(path))]
@@ -191,6 +195,10 @@ def api(account: FakeAccount, method: str, target: str, authorization: str, raw_
     if route is None:
         raise ApiError(405, "method_not_allowed", f"{method} is not supported here by the lab stand-in.")
     match, op = route
+    if granted is not None:  # a custom-scoped token: what the specification requires, or 403
+        needed = required_scopes(method, path)
+        if needed is None or not needed <= granted:
+            raise ApiError(403, "forbidden", "You do not have permission to perform this action.")
     if op is not lab_faults:  # the fault queue's own endpoint must stay reachable
         fault = account.take_fault()
         if fault == 429:
@@ -203,7 +211,7 @@ def api(account: FakeAccount, method: str, target: str, authorization: str, raw_
             body = json.loads(raw_body or b"null")
         except ValueError:
             raise ApiError(400, "bad_request", "error parsing request body") from None
-    return op(account, match.groupdict(), body, parse_qs(url.query), f"http://{host}{path}")
+    return op(account, match.groupdict(), body, parse_qs(url.query), f"{scheme}://{host}{path}")
 
 
 # --- metadata -------------------------------------------------------------------------------

@@ -213,6 +213,10 @@ class AgentSandbox:
         token_file = self.base / "api-token"
         token_file.touch(mode=0o600)
         token_file.write_text(self.token)
+        # A custom-scoped token without the reserved-IP scopes (the agent must say so).
+        self.droplet_only_token = secrets.token_hex(24)
+        (self.base / "droplet-only-token").touch(mode=0o600)
+        (self.base / "droplet-only-token").write_text(self.droplet_only_token)
         self._make_network()
         for node in self.nodes.values():
             self._make_node(node, image)
@@ -246,7 +250,8 @@ class AgentSandbox:
         hook.chmod(0o700)
         (self.base / "hook.log").touch()
         self._api = start_api(self.base, self.switch_ns, state, self.base / "api-token", hook,
-                              action_delay=self.action_delay)
+                              action_delay=self.action_delay,
+                              scoped={self.base / "droplet-only-token": ("droplet:read", "droplet:update")})
         deadline = time.monotonic() + 20
         while True:  # its state is loaded; now until it answers
             if self._api.poll() is not None or time.monotonic() > deadline:

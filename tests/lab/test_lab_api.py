@@ -3,13 +3,16 @@ moving between nodes, and power actions that really stop and start a node."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from lab.procfs import pids_in_netns, pids_rooted_under
+from lab.seed_probe import ssh_args
 from lab.stack import lab_config
+from lab.standin import reserved_ip_only_token
 from lab.topology import LAB_API_URL, RESERVED_IP, LabNode, run_dir
 from tests.helpers.lab_support import SSH_OPTS, Admin, api, in_lab, unmanaged
 
@@ -130,3 +133,27 @@ def test_the_nodes_call_the_api_over_https_and_verify_its_certificate(nodes: lis
     curl = f"curl -sS -o /dev/null -w '%{{http_code}}' {LAB_API_URL}/v2/account"
     assert Admin(witness).run(curl).stdout == "401"  # TLS verified; no token sent
     assert Admin(witness).run(f"{curl} --cacert {other_ca}", check=False).returncode == 60  # curl: peer not verified
+
+
+def test_the_nodes_token_holds_exactly_the_failover_scopes(nodes: list[LabNode]) -> None:
+    """The stand-in enforces DigitalOcean's documented scopes per token, and the token the
+    nodes hold has FAILOVER_TOKEN_SCOPES: the whole lab tier fences and moves the IP with
+    it. Beyond them, DigitalOcean's 403; an agent whose token lacks its scopes says which."""
+    token = (run_dir() / "api_token").read_text().strip()
+    assert api("GET", f"/v2/droplets/{nodes[0].droplet_id}", token=token)[0] == 200
+    assert api("GET", f"/v2/reserved_ips/{RESERVED_IP}", token=token)[0] == 200
+    status, body = api("GET", "/v2/actions", token=token)  # actions:read: not the nodes'
+    assert (status, body["id"]) == (403, "forbidden"), body
+    assert api("DELETE", "/v2/droplets/999999", token=token)[0] == 403  # droplet:delete: never
+    # The fence agent with a token that may move reserved IPs only.
+    witness = next(n for n in nodes if n.name == "witness")
+    token_file = "/run/do-ha-test-ip-only-token"
+    subprocess.run(ssh_args(witness, f"sudo install -m 0600 /dev/stdin {token_file}"), check=True, text=True,
+                   input=reserved_ip_only_token().read_text().strip(), capture_output=True, timeout=60)
+    try:
+        refused = Admin(witness).sudo(f"fence_digitalocean --api-url {LAB_API_URL} --token-file {token_file} "
+                                      f"-o status --plug {nodes[0].droplet_id}", check=False)
+    finally:
+        Admin(witness).sudo(f"rm -f {token_file}")
+    assert refused.returncode != 0, refused
+    assert "it lacks a scope: fencing needs droplet:read and droplet:update" in refused.stderr, refused.stderr

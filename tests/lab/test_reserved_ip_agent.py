@@ -260,6 +260,21 @@ def test_a_rejected_token_fails_start_without_retrying(sbx: AgentSandbox) -> Non
     assert sbx.holder() == 5000
 
 
+def test_a_token_without_the_reserved_ip_scopes_fails_start_and_says_which(sbx: AgentSandbox) -> None:
+    stop_everywhere(sbx)
+    assign_from_host(sbx, "app1")
+    token = sbx.root("app2") / sbx.token_file_in_node.lstrip("/")
+    token.write_text(sbx.droplet_only_token + "\n")  # droplet:read and droplet:update, as a fence token
+    try:
+        result = agent(sbx, "start", "app2")
+    finally:
+        token.write_text(sbx.token + "\n")
+    assert result.returncode == OCF_ERR_GENERIC
+    assert "HTTP 403" in exit_reason(result), exit_reason(result)
+    assert "lacks a scope (this needs reserved_ip:read and reserved_ip:update)" in exit_reason(result)
+    assert sbx.holder() == 5000
+
+
 def test_the_token_never_shows_in_argv_output_logs_or_traces(sbx: AgentSandbox) -> None:
     stop_everywhere(sbx)
     assign_from_host(sbx, "app2")

@@ -30,7 +30,8 @@ import pytest
 
 from infra.paths import REPO_ROOT
 from lab.fake_do.account import FakeAccount
-from lab.fake_do.openapi import OPERATIONS, Spec, match_operation
+from infra.failover import FAILOVER_TOKEN_SCOPES
+from lab.fake_do.openapi import OPERATIONS, Spec, match_operation, required_scopes
 from lab import api_tls
 from lab.fake_do.server import running, tls_api_server
 from lab.topology import GATEWAY
@@ -639,3 +640,32 @@ def test_the_api_over_https_is_trusted_under_the_lab_ca_only(tmp_path: Path, mon
         server.shutdown()
         server.server_close()
         account.close()
+
+
+# --- custom-scoped tokens ----------------------------------------------------------------------
+
+def test_every_implemented_operation_has_the_scopes_the_specification_gives_it() -> None:
+    for (method, template), _ in OPERATIONS.items():
+        assert required_scopes(method, template.replace("{", "x").replace("}", "")), (method, template)
+    assert required_scopes("POST", "/v2/droplets/1/actions") == {"droplet:update"}
+    assert required_scopes("POST", "/v2/reserved_ips/192.0.2.1/actions") == {"reserved_ip:update"}
+    assert required_scopes("POST", "/_lab/droplets") is None  # the lab's own: full-access tokens only
+
+
+def test_a_scoped_token_gets_its_operations_and_a_403_for_the_rest(tmp_path: Path, spec: Spec) -> None:
+    cfg = account_config()
+    scoped = "scoped-" + TOKEN
+    account = FakeAccount(cfg, TOKEN, log=lambda line: None, scoped_tokens={scoped: FAILOVER_TOKEN_SCOPES})
+    with running(account) as (api_server, _):
+        api = Api(api_server.server_address[1], spec)
+        assert api.call("GET", f"/v2/droplets/{APP1}", token=scoped).status == 200
+        assert api.call("GET", f"/v2/reserved_ips/{RIP}", token=scoped).status == 200
+        assigned = api.call("POST", f"/v2/reserved_ips/{SPARE_IP}/actions", {"type": "assign", "droplet_id": APP2},
+                            token=scoped)
+        assert assigned.status == 201, assigned.body
+        for method, path in (("GET", "/v2/actions"), ("DELETE", f"/v2/droplets/{FAR}"), ("POST", "/_lab/faults")):
+            refused = api.call(method, path, token=scoped)
+            assert (refused.status, refused.body["id"]) == (403, "forbidden"), (method, path, refused.body)
+        assert FAR in account.droplets  # nothing was deleted
+        assert api.call("GET", "/v2/actions").status == 200  # the full-access token
+        assert api.call("GET", "/v2/actions", token="not-" + scoped).status == 401
