@@ -55,6 +55,7 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("GET", "/v2/floating_ips/{floating_ip}/actions"): "resources/floating_ips/floatingIPsAction_list.yml",
     ("POST", "/v2/floating_ips/{floating_ip}/actions"): "resources/floating_ips/floatingIPsAction_post.yml",
     ("GET", "/v2/floating_ips/{floating_ip}/actions/{action_id}"): "resources/floating_ips/floatingIPsAction_get.yml",
+    ("GET", "/v2/droplets"): "resources/droplets/droplets_list.yml",
     ("GET", "/v2/droplets/{droplet_id}"): "resources/droplets/droplets_get.yml",
     ("DELETE", "/v2/droplets/{droplet_id}"): "resources/droplets/droplets_destroy.yml",
     ("GET", "/v2/droplets/{droplet_id}/actions"): "resources/droplets/dropletActions_list.yml",

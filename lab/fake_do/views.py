@@ -4,6 +4,7 @@ pagination, and the metadata service's plain-text and JSON views.
 API (Bearer token, under /v2):
     GET  /v2/reserved_ips[/{ip}[/actions[/{action_id}]]]   (and /v2/floating_ips/...)
     POST /v2/reserved_ips/{ip}/actions      {"type": "assign", "droplet_id": N} | {"type": "unassign"}
+    GET  /v2/droplets[?tag_name=T]           (a fence device's monitor; tag_name needs tag:read)
     GET  /v2/droplets/{id}[/actions[/{action_id}]]
     DELETE /v2/droplets/{id}                (204; a reserved IP it held is unassigned)
     POST /v2/droplets/{id}/actions          {"type": power_off|power_on|shutdown|reboot|power_cycle}
@@ -98,6 +99,13 @@ def ip_action_get(account: FakeAccount, g: Groups, _b: Any, _q: Query, _base: st
         return 200, {"action": action_json(a, with_project=True)}
 
 
+def droplet_list(account: FakeAccount, _g: Groups, _b: Any, q: Query, base: str) -> tuple[int, JSON]:
+    tag = q.get("tag_name", [""])[0]
+    with account.lock:
+        items = [droplet_json(d) for _, d in sorted(account.droplets.items())]
+    return 200, paginate([d for d in items if not tag or tag in d["tags"]], "droplets", q, base)
+
+
 def droplet_get(account: FakeAccount, g: Groups, _b: Any, _q: Query, _base: str) -> tuple[int, JSON]:
     with account.lock:
         return 200, {"droplet": droplet_json(account.droplet(g["did"]))}
@@ -163,6 +171,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Operation]] = [(m, re.compile("^" + p +
     ("GET", r"/v2/(?P<kind>reserved|floating)_ips/(?P<ip>[^/]+)/actions", ip_actions),
     ("POST", r"/v2/(?P<kind>reserved|floating)_ips/(?P<ip>[^/]+)/actions", ip_action_post),
     ("GET", r"/v2/(?P<kind>reserved|floating)_ips/(?P<ip>[^/]+)/actions/(?P<aid>[^/]+)", ip_action_get),
+    ("GET", r"/v2/droplets", droplet_list),
     ("GET", r"/v2/droplets/(?P<did>[^/]+)", droplet_get),
     ("DELETE", r"/v2/droplets/(?P<did>[^/]+)", droplet_delete),
     ("GET", r"/v2/droplets/(?P<did>[^/]+)/actions", droplet_actions),
@@ -197,6 +206,8 @@ def api(account: FakeAccount, method: str, target: str, authorization: str, raw_
     match, op = route
     if granted is not None:  # a custom-scoped token: what the specification requires, or 403
         needed = required_scopes(method, path)
+        if needed is not None and "tag_name" in parse_qs(url.query):  # the parameter's own scope
+            needed |= {"tag:read"}
         if needed is None or not needed <= granted:
             raise ApiError(403, "forbidden", "You do not have permission to perform this action.")
     if op is not lab_faults:  # the fault queue's own endpoint must stay reachable

@@ -145,8 +145,11 @@ def test_the_nodes_token_holds_exactly_the_failover_scopes(nodes: list[LabNode])
     status, body = api("GET", "/v2/actions", token=token)  # actions:read: not the nodes'
     assert (status, body["id"]) == (403, "forbidden"), body
     assert api("DELETE", "/v2/droplets/999999", token=token)[0] == 403  # droplet:delete: never
-    # The fence agent with a token that may move reserved IPs only.
+    # The fence device's start and monitor (no plug) with the nodes' own token.
     witness = next(n for n in nodes if n.name == "witness")
+    monitor = Admin(witness).sudo(f"fence_digitalocean --api-url {LAB_API_URL} -o monitor", check=False)
+    assert monitor.returncode == 0, monitor.stdout + monitor.stderr
+    # The fence agent with a token that may move reserved IPs only.
     token_file = "/run/do-ha-test-ip-only-token"
     subprocess.run(ssh_args(witness, f"sudo install -m 0600 /dev/stdin {token_file}"), check=True, text=True,
                    input=reserved_ip_only_token().read_text().strip(), capture_output=True, timeout=60)

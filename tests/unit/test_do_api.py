@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -271,6 +272,11 @@ def test_every_operation_conforms(env: Env) -> None:
         api.call("GET", f"/v2/{kind}/{SPARE_IP}/actions", token=None)
 
     api.call("GET", f"/v2/droplets/{APP1}")
+    listed = api.call("GET", "/v2/droplets?per_page=2")
+    assert [d["id"] for d in listed.body["droplets"]] == [APP1, APP2] and listed.body["meta"]["total"] == 3
+    following = urlsplit(listed.body["links"]["pages"]["next"])
+    assert api.call("GET", f"{following.path}?{following.query}").body["droplets"][0]["id"] == FAR
+    api.call("GET", "/v2/droplets", token=None)
     assert api.call("GET", "/v2/droplets/424242").status == 404
     api.call("GET", f"/v2/droplets/{APP1}", token="")
     posted = api.call("POST", f"/v2/droplets/{APP2}/actions", {"type": "power_cycle"})
@@ -659,6 +665,11 @@ def test_a_scoped_token_gets_its_operations_and_a_403_for_the_rest(tmp_path: Pat
     with running(account) as (api_server, _):
         api = Api(api_server.server_address[1], spec)
         assert api.call("GET", f"/v2/droplets/{APP1}", token=scoped).status == 200
+        # the droplet list (a fence device's monitor): droplet:read; filtered by tag, tag:read too
+        listed = api.call("GET", "/v2/droplets?per_page=1", token=scoped)
+        assert listed.status == 200 and listed.body["meta"]["total"] == 3, listed.body
+        assert api.call("GET", "/v2/droplets?tag_name=app", token=scoped).status == 403
+        assert [d["id"] for d in api.call("GET", "/v2/droplets?tag_name=app").body["droplets"]] == [APP1, APP2]
         assert api.call("GET", f"/v2/reserved_ips/{RIP}", token=scoped).status == 200
         assigned = api.call("POST", f"/v2/reserved_ips/{SPARE_IP}/actions", {"type": "assign", "droplet_id": APP2},
                             token=scoped)
