@@ -116,18 +116,26 @@ def step_text(step: str, args: Mapping[str, str]) -> str:
 NO_PREVIOUS_OUTPUT = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Connector:
     """How every remote command reaches a node: the deploy user, the automation key."""
 
     user: str
     private_key: pulumi.Input[str]
+    # node name -> its pinned host key (infra.first_boot); a node without one (its
+    # first-boot gate, which prints the key) is reached without checking.
+    host_keys: Mapping[str, pulumi.Input[str | None]] = field(default_factory=dict)
+
+    def pinned(self, host_keys: Mapping[str, pulumi.Input[str | None]]) -> Connector:
+        """The same connector, verifying each node's host key from now on."""
+        return Connector(self.user, self.private_key, dict(host_keys))
 
     def to(self, node: Node) -> command.remote.ConnectionArgs:
         return command.remote.ConnectionArgs(
             host=node.droplet.ipv4_address,
             user=self.user,
             private_key=self.private_key,
+            host_key=self.host_keys.get(node.name),
             dial_error_limit=tuning.SSH_DIAL_ERROR_LIMIT,
             per_dial_timeout=tuning.SSH_PER_DIAL_TIMEOUT_S,
         )

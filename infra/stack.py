@@ -42,6 +42,7 @@ class HaStack(pulumi.ComponentResource):
         # The bootstrap over SSH, in order.
         connect = Connector(cfg.deploy_user, access.automation_private_key)
         first_boot = FirstBoot("first-boot", cfg, nodes, connect, child)
+        connect = connect.pinned(first_boot.host_keys)  # every later command verifies its node's host key
         NodeAccess("node-access", cfg, nodes, connect, first_boot.ready, access.automation_public_key, child)
         cluster = Cluster("cluster", cfg, nodes, connect, first_boot.ready,
                           secret_setting("failoverApiToken"), child)
@@ -78,6 +79,9 @@ class HaStack(pulumi.ComponentResource):
                     "publicIpv4": n.droplet.ipv4_address,
                     "privateIpv4": n.droplet.ipv4_address_private,
                     "ssh": n.droplet.ipv4_address.apply(lambda ip: f"ssh {cfg.deploy_user}@{ip}"),
+                    # What the node's first-boot gate read; make status and the node
+                    # operations check it (README, "Host keys").
+                    "hostKey": first_boot.host_keys[n.name],
                 }
                 for n in nodes.nodes
             },

@@ -6,21 +6,39 @@ rendered them with the lab's addresses), its admin key and its API stand-in's to
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from infra.first_boot import GATE_SUFFIX
 from infra.paths import REPO_ROOT
 from lab.api_tls import ca_file
+from lab.replay import recorded_outputs
 from lab.stack import STACK_FILE
 from lab.topology import SSH_OPTS, STACK, SWITCH_NS, run_dir
 
 def outputs_file() -> Path:
-    path = run_dir() / "render" / "outputs.json"
-    if not path.exists():
-        raise SystemExit(f"no lab outputs at {path}: bring the lab up first (make lab)")
+    """The lab's stack outputs for tooling.status: as `lab up` rendered them, with each
+    node's host key as its first-boot gate printed it (as a real stack's state holds
+    it), so status pins the keys the nodes really have."""
+    rendered = run_dir() / "render" / "outputs.json"
+    if not rendered.exists():
+        raise SystemExit(f"no lab outputs at {rendered}: bring the lab up first (make lab)")
+    outputs = json.loads(rendered.read_text())
+    printed = recorded_outputs()
+    for name, node in (outputs.get("nodes") or {}).items():
+        lines = printed.get(f"{name}{GATE_SUFFIX}", "").strip().splitlines()
+        if lines:
+            node["hostKey"] = lines[-1].strip()
+    fd, tmp = tempfile.mkstemp(dir=run_dir(), prefix="outputs-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(outputs, f)
+    path = run_dir() / "status-outputs.json"
+    os.replace(tmp, path)
     return path
 
 
@@ -28,8 +46,9 @@ def status_argv(extra: Sequence[str] = ()) -> list[str]:
     # The lab's ssh options, plus a shared master connection per node: the tests' own
     # sessions (tests/helpers/lab_support.Admin) use the same socket, which keeps every
     # client of the lab under the nodes' SSH rate limit (infra/tuning.py SSH_RATE_*).
-    options = [o for o in SSH_OPTS if o != "-o"] + [
-        "ControlMaster=auto", f"ControlPath={run_dir()}/cm-%C", "ControlPersist=300"]
+    # Not the lab's "accept any host key": status checks the pinned ones.
+    options = [o for o in SSH_OPTS if o != "-o" and not o.startswith(("StrictHostKeyChecking=", "UserKnownHostsFile="))]
+    options += ["ControlMaster=auto", f"ControlPath={run_dir()}/cm-%C", "ControlPersist=300"]
     return ["ip", "netns", "exec", SWITCH_NS, sys.executable, "-m", "tooling.status", "--stack", STACK,
             "--outputs", str(outputs_file()), "--config", str(STACK_FILE),
             "--identity", str(run_dir() / "admin_key"), *[f"--ssh-option={o}" for o in options], *extra]

@@ -8,6 +8,12 @@ every command it depends on has finished, so independent commands run at once;
 after a failure nothing new starts and the running ones finish. What ran is
 remembered, so a second replay of an unchanged program runs nothing (as `pulumi
 up` would not).
+
+Host keys as the provider checks them: a command whose connection has a host key
+is refused by a node that shows another. The program takes a node's key from its
+first-boot gate's output; under mocks that output is a placeholder, so the replay
+keeps what each such command really printed and puts it where the placeholder is
+(the engine's data flow), remembered like the rest of its state.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ def log(msg: str) -> None:
 
 def fingerprint(cmd: dict[str, Any]) -> str:
     """What makes pulumi-command run a command again: its inputs (secrets included, hashed)."""
-    keys = ("host", "port", "user", "create", "update", "delete", "stdin", "environment", "triggers")
+    keys = ("host", "port", "user", "hostKey", "create", "update", "delete", "stdin", "environment", "triggers")
     return hashlib.sha256(json.dumps({k: cmd.get(k) for k in keys}, sort_keys=True).encode()).hexdigest()
 
 
@@ -54,13 +60,63 @@ def dial_delays(limit: int = tuning.SSH_DIAL_ERROR_LIMIT) -> Iterator[float]:
         delay = min(delay * DIAL_BACKOFF, DIAL_MAX_DELAY_S)
 
 
-def ssh(cmd: dict[str, Any], text: str, key_file: Path) -> subprocess.CompletedProcess[str]:
+def outputs_path() -> Path:
+    return run_dir() / "replay-outputs.json"
+
+
+def recorded_outputs() -> dict[str, str]:
+    """What each command whose output the program uses printed when it last ran."""
+    path = outputs_path()
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _record_output(name: str, stdout: str) -> None:
+    outputs = recorded_outputs() | {name: stdout}
+    tmp = outputs_path().with_suffix(".tmp")
+    tmp.write_text(json.dumps(outputs, indent=1))
+    tmp.replace(outputs_path())
+
+
+def resolved(cmd: dict[str, Any], plan: Iterable[dict[str, Any]], outputs: dict[str, str]) -> dict[str, Any]:
+    """`cmd` with its host key as the engine would have it: a placeholder that is the
+    mocked output of another command of the plan becomes what that command printed."""
+    key = (cmd.get("hostKey") or "").strip()
+    if not key:
+        return cmd
+    for source in plan:
+        if (source.get("stdout") or "").strip() == key:
+            if source["name"] not in outputs:
+                raise RuntimeError(f"{cmd['name']}: its host key is {source['name']}'s output, "
+                                   "which has not run")
+            printed = outputs[source["name"]].strip().splitlines()
+            return cmd | {"hostKey": printed[-1].strip() if printed else ""}
+    return cmd
+
+
+def host_key_options(cmd: dict[str, Any], directory: Path) -> list[str]:
+    """ssh options that accept only the command's host key (pulumi-command's
+    FixedHostKey, which also offers only that key's algorithm), else none."""
+    key = (cmd.get("hostKey") or "").strip()
+    if not key:
+        return []
+    host = cmd["host"] if int(cmd["port"]) == 22 else f"[{cmd['host']}]:{cmd['port']}"
+    fd, name = tempfile.mkstemp(prefix="known_hosts-", dir=directory)
+    with open(fd, "w") as f:
+        f.write(f"{host} {key}\n")
+    return ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={name}",
+            "-o", f"HostKeyAlgorithms={key.split()[0]}"]
+
+
+def ssh(cmd: dict[str, Any], text: str, key_file: Path,
+        dial_limit: int = tuning.SSH_DIAL_ERROR_LIMIT) -> subprocess.CompletedProcess[str]:
     """Run `text` on the command's host like the provider: one connection, one session."""
-    args = ["ip", "netns", "exec", SWITCH_NS, "ssh", "-i", str(key_file), "-p", str(cmd["port"]), *SSH_OPTS]
+    # ssh takes an option's first value: a pinned key comes before the lab's defaults.
+    args = ["ip", "netns", "exec", SWITCH_NS, "ssh", "-i", str(key_file), "-p", str(cmd["port"]),
+            *host_key_options(cmd, key_file.parent), *SSH_OPTS]
     for name, value in sorted((cmd.get("environment") or {}).items()):
         args += ["-o", f"SetEnv={name}={value}"]
     args += [f"{cmd['user']}@{cmd['host']}", text]
-    delays = dial_delays()
+    delays = dial_delays(dial_limit)
     while True:
         result = subprocess.run(args, input=cmd.get("stdin") or "", capture_output=True, text=True)
         # 255 is ssh's own failure (dial, rate limit); anything else is the command's.
@@ -72,14 +128,17 @@ def ssh(cmd: dict[str, Any], text: str, key_file: Path) -> subprocess.CompletedP
         time.sleep(delay)
 
 
-def run_one(cmd: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+def run_one(cmd: dict[str, Any], plan: Iterable[dict[str, Any]] = (),
+            dial_limit: int = tuning.SSH_DIAL_ERROR_LIMIT) -> subprocess.CompletedProcess[str]:
     """Run one command of the plan again, as the provider would on a replacement
-    (its create text, its stdin), whatever replay's state says."""
+    (its create text, its stdin), whatever replay's state says; its host key as
+    `plan`'s gates printed it (`resolved`); `dial_limit` as the connection's."""
+    cmd = resolved(cmd, plan, recorded_outputs())
     with tempfile.TemporaryDirectory(dir=run_dir()) as tmp:
         key_file = Path(tmp) / "key"
         key_file.write_text(cmd["privateKey"])
         key_file.chmod(0o600)
-        return ssh(cmd, cmd["create"], key_file)
+        return ssh(cmd, cmd["create"], key_file, dial_limit)
 
 
 Around = dict[str, Callable[[], AbstractContextManager[None]]]
@@ -109,7 +168,9 @@ def replay_all(plan: list[dict[str, Any]], around: Around | None = None,
     state: dict[str, str] = json.loads(state_path.read_text()) if state_path.exists() else {}
     # A command gone from the program was deleted by the engine: one that comes back is created anew.
     state = {name: mark for name, mark in state.items() if name in {c["name"] for c in plan}}
-    todo = {c["name"]: c for c in plan if state.get(c["name"]) != fingerprint(c)}
+    outputs = recorded_outputs()
+    # A command whose host key comes from a gate that has not run yet runs anyway.
+    todo = {c["name"]: c for c in plan if not _unchanged(c, plan, outputs, state)}
     # The engine runs a resource's step after its dependencies' steps, and an
     # unchanged resource's (empty) step after its own dependencies': so a command
     # waits for every changed command it depends on, directly or through unchanged ones.
@@ -126,7 +187,7 @@ def replay_all(plan: list[dict[str, Any]], around: Around | None = None,
             if not failures:
                 for name in [n for n in todo if n in waiting and not waiting[n]]:
                     del waiting[name]
-                    cmd = todo[name]
+                    cmd = todo[name] = resolved(todo[name], plan, recorded_outputs())
                     # Changed inputs: an update command if the resource has one, else create
                     # again (pulumi-command replaces a command whose create or triggers changed).
                     text = cmd["update"] if name in state and cmd.get("update") else cmd["create"]
@@ -153,6 +214,8 @@ def replay_all(plan: list[dict[str, Any]], around: Around | None = None,
                 log(f"{name} on {cmd['host']}: ok in {took:.1f} s (started at +{started - t0:.1f} s)")
                 if record is not None:
                     record[name] = {"host": cmd["host"], "start_s": round(started - t0, 1), "took_s": round(took, 1)}
+                if cmd.get("stdout") is not None:  # the program uses its output
+                    _record_output(name, result.stdout)
                 state[name] = fingerprint(cmd)
                 state_path.write_text(json.dumps(state, indent=1))
                 for deps in waiting.values():
@@ -166,6 +229,14 @@ def replay_all(plan: list[dict[str, Any]], around: Around | None = None,
     if not ran:
         log("nothing changed; no command ran")
     return ran
+
+
+def _unchanged(cmd: dict[str, Any], plan: list[dict[str, Any]], outputs: dict[str, str],
+               state: dict[str, str]) -> bool:
+    try:
+        return state.get(cmd["name"]) == fingerprint(resolved(cmd, plan, outputs))
+    except RuntimeError:
+        return False
 
 
 def _key_files(directory: Path, commands: Iterable[dict[str, Any]]) -> dict[str, Path]:
@@ -195,6 +266,9 @@ def forget(node: str) -> list[str]:
     state: dict[str, str] = json.loads(state_path.read_text()) if state_path.exists() else {}
     gone = sorted(name for name in state if name.startswith(f"{node}-"))
     state_path.write_text(json.dumps({k: v for k, v in state.items() if k not in gone}, indent=1))
+    outputs = recorded_outputs()
+    if outputs_path().exists():
+        outputs_path().write_text(json.dumps({k: v for k, v in outputs.items() if not k.startswith(f"{node}-")}))
     return gone
 
 
@@ -207,7 +281,7 @@ def up_replacing(argv: list[str], plan: list[dict[str, Any]]) -> tuple[int, list
     commands = {c["name"]: c for c in plan}
     ran: list[str] = []
     for name in names:
-        done = run_one(commands[name])
+        done = run_one(commands[name], plan)
         log(f"{name} (replaced): exit {done.returncode}")
         if done.returncode != 0:
             log(done.stderr[-3000:])

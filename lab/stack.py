@@ -10,7 +10,9 @@ from typing import Any
 
 from infra.config import PROJECT, StackConfig, parse
 from infra.paths import REPO_ROOT
+from infra.first_boot import GATE_SUFFIX
 from lab.containers import load_state, running_nodes, state_file
+from lab.replay import recorded_outputs
 from lab.spaces import spaces_key
 from lab.topology import RESERVED_IP, STACK, LabNode, nodes_for, run_dir
 from tooling import render
@@ -58,6 +60,9 @@ def lab_program(nodes: list[LabNode]) -> Run:
         reserved_ip=RESERVED_IP,
         droplet_ids={n.name: n.droplet_id for n in nodes},
         spaces_key=spaces_key(),
+        # What each node's first-boot gate printed when the replay ran it (its host
+        # key), as the engine's state would hold it; a placeholder before that.
+        host_keys=gate_outputs(nodes),
     )
     admin_pub = (run_dir() / "admin_key.pub").read_text().strip()
     settings = stack_settings()
@@ -68,6 +73,12 @@ def lab_program(nodes: list[LabNode]) -> Run:
         "do-ha-stack:adminSshKeys": [admin_pub, *added],
         "do-ha-stack:failoverApiToken": (run_dir() / "api_token").read_text().strip()}
     return run_program(STACK, raw, addresses)
+
+
+def gate_outputs(nodes: list[LabNode]) -> dict[str, str]:
+    outputs = recorded_outputs()
+    printed = {n.name: outputs.get(f"{n.name}{GATE_SUFFIX}", "").strip().splitlines() for n in nodes}
+    return {name: lines[-1].strip() for name, lines in printed.items() if lines}
 
 
 def lab_plan(nodes: list[LabNode]) -> list[dict[str, Any]]:

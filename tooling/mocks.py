@@ -26,6 +26,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from infra.config import PROJECT
+from infra.first_boot import GATE_SUFFIX
 from infra.paths import REPO_ROOT
 from tooling import mock_tls
 from tooling import resource_types as types
@@ -96,6 +97,7 @@ class Addresses:
     reserved_ip: str
     droplet_ids: dict[str, int] = field(default_factory=dict)  # node -> droplet id (the lab's)
     spaces_key: tuple[str, str] | None = None  # the bucket key's id and secret (the lab's stand-in's)
+    host_keys: dict[str, str] = field(default_factory=dict)  # node -> what its first-boot gate printed (the lab's)
 
     @staticmethod
     def placeholders(vpc_range: str, nodes: list[str]) -> Addresses:
@@ -135,6 +137,12 @@ def _ed25519_openssh(seed: bytes) -> tuple[str, str]:
     return private, public + "\n"
 
 
+def mock_host_key(stack: str, node: str) -> str:
+    """A node's host key as a placeholder: a real ed25519 public key (type and key),
+    one per stack and node, what a gate's output would be."""
+    return " ".join(_ed25519_openssh(f"{stack}/host-key/{node}".encode())[1].split()[:2])
+
+
 class StackMocks(pulumi.runtime.Mocks):
     """Provider stand-ins returning plausible outputs, deterministic per stack.
 
@@ -148,6 +156,9 @@ class StackMocks(pulumi.runtime.Mocks):
         self.addresses = addresses
         # resource name -> generated secret outputs (the lab needs the real values)
         self.generated: dict[str, dict[str, str]] = {}
+        # remote command name -> the stdout the mock gave it (the lab's replay maps
+        # it to what the command really printed)
+        self.command_stdout: dict[str, str] = {}
 
     @staticmethod
     def _id(kind: str, name: str) -> str:
@@ -198,6 +209,12 @@ class StackMocks(pulumi.runtime.Mocks):
         elif kind == types.RANDOM_ID:
             size = int(args.inputs.get("byteLength", 4))
             state["hex"] = hashlib.sha256(f"{self.stack}/{args.name}".encode()).hexdigest()[:2 * size]
+        elif kind == types.REMOTE_COMMAND:
+            # The first-boot gate prints its node's host key; other steps' output is not used.
+            node = args.name.removesuffix(GATE_SUFFIX)
+            if node != args.name:
+                state["stdout"] = self.addresses.host_keys.get(node) or mock_host_key(self.stack, node)
+                self.command_stdout[args.name] = state["stdout"]
         elif kind == types.SPACES_BUCKET:
             rid = str(args.inputs.get("name"))
             region = args.inputs.get("region", "nyc3")
@@ -258,6 +275,7 @@ class Run:
     registrations: list[Registration]
     outputs: dict[str, Any]
     generated_secrets: dict[str, dict[str, str]]
+    command_stdout: dict[str, str] = field(default_factory=dict)
 
     def of_type(self, kind: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == kind]
@@ -319,7 +337,7 @@ def run_program(stack: str, raw_config: Mapping[str, Any], addresses: Addresses 
         runpy.run_path(str(REPO_ROOT / "__main__.py"), run_name="__main__")
 
     _sync_await(run_pulumi_func(program))
-    return Run(stack, monitor.registrations, _resolve_exports(), mocks.generated)
+    return Run(stack, monitor.registrations, _resolve_exports(), mocks.generated, mocks.command_stdout)
 
 
 def _resolve_exports() -> dict[str, Any]:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from infra import tuning
 from infra.config import ConfigError, StackConfig, parse
@@ -26,7 +27,7 @@ from tooling.mocks import MOCK_SECRETS
 from tooling.status import (
     StatusError, api_token, load_outputs, pulumi_outputs, stack_setting, targets_from_outputs,
 )
-from tooling.status_gather import NodeTarget, SshSettings, gather
+from tooling.status_gather import NodeTarget, SshSettings, gather, pin_host_keys
 
 
 class OperationError(Exception):
@@ -73,39 +74,60 @@ def settled(ops: Operations) -> Report:
 
 def cli_operations(args: argparse.Namespace, env: Mapping[str, str]) -> Operations:
     """Operations against a real stack: SSH as `make status` does, the pulumi CLI."""
-    outputs = load_outputs(Path(args.outputs)) if args.outputs else pulumi_outputs(args.stack)
-    reserved_ip, targets = targets_from_outputs(outputs)
-    by_name: dict[str, NodeTarget] = {t.name: t for t in targets}
-    ssh = SshSettings(user=args.user or stack_setting(args.stack, "deployUser", None), identity=args.identity,
-                      options=tuple(args.ssh_option))
-    api_url = stack_setting(args.stack, "clusterApiUrl", None)
-
-    def health() -> Report:
-        return assess(gather(args.stack, reserved_ip, targets, ssh, api_url, api_token(env)), outputs)
-
-    # One connection per node, reused by every command (a switchover's read-only
-    # window holds two commands; a fresh handshake each would add to the pause).
+    # The shared connections' sockets and the stack's pinned host keys, gone at exit.
     sockets = tempfile.mkdtemp(prefix="do-ha-ssh-")
     atexit.register(shutil.rmtree, sockets, True)
-    shared = dataclasses.replace(ssh, options=(*ssh.options, "ControlMaster=auto", f"ControlPath={sockets}/%C",
-                                               "ControlPersist=30"))
+    user = args.user or stack_setting(args.stack, "deployUser", None)
+    api_url = stack_setting(args.stack, "clusterApiUrl", None)
+
+    @dataclass
+    class View:  # the nodes as the stack's outputs have them now
+        outputs: dict[str, Any]
+        reserved_ip: str
+        targets: list[NodeTarget]
+        ssh: SshSettings
+
+    def load() -> View:
+        outputs = load_outputs(Path(args.outputs)) if args.outputs else pulumi_outputs(args.stack)
+        reserved_ip, targets = targets_from_outputs(outputs)
+        ssh = pin_host_keys(SshSettings(user=user, identity=args.identity, options=tuple(args.ssh_option)),
+                            targets, Path(sockets))
+        return View(outputs, reserved_ip, targets, ssh)
+
+    view = load()
+
+    def health() -> Report:
+        return assess(gather(args.stack, view.reserved_ip, view.targets, view.ssh, api_url, api_token(env)),
+                      view.outputs)
+
+    def connect(node: str) -> list[str]:
+        # One connection per node, reused by every command (a switchover's read-only
+        # window holds two commands; a fresh handshake each would add to the pause).
+        shared = dataclasses.replace(view.ssh, options=(*view.ssh.options, "ControlMaster=auto",
+                                                        f"ControlPath={sockets}/%C", "ControlPersist=30"))
+        return shared.argv({t.name: t for t in view.targets}[node].address)
 
     def run_on(node: str, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
         # One word for ssh: the remote shell must see argv as it is, spaces included.
-        return subprocess.run([*shared.argv(by_name[node].address), shlex.join(argv)], stdin=subprocess.DEVNULL,
+        return subprocess.run([*connect(node), shlex.join(argv)], stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=tuning.REPLACE_DRAIN_TIMEOUT_S + 60)
 
     def run_with_input(node: str, argv: Sequence[str], text: str) -> subprocess.CompletedProcess[str]:
         # Long work (a restore takes as long as its data): no overall limit, but a
         # connection that stops answering ends it.
         alive = ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=8"]
-        target = shared.argv(by_name[node].address)
+        target = connect(node)
         return subprocess.run([*target[:-1], *alive, target[-1], shlex.join(argv)], input=text,
                               capture_output=True, text=True)
 
     def pulumi(argv: Sequence[str]) -> int:
+        nonlocal view
         # Interactive: `up` shows its preview and asks unless --yes.
-        return subprocess.run(["pulumi", *argv]).returncode
+        code = subprocess.run(["pulumi", *argv]).returncode
+        if not args.outputs:
+            # An `up` that replaced or added a droplet gave it a new address and host key.
+            view = load()
+        return code
 
     return Operations(health, run_on, pulumi, run_with_input=run_with_input)
 

@@ -89,12 +89,15 @@ def commands(run: Run, reveal: bool = False) -> list[dict[str, Any]]:
             "name": r.name,
             "host": conn["host"], "port": int(conn.get("port", 22)), "user": conn["user"],
             "privateKey": conn["privateKey"] if reveal else SECRET_MARKER,
+            "hostKey": conn.get("hostKey"),
             "create": r.raw_inputs.get("create"), "update": r.raw_inputs.get("update"),
             "delete": r.raw_inputs.get("delete"),
             "stdin": r.raw_inputs.get("stdin") if reveal or "stdin" not in r.secret_inputs else SECRET_MARKER,
             "environment": r.raw_inputs.get("environment") or {},
             "triggers": r.inputs.get("triggers") or [],
             "logging": r.raw_inputs.get("logging"),
+            # what the mocked provider gave as its stdout (a gate's placeholder host key)
+            "stdout": run.command_stdout.get(r.name),
             "dependsOn": sorted(set().union(*[command_deps(d) for d in r.dependencies]) - {r.name})
             if r.dependencies else [],
         }

@@ -8,7 +8,10 @@ that can gate a deploy (0 healthy, 1 degraded, 2 could not run).
 Reaches every node as the stack's deploy user (deployUser in Pulumi.STACK.yaml)
 with the admin's own SSH key (ssh's defaults, or --identity): one session per
 node, in parallel, running a read-only script sent on stdin under sudo
-(tooling/status-gather.sh). With DIGITALOCEAN_TOKEN (or DIGITALOCEAN_ACCESS_TOKEN)
+(tooling/status-gather.sh). A node whose outputs carry its pinned host key
+(nodes.<name>.hostKey) must show that key, or its session is refused (an
+--ssh-option of your own for StrictHostKeyChecking or UserKnownHostsFile comes
+first and wins). With DIGITALOCEAN_TOKEN (or DIGITALOCEAN_ACCESS_TOKEN)
 in the environment it adds the API's view of the reserved IP and the droplets,
 at the stack's clusterApiUrl; the token is sent only in the request header and
 never printed. What counts as degraded: tooling/health.py.
@@ -22,17 +25,19 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from infra.config import SETTINGS, ConfigError
+from infra.first_boot import HOST_KEY_LINE as HOST_KEY
 from infra.naming import role_of
 from infra.paths import REPO_ROOT
 from tooling import render
 from tooling.health import assess
 from tooling.health import render as render_screen
-from tooling.status_gather import NodeTarget, SshSettings, gather
+from tooling.status_gather import NodeTarget, SshSettings, gather, pin_host_keys
 
 TOKEN_VARIABLES = ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN")
 HEALTHY, DEGRADED, CANNOT_RUN = 0, 1, 2
@@ -57,7 +62,11 @@ def targets_from_outputs(outputs: Mapping[str, Any]) -> tuple[str, list[NodeTarg
         address = node.get("publicIpv4") if isinstance(node, Mapping) else None
         if not isinstance(address, str) or not address:
             raise StatusError(f"the stack outputs' nodes.{name} has no publicIpv4")
-        targets.append(NodeTarget(name=name, address=address, role=node.get("role") or role_of(name)))
+        host_key = node.get("hostKey")
+        if host_key is not None and not (isinstance(host_key, str) and HOST_KEY.fullmatch(host_key)):
+            raise StatusError(f"the stack outputs' nodes.{name}.hostKey is not an ssh-ed25519 public key")
+        targets.append(NodeTarget(name=name, address=address, role=node.get("role") or role_of(name),
+                                  host_key=host_key))
     return reserved_ip, targets
 
 
@@ -143,7 +152,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[int, str]:
         user = args.user or stack_setting(args.stack, "deployUser", args.config)
         api_url = args.api_url or stack_setting(args.stack, "clusterApiUrl", args.config)
         ssh = SshSettings(user=user, identity=args.identity, options=tuple(args.ssh_option))
-        facts = gather(args.stack, reserved_ip, targets, ssh, api_url, api_token(env))
+        with tempfile.TemporaryDirectory(prefix="do-ha-status-") as pins:
+            facts = gather(args.stack, reserved_ip, targets, pin_host_keys(ssh, targets, Path(pins)),
+                           api_url, api_token(env))
         facts["outputs"] = outputs
         if args.dump:
             args.dump.parent.mkdir(parents=True, exist_ok=True)

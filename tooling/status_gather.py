@@ -13,6 +13,7 @@ Facts (JSON-serialisable; `--dump` writes them with the stack outputs added as
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -38,6 +39,7 @@ class NodeTarget:
     name: str  # the program's node name (app1, witness)
     address: str  # where SSH reaches it (its public IPv4)
     role: str
+    host_key: str | None = None  # what its first-boot gate pinned (outputs nodes.<name>.hostKey)
 
 
 @dataclass(frozen=True)
@@ -46,14 +48,29 @@ class SshSettings:
     identity: str | None = None
     options: Sequence[str] = field(default_factory=tuple)  # extra `-o` values, e.g. "StrictHostKeyChecking=no"
     connect_timeout_s: int = tuning.STATUS_SSH_CONNECT_TIMEOUT_S
+    known_hosts: str | None = None  # a file of the stack's pinned host keys (pin_host_keys)
+    pinned: frozenset[str] = frozenset()  # the addresses it lists
 
     def argv(self, address: str) -> list[str]:
         argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout_s}"]
         if self.identity:
             argv += ["-i", self.identity, "-o", "IdentitiesOnly=yes"]
-        for option in self.options:
+        for option in self.options:  # ssh keeps an option's first value: the user's win
             argv += ["-o", option]
+        if self.known_hosts and address in self.pinned:
+            argv += ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={self.known_hosts}"]
         return argv + [f"{self.user}@{address}"]
+
+
+def pin_host_keys(ssh: SshSettings, targets: Sequence[NodeTarget], directory: Path) -> SshSettings:
+    """`ssh` accepting, for each target that has a pinned host key, that key only:
+    a known_hosts file in `directory` (the caller's to remove)."""
+    keyed = [t for t in targets if t.host_key]
+    if not keyed:
+        return ssh  # outputs from before host keys were pinned: ssh's own defaults
+    path = directory / "known_hosts"
+    path.write_text("".join(f"{t.address} {t.host_key}\n" for t in keyed))
+    return dataclasses.replace(ssh, known_hosts=str(path), pinned=frozenset(t.address for t in keyed))
 
 
 def gather_node(target: NodeTarget, ssh: SshSettings, probe_timeout_s: int = tuning.STATUS_PROBE_TIMEOUT_S,

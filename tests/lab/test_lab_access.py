@@ -72,3 +72,38 @@ def test_admin_keys_and_ssh_ranges_follow_the_config_on_running_nodes(nodes: lis
         for setting in ("adminSshKeys", "sshAllowedCidrs", "sshNeverBanCidrs"):
             config_set(setting, None)
         _up()  # the nodes as the config has them again, whatever failed above
+
+
+HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
+
+
+def test_every_later_command_verifies_its_node_s_host_key_and_a_changed_one_is_refused(
+        nodes: list[LabNode]) -> None:
+    plan = lab_plan(lab_nodes())
+    printed = replay.recorded_outputs()
+    for node in nodes:
+        shown = Admin(node).run(f"cut -d' ' -f1,2 {HOST_KEY}.pub").stdout.strip()
+        assert shown.startswith("ssh-ed25519 "), shown
+        for cmd in (c for c in plan if c["host"] == node.public_ip):
+            key = replay.resolved(cmd, plan, printed).get("hostKey")
+            # the gate reads the key (it cannot check it); every later command pins it
+            assert key == (None if cmd["name"] == f"{node.name}-first-boot" else shown), cmd["name"]
+
+    witness = next(n for n in nodes if n.name == "witness")
+    step = next(c for c in plan if c["name"] == "witness-node-access")
+    admin = Admin(witness)
+    # The lab's admin sessions share one connection made before the swap: they go on.
+    admin.sudo(f"cp -a {HOST_KEY} {HOST_KEY}.pub /run/")
+    try:
+        admin.sudo(f"rm -f {HOST_KEY} {HOST_KEY}.pub")
+        admin.sudo(f"ssh-keygen -q -t ed25519 -N '' -C another -f {HOST_KEY}")
+        admin.sudo("systemctl restart ssh")
+        # One dial, not the connection's 30: the refusal is the first answer, and 30
+        # dials would spend the lab's SSH rate-limit bucket on the witness.
+        refused = replay.run_one(step, plan, dial_limit=0)
+        assert refused.returncode == replay.SSH_UNREACHABLE, refused.stderr[-800:]
+        assert "Host key verification failed" in refused.stderr, refused.stderr[-800:]
+    finally:
+        admin.sudo("cp -a /run/ssh_host_ed25519_key /run/ssh_host_ed25519_key.pub /etc/ssh/")
+        admin.sudo("systemctl restart ssh")
+    assert replay.run_one(step, plan, dial_limit=0).returncode == 0  # its own key again: accepted

@@ -23,13 +23,14 @@ def test_a_failing_step_never_prints_a_secret(nodes: list[LabNode]) -> None:
     secrets = [v for values in run.generated_secrets.values() for v in values.values()]
     secrets.append((run_dir() / "api_token").read_text().strip())
     hidden = [line for s in secrets for line in s.splitlines() if len(line) >= 8]
-    carrying = [c for c in lab_plan(lab_nodes()) if any(
+    plan = lab_plan(lab_nodes())
+    carrying = [c for c in plan if any(
         line.startswith(("secret ", "secretfile ")) for line in (c.get("stdin") or "").splitlines())]
     checked = []
     for cmd in carrying:
         assert cmd["create"].count("\nread_bundle\n") == 1, cmd["name"]
         leaking = cmd | {"create": cmd["create"].replace("\nread_bundle\n", "\nread_bundle\n" + LEAK)}
-        result = replay.run_one(leaking)
+        result = replay.run_one(leaking, plan)
         output = result.stdout + result.stderr
         assert result.returncode == 1 and "injected fault" in output, (cmd["name"], output[-500:])
         assert "[secret]" in output, cmd["name"]

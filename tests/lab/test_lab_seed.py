@@ -32,10 +32,11 @@ HOST = "do-ha-stack-lab-{}"
 def _seed(node: LabNode, nodes: list[LabNode], watch: list[LabNode] | None = None) -> str:
     """Run the program's db-seed step on `node` as the engine would; its log. With
     `watch`, every process's argv on those nodes is sampled for the password meanwhile."""
-    cmd = next(c for c in lab_plan(nodes) if c["name"] == f"{node.name}-db-seed")
+    plan = lab_plan(nodes)
+    cmd = next(c for c in plan if c["name"] == f"{node.name}-db-seed")
     seen: list[str] = []
     with argv_watch(watch or [], secret_from(cmd, "REPL_PASSWORD"), seen):
-        result = replay.run_one(cmd)
+        result = replay.run_one(cmd, plan)
     assert result.returncode == 0, result.stderr[-3000:]
     assert seen == [], seen
     return result.stderr

@@ -140,7 +140,9 @@ def test_dependencies_through_outputs_reach_the_plan(staging: Run) -> None:
     db_node = staging.by_name("app1-db-node")
     assert staging.by_name("app1-db-cert").urn in db_node.dependencies
     assert staging.by_name("automation").urn in db_node.dependencies  # the key, in the connection
+    assert staging.by_name("app1-first-boot").urn in db_node.dependencies  # the host key, in the connection
     plan = {c["name"]: c for c in commands(staging)}
     assert plan["app1-db-node"]["dependsOn"] == ["app1-first-boot"]
+    # cluster-resources runs on app1: its connection waits for app1's gate's host key.
     assert plan["cluster-resources"]["dependsOn"] == [
-        "app1-db-handover", "app1-web-node", "app2-db-handover", "app2-web-node", "cluster-setup"]
+        "app1-db-handover", "app1-first-boot", "app1-web-node", "app2-db-handover", "app2-web-node", "cluster-setup"]
