@@ -176,3 +176,36 @@ def test_the_lab_render_carries_keys_through_the_plan(staging: Run) -> None:
     assert plan["app1-first-boot"]["stdout"] == staging.outputs["nodes"]["app1"]["hostKey"]
     assert plan["app1-db-node"]["hostKey"] == plan["app1-first-boot"]["stdout"]
     assert plan["app1-db-node"]["stdout"] is None
+
+
+def test_node_operations_follow_the_outputs_an_up_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `make replace` runs `pulumi up`, which gives the new droplet another address and key.
+    import argparse
+
+    from tooling import node_ops
+
+    before = {"reservedIp": "198.51.100.10", "nodes": {"app2": {"publicIpv4": "203.0.113.12", "hostKey": KEY}}}
+    after = {"reservedIp": "198.51.100.10", "nodes": {"app2": {"publicIpv4": "203.0.113.42", "hostKey": OTHER}}}
+    current = [before]
+    monkeypatch.setattr(node_ops, "pulumi_outputs", lambda stack: current[0])
+    ran: list[list[str]] = []
+
+    def fake_run(argv: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        ran.append(list(argv))
+        if argv[0] == "pulumi":
+            current[0] = after
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(node_ops.subprocess, "run", fake_run)
+    args = argparse.Namespace(stack="staging", outputs=None, user=None, identity=None, ssh_option=[])
+    ops = node_ops.cli_operations(args, {})
+
+    def known_hosts(argv: list[str]) -> str:
+        option = next(a for a in argv if a.startswith("UserKnownHostsFile="))
+        return Path(option.split("=", 1)[1]).read_text()
+
+    ops.run_on("app2", ["true"])
+    assert "deploy@203.0.113.12" in ran[-1] and known_hosts(ran[-1]) == f"203.0.113.12 {KEY}\n"
+    assert ops.pulumi(["up", "--yes"]) == 0
+    ops.run_on("app2", ["true"])
+    assert "deploy@203.0.113.42" in ran[-1] and known_hosts(ran[-1]) == f"203.0.113.42 {OTHER}\n"
