@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STACK  ?= staging
 OUT    ?= build/$(STACK)
 
-.PHONY: setup lint test test-unit render bench bench-seed bench-backup lab lab-down host-packages preview up destroy state-bucket state-upgrade status replace scale switchover rekey-site restore
+.PHONY: setup lint test test-unit render bench bench-seed bench-backup lab lab-down host-packages preview up destroy state-bucket state-upgrade status replace scale switchover upgrade rekey-site restore
 
 # requirements-dev.txt: the program's requirements.txt and policy/requirements.txt,
 # plus what the tests, the lab, the tooling and the linter need.
@@ -86,6 +86,12 @@ replace: setup
 	$(if $(GIVEN_STACK),,$(error STACK is required: make replace STACK=staging NODE=app2))
 	$(if $(NODE),,$(error NODE is required: make replace STACK=$(GIVEN_STACK) NODE=app2 (one of app1.., witness)))
 	$(PY) -m tooling.replace_node --stack '$(GIVEN_STACK)' --node '$(NODE)' $(ARGS)
+
+# Debian's updates with the cluster's held packages, one node at a time, each rebooted
+# (README, "Rolling upgrades"): make upgrade STACK=prod [NODES=witness,app2]
+upgrade: setup
+	$(if $(GIVEN_STACK),,$(error STACK is required: make upgrade STACK=staging [NODES=witness,app2]))
+	$(PY) -m tooling.rolling_upgrade --stack '$(GIVEN_STACK)' $(if $(NODES),--nodes '$(NODES)') $(ARGS)
 
 # Move the active role to another app node on purpose (README, "Planned switchover"):
 # make switchover STACK=prod [TO=app2]

@@ -120,6 +120,12 @@ SWITCHOVER_CATCH_UP_S = 2
 REPLACE_SETTLE_TIMEOUT_S = 900
 REPLACE_SETTLE_POLL_S = 10
 
+# --- make upgrade (tooling/rolling_upgrade.py) ----------------------------------------
+# A droplet's reboot takes well under a minute; a new kernel's first boot, or a
+# filesystem check, can take minutes. Polled for a new boot id this often.
+UPGRADE_REBOOT_TIMEOUT_S = 600
+UPGRADE_REBOOT_POLL_S = 5
+
 # --- MariaDB -------------------------------------------------------------------------
 # A primary whose replica is gone waits this long for an acknowledgement, then
 # commits alone (semi-sync falls back to asynchronous). Every time the last replica

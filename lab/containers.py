@@ -197,6 +197,13 @@ def prepare_root(node: LabNode, base: Path, user_data: str) -> None:
 BACKGROUND_BOOT = ["nice", "-n", "10", "ionice", "-c", "2", "-n", "7"]
 
 
+# A droplet that reboots itself (`systemctl reboot`) comes back: nspawn ends with
+# 133 when the container asks for a reboot (systemd-nspawn(1)), and starts it again
+# here. Any other end (a poweroff, a kill) is the end.
+NSPAWN_REBOOT = 133
+RESTART_ON_REBOOT = f'while :; do "$@"; rc=$?; [ "$rc" -eq {NSPAWN_REBOOT} ] || exit "$rc"; done'
+
+
 def boot(node: LabNode, background: bool = False) -> None:
     """Start the node's container (`background`: at low CPU and I/O priority, until
     `foreground` is called)."""
@@ -204,7 +211,7 @@ def boot(node: LabNode, background: bool = False) -> None:
     # The container outlives this call: nspawn keeps writing to the file after return.
     logfile = open(node.dir / "console.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [*(BACKGROUND_BOOT if background else []),
+        [*(BACKGROUND_BOOT if background else []), "sh", "-c", RESTART_ON_REBOOT, "boot",
          "systemd-nspawn", "-q", "-D", str(node.root), "-M", node.machine, "--boot",
          "--register=no", "--keep-unit", "--console=passive",
          # The image's resolv.conf (no server: a lookup fails at once), not a copy of
@@ -217,11 +224,25 @@ def boot(node: LabNode, background: bool = False) -> None:
         env=os.environ | NSPAWN_ENV, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    (node.dir / "nspawn.pid").write_text(str(proc.pid))
+    (node.dir / "nspawn.pid").write_text(str(proc.pid))  # the loop's: its process group holds nspawn
+
+
+def kill_supervisor(pid_file: Path) -> None:
+    """SIGKILL a node's boot loop and its nspawn (one process group, made by `boot`)."""
+    with contextlib.suppress(ValueError, OSError):
+        pid = int(pid_file.read_text())
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        kill_pids([pid])
 
 
 def foreground(node: LabNode) -> None:
-    """Give a node booted in the background normal CPU and I/O priority again."""
+    """Give a node booted in the background normal CPU and I/O priority again (its boot
+    loop and nspawn too: a reboot starts the container from them)."""
+    with contextlib.suppress(ValueError, OSError):
+        loop = int((node.dir / "nspawn.pid").read_text())
+        os.setpriority(os.PRIO_PGRP, loop, 0)
+        sh("ionice", "-c", "2", "-n", "4", "-P", str(loop), check=False)
     for pid in pids_in_netns(Path(f"/run/netns/{node.netns}")):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.setpriority(os.PRIO_PROCESS, pid, 0)
@@ -315,9 +336,7 @@ def kill_node(node: LabNode) -> None:
     a replica's MariaDB takes for a broken master (errno 2013) rather than an
     unreachable one. `boot` plugs the cables in again."""
     set_cables(node, "down")
-    pid_file = node.dir / "nspawn.pid"
-    if pid_file.exists():
-        kill_pids([int(pid_file.read_text())])
+    kill_supervisor(node.dir / "nspawn.pid")
     for _ in range(50):
         pids = sorted(set(pids_rooted_under(node.root)) | set(pids_in_netns(Path(f"/run/netns/{node.netns}"))))
         if not pids:
@@ -385,8 +404,7 @@ def teardown(prefix: str, base: Path) -> None:
     # nspawn processes first (they would otherwise restart nothing, but hold mounts),
     # then whatever runs with a root inside `base` (orphaned container inits).
     for pid_file in base.glob("nodes/*/nspawn.pid"):
-        with contextlib.suppress(ValueError, OSError):
-            kill_pids([int(pid_file.read_text())])
+        kill_supervisor(pid_file)
     for _ in range(20):
         pids = pids_rooted_under(base)
         if not pids:

@@ -317,6 +317,19 @@ def test_switchover_without_stack_is_refused(make: Make) -> None:
     assert make.calls == []
 
 
+def test_upgrade_without_stack_is_refused(make: Make) -> None:
+    run = make("upgrade")
+    assert run.returncode != 0
+    assert "STACK is required: make upgrade STACK=staging [NODES=witness,app2]" in run.stderr
+    assert make.calls == []
+
+
+def test_upgrade_passes_the_nodes_asked_for() -> None:
+    lines = _dry_run("upgrade", "STACK=prod", "NODES=witness,app2")
+    wanted = "-m tooling.rolling_upgrade --stack 'prod' --nodes 'witness,app2'"
+    assert any(line.rstrip().endswith(wanted) for line in lines), lines
+
+
 def test_rekey_site_without_stack_is_refused(make: Make) -> None:
     run = make("rekey-site")
     assert run.returncode != 0
