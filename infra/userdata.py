@@ -141,6 +141,9 @@ def render(cfg: StackConfig, hostname: str, role: str, authorized_keys: Sequence
             # jail.local: the override file fail2ban reads last, untouched by upgrades
             _file("/etc/fail2ban/jail.local", read("firstboot/files/fail2ban-sshd.local"), defer=True),
             _file("/etc/modprobe.d/do-ha-stack.conf", read("firstboot/files/modprobe-blacklist.conf")),
+            _file("/etc/systemd/coredump.conf.d/do-ha-stack.conf", read("firstboot/files/coredump.conf")),
+            _file("/etc/security/limits.d/do-ha-stack.conf", read("firstboot/files/limits-core.conf")),
+            _file("/etc/profile.d/do-ha-stack.sh", read("firstboot/files/profile.sh")),
             _file("/etc/issue", read("firstboot/files/issue.net")),
             _file("/etc/issue.net", read("firstboot/files/issue.net")),
             _file("/etc/apt/apt.conf.d/90do-ha-stack-upgrades", read("firstboot/files/apt-auto-upgrades.conf"),

@@ -29,7 +29,13 @@ from lab.topology import (
 )
 
 BOOT_TIMEOUT = 300.0
-NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}  # trixie's systemd under bookworm's nspawn
+NSPAWN_ENV = {
+    "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1",  # trixie's systemd under bookworm's nspawn
+    # A node's network sysctls are its own namespace's (as a droplet's are its own):
+    # writable, so the lab applies and tests the network hardening. Kernel-wide
+    # ones stay the host's, read-only.
+    "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network",
+}
 
 
 def log(msg: str) -> None:
@@ -219,7 +225,7 @@ def boot(node: LabNode, background: bool = False) -> None:
          # name the node does not know (exim, sudo, ...) would wait out its timeout.
          "--resolv-conf=off",
          f"--network-namespace-path=/run/netns/{node.netns}",
-         "--capability=CAP_NET_ADMIN,CAP_NET_RAW,CAP_SYS_NICE,CAP_IPC_LOCK",
+         "--capability=CAP_NET_ADMIN,CAP_NET_RAW,CAP_SYS_NICE,CAP_IPC_LOCK,CAP_SYS_PACCT",  # acct
          "--bind=/dev/fuse"],
         env=os.environ | NSPAWN_ENV, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -71,6 +71,9 @@ configure_ufw() {
 		ufw allow proto udp from "$VPC_RANGE" to any port "$range" comment 'cluster'
 	done
 	ufw logging low
+	# ufw applies its own sysctl file whenever it starts (every boot, after ours),
+	# and that one turns log_martians off again: it applies ours instead.
+	sed -i 's|^IPT_SYSCTL=.*|IPT_SYSCTL=/etc/sysctl.d/90-do-ha-stack.conf|' /etc/default/ufw
 	ufw --force enable
 }
 

@@ -12,6 +12,7 @@ import pytest
 
 from infra import tuning
 from infra.config import RESERVED_USERS
+from infra.paths import CLOUDINIT_DIR
 from lab import replay
 from lab.containers import cloud_init_result, load_state
 from lab.stack import lab_plan
@@ -281,6 +282,23 @@ def test_cluster_ports_answer_inside_the_vpc(nodes: list[LabNode]) -> None:
     a, b = _app(nodes)[:2]
     seen = probe_tcp(b.private_ip, [2224], netns=a.netns)  # pcsd listens from boot
     assert seen[2224] == "open", seen
+
+
+def _network_sysctls() -> dict[str, str]:
+    """The network keys of the nodes' sysctl file (each node's own network namespace
+    in the lab, as on a droplet; the kernel-wide keys are the lab host's)."""
+    text = (CLOUDINIT_DIR / "firstboot/files/sysctl-hardening.conf").read_text()
+    pairs = (line.split("=", 1) for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    return {k.strip(): v.strip() for k, v in pairs if k.strip().startswith("net.ipv")}
+
+
+def test_network_sysctls_hold_as_the_nodes_file_has_them_after_ufw_started(nodes: list[LabNode]) -> None:
+    expected = _network_sysctls()
+    assert "net.ipv4.conf.all.log_martians" in expected  # ufw's own file would turn it off again
+    for node in nodes:
+        out = Admin(node).run("sysctl " + " ".join(expected)).stdout
+        seen = dict(line.split(" = ", 1) for line in out.splitlines())
+        assert seen == expected, (node.name, {k: v for k, v in seen.items() if expected.get(k) != v})
 
 
 def test_lynis_hardening_index(nodes: list[LabNode], report: dict) -> None:

@@ -122,6 +122,8 @@ def test_make_upgrade_upgrades_and_reboots_every_node_in_turn_under_load(nodes: 
             assert _boot_id(node) != boots[node.name], f"{node.name} did not reboot"
             # what its first boot set up comes back with every boot
             assert "hidepid=invisible" in Admin(node).run("findmnt -no OPTIONS /proc").stdout, node.name
+            # ufw, started at every boot after the node's sysctls, applies the same file
+            assert Admin(node).run("sysctl -n net.ipv4.conf.all.log_martians").stdout.strip() == "1", node.name
         assert _power_actions() == fenced_before, "an upgrade fenced a node"
         # The active role moved once, away from the old primary, which went last.
         new_primary = _promoted(now)
