@@ -207,7 +207,32 @@ BACKGROUND_BOOT = ["nice", "-n", "10", "ionice", "-c", "2", "-n", "7"]
 # 133 when the container asks for a reboot (systemd-nspawn(1)), and starts it again
 # here. Any other end (a poweroff, a kill) is the end.
 NSPAWN_REBOOT = 133
-RESTART_ON_REBOOT = f'while :; do "$@"; rc=$?; [ "$rc" -eq {NSPAWN_REBOOT} ] || exit "$rc"; done'
+# Each node's nspawn runs in cgroups of its own ($DOHS_CGROUPS, made here). The lab
+# host's init is not systemd, so nothing else places it: every container would get
+# the same "payload" cgroup, and a unit stopped in one node would wait out its stop
+# timeout for its namesakes in the others (a node's reboot took five minutes).
+RESTART_ON_REBOOT = (
+    'for cg in $DOHS_CGROUPS; do mkdir -p "$cg" && echo $$ >"$cg/cgroup.procs" || exit 1; done; '
+    f'while :; do "$@"; rc=$?; [ "$rc" -eq {NSPAWN_REBOOT} ] || exit "$rc"; done')
+CGROUP_PREFIX = "do-ha-lab-"
+
+
+def node_cgroups(machine: str) -> list[Path]:
+    """The cgroups a node's nspawn runs in: one per hierarchy nspawn uses (a hybrid
+    host like this one: cgroup2 under unified/, and v1's name=systemd)."""
+    base = Path("/sys/fs/cgroup")
+    roots = [base] if (base / "cgroup.procs").exists() else \
+        [r for r in (base / "unified", base / "systemd") if (r / "cgroup.procs").exists()]
+    return [r / f"{CGROUP_PREFIX}{machine}" for r in roots]
+
+
+def remove_cgroups(machine: str = "") -> None:
+    """Remove a node's cgroups (or every lab node's), once their processes are gone."""
+    for root in {c.parent for c in node_cgroups("")}:
+        for top in root.glob(f"{CGROUP_PREFIX}{machine or '*'}"):
+            for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [top]:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
 
 
 def boot(node: LabNode, background: bool = False) -> None:
@@ -219,7 +244,9 @@ def boot(node: LabNode, background: bool = False) -> None:
     proc = subprocess.Popen(
         [*(BACKGROUND_BOOT if background else []), "sh", "-c", RESTART_ON_REBOOT, "boot",
          "systemd-nspawn", "-q", "-D", str(node.root), "-M", node.machine, "--boot",
-         "--register=no", "--keep-unit", "--console=passive",
+         # The console's output is read into console.log. Unread (`passive`), it fills
+         # the pty's buffer and systemd blocks writing to it: a shutdown never ends.
+         "--register=no", "--keep-unit", "--console=read-only",
          # The image's resolv.conf (no server: a lookup fails at once), not a copy of
          # the host's, whose resolver is out of the lab's reach: every lookup of a
          # name the node does not know (exim, sudo, ...) would wait out its timeout.
@@ -227,7 +254,8 @@ def boot(node: LabNode, background: bool = False) -> None:
          f"--network-namespace-path=/run/netns/{node.netns}",
          "--capability=CAP_NET_ADMIN,CAP_NET_RAW,CAP_SYS_NICE,CAP_IPC_LOCK,CAP_SYS_PACCT",  # acct
          "--bind=/dev/fuse"],
-        env=os.environ | NSPAWN_ENV, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
+        env=os.environ | NSPAWN_ENV | {"DOHS_CGROUPS": " ".join(map(str, node_cgroups(node.machine)))},
+        stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     (node.dir / "nspawn.pid").write_text(str(proc.pid))  # the loop's: its process group holds nspawn
@@ -364,6 +392,7 @@ def destroy_node(node: LabNode) -> None:
     # retransmit their FIN into a dead cable, for minutes.
     set_cables(node, "up")
     unplug_node(node)
+    remove_cgroups(node.machine)
 
 
 def _running(node: LabNode, names: frozenset[str]) -> list[str]:
@@ -421,6 +450,7 @@ def teardown(prefix: str, base: Path) -> None:
     found = namespaces(prefix)
     for ns in found:
         kill_pids([int(p) for p in sh("ip", "netns", "pids", ns, capture=True, check=False).split()])
+    remove_cgroups()
     for point in mounts_under(base):
         sh("umount", "-l", point, check=False)
     for ns in found:

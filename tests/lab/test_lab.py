@@ -110,8 +110,12 @@ def test_failed_logins_get_the_source_banned_then_unbanned(nodes: list[LabNode])
     while SECOND_CLIENT not in (status := admin.sudo("fail2ban-client status sshd").stdout):
         assert time.monotonic() < deadline, status
         time.sleep(2)
-    # fail2ban's ufw action rejects everything from the source
-    assert probe_tcp(node.public_ip, [22], source=SECOND_CLIENT)[22] != "open"
+    # fail2ban's ufw action rejects everything from the source; the jail lists a ban
+    # before its action (`ufw insert`) has run, so give the action a moment.
+    deadline = time.monotonic() + 30
+    while probe_tcp(node.public_ip, [22], source=SECOND_CLIENT)[22] == "open":
+        assert time.monotonic() < deadline, admin.sudo("ufw status").stdout
+        time.sleep(1)
     assert admin.run("true").returncode == 0  # the ban is per source
     admin.sudo(f"fail2ban-client set sshd unbanip {SECOND_CLIENT}")
     assert SECOND_CLIENT not in admin.sudo("ufw status").stdout
@@ -296,9 +300,12 @@ def test_network_sysctls_hold_as_the_nodes_file_has_them_after_ufw_started(nodes
     expected = _network_sysctls()
     assert "net.ipv4.conf.all.log_martians" in expected  # ufw's own file would turn it off again
     for node in nodes:
-        out = Admin(node).run("sysctl " + " ".join(expected)).stdout
+        out = Admin(node).run("/usr/sbin/sysctl " + " ".join(expected)).stdout
         seen = dict(line.split(" = ", 1) for line in out.splitlines())
         assert seen == expected, (node.name, {k: v for k, v in seen.items() if expected.get(k) != v})
+
+
+LYNIS_FLOOR = 83
 
 
 def test_lynis_hardening_index(nodes: list[LabNode], report: dict) -> None:
@@ -312,8 +319,10 @@ def test_lynis_hardening_index(nodes: list[LabNode], report: dict) -> None:
     index = int(re.search(r"^hardening_index=(\d+)$", data, re.M).group(1))
     suggestions = re.findall(r"^suggestion\[\]=([^|]+\|[^|]+)", data, re.M)
     report["lynis"] = {"node": node.name, "hardening_index": index, "suggestions": suggestions}
-    print(f"\nlynis hardening index on {node.name}: {index} (goal 80); {len(suggestions)} suggestions")
-    assert 0 < index <= 100
+    print(f"\nlynis hardening index on {node.name}: {index} (goal 85); {len(suggestions)} suggestions")
+    # 83 measured here (README, "Hardening audit"); what a container cannot earn is
+    # listed there. Falling below is a regression.
+    assert LYNIS_FLOOR <= index <= 100, suggestions
 
 
 def test_second_replay_runs_nothing(nodes: list[LabNode]) -> None:

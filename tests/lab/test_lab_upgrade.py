@@ -76,8 +76,9 @@ def _offer_the_update(node: LabNode, files: list[Path]) -> None:
         (repo / f.name).chmod(0o644)
     admin = Admin(node)
     admin.sudo(f"dpkg -i {REPO}/{PROBE}_1.0_all.deb")
-    admin.sudo(f"sh -c 'mkdir -p {PARKED} && find {SOURCES} /etc/apt/sources.list -maxdepth 1 -type f "
-               f"-exec mv -t {PARKED} {{}} +'")
+    # every source the node has, parked: the lab's repository is the only one
+    admin.sudo(f"sh -c 'mkdir -p {PARKED}/d && {{ [ ! -f /etc/apt/sources.list ] || mv /etc/apt/sources.list "
+               f"{PARKED}/; }} && find {SOURCES} -maxdepth 1 -type f -exec mv -t {PARKED}/d {{}} +'")
     admin.sudo(f"sh -c 'printf \"Types: deb\\nURIs: file:{REPO}\\nSuites: ./\\nTrusted: yes\\n\" "
                f"> {SOURCES}/do-ha-lab-upgrade.sources'")
 
@@ -85,8 +86,8 @@ def _offer_the_update(node: LabNode, files: list[Path]) -> None:
 def _put_back(node: LabNode) -> None:
     admin = Admin(node)
     admin.sudo(f"sh -c 'rm -f {SOURCES}/do-ha-lab-upgrade.sources; p={PARKED}; "
-               f"[ -f $p/sources.list ] && mv $p/sources.list /etc/apt/; "
-               f"[ -d $p ] && find $p -maxdepth 1 -type f -exec mv -t {SOURCES} {{}} +; rm -rf $p {REPO}; "
+               f"[ ! -f $p/sources.list ] || mv $p/sources.list /etc/apt/; "
+               f"[ ! -d $p/d ] || find $p/d -type f -exec mv -t {SOURCES} {{}} +; rm -rf $p {REPO}; "
                f"dpkg -P {PROBE} >/dev/null 2>&1; apt-get update -qq >/dev/null 2>&1; true'", check=False)
 
 
@@ -123,7 +124,8 @@ def test_make_upgrade_upgrades_and_reboots_every_node_in_turn_under_load(nodes: 
             # what its first boot set up comes back with every boot
             assert "hidepid=invisible" in Admin(node).run("findmnt -no OPTIONS /proc").stdout, node.name
             # ufw, started at every boot after the node's sysctls, applies the same file
-            assert Admin(node).run("sysctl -n net.ipv4.conf.all.log_martians").stdout.strip() == "1", node.name
+            martians = Admin(node).run("/usr/sbin/sysctl -n net.ipv4.conf.all.log_martians").stdout.strip()
+            assert martians == "1", node.name
         assert _power_actions() == fenced_before, "an upgrade fenced a node"
         # The active role moved once, away from the old primary, which went last.
         new_primary = _promoted(now)
