@@ -226,13 +226,24 @@ def node_cgroups(machine: str) -> list[Path]:
     return [r / f"{CGROUP_PREFIX}{machine}" for r in roots]
 
 
-def remove_cgroups(machine: str = "") -> None:
-    """Remove a node's cgroups (or every lab node's), once their processes are gone."""
-    for root in {c.parent for c in node_cgroups("")}:
-        for top in root.glob(f"{CGROUP_PREFIX}{machine or '*'}"):
-            for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [top]:
-                with contextlib.suppress(OSError):
-                    path.rmdir()
+def remove_cgroups(machine: str = "", wait_s: float = 5.0) -> None:
+    """Remove a node's cgroups (or every lab node's) once their killed processes have
+    left them (that takes the kernel a moment)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = []
+        for root in {c.parent for c in node_cgroups("")}:
+            for top in root.glob(f"{CGROUP_PREFIX}{machine or '*'}"):
+                for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [top]:
+                    try:
+                        path.rmdir()
+                    except FileNotFoundError:
+                        pass
+                    except OSError:
+                        left.append(path)
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
 
 
 def boot(node: LabNode, background: bool = False) -> None:

@@ -14,7 +14,7 @@ from infra import tuning
 from infra.config import RESERVED_USERS
 from infra.paths import CLOUDINIT_DIR
 from lab import replay
-from lab.containers import cloud_init_result, load_state
+from lab.containers import CGROUP_PREFIX, cloud_init_result, container_init, load_state
 from lab.stack import lab_plan
 from lab.topology import AUDITOR_IP, AUDITOR_NS, SECOND_CLIENT, VPC_RANGE, LabNode, run_dir
 from tests.helpers.expect import EXPECTED_SSHD, parse_sshd_t
@@ -38,6 +38,16 @@ def test_cloud_init_finished_without_errors(nodes: list[LabNode], report: dict) 
         assert Admin(node).run("cat /var/lib/do-ha-stack/hardened").stdout.strip()
         failed = Admin(node).run("systemctl --failed --no-legend --plain").stdout.strip()
         assert failed == "", f"{node.name}: failed units: {failed}"
+
+
+def test_each_node_runs_in_cgroups_of_its_own(nodes: list[LabNode]) -> None:
+    # Shared cgroups made a unit stopped in one node wait for its namesakes in the others.
+    for node in nodes:
+        init = container_init(node)
+        assert init is not None, node.name
+        unified = next(line for line in Path(f"/proc/{init}/cgroup").read_text().splitlines()
+                       if line.startswith("0::"))
+        assert unified.startswith(f"0::/{CGROUP_PREFIX}{node.machine}/payload/"), (node.name, unified)
 
 
 def test_effective_sshd_configuration(nodes: list[LabNode]) -> None:
