@@ -70,8 +70,7 @@ def plan(cfg: StackConfig, nodes: str | None) -> Upgrade:
 
 def order(nodes: Sequence[str], primary: str | None) -> list[str]:
     """The witness first, then the replicas by name, the active node last: the active
-    role moves once, and never onto a node that is still to be upgraded when another
-    is done."""
+    role moves once, onto a node already upgraded."""
     return sorted(nodes, key=lambda n: (n == primary, n != "witness", n))
 
 
