@@ -14,11 +14,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from infra.first_boot import GATE_SUFFIX
 from infra.paths import REPO_ROOT
 from lab.api_tls import ca_file
-from lab.replay import recorded_outputs
-from lab.stack import STACK_FILE
+from lab.stack import STACK_FILE, gate_outputs
 from lab.topology import SSH_OPTS, STACK, SWITCH_NS, run_dir
 
 def outputs_file() -> Path:
@@ -29,11 +27,9 @@ def outputs_file() -> Path:
     if not rendered.exists():
         raise SystemExit(f"no lab outputs at {rendered}: bring the lab up first (make lab)")
     outputs = json.loads(rendered.read_text())
-    printed = recorded_outputs()
-    for name, node in (outputs.get("nodes") or {}).items():
-        lines = printed.get(f"{name}{GATE_SUFFIX}", "").strip().splitlines()
-        if lines:
-            node["hostKey"] = lines[-1].strip()
+    nodes = outputs.get("nodes") or {}
+    for name, key in gate_outputs(nodes).items():
+        nodes[name]["hostKey"] = key
     fd, tmp = tempfile.mkstemp(dir=run_dir(), prefix="outputs-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         json.dump(outputs, f)

@@ -5,6 +5,7 @@ same code users run)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def lab_program(nodes: list[LabNode]) -> Run:
         spaces_key=spaces_key(),
         # What each node's first-boot gate printed when the replay ran it (its host
         # key), as the engine's state would hold it; a placeholder before that.
-        host_keys=gate_outputs(nodes),
+        host_keys=gate_outputs(n.name for n in nodes),
     )
     admin_pub = (run_dir() / "admin_key.pub").read_text().strip()
     settings = stack_settings()
@@ -75,9 +76,11 @@ def lab_program(nodes: list[LabNode]) -> Run:
     return run_program(STACK, raw, addresses)
 
 
-def gate_outputs(nodes: list[LabNode]) -> dict[str, str]:
+def gate_outputs(names: Iterable[str]) -> dict[str, str]:
+    """Node name -> the host key its first-boot gate printed when the replay ran it
+    (the last line), for the nodes whose gate has run."""
     outputs = recorded_outputs()
-    printed = {n.name: outputs.get(f"{n.name}{GATE_SUFFIX}", "").strip().splitlines() for n in nodes}
+    printed = {name: outputs.get(f"{name}{GATE_SUFFIX}", "").strip().splitlines() for name in names}
     return {name: lines[-1].strip() for name, lines in printed.items() if lines}
 
 
