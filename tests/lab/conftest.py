@@ -22,6 +22,7 @@ from lab.bringup import down, up
 from lab.containers import cloud_init_result, load_state
 from lab.stack import lab_nodes
 from lab.topology import LabNode
+from tests.helpers import lab_recovery
 
 REPORT = Path(os.environ.get("LAB_REPORT", "build/lab-report.json"))
 HERE = Path(__file__).parent
@@ -92,6 +93,35 @@ def nodes(lab_session: LabSession) -> list[LabNode]:
 def lab_teardown(nodes: list[LabNode]) -> list[LabNode]:
     """The running lab, for a test that takes it down (such tests run last)."""
     return nodes
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed lab test's report carries the lab's state (CI keeps nothing else)."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call":
+        item.stash[CALL_FAILED] = rep.failed
+        if rep.failed and "nodes" in getattr(item, "fixturenames", ()) and "timings" in load_state():
+            try:
+                rep.sections.append(("lab state at the failure", lab_recovery.describe()))
+            except Exception as e:  # the report must not hide the test's own failure
+                rep.sections.append(("lab state at the failure", f"could not be read: {e!r}"))
+
+
+CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture(autouse=True)
+def _lab_put_back_after_a_failed_disruptive_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """One failed disruptive test must not fail the ones after it: the nodes it left
+    off or cut off are brought back (the next test waits for a settled cluster)."""
+    yield
+    if request.node.get_closest_marker("disruptive") is None or not request.node.stash.get(CALL_FAILED, False):
+        return
+    if "timings" in load_state():
+        powered = lab_recovery.restore()
+        print(f"lab put back after {request.node.name}: powered on {powered or 'nothing'}")
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from lab import replay
 from lab.containers import container_init, kill_node, load_state
 from lab.stack import lab_plan
 from lab.topology import RESERVED_IP, SWITCH_NS, LabNode, run_dir
+from tests.helpers.lab_recovery import cut_off_vpc
 from tests.helpers.lab_support import Admin, api, in_lab
 
 pytestmark = pytest.mark.lab
@@ -274,7 +275,7 @@ def test_a_node_cut_off_the_private_network_never_makes_two_writable_databases(n
                                  check=False, timeout=5)
         return result.stdout.strip() == "true"
 
-    _cut(active, True)
+    cut_off_vpc(active, True)
     fenced_before = _fenced_count(active)
     cut_at = time.monotonic()
     try:
@@ -290,23 +291,13 @@ def test_a_node_cut_off_the_private_network_never_makes_two_writable_databases(n
             time.sleep(0.5)
     finally:
         diagnostics = Admin(other).sudo("crm_mon -1", check=False).stdout[-1500:]
-        _cut(active, False)
+        cut_off_vpc(active, False)
     assert samples[-1]["writable"] == [other.name], (samples[-3:], diagnostics)
     # the cut-off node was powered off (fenced) before its database moved
     assert _fenced_count(active) > fenced_before
     report["partition"] = {"took_over_after_s": samples[-1]["t"], "samples": len(samples)}
     api("POST", f"/v2/droplets/{active.droplet_id}/actions", {"type": "power_on"})
     _wait("the cut-off node back as a replica", 300, lambda: _settled(nodes))
-
-
-def _cut(node: LabNode, cut: bool) -> None:
-    """Cut a node off the VPC: its link down, and every packet to or from the VPC
-    range dropped in its namespace whatever route it would take."""
-    subprocess.run(["ip", "-n", node.netns, "link", "set", "eth1", "down" if cut else "up"], check=cut)
-    rules = ("table inet lab_cut { chain in { type filter hook input priority -300; ip saddr 10.99.0.0/24 drop; }; "
-             "chain out { type filter hook output priority -300; ip daddr 10.99.0.0/24 drop; }; }")
-    script = rules if cut else "delete table inet lab_cut"
-    subprocess.run(["ip", "netns", "exec", node.netns, "nft", "-f", "-"], input=script, text=True, check=cut)
 
 
 def _fenced_count(node: LabNode) -> int:
