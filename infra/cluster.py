@@ -37,7 +37,7 @@ class Cluster(pulumi.ComponentResource):
 
     def __init__(self, name: str, cfg: StackConfig, nodes: Nodes, connect: Connector,
                  ready: dict[str, pulumi.Resource], api_token: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions) -> None:
+                 storage_files: dict[str, list[NodeFile]], opts: pulumi.ResourceOptions) -> None:
         super().__init__("do-ha-stack:cluster:Cluster", name, None, opts)
         self.hacluster_password = random.RandomPassword(
             "hacluster-password", length=32, special=False, opts=child_opts(cfg, self))
@@ -51,7 +51,9 @@ class Cluster(pulumi.ComponentResource):
                 {"CLUSTER_NAME": stack_tag(cfg), "BRICK_FIRST_PORT": first_port, "BRICK_LAST_PORT": last_port,
                  "MEMBERS": members},
                 connect,
-                Bundle({"HACLUSTER_PASSWORD": self.hacluster_password.result, "DO_API_TOKEN": api_token}, agents),
+                # storage_files: glusterd's TLS key, certificate and CA (infra/storage.py)
+                Bundle({"HACLUSTER_PASSWORD": self.hacluster_password.result, "DO_API_TOKEN": api_token},
+                       agents + storage_files[node.name]),
                 cfg, self, depends_on=[ready[node.name]])
             for node in nodes.nodes
         }

@@ -11,12 +11,12 @@ from string import Template
 
 import pulumi
 import pulumi_random as random
-import pulumi_tls as tls
 
 from infra import tuning
 from infra.cluster import member_specs
 from infra.config import StackConfig
-from infra.naming import child_opts, derived_opts, droplet_name, stack_tag
+from infra.internal_ca import InternalCa
+from infra.naming import child_opts, droplet_name
 from infra.nodes import Nodes
 from infra.paths import read
 from infra.ports import CLUSTER_TCP_PORT_RANGES
@@ -52,36 +52,17 @@ class Database(pulumi.ComponentResource):
         apps, bootstrap = nodes.app_nodes, nodes.bootstrap
         self.replication_password = random.RandomPassword(
             "replication-password", length=32, special=False, opts=child_opts(cfg, self)).result
-        ca_key = tls.PrivateKey("db-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child_opts(cfg, self))
-        ca = tls.SelfSignedCert(
-            "db-ca", private_key_pem=ca_key.private_key_pem, is_ca_certificate=True,
-            subject=tls.SelfSignedCertSubjectArgs(common_name=f"{stack_tag(cfg)} MariaDB CA",
-                                                  organization="do-ha-stack"),
-            validity_period_hours=tuning.DB_CA_VALIDITY_HOURS, allowed_uses=["cert_signing", "crl_signing"],
-            opts=derived_opts(self))
+        ca = InternalCa("db", "MariaDB", cfg, self, tuning.DB_CA_VALIDITY_HOURS)
         self.ca_cert_pem: pulumi.Output[str] = ca.cert_pem
 
         self.configured: dict[str, pulumi.Resource] = {}
         for server_id, node in enumerate(apps, start=1):
-            key = tls.PrivateKey(f"{node.name}-db-key", algorithm="ECDSA", ecdsa_curve="P256",
-                                 opts=child_opts(cfg, self))
-            csr = tls.CertRequest(
-                f"{node.name}-db-csr", private_key_pem=key.private_key_pem,
-                subject=tls.CertRequestSubjectArgs(common_name=droplet_name(cfg, node.name),
-                                                   organization="do-ha-stack"),
-                ip_addresses=[node.droplet.ipv4_address_private], dns_names=[droplet_name(cfg, node.name)],
-                opts=derived_opts(self))
-            cert = tls.LocallySignedCert(
-                f"{node.name}-db-cert", cert_request_pem=csr.cert_request_pem,
-                ca_private_key_pem=ca_key.private_key_pem, ca_cert_pem=ca.cert_pem,
-                validity_period_hours=tuning.DB_CERT_VALIDITY_HOURS,
-                early_renewal_hours=tuning.DB_CERT_RENEW_BEFORE_HOURS,
-                allowed_uses=["digital_signature", "key_encipherment", "server_auth", "client_auth"],
-                opts=derived_opts(self))
+            issued = ca.issue(node.name, droplet_name(cfg, node.name), node.droplet.ipv4_address_private,
+                              tuning.DB_CERT_VALIDITY_HOURS, tuning.DB_CERT_RENEW_BEFORE_HOURS)
             files = [
                 NodeFile("/etc/mysql/tls/ca.pem", ca.cert_pem),
-                NodeFile("/etc/mysql/tls/server.pem", cert.cert_pem),
-                NodeFile("/etc/mysql/tls/server-key.pem", key.private_key_pem, "0640", "root:mysql"),
+                NodeFile("/etc/mysql/tls/server.pem", issued.cert_pem),
+                NodeFile("/etc/mysql/tls/server-key.pem", issued.key_pem, "0640", "root:mysql"),
                 NodeFile("/etc/mysql/mariadb.conf.d/60-do-ha-stack.cnf",
                          node.droplet.ipv4_address_private.apply(lambda ip, s=server_id: replication_cnf(s, ip))),
                 NodeFile("/etc/systemd/system/do-ha-db-donor.service",

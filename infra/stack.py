@@ -22,7 +22,7 @@ from infra.network import Network, ReservedAddress
 from infra.nodes import Nodes
 from infra.remote import Connector
 from infra.site_certificate import SiteCertificate
-from infra.storage import SharedStorage
+from infra.storage import SharedStorage, StorageTls
 from infra.web import Web
 
 
@@ -44,8 +44,9 @@ class HaStack(pulumi.ComponentResource):
         first_boot = FirstBoot("first-boot", cfg, nodes, connect, child)
         connect = connect.pinned(first_boot.host_keys)  # every later command verifies its node's host key
         NodeAccess("node-access", cfg, nodes, connect, first_boot.ready, access.automation_public_key, child)
+        storage_tls = StorageTls("storage-tls", cfg, nodes, child)
         cluster = Cluster("cluster", cfg, nodes, connect, first_boot.ready,
-                          secret_setting("failoverApiToken"), child)
+                          secret_setting("failoverApiToken"), storage_tls.files, child)
         storage = SharedStorage("storage", cfg, nodes, connect, cluster.prepared, child)
         database = Database("database", cfg, nodes, connect, first_boot.ready, cluster.formed, child)
         web = Web("web", cfg, nodes, connect, storage.mounts, child)

@@ -1,6 +1,12 @@
 """GlusterFS: one volume with a full copy on each of the first two app nodes and
 the witness as arbiter, mounted at /srv/shared on every app node.
 
+GlusterFS speaks TLS only, on its management connections and its I/O, under a
+CA of its own (`StorageTls`): every node (server and client alike) holds a key
+and a certificate named after its droplet, bricks admit exactly the members'
+names, and `/var/lib/glusterd/secure-access` (cluster-node.sh) turns TLS on for
+glusterd, the CLI and the mounts.
+
 App nodes beyond the first two are peers of the pool and mount the volume, but
 hold no brick: GlusterFS's arbiter layout is exactly two data bricks and one
 arbiter per replica set, two full copies already survive the loss of any one
@@ -13,12 +19,16 @@ import pulumi
 
 from infra import tuning
 from infra.config import StackConfig
+from infra.internal_ca import InternalCa
+from infra.naming import droplet_name
 from infra.nodes import Node, Nodes
-from infra.remote import Bundle, Connector, step_command
+from infra.remote import Bundle, Connector, NodeFile, step_command
 
 VOLUME = "shared"
 MOUNTPOINT = "/srv/shared"
 BRICK_DIR = "/var/lib/do-ha-stack/bricks/shared"
+# Where GlusterFS looks for its TLS files (fixed in GlusterFS itself).
+TLS_CERT, TLS_KEY, TLS_CA = "/etc/ssl/glusterfs.pem", "/etc/ssl/glusterfs.key", "/etc/ssl/glusterfs.ca"
 
 
 # Data bricks live on the first two app nodes; more app nodes are pool peers that
@@ -33,6 +43,22 @@ DATA_BRICKS = 2
 def brick_nodes(nodes: Nodes) -> list[Node]:
     """The nodes holding a brick, in the volume's brick order (the arbiter last)."""
     return nodes.app_nodes[:DATA_BRICKS] + ([nodes.witness] if nodes.witness else [])
+
+
+class StorageTls(pulumi.ComponentResource):
+    """The storage CA and each node's key and certificate: `files[node]`, for the step
+    that prepares the node's glusterd (cluster-node)."""
+
+    def __init__(self, name: str, cfg: StackConfig, nodes: Nodes, opts: pulumi.ResourceOptions) -> None:
+        super().__init__("do-ha-stack:storage:StorageTls", name, None, opts)
+        ca = InternalCa("storage", "GlusterFS", cfg, self, tuning.STORAGE_CA_VALIDITY_HOURS)
+        self.files: dict[str, list[NodeFile]] = {}
+        for node in nodes.nodes:
+            issued = ca.issue(node.name, droplet_name(cfg, node.name), node.droplet.ipv4_address_private,
+                              tuning.STORAGE_CERT_VALIDITY_HOURS, tuning.STORAGE_CERT_RENEW_BEFORE_HOURS)
+            self.files[node.name] = [NodeFile(TLS_CA, ca.cert_pem), NodeFile(TLS_CERT, issued.cert_pem),
+                                     NodeFile(TLS_KEY, issued.key_pem, "0600", secret=True)]
+        self.register_outputs({})
 
 
 class SharedStorage(pulumi.ComponentResource):
@@ -51,7 +77,10 @@ class SharedStorage(pulumi.ComponentResource):
         self.volume: pulumi.Resource = step_command(
             "storage-volume", "storage-volume", nodes.control,
             {"VOLUME": VOLUME, "BRICK_DIR": BRICK_DIR, "ARBITER": "yes" if cfg.witness else "no",
-             "ALLOW": ips.apply(",".join), "PEERS": ips.apply(" ".join), "BRICKS": bricks.apply(" ".join),
+             "ALLOW": ips.apply(",".join),
+             # The names in the members' certificates: glustershd on every node is a client too.
+             "TLS_ALLOW": ",".join(droplet_name(cfg, n.name) for n in nodes.nodes),
+             "PEERS": ips.apply(" ".join), "BRICKS": bricks.apply(" ".join),
              "PING_TIMEOUT_S": tuning.GLUSTER_PING_TIMEOUT_S, "QUORUM_TYPE": tuning.GLUSTER_QUORUM_TYPE,
              "PROBE_TIMEOUT_S": tuning.GLUSTER_PROBE_TIMEOUT_S, "HEAL_WAIT_S": tuning.GLUSTER_HEAL_WAIT_S},
             connect, Bundle(), cfg, self, depends_on=list(prepared.values()))
@@ -62,7 +91,7 @@ class SharedStorage(pulumi.ComponentResource):
             # glusterd first, the other app nodes as backups.
             self.mounts[node.name] = step_command(
                 f"{node.name}-shared-mount", "storage-mount", node,
-                {"VOLUME": VOLUME, "MOUNTPOINT": MOUNTPOINT, "SERVER": app_ips.apply(lambda a, i=i: a[i]),
+                {"VOLUME": VOLUME, "MOUNTPOINT": MOUNTPOINT, "TLS": "yes", "SERVER": app_ips.apply(lambda a, i=i: a[i]),
                  "BACKUP_SERVERS": app_ips.apply(lambda a, i=i: ":".join(a[:i] + a[i + 1:]))},
                 connect, Bundle(), cfg, self, depends_on=[self.volume])
         self.register_outputs({"mountpoint": MOUNTPOINT})

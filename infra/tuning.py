@@ -139,6 +139,10 @@ SEMI_SYNC_TIMEOUT_MS = 500
 DB_CA_VALIDITY_HOURS = 10 * 365 * 24
 DB_CERT_VALIDITY_HOURS = 2 * 365 * 24
 DB_CERT_RENEW_BEFORE_HOURS = 30 * 24
+# The same lifetimes for GlusterFS's CA and node certificates (infra/storage.py).
+STORAGE_CA_VALIDITY_HOURS = DB_CA_VALIDITY_HOURS
+STORAGE_CERT_VALIDITY_HOURS = DB_CERT_VALIDITY_HOURS
+STORAGE_CERT_RENEW_BEFORE_HOURS = DB_CERT_RENEW_BEFORE_HOURS
 # Each wait of the seed step (db-seed.sh): pacemaker stopping or starting MariaDB
 # on the node (its own operation timeout is DB_OP_TIMEOUT, 120 s), a replica
 # reconnecting before it is judged, replication healthy after a seed.

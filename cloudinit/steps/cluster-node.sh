@@ -6,7 +6,8 @@
 #   BRICK_LAST_PORT   last port of that range (the firewalls open exactly it)
 #   MEMBERS           every member as NAME=PRIVATE_IP, space separated
 # Bundle: secrets HACLUSTER_PASSWORD, DO_API_TOKEN; the
-# reserved-IP resource agent and the DigitalOcean fence agent as files.
+# reserved-IP resource agent and the DigitalOcean fence agent as files; glusterd's
+# TLS key, certificate and CA (/etc/ssl/glusterfs.{key,pem,ca}, infra/storage.py).
 set -euo pipefail
 step_args CLUSTER_NAME BRICK_FIRST_PORT BRICK_LAST_PORT MEMBERS -- "$@"
 read -ra specs <<<"$MEMBERS"
@@ -59,7 +60,23 @@ vol=/etc/glusterfs/glusterd.vol
 put_file 0644 root:root "$vol" < <(
 	sed -e '/option[[:space:]]\+\(base\|max\)-port/d' \
 		-e "s/^end-volume/    option base-port $BRICK_FIRST_PORT\n    option max-port $BRICK_LAST_PORT\nend-volume/" "$vol")
-if changed "$vol" && systemctl is-active --quiet glusterd.service; then
+# GlusterFS speaks TLS only (infra/storage.py). secure-access turns it on for
+# glusterd's management connections, the gluster CLI and this node's mounts; the
+# volume's I/O follows (storage-volume). A pool cannot mix TLS and plain peers:
+# every node takes it in the same run, and a running glusterd restarts for it
+# (bricks and mounts keep running; storage-volume and storage-mount move them).
+secure=/var/lib/glusterd/secure-access
+tls_files=(/etc/ssl/glusterfs.key /etc/ssl/glusterfs.pem /etc/ssl/glusterfs.ca)
+for f in "${tls_files[@]}"; do [ -s "$f" ] || die "no $f in the bundle"; done
+if [ ! -e "$secure" ]; then
+	install -d -m 0755 "${secure%/*}"
+	install -m 0644 /dev/null "$secure"
+	CHANGED+=("$secure")
+fi
+restart=no
+for f in "$vol" "$secure" "${tls_files[@]}"; do changed "$f" && restart=yes; done
+if [ "$restart" = yes ] && systemctl is-active --quiet glusterd.service; then
+	log "restarting glusterd for its new settings"
 	systemctl restart glusterd.service
 fi
 

@@ -3,10 +3,12 @@
 # Arguments:
 #   VOLUME          the volume's name
 #   MOUNTPOINT      where it is mounted
+#   TLS             yes: the volume speaks TLS; a mount made before this node had
+#                   TLS (cluster-node's secure-access) is made again
 #   SERVER          the peer the volume layout is fetched from (this node)
 #   BACKUP_SERVERS  the other peers, colon separated
 set -euo pipefail
-step_args VOLUME MOUNTPOINT SERVER BACKUP_SERVERS -- "$@"
+step_args VOLUME MOUNTPOINT TLS SERVER BACKUP_SERVERS -- "$@"
 read_bundle
 
 # glusterd must run before the mount (systemd ordering); other servers hand
@@ -16,6 +18,23 @@ install -d -m 0755 "$MOUNTPOINT"
 put_file 0644 root:root /etc/fstab < <(grep -v "[[:space:]]${MOUNTPOINT}[[:space:]]" /etc/fstab || true; printf "%s\n" "$entry")
 if changed /etc/fstab; then
 	systemctl daemon-reload
+fi
+secure=/var/lib/glusterd/secure-access
+[ "$TLS" != yes ] || [ -e "$secure" ] || die "no $secure: cluster-node turns TLS on first"
+# The mount's client (its FUSE process) and how long it has run.
+client_age() { ps -C glusterfs -o etimes=,args= | awk -v mp="$MOUNTPOINT" '$NF == mp && / --process-name fuse / { print $1; exit }'; }
+if grep -qs "^[^ ]* $MOUNTPOINT fuse.glusterfs " /proc/self/mounts; then
+	age=$(client_age)
+	stale=""
+	if [ -z "$age" ] || ! timeout 10 stat -t "$MOUNTPOINT" >/dev/null 2>&1; then
+		stale="its client reaches no brick"
+	elif [ "$TLS" = yes ] && [ "$age" -gt $(($(date +%s) - $(stat -c %Y "$secure"))) ]; then
+		stale="it was mounted before TLS"
+	fi
+	if [ -n "$stale" ]; then
+		log "mounting $MOUNTPOINT again: $stale"
+		umount -l "$MOUNTPOINT"
+	fi
 fi
 if ! mountpoint -q "$MOUNTPOINT"; then
 	wait_for "$VOLUME mounted at $MOUNTPOINT" 60 mount "$MOUNTPOINT"

@@ -10,6 +10,8 @@
 #   BRICK_DIR        where each peer keeps its brick
 #   ARBITER          yes: the last peer holds an arbiter brick; no: plain replica 2
 #   ALLOW            addresses allowed to mount, comma separated
+#   TLS_ALLOW        the names (certificate CNs) of the nodes whose clients the
+#                    bricks admit over TLS, comma separated
 #   PEERS            every peer's private address (every node), space separated
 #   BRICKS           the addresses of the peers holding a brick, in brick order:
 #                    the data bricks, then the arbiter's
@@ -18,7 +20,7 @@
 #   PROBE_TIMEOUT_S  bound on one peer probe
 #   HEAL_WAIT_S      how long the volume has to heal (nothing left to heal)
 set -euo pipefail
-step_args VOLUME BRICK_DIR ARBITER ALLOW PEERS BRICKS PING_TIMEOUT_S QUORUM_TYPE PROBE_TIMEOUT_S HEAL_WAIT_S -- "$@"
+step_args VOLUME BRICK_DIR ARBITER ALLOW TLS_ALLOW PEERS BRICKS PING_TIMEOUT_S QUORUM_TYPE PROBE_TIMEOUT_S HEAL_WAIT_S -- "$@"
 read -ra peer_ips <<<"$PEERS"
 read -ra brick_ips <<<"$BRICKS"
 read_bundle
@@ -126,7 +128,20 @@ done < <(pool <<<"$list")
 quiet gluster volume set "$VOLUME" auth.allow "$ALLOW"
 quiet gluster volume set "$VOLUME" network.ping-timeout "$PING_TIMEOUT_S"
 quiet gluster volume set "$VOLUME" cluster.quorum-type "$QUORUM_TYPE"
+# I/O over TLS, bricks admitting the members' certificates only (by name; the
+# storage CA issues no others). A started volume takes TLS at its next start: a
+# volume that ran plain (a stack from before TLS) is stopped and started once,
+# which cuts its mounts off until storage-mount mounts them again (seconds).
+option() { gluster volume get "$VOLUME" "$1" | awk -v o="$1" '$1 == o { print $2 }'; }
+was_tls=$(option server.ssl)
+quiet gluster volume set "$VOLUME" auth.ssl-allow "$TLS_ALLOW"
+quiet gluster volume set "$VOLUME" client.ssl on
+quiet gluster volume set "$VOLUME" server.ssl on
 if ! grep -q '^Status: Started' <<<"$(gluster volume info "$VOLUME")"; then
+	quiet gluster volume start "$VOLUME"
+elif [ "$was_tls" != on ]; then
+	log "restarting volume $VOLUME to move its I/O to TLS"
+	quiet gluster --mode=script volume stop "$VOLUME"
 	quiet gluster volume start "$VOLUME"
 fi
 

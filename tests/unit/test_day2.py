@@ -78,7 +78,8 @@ def test_certificates_renew_without_blocking_prod(prod: Run) -> None:
     later = Cloud(now=DEPLOYED + dt.timedelta(days=23 * 30 + 10))
     steps = up_again(State.after_up(prod, DEPLOYED), prod, later)
     replaced = {s.urn.rsplit("::", 1)[1] for s in steps if s.op == "replace"}
-    assert replaced == {"app1-db-cert", "app2-db-cert"}, steps
+    assert replaced == {"app1-db-cert", "app2-db-cert",  # MariaDB's
+                        "app1-storage-cert", "app2-storage-cert", "witness-storage-cert"}, steps  # GlusterFS's
     assert not [s for s in steps if s.refused], steps
     # Everything else on prod stays protected.
     unprotected = {r.type for r in prod.registrations if r.custom and not r.protect}
@@ -118,7 +119,8 @@ def test_replacing_a_node_on_prod_touches_only_what_it_must(prod: Run, node: str
     replaced = {s.urn.rsplit("::", 1)[1] for s in steps if s.op == "replace"}
     # the droplet; its commands (deleted_with it, re-run on the new node); what derives from its address
     own_commands = {r.name for r in after.of_type(types.REMOTE_COMMAND) if r.deleted_with == droplet.urn}
-    expected = {node} | own_commands | ({f"{node}-db-csr", f"{node}-db-cert"} if node != "witness" else set())
+    expected = ({node} | own_commands | {f"{node}-storage-csr", f"{node}-storage-cert"}
+                | ({f"{node}-db-csr", f"{node}-db-cert"} if node != "witness" else set()))
     assert f"{node}-first-boot" in own_commands
     assert replaced == expected
     updated = {s.urn.rsplit("::", 1)[1] for s in steps if s.op == "update"}
@@ -169,7 +171,7 @@ def test_scale_in_deletes_only_the_extra_node(prod: Run) -> None:
     deleted = {s.urn.rsplit("::", 1)[1] for s in steps if s.op == "delete"}
     assert deleted and all(name.startswith("app3") for name in deleted), deleted
     refused = {s.urn.rsplit("::", 1)[1] for s in steps if s.refused}
-    assert refused == {"app3", "app3-db-key"}
+    assert refused == {"app3", "app3-db-key", "app3-storage-key"}
 
 
 

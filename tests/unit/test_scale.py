@@ -33,7 +33,7 @@ def test_scale_in_refuses_to_remove_the_control_node(monkeypatch: pytest.MonkeyP
 
 def test_scale_in_unprotects_exactly_the_leaving_nodes_protected_resources(three_app_nodes: None) -> None:
     names = [u.rsplit("::", 1)[1] for u in scale.leaving_protected("prod", 2)]
-    assert sorted(names) == ["app3", "app3-db-key"]
+    assert sorted(names) == ["app3", "app3-db-key", "app3-storage-key"]
 
 
 def test_scale_in_drains_unprotects_then_ups(three_app_nodes: None) -> None:
@@ -44,7 +44,7 @@ def test_scale_in_drains_unprotects_then_ups(three_app_nodes: None) -> None:
     assert kinds[1] == ("ssh", "app1", "sudo", "-n")
     assert "do-ha-stack-prod-app3" in rec.calls[1] and "standby" in rec.calls[1]
     unprotected = [c[3].rsplit("::", 1)[1] for c in rec.calls if c[:3] == ("pulumi", "state", "unprotect")]
-    assert sorted(unprotected) == ["app3", "app3-db-key"]
+    assert sorted(unprotected) == ["app3", "app3-db-key", "app3-storage-key"]
     assert rec.calls[-3:-1] == [("pulumi", "config", "set", "do-ha-stack:appNodeCount", "2", "--stack", "prod"),
                                 ("pulumi", "up", "--stack", "prod", "--yes")]
 

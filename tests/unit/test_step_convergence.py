@@ -68,8 +68,15 @@ case "${args[0]} ${args[1]}" in
 "peer probe") echo "${args[2]} Connected" >> "$STUB/pool" ;;
 "peer detach") grep -v "^${args[2]} " "$STUB/pool" > "$STUB/p" || true; mv "$STUB/p" "$STUB/pool" ;;
 "volume info")
-	echo "Volume Name: shared"; echo "Status: Started"
+	echo "Volume Name: shared"; echo "Status: $(cat "$STUB/status" 2>/dev/null || echo Started)"
 	i=0; while read -r b; do i=$((i + 1)); echo "Brick$i: $b"; done < "$STUB/bricks" ;;
+"volume set") { grep -v "^${args[3]} " "$STUB/options" 2>/dev/null || true; echo "${args[3]} ${args[4]}"; } > "$STUB/o"
+	mv "$STUB/o" "$STUB/options" ;;
+"volume get")
+	printf 'Option Value\n------ -----\n'
+	grep "^${args[3]} " "$STUB/options" 2>/dev/null || echo "${args[3]} off" ;;
+"volume stop") echo Stopped > "$STUB/status" ;;
+"volume start") echo Started > "$STUB/status" ;;
 "volume replace-brick") sed -i "s|^${args[3]}\$|${args[4]}|" "$STUB/bricks" ;;
 "volume heal")
 	if [ "${args[3]:-}" = info ]; then
@@ -213,8 +220,8 @@ def volume(stub: Path, pool: dict[str, str], bricks: list[str]) -> None:
 def storage(stub: Path, bricks: list[str], clients: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     peers = [*bricks, *clients]
     return run_step(stub, "storage-volume", {
-        "VOLUME": "shared", "BRICK_DIR": BRICK, "ARBITER": "yes", "ALLOW": ",".join(peers), "PEERS": " ".join(peers),
-        "BRICKS": " ".join(bricks),
+        "VOLUME": "shared", "BRICK_DIR": BRICK, "ARBITER": "yes", "ALLOW": ",".join(peers),
+        "TLS_ALLOW": ",".join(f"{NAME}-{ip}" for ip in peers), "PEERS": " ".join(peers), "BRICKS": " ".join(bricks),
         "PING_TIMEOUT_S": "5", "QUORUM_TYPE": "auto", "PROBE_TIMEOUT_S": "5", "HEAL_WAIT_S": "5"})
 
 
@@ -270,9 +277,9 @@ def test_a_peer_known_by_node_name_counts_as_its_address(stub: Path) -> None:
     (stub / "hosts").write_text(f"10.0.0.11 {NAME}-app1\n")
     volume(stub, {f"{NAME}-app1": "Connected", "10.0.0.13": "Connected"}, bricks)
     result = run_step(stub, "storage-volume", {
-        "VOLUME": "shared", "BRICK_DIR": BRICK, "ARBITER": "yes", "ALLOW": ",".join(bricks), "PEERS": " ".join(bricks),
-        "BRICKS": " ".join(bricks), "PING_TIMEOUT_S": "5", "QUORUM_TYPE": "auto", "PROBE_TIMEOUT_S": "5",
-        "HEAL_WAIT_S": "5"}, self_ip="10.0.0.12")
+        "VOLUME": "shared", "BRICK_DIR": BRICK, "ARBITER": "yes", "ALLOW": ",".join(bricks), "TLS_ALLOW": NAME,
+        "PEERS": " ".join(bricks), "BRICKS": " ".join(bricks), "PING_TIMEOUT_S": "5", "QUORUM_TYPE": "auto",
+        "PROBE_TIMEOUT_S": "5", "HEAL_WAIT_S": "5"}, self_ip="10.0.0.12")
     assert result.returncode == 0, result.stderr
     assert calls(stub, "gluster peer probe") + calls(stub, "gluster peer detach") == []
 
@@ -286,6 +293,27 @@ def test_a_peer_whose_name_no_longer_resolves_is_left_alone(stub: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert calls(stub, "gluster peer detach") == [] and calls(stub, "gluster peer probe") == []
     assert f"peer {NAME}-app9 is known by a name that no longer resolves" in result.stderr
+
+
+def test_a_volume_that_ran_plain_moves_to_tls_with_one_restart_and_stays(stub: Path) -> None:
+    """A stack from before TLS: the volume's I/O takes TLS at its next start, so the
+    step stops and starts it once; later runs leave it running."""
+    bricks = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    volume(stub, {"10.0.0.12": "Connected", "10.0.0.13": "Connected"}, bricks)
+    first = storage(stub, bricks)
+    assert first.returncode == 0, first.stderr
+    sets = {c.split()[4]: c.split()[5] for c in calls(stub, "gluster volume set shared")}
+    assert sets["client.ssl"] == sets["server.ssl"] == "on"
+    assert sets["auth.ssl-allow"] == ",".join(f"{NAME}-{ip}" for ip in bricks)
+    order = [c for c in (stub / "calls").read_text().splitlines()
+             if c.startswith(("gluster volume set shared server.ssl", "gluster volume stop", "gluster volume start"))]
+    assert order == ["gluster volume set shared server.ssl on", "gluster volume stop shared",
+                     "gluster volume start shared"]
+    assert "to move its I/O to TLS" in first.stderr
+
+    again = storage(stub, bricks)
+    assert again.returncode == 0, again.stderr
+    assert calls(stub, "gluster volume stop") == calls(stub, "gluster volume start") == []
 
 
 # --- what the program declares when the app tier scales ------------------------------------------
