@@ -4,8 +4,8 @@ say both of their paths are encrypted, and the volume admits the members by name
 
 from __future__ import annotations
 
-import json
 import re
+import shlex
 
 import pytest
 
@@ -41,7 +41,7 @@ except (ssl.SSLError, OSError) as e:
 
 def _probe(node: LabNode, host: str, port: int, cert: str = "/etc/ssl/glusterfs.pem",
            key: str = "/etc/ssl/glusterfs.key") -> str:
-    return Admin(node).sudo(f"python3 -c {json.dumps(PROBE)} {host} {port} {cert} {key}").stdout.strip()
+    return Admin(node).sudo(f"python3 -c {shlex.quote(PROBE)} {host} {port} {cert} {key}").stdout.strip()
 
 
 def _brick_port(node: LabNode, host: str) -> int:
