@@ -272,6 +272,14 @@ def forget(node: str) -> list[str]:
     return gone
 
 
+def forget_commands(names: Iterable[str]) -> None:
+    """Drop `names` from the replay state: the next replay runs them, as the engine
+    runs a command whose inputs a new release changed."""
+    state_path = run_dir() / "replay.json"
+    state: dict[str, str] = json.loads(state_path.read_text()) if state_path.exists() else {}
+    state_path.write_text(json.dumps({k: v for k, v in state.items() if k not in set(names)}, indent=1))
+
+
 def up_replacing(argv: list[str], plan: list[dict[str, Any]]) -> tuple[int, list[str]]:
     """`pulumi up --replace <command URN>...` as the lab plays it: those commands run
     again, one after the other, as the engine replaces a command that has no delete

@@ -77,6 +77,8 @@ restart=no
 for f in "$vol" "$secure" "${tls_files[@]}"; do changed "$f" && restart=yes; done
 if [ "$restart" = yes ] && systemctl is-active --quiet glusterd.service; then
 	log "restarting glusterd for its new settings"
+	# Debian's unit allows 6 starts an hour; a deliberate restart is not a crash loop.
+	systemctl reset-failed glusterd.service
 	systemctl restart glusterd.service
 fi
 

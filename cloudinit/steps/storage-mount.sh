@@ -14,7 +14,6 @@ read_bundle
 # glusterd must run before the mount (systemd ordering); other servers hand
 # out the volume layout when the local one is down.
 entry="$SERVER:/$VOLUME $MOUNTPOINT glusterfs defaults,_netdev,backup-volfile-servers=$BACKUP_SERVERS,x-systemd.requires=glusterd.service,x-systemd.after=glusterd.service 0 0"
-install -d -m 0755 "$MOUNTPOINT"
 put_file 0644 root:root /etc/fstab < <(grep -v "[[:space:]]${MOUNTPOINT}[[:space:]]" /etc/fstab || true; printf "%s\n" "$entry")
 if changed /etc/fstab; then
 	systemctl daemon-reload
@@ -36,6 +35,7 @@ if grep -qs "^[^ ]* $MOUNTPOINT fuse.glusterfs " /proc/self/mounts; then
 		umount -l "$MOUNTPOINT"
 	fi
 fi
+install -d -m 0755 "$MOUNTPOINT"  # after the check: a dead mount refuses even a chmod
 if ! mountpoint -q "$MOUNTPOINT"; then
 	wait_for "$VOLUME mounted at $MOUNTPOINT" 60 mount "$MOUNTPOINT"
 fi

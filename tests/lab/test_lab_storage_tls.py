@@ -6,24 +6,30 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from lab import replay
+from lab.stack import lab_nodes, lab_plan
 from lab.topology import LabNode
+from tests.helpers.day2 import apps, writes_through_the_reserved_ip
 from tests.helpers.lab_support import Admin
+from tests.lab.test_lab_cluster import _promoted, _settled, _wait
 
 pytestmark = pytest.mark.lab
 GLUSTERD_PORT = 24007
 MEMBERS = "do-ha-stack-lab-app1,do-ha-stack-lab-app2,do-ha-stack-lab-witness"
 
-# Run on a node as root: a TLS connection to HOST:PORT verified against the storage
+# Run on a node as root: a TLS connection to HOST:PORT verified against the CA file
 # CA (the server's certificate must name HOST), with the client certificate CERT/KEY
 # ("-": none). A server that refuses the client closes or alerts; one that accepts
 # waits for the client's first RPC.
 PROBE = r"""
 import socket, ssl, sys
-host, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-ctx = ssl.create_default_context(cafile="/etc/ssl/glusterfs.ca")
+host, port, cert, key, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context(cafile=ca)
 ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT  # GlusterFS's OpenSSL verifies without it
 if cert != "-":
     ctx.load_cert_chain(cert, key)
@@ -40,8 +46,8 @@ except (ssl.SSLError, OSError) as e:
 
 
 def _probe(node: LabNode, host: str, port: int, cert: str = "/etc/ssl/glusterfs.pem",
-           key: str = "/etc/ssl/glusterfs.key") -> str:
-    return Admin(node).sudo(f"python3 -c {shlex.quote(PROBE)} {host} {port} {cert} {key}").stdout.strip()
+           key: str = "/etc/ssl/glusterfs.key", ca: str = "/etc/ssl/glusterfs.ca") -> str:
+    return Admin(node).sudo(f"python3 -c {shlex.quote(PROBE)} {host} {port} {cert} {key} {ca}").stdout.strip()
 
 
 def _brick_port(node: LabNode, host: str) -> int:
@@ -52,6 +58,10 @@ def _brick_port(node: LabNode, host: str) -> int:
 
 
 def test_glusterfs_takes_only_tls_from_the_members_certificates(nodes: list[LabNode]) -> None:
+    _assert_tls_only(nodes)
+
+
+def _assert_tls_only(nodes: list[LabNode]) -> None:
     app1, witness = nodes[0], nodes[-1]
     info = Admin(app1).sudo("gluster volume info shared").stdout
     for option in ("client.ssl: on", "server.ssl: on", f"auth.ssl-allow: {MEMBERS}"):
@@ -74,3 +84,91 @@ def test_glusterfs_takes_only_tls_from_the_members_certificates(nodes: list[LabN
                 ("refused", "closed")), port
     finally:
         Admin(witness).sudo("rm -f /root/other.key /root/other.pem")
+
+
+# --- a stack from before TLS ------------------------------------------------------------
+
+MOVED_STEPS = ("cluster-node", "storage-volume", "shared-mount")
+SHARED_WRITER = ("nohup bash -c 'while [ ! -e /root/tls-move.stop ]; do t=$(date +%s.%N); "
+                 "if echo $t > /srv/shared/tls-move-$(hostname) 2>/dev/null; then echo ok $t; else echo fail $t; fi; "
+                 "sleep 0.1; done' > /root/tls-move.log 2>&1 &")
+
+
+def _on_every_node(nodes: list[LabNode], command: str) -> None:
+    with ThreadPoolExecutor(len(nodes)) as pool:  # at once, as a pool can only switch all together
+        list(pool.map(lambda n: Admin(n).sudo(command), nodes))
+
+
+def _make_plain(nodes: list[LabNode]) -> None:
+    """The pool as a release before TLS left it: no TLS files, no secure-access, the
+    volume's I/O plain, mounts made without TLS."""
+    app1, witness = nodes[0], nodes[-1]
+    kept = "/root/glusterfs-kept"  # the witness's TLS files, to show the pool no longer speaks TLS
+    Admin(witness).sudo(f"sh -c 'mkdir -p {kept} && cp /etc/ssl/glusterfs.* {kept}/'")
+    for option in ("client.ssl", "server.ssl", "auth.ssl-allow"):
+        Admin(app1).sudo(f"gluster volume reset shared {option}")
+    _on_every_node(nodes, "sh -c 'rm -f /var/lib/glusterd/secure-access /etc/ssl/glusterfs.* && "
+                          "systemctl reset-failed glusterd && systemctl restart glusterd'")
+    _wait("the plain pool connected", 60, lambda: Admin(app1).sudo("gluster peer status").stdout.count(
+        "Peer in Cluster (Connected)") == len(nodes) - 1)
+    Admin(app1).sudo("gluster --mode=script volume stop shared")
+    Admin(app1).sudo("gluster volume start shared")
+    _on_every_node(apps(nodes), "sh -c 'umount -l /srv/shared; mount /srv/shared'")
+    plain = _probe(witness, app1.private_ip, GLUSTERD_PORT, f"{kept}/glusterfs.pem", f"{kept}/glusterfs.key",
+                   f"{kept}/glusterfs.ca")
+    Admin(witness).sudo(f"rm -rf {kept}")
+    assert plain.startswith("refused"), plain  # no TLS handshake: the pool is plain
+    _wait("the plain mounts writable", 60, lambda: all(
+        Admin(n).sudo("touch /srv/shared/.plain", check=False).returncode == 0 for n in apps(nodes)))
+
+
+def _failure_windows(log: str) -> list[float]:
+    """The lengths of the runs of failed writes in a shared writer's log."""
+    windows: list[float] = []
+    first: float | None = None
+    for outcome, t in (line.split() for line in log.splitlines() if line.startswith(("ok ", "fail "))):
+        if outcome == "fail":
+            first = first or float(t)
+        elif first is not None:
+            windows.append(round(float(t) - first, 2))
+            first = None
+    if first is not None:
+        windows.append(float("inf"))  # still failing at the end
+    return windows
+
+
+@pytest.mark.disruptive(order=-1)  # it stops and starts the shared volume
+def test_a_volume_that_ran_plain_moves_to_tls_in_one_up(nodes: list[LabNode], report: dict) -> None:
+    """A stack deployed before TLS: its next `up` carries the TLS files (cluster-node),
+    the volume's TLS options (storage-volume) and the mounts' TLS flag (storage-mount):
+    those steps run, the pool moves, /srv/shared comes back on its own, and the
+    database never notices."""
+    nodes = lab_nodes()
+    _wait("a settled cluster", 300, lambda: _settled(nodes))
+    _make_plain(nodes)
+    names = {c["name"] for c in lab_plan(nodes) if c["name"].endswith(MOVED_STEPS)}
+    replay.forget_commands(names)  # what the new release changed in their inputs
+
+    for node in apps(nodes):
+        Admin(node).sudo(f"sh -c {shlex.quote('rm -f /root/tls-move.stop; ' + SHARED_WRITER)}")
+    record: dict[str, dict] = {}
+    try:
+        with writes_through_the_reserved_ip("storage-tls", _promoted(nodes)) as load:
+            replay.replay_all(lab_plan(nodes), load.around(sorted(names)), record=record)
+        time.sleep(2)
+    finally:
+        for node in apps(nodes):
+            Admin(node).sudo("touch /root/tls-move.stop")
+    assert set(record) == names, record
+
+    _assert_tls_only(nodes)
+    windows = {}
+    for node in apps(nodes):
+        log = Admin(node).sudo("cat /root/tls-move.log").stdout
+        windows[node.name] = _failure_windows(log)
+        assert log.splitlines()[-1].startswith("ok "), (node.name, log[-500:])  # written again after the move
+        assert max(windows[node.name], default=0) != float("inf"), node.name
+    report["storage_tls_move"] = {"shared_write_outage_s": {n: max(w, default=0) for n, w in windows.items()},
+                                  "canary": load.figures(), "steps": record}
+    assert load.failed == [], load.failed[:5]  # the database does not depend on the volume
+    assert replay.replay_all(lab_plan(nodes)) == 0
