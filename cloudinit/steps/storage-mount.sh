@@ -12,8 +12,12 @@ step_args VOLUME MOUNTPOINT TLS SERVER BACKUP_SERVERS -- "$@"
 read_bundle
 
 # glusterd must run before the mount (systemd ordering); other servers hand
-# out the volume layout when the local one is down.
-entry="$SERVER:/$VOLUME $MOUNTPOINT glusterfs defaults,_netdev,backup-volfile-servers=$BACKUP_SERVERS,x-systemd.requires=glusterd.service,x-systemd.after=glusterd.service 0 0"
+# out the volume layout when the local one is down. nofail: the mount is not
+# ordered before remote-fs.target, which nginx's unit starts after. At boot the
+# mount waits for glusterd (and its TLS handshakes), and pacemaker takes a start
+# job still waiting there for a failed nginx start (fatal: it would not retry).
+# What reads the volume says so itself (RequiresMountsFor=).
+entry="$SERVER:/$VOLUME $MOUNTPOINT glusterfs defaults,_netdev,nofail,backup-volfile-servers=$BACKUP_SERVERS,x-systemd.requires=glusterd.service,x-systemd.after=glusterd.service 0 0"
 put_file 0644 root:root /etc/fstab < <(grep -v "[[:space:]]${MOUNTPOINT}[[:space:]]" /etc/fstab || true; printf "%s\n" "$entry")
 if changed /etc/fstab; then
 	systemctl daemon-reload

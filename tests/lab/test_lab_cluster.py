@@ -77,9 +77,14 @@ def _wait(what: str, seconds: float, check) -> None:  # noqa: ANN001
 
 
 def _settled(nodes: list[LabNode]) -> bool:
-    """Every node online, one promoted MariaDB, one unpromoted replica replicating."""
+    """Every node online, nginx on every app node, one promoted MariaDB, one unpromoted
+    replica replicating."""
     xml = _crm(nodes[-1])  # the witness: never the node a test kills
     if xml.count('online="true"') < len(nodes):
+        return False
+    web_on = {n.get("name") for r in ElementTree.fromstring(xml).iter("resource")
+              if r.get("id") == "web" and r.get("role") == "Started" for n in r.iter("node")}
+    if web_on != {f"do-ha-stack-lab-{n.name}" for n in _apps(nodes)}:
         return False
     active = _promoted(nodes)
     if active is None or _holder(nodes) != active:
@@ -145,6 +150,7 @@ def test_shared_volume_carries_a_file_between_app_nodes(nodes: list[LabNode]) ->
     for node in _apps(nodes):
         fstab = Admin(node).run("grep /srv/shared /etc/fstab").stdout
         assert "x-systemd.requires=glusterd.service" in fstab and "backup-volfile-servers=" in fstab
+        assert ",nofail," in fstab  # not before remote-fs.target, so not before nginx at boot
     info = Admin(app1).sudo("gluster volume info shared").stdout
     assert "Number of Bricks: 1 x (2 + 1) = 3" in info and "(arbiter)" in info
     assert "auth.allow: 10.99.0.11,10.99.0.12,10.99.0.13" in info
