@@ -154,7 +154,7 @@ def render(cfg: StackConfig, hostname: str, role: str, authorized_keys: Sequence
         ] + [
             _file(f"/etc/systemd/system/{unit}", read(f"firstboot/files/{unit}"), defer=True)
             for unit in ("do-ha-logwatch.service", "do-ha-logwatch.timer", "do-ha-rkhunter-baseline.service",
-                         "do-ha-hidepid.service")
+                         "do-ha-aide-baseline.service", "do-ha-hidepid.service")
         ],
         "runcmd": [["/usr/local/sbin/do-ha-harden"]],
     }
