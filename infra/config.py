@@ -52,6 +52,7 @@ RESERVED_USERS = frozenset({
     "systemd-network", "systemd-timesync", "dhcpcd", "systemd-resolve", "systemd-coredump", "messagebus",
     "polkitd", "tss", "uuidd", "tcpdump", "_chrony", "chrony", "Debian-exim", "_rpc", "statd",
     "dnsmasq", "sshd", "hacluster", "mysql", "gluster", "nginx", "admin", "debian", "ubuntu",
+    "_aide",  # aide-common's, for the daily check
     "do-ha-canary",  # web-node's account for the canary service
 })
 # More of the internet than SSH may be opened to, with every range counted
