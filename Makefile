@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STACK  ?= staging
 OUT    ?= build/$(STACK)
 
-.PHONY: setup lint test test-unit render bench bench-seed bench-backup lab lab-down host-packages preview up destroy state-bucket state-upgrade status replace scale switchover upgrade rekey-site restore
+.PHONY: setup lint test test-unit render bench bench-seed bench-backup bench-failover lab lab-down host-packages preview up destroy state-bucket state-upgrade status replace scale switchover upgrade rekey-site restore
 
 # requirements-dev.txt: the program's requirements.txt and policy/requirements.txt,
 # plus what the tests, the lab, the tooling and the linter need.
@@ -48,6 +48,12 @@ bench-seed: setup
 # the primary's worst commit; recorded in build/lab-report.json ("backup_bench").
 bench-backup: setup
 	$(PY) -m bench.backup $(ARGS)
+
+# Failovers in the lab (root), phase by phase: per run and median/p95, at an
+# instant and a pessimistic API (build/lab-report.json "failover_bench").
+# ARGS='--runs 7 --latency instant,lab,pessimistic --keep'.
+bench-failover: setup
+	$(PY) -m bench.failover $(ARGS)
 
 # The lab: the lab stack on Debian 13 containers on this machine (root).
 lab: setup

@@ -20,6 +20,8 @@ from infra.paths import read
 
 OCF_AGENT_PATH = "/usr/lib/ocf/resource.d/do-ha-stack/reserved-ip"
 FENCE_AGENT_PATH = "/usr/sbin/fence_digitalocean"
+# cluster-node installs it over the packaged ocf:heartbeat:mariadb (dpkg-divert).
+MARIADB_AGENT_PATH = "/usr/lib/do-ha-stack/mariadb-agent"
 
 
 def member_spec(cfg: StackConfig, node: Node) -> pulumi.Output[str]:
@@ -42,7 +44,8 @@ class Cluster(pulumi.ComponentResource):
         self.hacluster_password = random.RandomPassword(
             "hacluster-password", length=32, special=False, opts=child_opts(cfg, self))
         agents = [NodeFile(OCF_AGENT_PATH, read("agents/reserved-ip"), "0755"),
-                  NodeFile(FENCE_AGENT_PATH, read("agents/fence_digitalocean"), "0755")]
+                  NodeFile(FENCE_AGENT_PATH, read("agents/fence_digitalocean"), "0755"),
+                  NodeFile(MARIADB_AGENT_PATH, read("agents/mariadb"), "0755")]
         members = member_specs(cfg, nodes.nodes)
         first_port, last_port = CLUSTER_TCP_PORT_RANGES["gluster-bricks"]
         self.prepared: dict[str, pulumi.Resource] = {
@@ -60,7 +63,8 @@ class Cluster(pulumi.ComponentResource):
         self.formed: pulumi.Resource = step_command(
             "cluster-setup", "cluster-setup", nodes.control,
             {"CLUSTER_NAME": stack_tag(cfg), "MEMBERS": members,
-             "TOKEN_MS": tuning.COROSYNC_TOKEN_MS, "CONSENSUS_MS": tuning.COROSYNC_CONSENSUS_MS,
+             "TOKEN_MS": tuning.COROSYNC_TOKEN_MS, "TOKEN_COEFFICIENT_MS": tuning.COROSYNC_TOKEN_COEFFICIENT_MS,
+             "CONSENSUS_MS": tuning.COROSYNC_CONSENSUS_MS,
              "JOIN_MS": tuning.COROSYNC_JOIN_MS, "START_WAIT_S": tuning.CLUSTER_START_WAIT_S,
              "DC_DEADTIME": tuning.DC_DEADTIME,
              "STICKINESS": tuning.RESOURCE_STICKINESS, "MIGRATION_THRESHOLD": tuning.MIGRATION_THRESHOLD,

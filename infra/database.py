@@ -27,7 +27,8 @@ SEED_PORT = CLUSTER_TCP_PORT_RANGES["mariadb-seed"][0]
 
 def replication_cnf(server_id: int, private_ip: str) -> str:
     return Template(read("steps/templates/mariadb-replication.cnf")).substitute(
-        server_id=server_id, private_ip=private_ip, semi_sync_timeout_ms=tuning.SEMI_SYNC_TIMEOUT_MS)
+        server_id=server_id, private_ip=private_ip, semi_sync_timeout_ms=tuning.SEMI_SYNC_TIMEOUT_MS,
+        kill_conn_timeout_s=tuning.SEMI_SYNC_KILL_CONN_TIMEOUT_S)
 
 
 def donor_unit(private_ip: str) -> str:
@@ -72,7 +73,8 @@ class Database(pulumi.ComponentResource):
             self.configured[node.name] = step_command(
                 f"{node.name}-db-node", "db-node", node,
                 {"VPC_HOSTS": sql_host_pattern(cfg.vpc_ip_range), "VPC_RANGE": cfg.vpc_ip_range,
-                 "SEED_PORT": SEED_PORT, "BOOTSTRAP": "yes" if node is bootstrap else "no"},
+                 "SEED_PORT": SEED_PORT, "BOOTSTRAP": "yes" if node is bootstrap else "no",
+                 "KILL_CONN_TIMEOUT_S": tuning.SEMI_SYNC_KILL_CONN_TIMEOUT_S},
                 connect, Bundle({"REPL_PASSWORD": self.replication_password}, files),
                 cfg, self, depends_on=[ready[node.name]])
 

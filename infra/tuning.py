@@ -37,6 +37,10 @@ WAIT_POLL_S = (0.1, 0.2, 0.5, 1)
 # A silent node is declared dead after token + consensus, about 2.6 s: fast
 # failure detection, yet long enough not to flap on a busy droplet.
 COROSYNC_TOKEN_MS = 1200
+# corosync lengthens the token by this much per node beyond two (its default,
+# 650 ms, made the token 1850 ms with three nodes: detection 3.3 s); the token
+# above is already meant for this cluster's size.
+COROSYNC_TOKEN_COEFFICIENT_MS = 0
 # corosync's own rule of thumb: consensus = 1.2 x token.
 COROSYNC_CONSENSUS_MS = COROSYNC_TOKEN_MS * 12 // 10
 # A node that lost the token rejoins quickly instead of after the 50 ms x N default.
@@ -134,6 +138,12 @@ UPGRADE_REBOOT_POLL_S = 5
 # write, not a failed one (measured in the lab: 1000 ms failed one write per
 # replica departure), and still hundreds of VPC round trips.
 SEMI_SYNC_TIMEOUT_MS = 500
+# A semi-sync replica that stops replicating (every promotion does) first connects
+# to its primary to end its binlog stream there. After a crash that primary is
+# gone, and the connect waits this long (MariaDB's default: 5 s) on the failover's
+# critical path. 1 s is MariaDB's smallest value (0 means no limit) and a VPC
+# round trip is well under a millisecond.
+SEMI_SYNC_KILL_CONN_TIMEOUT_S = 1
 # The stack's own CA lives ten years; node certificates two, re-issued by a
 # `pulumi up` in their last month.
 DB_CA_VALIDITY_HOURS = 10 * 365 * 24

@@ -6,7 +6,8 @@
 #   BRICK_LAST_PORT   last port of that range (the firewalls open exactly it)
 #   MEMBERS           every member as NAME=PRIVATE_IP, space separated
 # Bundle: secrets HACLUSTER_PASSWORD, DO_API_TOKEN; the
-# reserved-IP resource agent and the DigitalOcean fence agent as files; glusterd's
+# reserved-IP resource agent, the DigitalOcean fence agent and the MariaDB agent's
+# wrapper (/usr/lib/do-ha-stack/mariadb-agent, installed below) as files; glusterd's
 # TLS key, certificate and CA (/etc/ssl/glusterfs.{key,pem,ca}, infra/storage.py).
 set -euo pipefail
 step_args CLUSTER_NAME BRICK_FIRST_PORT BRICK_LAST_PORT MEMBERS -- "$@"
@@ -81,6 +82,22 @@ if [ "$restart" = yes ] && systemctl is-active --quiet glusterd.service; then
 	systemctl reset-failed glusterd.service
 	systemctl restart glusterd.service
 fi
+
+# The packaged MariaDB resource agent, wrapped (cloudinit/agents/mariadb says
+# why). dpkg-divert moves apt's copy aside for good, so upgrades of
+# resource-agents land there; the copy is made before the diversion and the
+# wrapper replaces the original by a rename, so pacemaker always finds an agent.
+agent=/usr/lib/ocf/resource.d/heartbeat/mariadb
+distrib=/usr/lib/do-ha-stack/ocf-distrib/mariadb
+if [ "$(dpkg-divert --truename "$agent")" != "$distrib" ]; then
+	[ -x "$agent" ] || die "$agent is missing: is resource-agents installed?"
+	log "diverting $agent to $distrib"
+	install -d -m 0755 "${distrib%/*}"
+	cp -p "$agent" "$distrib.new"
+	mv -f "$distrib.new" "$distrib"
+	quiet dpkg-divert --local --no-rename --divert "$distrib" --add "$agent"
+fi
+put_file 0755 root:root "$agent" </usr/lib/do-ha-stack/mariadb-agent
 
 # Every node runs glusterd (enabled here: Debian leaves it off) (app bricks, the witness's arbiter brick) and pcsd.
 quiet systemctl enable --now pcsd.service glusterd.service

@@ -6,6 +6,7 @@
 #   CLUSTER_NAME         the corosync cluster's name
 #   MEMBERS              every member as NAME=PRIVATE_IP, space separated
 #   TOKEN_MS             corosync token timeout
+#   TOKEN_COEFFICIENT_MS how much corosync adds to the token per node beyond two
 #   CONSENSUS_MS         corosync consensus timeout
 #   JOIN_MS              corosync join timeout
 #   START_WAIT_S         how long pcs waits for nodes to start or join
@@ -17,7 +18,7 @@
 #   LOAD_THRESHOLD       the CPU load above which pacemaker runs fewer actions at once
 # Bundle: secret HACLUSTER_PASSWORD.
 set -euo pipefail
-step_args CLUSTER_NAME MEMBERS TOKEN_MS CONSENSUS_MS JOIN_MS START_WAIT_S DC_DEADTIME STICKINESS MIGRATION_THRESHOLD \
+step_args CLUSTER_NAME MEMBERS TOKEN_MS TOKEN_COEFFICIENT_MS CONSENSUS_MS JOIN_MS START_WAIT_S DC_DEADTIME STICKINESS MIGRATION_THRESHOLD \
 	FAILURE_TIMEOUT NO_QUORUM_POLICY LOAD_THRESHOLD -- "$@"
 read -ra specs <<<"$MEMBERS"
 read_bundle
@@ -49,12 +50,14 @@ declared_addr() {
 	return 1
 }
 
+totem=(token="$TOKEN_MS" token_coefficient="$TOKEN_COEFFICIENT_MS" consensus="$CONSENSUS_MS" join="$JOIN_MS")
+
 if ! ours; then
 	# knet with encryption on; a short token for fast failure detection.
 	log "creating cluster $CLUSTER_NAME with ${names[*]}"
 	quiet pcs cluster setup "$CLUSTER_NAME" "${hosts[@]}" \
 		transport knet crypto cipher=aes256 hash=sha256 \
-		totem token="$TOKEN_MS" consensus="$CONSENSUS_MS" join="$JOIN_MS" --enable
+		totem "${totem[@]}" --enable
 	# A new cluster has no CIB yet, so its first start would wait pacemaker's
 	# default dc-deadtime (20 s) before electing a DC. This node starts from a CIB
 	# that already holds ours (pcs setup removed any old one); its election
@@ -118,6 +121,21 @@ all_online() {
 	[ "$online" -eq "${#names[@]}" ]
 }
 wait_for "all ${#names[@]} nodes online" "$START_WAIT_S" all_online
+
+# The failure-detection timings of a cluster formed earlier (or with other
+# values): pcs writes them to every member's corosync.conf and corosync reloads
+# them in place. A key corosync.conf lacks has corosync's default, never ours.
+totem_value() {
+	pcs cluster corosync | awk -v key="$1:" '/^totem[[:space:]]*\{/ { t = 1 } /^\}/ { t = 0 } t && $1 == key { print $2; exit }'
+}
+stale=()
+for setting in "${totem[@]}"; do
+	[ "$(totem_value "${setting%%=*}")" = "${setting#*=}" ] || stale+=("$setting")
+done
+if [ "${#stale[@]}" -gt 0 ]; then
+	log "updating corosync's totem settings: ${stale[*]}"
+	quiet pcs cluster config update totem "${stale[@]}"
+fi
 
 quiet pcs resource defaults update resource-stickiness="$STICKINESS" \
 	migration-threshold="$MIGRATION_THRESHOLD" failure-timeout="$FAILURE_TIMEOUT"

@@ -8,10 +8,12 @@
 #   VPC_RANGE  the VPC as CIDR (the donor's port is open to it only)
 #   SEED_PORT  the donor's port
 #   BOOTSTRAP  yes on the bootstrap primary (creates the canary schema), else no
+#   KILL_CONN_TIMEOUT_S  rpl_semi_sync_slave_kill_conn_timeout, also in the .cnf:
+#              set on the running server too, which has no restart for it
 # Bundle: secret REPL_PASSWORD; files: /etc/mysql/tls/*, the replication .cnf,
 # the donor's unit and script.
 set -euo pipefail
-step_args VPC_HOSTS VPC_RANGE SEED_PORT BOOTSTRAP -- "$@"
+step_args VPC_HOSTS VPC_RANGE SEED_PORT BOOTSTRAP KILL_CONN_TIMEOUT_S -- "$@"
 read_bundle
 [ -n "${SECRET_REPL_PASSWORD:-}" ] || die "no replication password on stdin"
 
@@ -43,6 +45,8 @@ elif [ "${#CHANGED[@]}" -gt 0 ]; then
 	log "warning: ${CHANGED[*]} changed; restart mariadb through pacemaker when convenient"
 fi
 wait_for "mariadb" 60 mariadb -e 'SELECT 1' >/dev/null
+[[ "$KILL_CONN_TIMEOUT_S" =~ ^[1-9][0-9]*$ ]] || die "KILL_CONN_TIMEOUT_S must be a positive integer"
+mariadb -e "SET GLOBAL rpl_semi_sync_slave_kill_conn_timeout = $KILL_CONN_TIMEOUT_S"
 
 pw=$(sql_escape "$SECRET_REPL_PASSWORD")
 

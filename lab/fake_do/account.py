@@ -155,6 +155,7 @@ class FakeAccount:
         self.state_out = state_out
         self.action_delay = float(cfg.get("action_delay", DEFAULT_ACTION_DELAY) if action_delay is None
                                   else action_delay)
+        self._delays_by_type: dict[str, float] = {}
         self.log = log or log_stderr
         self._cfg = cfg  # defaults for droplets added later (netmasks, gateways)
         self.droplets: dict[int, Droplet] = {}
@@ -229,6 +230,16 @@ class FakeAccount:
         with self.lock:
             self._faults.extend([status] * count)
             return len(self._faults)
+
+    def set_action_delays(self, default: float, by_type: Mapping[str, float]) -> None:
+        """How long new actions stay in-progress: `default` seconds, or per action type
+        as DigitalOcean names it (power_off, assign_ip, ...). A real API takes seconds."""
+        delays = {"": default, **by_type}
+        if any(not isinstance(v, int | float) or isinstance(v, bool) or not 0 <= v <= 300 for v in delays.values()):
+            raise ValueError("action delays must be numbers of seconds from 0 to 300")
+        with self.lock:
+            self.action_delay = float(default)
+            self._delays_by_type = {str(k): float(v) for k, v in by_type.items()}
 
     def take_fault(self) -> int | None:
         with self.lock:
@@ -332,7 +343,8 @@ class FakeAccount:
         action = Action(id=self._next_action, started_at=now_iso(), **kw)
         self._next_action += 1
         self.actions[action.id] = action
-        timer = threading.Timer(self.action_delay, self._complete, (action.id,))
+        delay = self._delays_by_type.get(action.type, self.action_delay)
+        timer = threading.Timer(delay, self._complete, (action.id,))
         timer.daemon = True
         self._timers.add(timer)
         timer.start()

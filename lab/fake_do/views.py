@@ -10,6 +10,7 @@ API (Bearer token, under /v2):
     POST /v2/droplets/{id}/actions          {"type": power_off|power_on|shutdown|reboot|power_cycle}
     GET  /v2/actions[/{action_id}]
     POST /_lab/faults {"status": 429|500, "count": N}   (lab only: not a DO endpoint)
+    POST /_lab/action_delay {"seconds": S, "by_type": {"power_off": S, ...}}   (lab only)
     POST /_lab/droplets {"id": N, "name": ..., "public_ipv4": ..., ...}  (lab only: a droplet the
          lab booted; DO's own create chooses ids and addresses, the lab chooses them here)
 Metadata (no auth, caller identified by source address): /metadata/v1/..., /metadata/v1.json
@@ -165,6 +166,17 @@ def lab_faults(account: FakeAccount, _g: Groups, body: Any, _q: Query, _base: st
     return 200, {"queued": queued}
 
 
+def lab_action_delay(account: FakeAccount, _g: Groups, body: Any, _q: Query, _base: str) -> tuple[int, JSON]:
+    usage = "expected {\"seconds\": S, \"by_type\": {\"power_off\": S, \"assign_ip\": S, ...}}"
+    if not isinstance(body, dict) or not isinstance(body.get("by_type", {}), dict):
+        raise unprocessable(usage)
+    try:
+        account.set_action_delays(body.get("seconds", account.action_delay), body.get("by_type", {}))
+    except ValueError as e:
+        raise unprocessable(f"{e}; {usage}") from None
+    return 200, {"seconds": account.action_delay, "by_type": body.get("by_type", {})}
+
+
 ROUTES: list[tuple[str, re.Pattern[str], Operation]] = [(m, re.compile("^" + p + "$"), op) for m, p, op in [
     ("GET", r"/v2/(?P<kind>reserved|floating)_ips", ip_list),
     ("GET", r"/v2/(?P<kind>reserved|floating)_ips/(?P<ip>[^/]+)", ip_get),
@@ -180,6 +192,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Operation]] = [(m, re.compile("^" + p +
     ("GET", r"/v2/actions", action_list),
     ("GET", r"/v2/actions/(?P<aid>[^/]+)", action_get),
     ("POST", r"/_lab/faults", lab_faults),
+    ("POST", r"/_lab/action_delay", lab_action_delay),
     ("POST", r"/_lab/droplets", lab_droplet_create),
 ]]
 
@@ -210,7 +223,7 @@ def api(account: FakeAccount, method: str, target: str, authorization: str, raw_
             needed |= {"tag:read"}
         if needed is None or not needed <= granted:
             raise ApiError(403, "forbidden", "You do not have permission to perform this action.")
-    if op is not lab_faults:  # the fault queue's own endpoint must stay reachable
+    if op not in (lab_faults, lab_action_delay):  # the lab's own knobs stay reachable
         fault = account.take_fault()
         if fault == 429:
             raise ApiError(429, "too_many_requests", "API Rate limit exceeded.")

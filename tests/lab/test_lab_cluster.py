@@ -13,12 +13,13 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from xml.etree import ElementTree
 
 import pytest
 
 from infra.paths import REPO_ROOT
-from lab import replay
+from lab import failover_phases, replay
 from lab.containers import container_init, kill_node, load_state
 from lab.stack import lab_plan
 from lab.topology import RESERVED_IP, SWITCH_NS, LabNode, run_dir
@@ -231,7 +232,24 @@ def _write_through_failover(nodes: list[LabNode], tag: str) -> dict:
     lost = sorted({a["key"] for a in acked} - stored)
     return {"victim": victim.name, "survivor": survivor.name, "failover_s": round(recovered - killed_at, 2),
             "unavailable_s": round(recovered - last_ok_before, 2), "acked": len(acked), "lost": lost,
-            "all_after_on": {a["node"] for a in after} == {f"do-ha-stack-lab-{survivor.name}"}}
+            "all_after_on": {a["node"] for a in after} == {f"do-ha-stack-lab-{survivor.name}"},
+            "phases": _phases(nodes, victim, survivor, killed_at, recovered)}
+
+
+def _phases(nodes: list[LabNode], victim: LabNode, survivor: LabNode, killed_at: float,
+            first_write_at: float) -> dict[str, float | None]:
+    """The failover's phases (lab/failover_phases.py) from the surviving nodes' journals
+    (the DC's lines are on the survivor or the witness) and the API stand-in's log."""
+    until = time.time()
+    events = []
+    for node in nodes:
+        if node is not victim:
+            out = Admin(node).sudo(failover_phases.journal_command(killed_at - 1, until), check=False).stdout
+            events += failover_phases.parse_journal(node.name, out)
+    day = datetime.fromtimestamp(killed_at, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    events += failover_phases.parse_api_log((run_dir() / "api.log").read_text(), day)
+    return failover_phases.phases(events, f"do-ha-stack-lab-{victim.name}", f"do-ha-stack-lab-{survivor.name}",
+                                  RESERVED_IP, killed_at, first_write_at)
 
 
 @pytest.mark.disruptive
@@ -258,7 +276,11 @@ def test_failover_keeps_every_acknowledged_write_and_the_old_node_rejoins(nodes:
         # hardening that is not a file: /proc's hidepid is back after the boot
         assert "hidepid=invisible" in Admin(victim).run("grep ' /proc ' /proc/mounts").stdout
     report["failover"] = {"runs": runs, "median_failover_s": statistics.median(r["failover_s"] for r in runs),
-                          "lost_writes": sum(len(r["lost"]) for r in runs)}
+                          "lost_writes": sum(len(r["lost"]) for r in runs),
+                          "phases": failover_phases.summary([r["phases"] for r in runs])}
+    print("\nfailover phases (s after the kill):\n" + failover_phases.table([r["phases"] for r in runs]))
+    # every phase was seen in every run: the log lines they are read from still exist
+    assert all(None not in r["phases"].values() for r in runs), [r["phases"] for r in runs]
     fenced = [line for line in (run_dir() / "api.log").read_text().splitlines()
               if "power_off" in line or "/actions" in line]
     assert any("POST /v2/droplets/" in line for line in fenced), "no fencing call reached the API"

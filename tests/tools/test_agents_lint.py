@@ -14,10 +14,16 @@ from tests.helpers.tools_root import chroot, scratch, shellcheck, tools_root
 pytestmark = pytest.mark.tools
 FENCE_AGENT = REPO_ROOT / "cloudinit" / "agents" / "fence_digitalocean"
 RESERVED_IP_AGENT = REPO_ROOT / "cloudinit" / "agents" / "reserved-ip"
+MARIADB_WRAPPER = REPO_ROOT / "cloudinit" / "agents" / "mariadb"
 
 
 def test_reserved_ip_agent_passes_shellcheck() -> None:
     result = shellcheck(tools_root(), RESERVED_IP_AGENT)
+    assert result.returncode == 0, result.stdout
+
+
+def test_mariadb_agent_wrapper_passes_shellcheck() -> None:
+    result = shellcheck(tools_root(), MARIADB_WRAPPER)
     assert result.returncode == 0, result.stdout
 
 

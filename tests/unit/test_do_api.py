@@ -539,6 +539,25 @@ def test_fault_injection(env: Env, status: int) -> None:
     assert env.api.call("POST", "/_lab/faults", {"status": 404}).status == 422
 
 
+def test_action_delays_are_set_per_action_type_at_run_time(env: Env) -> None:
+    # a pessimistic API: a power-off takes a while, an IP move is quick
+    reply = env.api.call("POST", "/_lab/action_delay", {"seconds": 0.05, "by_type": {"power_off": 0.6}})
+    assert reply.status == 200, reply.body
+    started = time.monotonic()
+    ip = env.api.call("POST", f"/v2/reserved_ips/{RIP}/actions", {"type": "assign", "droplet_id": APP2})
+    env.api.wait(f"/v2/actions/{ip.body['action']['id']}")
+    ip_took = time.monotonic() - started
+    started = time.monotonic()
+    off = env.api.call("POST", f"/v2/droplets/{APP1}/actions", {"type": "power_off"})
+    env.api.wait(f"/v2/actions/{off.body['action']['id']}")
+    off_took = time.monotonic() - started
+    assert off_took >= 0.6 and ip_took < 0.5, (off_took, ip_took)
+    for bad in ({"seconds": -1}, {"by_type": {"power_off": "slow"}}, {"by_type": []}, [1]):
+        refused = env.api.call("POST", "/_lab/action_delay", bad)
+        assert refused.status == 422, (bad, refused.body)
+        assert "expected {" in refused.body["message"], refused.body
+
+
 def test_floating_ip_actions_report_floating_ip(env: Env) -> None:
     a = env.api.call("POST", f"/v2/floating_ips/{RIP}/actions", {"type": "unassign"}).body["action"]
     assert (a["type"], a["resource_type"]) == ("unassign_ip", "floating_ip")

@@ -33,7 +33,9 @@ case "$1 $2" in
 "cluster setup")
 	shift 3; : > "$STUB/members"
 	while [ "$#" -gt 1 ] && [ "${2#addr=}" != "$2" ]; do echo "$1 ${2#addr=}" >> "$STUB/members"; shift 2; done
+	: > "$STUB/totem"; set_totem "$@"
 	render_conf ;;
+"cluster config") shift 3; set_totem "$@"; render_conf ;;
 "cluster node")
 	if [ "$3" = remove ]; then grep -v "^$4 " "$STUB/members" > "$STUB/m" || true; mv "$STUB/m" "$STUB/members"
 	else echo "$4 ${5#addr=}" >> "$STUB/members"; fi
@@ -86,9 +88,22 @@ esac
 """,
 }
 RENDER_CONF = r"""
+# totem KEY=VALUE... (up to the next non-assignment) into $STUB/totem, replacing earlier values
+set_totem() {
+	while [ "$#" -gt 0 ] && [ "$1" != totem ]; do shift; done
+	[ "$#" -gt 0 ] || return 0
+	shift
+	touch "$STUB/totem"
+	while [ "$#" -gt 0 ] && [ "${1#*=}" != "$1" ]; do
+		grep -v "^${1%%=*} " "$STUB/totem" > "$STUB/t" || true
+		echo "${1%%=*} ${1#*=}" >> "$STUB/t"; mv "$STUB/t" "$STUB/totem"; shift
+	done
+}
 render_conf() {
 	{
-		echo "totem {"; echo "    cluster_name: t"; echo "}"; echo "nodelist {"
+		echo "totem {"; echo "    cluster_name: t"
+		while read -r k v; do echo "    $k: $v"; done < <(cat "$STUB/totem" 2>/dev/null)
+		echo "}"; echo "nodelist {"
 		while read -r n a; do
 			printf '    node {\n        ring0_addr: %s\n        name: %s\n    }\n' "$a" "$n"
 		done < "$STUB/members"
@@ -127,15 +142,22 @@ def calls(stub: Path, prefix: str) -> list[str]:
 
 # --- corosync / pacemaker -------------------------------------------------------------------
 
-def cluster(stub: Path, members: dict[str, str], cib_nodes: list[str]) -> None:
+# corosync.conf's totem timings as the step sets them (setup_args)
+TOTEM = {"token": "1200", "token_coefficient": "0", "consensus": "1440", "join": "100"}
+
+
+def cluster(stub: Path, members: dict[str, str], cib_nodes: list[str],
+            totem: dict[str, str] | None = None) -> None:
     (stub / "members").write_text("".join(f"{n} {a}\n" for n, a in members.items()))
+    (stub / "totem").write_text("".join(f"{k} {v}\n" for k, v in (TOTEM if totem is None else totem).items()))
     (stub / "cib-nodes").write_text("".join(f"{n}\n" for n in cib_nodes))
     subprocess.run(["bash", "-c", f"{RENDER_CONF}\nrender_conf"], env={**os.environ, "STUB": str(stub)}, check=True)
 
 
 def setup_args(members: dict[str, str]) -> dict[str, str]:
     return {"CLUSTER_NAME": "t", "MEMBERS": " ".join(f"{n}={a}" for n, a in members.items()),
-            "TOKEN_MS": "1200", "CONSENSUS_MS": "1440", "JOIN_MS": "100", "START_WAIT_S": "5", "DC_DEADTIME": "5s",
+            "TOKEN_MS": "1200", "TOKEN_COEFFICIENT_MS": "0", "CONSENSUS_MS": "1440", "JOIN_MS": "100",
+            "START_WAIT_S": "5", "DC_DEADTIME": "5s",
             "STICKINESS": "200", "MIGRATION_THRESHOLD": "3", "FAILURE_TIMEOUT": "120s", "NO_QUORUM_POLICY": "stop",
             "LOAD_THRESHOLD": "400%"}
 
@@ -184,6 +206,29 @@ def test_a_second_run_changes_no_membership(stub: Path) -> None:
     result = setup(stub, NEW)
     assert result.returncode == 0, result.stderr
     assert calls(stub, "pcs cluster node") == [] and calls(stub, "crm_node") == []
+
+
+def test_a_cluster_formed_with_other_failure_timings_gets_the_declared_ones_in_place(stub: Path) -> None:
+    # formed before token_coefficient was set (corosync then adds 650 ms per node
+    # beyond two), with an older token
+    cluster(stub, OLD, list(OLD), totem={"token": "3000", "consensus": "1440", "join": "100"})
+    result = setup(stub, OLD)
+    assert result.returncode == 0, result.stderr
+    assert calls(stub, "pcs cluster config") == ["pcs cluster config update totem token=1200 token_coefficient=0"]
+    assert calls(stub, "pcs cluster node") == [] and calls(stub, "pcs cluster setup") == []
+    # and once they are in place, nothing more
+    result = setup(stub, OLD)
+    assert result.returncode == 0, result.stderr
+    assert calls(stub, "pcs cluster config") == []
+
+
+def test_a_new_cluster_is_formed_with_the_declared_failure_timings(stub: Path) -> None:
+    (stub / "cib-nodes").write_text("".join(f"{n}\n" for n in OLD))
+    result = setup(stub, OLD)
+    assert result.returncode == 0, result.stderr
+    [formed] = calls(stub, "pcs cluster setup")
+    assert " totem token=1200 token_coefficient=0 consensus=1440 join=100 " in formed
+    assert calls(stub, "pcs cluster config") == []
 
 
 def test_members_added_and_removed_and_leftover_pacemaker_nodes_forgotten(stub: Path) -> None:

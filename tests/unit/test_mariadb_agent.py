@@ -1,0 +1,99 @@
+"""The wrapper over Debian's MariaDB agent (cloudinit/agents/mariadb): every action
+is the packaged agent's, and after another node's demotion the replica election
+(the packaged agent's monitor) runs at once instead of at the next monitor.
+
+Here a stand-in plays the packaged agent (logging each call with its action), and
+crm_node names this node. The lab runs the real agent through failovers
+(tests/lab/test_lab_cluster.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from infra.paths import REPO_ROOT
+
+WRAPPER = REPO_ROOT / "cloudinit" / "agents" / "mariadb"
+SELF, OTHER = "stack-app2", "stack-app1"
+
+
+@pytest.fixture
+def bin_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "bin"
+    d.mkdir()
+    scripts = {
+        # the packaged agent: logs its action; $RC_<action> sets its exit code
+        "distrib": 'echo "$1" >> "$LOG"; rc_var="RC_${1//-/_}"; exit "${!rc_var:-0}"',
+        "crm_node": f'[ "$1" = --name ] && echo {SELF}',
+        "logger": 'echo "logger $*" >> "$LOG"',
+    }
+    for name, body in scripts.items():
+        (d / name).write_text(f"#!/bin/bash\n{body}\n")
+        (d / name).chmod(0o755)
+    return d
+
+
+def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demoted: str = "",
+        clone_max: int = 2, rc: dict[str, int] | None = None) -> tuple[int, list[str]]:
+    log = bin_dir.parent / "log"
+    log.write_text("")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log), "DO_HA_MARIADB_DISTRIB": str(bin_dir / "distrib"),
+           "OCF_RESKEY_CRM_meta_clone_max": str(clone_max), "OCF_RESOURCE_INSTANCE": "mariadb",
+           **{f"RC_{k.replace('-', '_')}": str(v) for k, v in (rc or {}).items()}}
+    if notify:
+        env |= {"OCF_RESKEY_CRM_meta_notify_type": notify[0], "OCF_RESKEY_CRM_meta_notify_operation": notify[1],
+                "OCF_RESKEY_CRM_meta_notify_demote_uname": demoted}
+    result = subprocess.run(["bash", str(WRAPPER), action], env=env, capture_output=True, text=True, timeout=30)
+    return result.returncode, log.read_text().splitlines()
+
+
+@pytest.mark.parametrize("action", ["start", "stop", "monitor", "promote", "demote", "meta-data"])
+def test_every_other_action_is_the_packaged_agents_with_its_exit_code(bin_dir: Path, action: str) -> None:
+    assert run(bin_dir, action) == (0, [action])
+    assert run(bin_dir, action, rc={action: 7}) == (7, [action])
+
+
+def test_after_another_nodes_demotion_the_election_runs_at_once(bin_dir: Path) -> None:
+    # the old primary was fenced (or demoted): this replica elects after the
+    # packaged agent has applied its relay log and left the old primary
+    assert run(bin_dir, "notify", ("post", "demote"), f" {OTHER} ") == (0, ["notify", "monitor"])
+    # with more replicas, too: their positions are final by now
+    assert run(bin_dir, "notify", ("post", "demote"), OTHER, clone_max=3) == (0, ["notify", "monitor"])
+
+
+def test_the_sole_replica_elects_itself_before_fencing_has_finished(bin_dir: Path) -> None:
+    assert run(bin_dir, "notify", ("pre", "demote"), OTHER, clone_max=2) == (0, ["notify", "monitor"])
+    # several replicas compare positions, which is right only after the relay logs
+    assert run(bin_dir, "notify", ("pre", "demote"), OTHER, clone_max=3) == (0, ["notify"])
+
+
+def test_no_election_for_this_nodes_own_demotion_or_other_notifications(bin_dir: Path) -> None:
+    assert run(bin_dir, "notify", ("post", "demote"), SELF) == (0, ["notify"])
+    assert run(bin_dir, "notify", ("pre", "demote"), SELF) == (0, ["notify"])
+    for kind in (("pre", "promote"), ("post", "promote"), ("pre", "stop"), ("post", "start")):
+        assert run(bin_dir, "notify", kind, OTHER) == (0, ["notify"]), kind
+    assert run(bin_dir, "notify", ("post", "demote"), "") == (0, ["notify"])
+
+
+def test_a_failed_notification_is_returned_and_elects_nothing(bin_dir: Path) -> None:
+    assert run(bin_dir, "notify", ("post", "demote"), OTHER, rc={"notify": 1}) == (1, ["notify"])
+
+
+def test_a_failed_election_is_logged_and_the_notification_still_succeeds(bin_dir: Path) -> None:
+    rc, log = run(bin_dir, "notify", ("post", "demote"), OTHER, rc={"monitor": 1})
+    assert rc == 0 and log[:2] == ["notify", "monitor"]
+    assert "election after the post-demote of stack-app1 failed (rc 1)" in log[2]
+    # a promoted answer (8) is not a failure
+    assert run(bin_dir, "notify", ("post", "demote"), OTHER, rc={"monitor": 8}) == (0, ["notify", "monitor"])
+
+
+def test_the_wrapper_is_executable_and_named_as_the_agent_it_replaces() -> None:
+    assert os.access(WRAPPER, os.X_OK)
+    text = WRAPPER.read_text()
+    # the packaged agent keeps its name (its log tag) where cluster-node diverts it
+    step = (REPO_ROOT / "cloudinit" / "steps" / "cluster-node.sh").read_text()
+    assert "DISTRIB=${DO_HA_MARIADB_DISTRIB:-/usr/lib/do-ha-stack/ocf-distrib/mariadb}" in text
+    assert "distrib=/usr/lib/do-ha-stack/ocf-distrib/mariadb" in step
