@@ -120,6 +120,23 @@ def test_cluster_formed_with_every_node_and_a_valid_configuration(nodes: list[La
     assert constraints.count("do-ha-stack-lab-witness") >= 2  # mariadb-clone and active avoid it
 
 
+def test_failure_detection_and_the_mariadb_agent_are_the_fast_failovers_own(nodes: list[LabNode]) -> None:
+    # corosync runs the declared token, not one lengthened for the third node
+    for node in nodes:
+        runtime = Admin(node).sudo("corosync-cmapctl -g runtime.config.totem.token").stdout
+        assert runtime.strip().endswith("= 1200"), (node.name, runtime)
+    agent = "/usr/lib/ocf/resource.d/heartbeat/mariadb"
+    for node in _apps(nodes):
+        admin = Admin(node)
+        # the packaged agent diverted (apt upgrades it there), intact; the wrapper in its place
+        assert admin.run(f"dpkg-divert --truename {agent}").stdout.strip() == \
+            "/usr/lib/do-ha-stack/ocf-distrib/mariadb"
+        verify = admin.sudo("dpkg --verify resource-agents", check=False)
+        assert verify.returncode == 0 and verify.stdout == "", verify.stdout
+        assert "do-ha-stack" in admin.run(f"head -5 {agent}").stdout
+        assert _sql(node, "SELECT @@rpl_semi_sync_slave_kill_conn_timeout") == "1"
+
+
 def test_secrets_are_not_in_the_cib_parameters_or_node_logs(nodes: list[LabNode]) -> None:
     token = (run_dir() / "api_token").read_text().strip()
     cib = Admin(nodes[0]).sudo("cibadmin --query").stdout

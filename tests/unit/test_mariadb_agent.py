@@ -27,7 +27,12 @@ def bin_dir(tmp_path: Path) -> Path:
     scripts = {
         # the packaged agent: logs its action; $RC_<action> sets its exit code
         "distrib": 'echo "$1" >> "$LOG"; rc_var="RC_${1//-/_}"; exit "${!rc_var:-0}"',
-        "crm_node": f'[ "$1" = --name ] && echo {SELF}',
+        # --list: "ID NAME STATE" for this node and the other, whose state is $OTHER_STATE
+        "crm_node": (f'case "$1" in --name) echo {SELF} ;; --list) echo "1 {OTHER} $OTHER_STATE"; '
+                     f'echo "2 {SELF} member" ;; esac'),
+        # a promotion score exists for the nodes in $SCORED
+        "crm_attribute": ('prev=""; for a; do [ "$prev" = --node ] && n=$a; prev=$a; done; '
+                          '[[ " $SCORED " == *" $n "* ]]'),
         "logger": 'echo "logger $*" >> "$LOG"',
     }
     for name, body in scripts.items():
@@ -37,11 +42,14 @@ def bin_dir(tmp_path: Path) -> Path:
 
 
 def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demoted: str = "",
-        clone_max: int = 2, rc: dict[str, int] | None = None) -> tuple[int, list[str]]:
+        clone_max: int = 2, rc: dict[str, int] | None = None, other_state: str = "lost",
+        scored: str = "") -> tuple[int, list[str]]:
+    """The wrapper's exit code and the packaged agent's actions, in order."""
     log = bin_dir.parent / "log"
     log.write_text("")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log), "DO_HA_MARIADB_DISTRIB": str(bin_dir / "distrib"),
            "OCF_RESKEY_CRM_meta_clone_max": str(clone_max), "OCF_RESOURCE_INSTANCE": "mariadb",
+           "OCF_RESKEY_node_list": f"{OTHER} {SELF}", "OTHER_STATE": other_state, "SCORED": scored,
            **{f"RC_{k.replace('-', '_')}": str(v) for k, v in (rc or {}).items()}}
     if notify:
         env |= {"OCF_RESKEY_CRM_meta_notify_type": notify[0], "OCF_RESKEY_CRM_meta_notify_operation": notify[1],
@@ -68,6 +76,20 @@ def test_the_sole_replica_elects_itself_before_fencing_has_finished(bin_dir: Pat
     assert run(bin_dir, "notify", ("pre", "demote"), OTHER, clone_max=2) == (0, ["notify", "monitor"])
     # several replicas compare positions, which is right only after the relay logs
     assert run(bin_dir, "notify", ("pre", "demote"), OTHER, clone_max=3) == (0, ["notify"])
+
+
+def test_no_election_before_fencing_for_a_planned_demotion(bin_dir: Path) -> None:
+    # the primary being demoted is still a member: a switchover, not a crash
+    assert run(bin_dir, "notify", ("pre", "demote"), OTHER, other_state="member") == (0, ["notify"])
+    # after the demotion the election runs as for a crash (if nothing is scored)
+    assert run(bin_dir, "notify", ("post", "demote"), OTHER, other_state="member") == (0, ["notify", "monitor"])
+
+
+def test_no_election_while_a_node_holds_a_promotion_score(bin_dir: Path) -> None:
+    # a switchover has named its target (this node or another): nothing to elect
+    for scored in (SELF, OTHER):
+        assert run(bin_dir, "notify", ("post", "demote"), OTHER, scored=scored) == (0, ["notify"]), scored
+        assert run(bin_dir, "notify", ("pre", "demote"), OTHER, scored=scored) == (0, ["notify"]), scored
 
 
 def test_no_election_for_this_nodes_own_demotion_or_other_notifications(bin_dir: Path) -> None:
