@@ -30,10 +30,8 @@ import os
 import statistics
 from pathlib import Path
 
-from infra.paths import REPO_ROOT
 from lab import failover_phases
-from lab.bringup import down, up
-from lab.containers import cloud_init_result, load_state
+from lab.bringup import down, is_up, up
 from lab.stack import lab_nodes
 from tests.helpers.lab_support import api
 from tests.lab.test_lab_cluster import _promoted, _settled, _wait, _write_through_failover
@@ -55,8 +53,7 @@ def set_latency(name: str) -> None:
 
 def one_run(tag: str) -> dict:
     nodes = lab_nodes()
-    _wait("a settled cluster", 300, lambda: _settled(nodes))
-    result = _write_through_failover(nodes, tag)
+    result = _write_through_failover(nodes, tag)  # it waits for a settled cluster first
     victim = next(n for n in nodes if n.name == result["victim"])
     status, body = api("POST", f"/v2/droplets/{victim.droplet_id}/actions", {"type": "power_on"})
     if status != 201:
@@ -81,9 +78,7 @@ def main() -> None:
 
     brought_up = False
     try:
-        state = load_state()
-        if not ("timings" in state and state.get("repo") == str(REPO_ROOT)
-                and all(cloud_init_result(n) for n in lab_nodes())):
+        if not is_up():
             up()
             brought_up = True
         figures: dict[str, dict] = {}

@@ -38,6 +38,14 @@ def is_stale() -> bool:
     return containers.is_stale(PREFIX, run_dir())
 
 
+def is_up() -> bool:
+    """A lab this checkout brought up is running (another checkout's runs that one's
+    hook and user-data: it is replaced, as a fresh clone in CI must be)."""
+    state = load_state()
+    return ("timings" in state and state.get("repo") == str(REPO_ROOT)
+            and all(containers.cloud_init_result(n) for n in lab_nodes()))
+
+
 def up() -> None:
     t0 = time.monotonic()
     if is_stale():

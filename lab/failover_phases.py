@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -113,10 +114,8 @@ def summary(runs: list[dict[str, float | None]]) -> dict[str, dict[str, float]]:
     for phase in PHASES:
         values = sorted(v for r in runs if (v := r.get(phase)) is not None)
         if values:
-            mid = len(values) // 2
-            median = values[mid] if len(values) % 2 else round((values[mid - 1] + values[mid]) / 2, 2)
             p95 = values[min(len(values) - 1, max(0, -(-95 * len(values) // 100) - 1))]
-            out[phase] = {"median": median, "p95": p95, "runs": len(values)}
+            out[phase] = {"median": round(statistics.median(values), 2), "p95": p95, "runs": len(values)}
     return out
 
 

@@ -17,23 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from infra.paths import REPO_ROOT
-from lab.bringup import down, up
-from lab.containers import cloud_init_result, load_state
+from lab.bringup import down, is_up, up
+from lab.containers import load_state
 from lab.stack import lab_nodes
 from lab.topology import LabNode
 from tests.helpers import lab_recovery
 
 REPORT = Path(os.environ.get("LAB_REPORT", "build/lab-report.json"))
 HERE = Path(__file__).parent
-
-
-def _lab_is_up() -> bool:
-    """A lab this checkout brought up is running (another checkout's runs that one's
-    hook and user-data: it is replaced, as a fresh clone in CI must be)."""
-    state = load_state()
-    return ("timings" in state and state.get("repo") == str(REPO_ROOT)
-            and all(cloud_init_result(n) for n in lab_nodes()))
 
 
 def _rank(item: pytest.Item) -> tuple[int, int]:
@@ -64,7 +55,7 @@ class LabSession:
     def nodes(self) -> list[LabNode]:
         if self.failure is not None:
             pytest.fail(f"the lab's bring-up failed earlier in this session: {self.failure}")
-        if not _lab_is_up():
+        if not is_up():
             try:
                 up()
             except Exception as e:
