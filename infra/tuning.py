@@ -81,9 +81,12 @@ DB_UNPROMOTED_MONITOR = "7s"
 DB_MONITOR_TIMEOUT = "30s"
 # Start, stop, promote and demote may wait for InnoDB recovery or relay logs.
 DB_OP_TIMEOUT = "120s"
-# nginx and the reserved-IP agent on the active node.
-WEB_MONITOR = "10s"
+# nginx on every app node: a killed nginx is found within this and restarted in
+# place (the target is service back within 3 s); the check is one systemd D-Bus
+# query. Running clusters get a changed value from cluster-resources.
+WEB_MONITOR = "2s"
 WEB_MONITOR_TIMEOUT = "20s"
+# The reserved-IP agent on the active node.
 RESERVED_IP_MONITOR = "10s"
 RESERVED_IP_MONITOR_TIMEOUT = "30s"
 # An assign is retried with backoff on 422/429/5xx; a minute covers that.

@@ -101,6 +101,13 @@ elif ! exists web-clone; then
 fi
 quiet env CIB_file="$work/cib.xml" crm_resource --resource web-clone --meta --set-parameter clone-max \
 	--parameter-value "${#apps[@]}"
+# A changed check interval reaches a running cluster too: pacemaker replaces the
+# recurring check, nginx keeps running.
+monitor=$(CIB_file=$work/cib.xml cibadmin --query --xpath "//primitive[@id='web']/operations/op[@name='monitor']" \
+	2>/dev/null) || monitor=""
+if [[ "$monitor" != *" interval=\"$WEB_MONITOR\""* || "$monitor" != *" timeout=\"$WEB_MONITOR_TIMEOUT\""* ]]; then
+	pcsf resource update web op monitor interval="$WEB_MONITOR" timeout="$WEB_MONITOR_TIMEOUT"
+fi
 if ! exists reserved-ip; then
 	pcsf resource create reserved-ip ocf:do-ha-stack:reserved-ip ip="$RESERVED_IP" api_url="$API_URL" \
 		op monitor interval="$RESERVED_IP_MONITOR" timeout="$RESERVED_IP_MONITOR_TIMEOUT" \
