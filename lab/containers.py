@@ -172,11 +172,14 @@ def network_config(node: LabNode) -> str:
 
 
 def mount_overlay(node: LabNode, lower: Path) -> Path:
-    """The node's writable root: an overlay on `lower` (never written to); returns it."""
+    """The node's writable root: an overlay on `lower` (never written to); returns it.
+    redirect_dir=on: without it, renaming a directory that comes from the image (say
+    /var/lib/mysql, as db-restore does) fails with EXDEV, which a droplet's disk never does."""
     for sub in ("upper", "work", "root"):
         (node.dir / sub).mkdir(parents=True, exist_ok=True)
     sh("mount", "-t", "overlay", "overlay", "-o",
-       f"lowerdir={lower},upperdir={node.dir / 'upper'},workdir={node.dir / 'work'}", str(node.root))
+       f"lowerdir={lower},upperdir={node.dir / 'upper'},workdir={node.dir / 'work'},redirect_dir=on",
+       str(node.root))
     return node.root
 
 
