@@ -91,6 +91,10 @@ class StackConfig:
     public_tcp_ports: tuple[int, ...]
     deploy_user: str
     alert_email: str
+    alert_smtp_host: str  # "": the nodes mail nothing (README, "Alerts")
+    alert_smtp_port: int
+    alert_smtp_user: str  # "": the relay takes the nodes' mail without a login
+    alert_from: str  # "" in the raw settings: alertEmail (parse fills it in)
     protect: bool
     environment: str
     install_packages: bool
@@ -330,6 +334,13 @@ def _token(key: str, value: Any) -> None:
         raise ConfigError(key, "is not an API token", SECRET_SETTINGS[key].allowed)
 
 
+def _smtp_password(key: str, value: Any) -> None:
+    # msmtp reads the first line of the file it lands in (passwordeval).
+    if not isinstance(value, str) or not re.fullmatch(r"[^\r\n\x00]{1,512}", value):
+        raise ConfigError(key, "is not a one-line password", SECRET_SETTINGS[key].allowed
+                          + " (one line of at most 512 characters)")
+
+
 def _pem(key: str, value: Any) -> None:
     # What it holds is checked against the domain and its partner (_https).
     if not isinstance(value, str) or "-----BEGIN " not in value:
@@ -347,6 +358,35 @@ def _https_url(key: str, value: Any) -> str:
 
 def _optional_email(key: str, value: Any) -> str:
     return value if value == "" else _email(key, value)
+
+
+def _smtp_host(key: str, value: Any) -> str:
+    if value == "":
+        return value
+    label = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+    if not isinstance(value, str) or len(value) > 253 or not re.fullmatch(rf"{label}(\.{label})*", value):
+        raise ConfigError(key, f"{value!r} is not a host name or IPv4 address",
+                          "the SMTP relay's name, such as smtp.example.com, or its IPv4 address; "
+                          "empty for nodes that mail nothing")
+    return value
+
+
+def _smtp_port(key: str, value: Any) -> int:
+    port = _int(key, value, 1, 65535)
+    if port == 25:
+        raise ConfigError(key, "port 25 is blocked out of DigitalOcean droplets",
+                          "the relay's submission port: 587 (STARTTLS), 465 (TLS) or 2525")
+    return port
+
+
+def _smtp_user(key: str, value: Any) -> str:
+    if value == "":
+        return value
+    if not isinstance(value, str) or len(value) > 254 or not re.fullmatch(r"[!-~]+", value):
+        raise ConfigError(key, f"{value!r} is not an SMTP login",
+                          "the relay's user name: printable ASCII without spaces, at most 254 characters; "
+                          "empty for a relay that needs no login")
+    return value
 
 
 def _ca_pem(key: str, value: Any) -> str:
@@ -437,6 +477,12 @@ SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "publicTcpPorts": ([80, 443], lambda k, v: sorted({_port(k, x) for x in _list(k, v)})),
     "deployUser": ("deploy", _user),
     "alertEmail": (REQUIRED, _email),
+    # The SMTP relay the nodes send their alerts through (always over TLS: STARTTLS,
+    # or implicit TLS on 465). DigitalOcean blocks port 25 out of droplets.
+    "alertSmtpHost": ("", _smtp_host),
+    "alertSmtpPort": (587, _smtp_port),
+    "alertSmtpUser": ("", _smtp_user),
+    "alertFrom": ("", _optional_email),  # empty: alertEmail
     "protect": (False, _bool),
     "environment": (None, _environment),
     "installPackages": (True, _bool),
@@ -488,6 +534,9 @@ SECRET_SETTINGS: dict[str, SecretSetting] = {
     "tlsPrivateKey": SecretSetting(
         "the certificate's PEM private key, unencrypted, set with "
         f"`pulumi config set --secret {PROJECT}:tlsPrivateKey < privkey.pem`", _pem, required=False),
+    "alertSmtpPassword": SecretSetting(
+        "the SMTP relay's password for alertSmtpUser, set with "
+        f"`pulumi config set --secret {PROJECT}:alertSmtpPassword`", _smtp_password, required=False),
 }
 
 def _field(key: str) -> str:
@@ -531,6 +580,8 @@ def parse(stack: str, raw: Mapping[str, Any]) -> StackConfig:
         secret.check(key, raw[key])
     values["tls"] = _tls(values["domain"], raw.get("tlsCertificate") or "", raw.get("tlsPrivateKey") or "")
     values["acme_email"] = values["acme_email"] or values["alert_email"]
+    values["alert_from"] = values["alert_from"] or values["alert_email"]
+    _check_alert_mail(values, bool(raw.get("alertSmtpPassword")))
     missing = [p for p in (80, 443) if p not in values["public_tcp_ports"]]
     if values["tls"] != "none" and missing:
         raise ConfigError("publicTcpPorts", f"lacks {', '.join(map(str, missing))}, which an HTTPS site needs "
@@ -552,6 +603,18 @@ def parse(stack: str, raw: Mapping[str, Any]) -> StackConfig:
         raise ConfigError("controlNode", f"{values['control_node']} is not an app node of this stack "
                           f"(appNodeCount is {values['app_node_count']})", ", ".join(apps))
     return StackConfig(stack=stack, **values)
+
+
+def _check_alert_mail(values: dict[str, Any], has_password: bool) -> None:
+    if values["alert_smtp_user"] and not values["alert_smtp_host"]:
+        raise ConfigError("alertSmtpUser", "is set, but alertSmtpHost is empty",
+                          "alertSmtpHost set to the relay, or no alertSmtpUser")
+    if values["alert_smtp_user"] and not has_password:
+        raise ConfigError("alertSmtpPassword", "is not set, but alertSmtpUser is",
+                          SECRET_SETTINGS["alertSmtpPassword"].allowed)
+    if has_password and not values["alert_smtp_user"]:
+        raise ConfigError("alertSmtpPassword", "is set, but alertSmtpUser is empty",
+                          "alertSmtpUser set to the relay's login, or no alertSmtpPassword")
 
 
 def _tls(domain: str, certificate: str, key: str) -> str:

@@ -7,7 +7,8 @@ Three firewalls, selected by tag (a droplet may carry several; rules add up):
   stack's tag. Cloud firewalls also filter VPC traffic, so this is what lets the
   nodes talk to each other at all.
 Outbound is limited to what nodes need: DNS, NTP, HTTP(S) for packages and the
-DigitalOcean API, ICMP, and the cluster ports towards the stack's own nodes.
+DigitalOcean API, ICMP, the alert relay's SMTP port (alertSmtpHost), and the cluster
+ports towards the stack's own nodes.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def specs(cfg: StackConfig) -> list[FirewallSpec]:
         Rule("tcp", "443", addresses=tuple(ANYWHERE)),
         Rule("icmp", None, addresses=tuple(ANYWHERE)),
     ]
+    if cfg.alert_smtp_host:  # the nodes' alert mail to the relay (its address may change: anywhere)
+        outbound.append(Rule("tcp", str(cfg.alert_smtp_port), addresses=tuple(ANYWHERE)))
     result = [
         FirewallSpec(f"{stack_tag(cfg)}-public-app", (role_tag(cfg, "app"),), [ssh, icmp] + public, outbound),
         FirewallSpec(f"{stack_tag(cfg)}-cluster", (stack_tag(cfg),),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pulumi
 
 from infra.access import Access
+from infra.alerts import AlertMail
 from infra.backups import Backups
 from infra.cluster import Cluster
 from infra.config import StackConfig, secret_setting
@@ -44,6 +45,7 @@ class HaStack(pulumi.ComponentResource):
         first_boot = FirstBoot("first-boot", cfg, nodes, connect, child)
         connect = connect.pinned(first_boot.host_keys)  # every later command verifies its node's host key
         NodeAccess("node-access", cfg, nodes, connect, first_boot.ready, access.automation_public_key, child)
+        alerts = AlertMail("alerts", cfg, nodes, connect, first_boot.ready, child)
         storage_tls = StorageTls("storage-tls", cfg, nodes, child)
         cluster = Cluster("cluster", cfg, nodes, connect, first_boot.ready,
                           secret_setting("failoverApiToken"), storage_tls.files, child)
@@ -51,7 +53,8 @@ class HaStack(pulumi.ComponentResource):
         database = Database("database", cfg, nodes, connect, first_boot.ready, cluster.formed, child)
         web = Web("web", cfg, nodes, connect, storage.mounts, child)
         failover = Failover("failover", cfg, nodes, connect, reserved.address, database.replication_password,
-                            [cluster.formed, *database.handed_over.values(), *web.installed.values()], child)
+                            [cluster.formed, *database.handed_over.values(), *web.installed.values(),
+                             *alerts.installed.values()], child)
         # Backups need pacemaker's view of the database (which node is a replica) and
         # the shared volume (what is backed up, and where each run's outcome goes).
         backups = Backups("backups", cfg, nodes, connect,

@@ -23,6 +23,7 @@ from lab.containers import (
 from lab.seed_probe import seed_probe
 from lab.spaces import start_spaces
 from lab.stack import lab_config, lab_nodes, lab_plan, render_lab
+from lab.mailsink import start_mail
 from lab.standin import ensure_api_token, start_lab_api
 from lab.topology import API_PORT, GATEWAY, PREFIX, RESERVED_IP, SWITCH_NS, LabNode, run_dir
 
@@ -63,6 +64,7 @@ def up() -> None:
     ensure_api_token()
     make_network(nodes)
     start_lab_api(nodes)
+    start_mail()  # the stack's alert relay (alertSmtpHost in lab/stack.yaml)
     cfg = lab_config()
     if cfg.backups:  # the bucket and its key first: the render hands the key to the nodes
         start_spaces(cfg.backup_bucket)

@@ -14,6 +14,7 @@ from infra.paths import REPO_ROOT
 from infra.first_boot import GATE_SUFFIX
 from lab.containers import load_state, running_nodes, state_file
 from lab.replay import recorded_outputs
+from lab.mailsink import ensure_password
 from lab.spaces import spaces_key
 from lab.topology import RESERVED_IP, STACK, LabNode, nodes_for, run_dir
 from tooling import render
@@ -21,6 +22,9 @@ from tooling.mocks import MOCK_SECRETS, Addresses, Run, run_program
 
 STACK_FILE = REPO_ROOT / "lab/stack.yaml"
 # Stands in for the lab's admin key where only names and addresses are needed.
+# Where only the settings' shape matters (lab_config): the relay's password is checked
+# for presence, and the real one (lab.mailsink) goes only into the program's run.
+LAB_SECRETS = {"alertSmtpPassword": "lab-placeholder-smtp-password"}
 PLACEHOLDER_ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKEEDKvaNL0z6KEvR1fQ3iWj9K3r4lzzh+husUhCQxzO lab"
 
 
@@ -43,7 +47,7 @@ def config_set(key: str, value: Any) -> None:
 def lab_config(admin_key: str = PLACEHOLDER_ADMIN_KEY) -> StackConfig:
     """The lab stack's validated settings (the admin key is the lab's own, made at `up`)."""
     plain = {k.split(":", 1)[1]: v for k, v in stack_settings().items()}
-    return parse(STACK, plain | {"adminSshKeys": [admin_key], **MOCK_SECRETS})
+    return parse(STACK, plain | {"adminSshKeys": [admin_key], **MOCK_SECRETS, **LAB_SECRETS})
 
 
 def lab_nodes() -> list[LabNode]:
@@ -72,7 +76,9 @@ def lab_program(nodes: list[LabNode]) -> Run:
     # The cluster's agents call the lab's API stand-in with the lab's own token.
     raw = settings | {
         "do-ha-stack:adminSshKeys": [admin_pub, *added],
-        "do-ha-stack:failoverApiToken": (run_dir() / "api_token").read_text().strip()}
+        "do-ha-stack:failoverApiToken": (run_dir() / "api_token").read_text().strip(),
+        # the lab relay's login (lab.mailsink), a secret as a real stack's would be
+        "do-ha-stack:alertSmtpPassword": ensure_password()}
     return run_program(STACK, raw, addresses)
 
 

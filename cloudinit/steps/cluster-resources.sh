@@ -150,6 +150,15 @@ if [ "$WITNESS" != - ]; then
 	done
 fi
 
+# Pacemaker's own alerts: each fencing, membership and resource event runs the
+# alert agent on the nodes (alert-mail.sh put it on every node), which spools
+# what is worth a mail. Events, unlike the watch's checks, are never missed.
+alert_agent=/usr/local/lib/do-ha-stack/alert-agent
+[ -x "$alert_agent" ] || die "$alert_agent is missing on $(uname -n): the alert-mail step has not run here"
+if ! CIB_file=$work/cib.xml cibadmin --query --xpath "//alert[@id='do-ha-mail']" >/dev/null 2>&1; then
+	pcsf alert create id=do-ha-mail path="$alert_agent" description="do-ha-stack: mail failovers, fencing, failures"
+fi
+
 crm_verify --xml-file "$work/cib.xml" || die "crm_verify rejected the new configuration"
 if ! crm_diff --original "$work/original.xml" --new "$work/cib.xml" >/dev/null 2>&1; then
 	quiet pcs cluster cib-push "$work/cib.xml" diff-against="$work/original.xml"

@@ -127,7 +127,7 @@ def _units_landing(run: Run) -> dict[str, str]:
              if p.suffix in (".service", ".timer")}
     for command in commands(run, reveal=True):
         for path, (_, _, content) in bundle_files(command.get("stdin") or "").items():
-            if path.startswith("/etc/systemd/system/") and path.endswith((".service", ".timer")):
+            if path.startswith("/etc/systemd/system/") and path.endswith((".service", ".timer", ".path")):
                 units[path.rsplit("/", 1)[1]] = content
     return units
 
@@ -156,7 +156,8 @@ def test_systemd_units_pass_systemd_analyze_verify(root: Path) -> None:
     https = run_program("staging", raw | {"do-ha-stack:domain": "www.example.com"})  # ACME: site-cert's timers
     units = _units_landing(https)
     assert {"do-ha-hidepid.service", "do-ha-backup.timer", "do-ha-db-donor.service",
-            "do-ha-site-cert-sync.timer"} <= set(units), sorted(units)
+            "do-ha-site-cert-sync.timer", "do-ha-alert-send.path", "do-ha-health-watch.timer"} <= set(units), \
+        sorted(units)
     result = _verify_units(root, units)
     assert result.returncode == 0 and result.stderr == "", result.stderr
 

@@ -77,6 +77,14 @@ def _rsa_key(bits: int) -> str:
     ("failoverApiToken", "", "is not set"),
     ("failoverApiToken", "short", "is not an API token"),
     ("failoverApiToken", "has spaces in it but is long enough", "is not an API token"),
+    ("alertSmtpHost", "smtp example.com", "not a host name or IPv4 address"),
+    ("alertSmtpHost", "-smtp.example.com", "not a host name or IPv4 address"),
+    ("alertSmtpPort", 25, "port 25 is blocked"),
+    ("alertSmtpPort", 0, "out of range"),
+    ("alertSmtpUser", "two words", "not an SMTP login"),
+    ("alertSmtpUser", "alerts", "alertSmtpHost is empty"),
+    ("alertFrom", "nobody", "not an e-mail address"),
+    ("alertSmtpPassword", "one\ntwo", "not a one-line password"),
 ])
 def test_invalid_setting_is_named_with_what_is_allowed(key: str, value: object, fragment: str) -> None:
     raw = plain_config("staging") | {key: value}
@@ -189,3 +197,28 @@ def test_pulumi_yaml_schema_matches_the_settings() -> None:
         else:
             assert schema[key]["default"] == default, key
     assert parse("staging", plain_config("staging") | {"environment": ""}).environment == "Staging"
+
+
+SMTP = {"alertSmtpHost": "smtp.example.com", "alertSmtpUser": "alerts@example.com"}
+
+
+def test_alert_mail_settings_default_to_no_relay_and_the_alert_address() -> None:
+    cfg = parse("staging", plain_config("staging"))
+    assert (cfg.alert_smtp_host, cfg.alert_smtp_port, cfg.alert_smtp_user) == ("", 587, "")
+    assert cfg.alert_from == cfg.alert_email
+    relayed = parse("staging", plain_config("staging") | SMTP | {"alertSmtpPassword": "s3cret pass",
+                                                                 "alertFrom": "cluster@example.com"})
+    assert (relayed.alert_smtp_host, relayed.alert_from) == ("smtp.example.com", "cluster@example.com")
+    assert "s3cret" not in repr(relayed)  # secrets never enter StackConfig
+
+
+@pytest.mark.parametrize("raw, key, fragment", [
+    (SMTP, "alertSmtpPassword", "is not set, but alertSmtpUser is"),
+    ({"alertSmtpHost": "smtp.example.com", "alertSmtpPassword": "pw"}, "alertSmtpPassword",
+     "alertSmtpUser is empty"),
+])
+def test_a_relay_login_needs_both_halves(raw: dict, key: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse("staging", plain_config("staging") | raw)
+    assert err.value.key == key and fragment in str(err.value) and "allowed: " in str(err.value)
+    assert "pw" not in str(err.value).split("allowed:")[0]

@@ -144,5 +144,7 @@ def test_dependencies_through_outputs_reach_the_plan(staging: Run) -> None:
     plan = {c["name"]: c for c in commands(staging)}
     assert plan["app1-db-node"]["dependsOn"] == ["app1-first-boot"]
     # cluster-resources runs on app1: its connection waits for app1's gate's host key.
+    # Every node's alert agent is in place before pacemaker is told to run it.
     assert plan["cluster-resources"]["dependsOn"] == [
-        "app1-db-handover", "app1-first-boot", "app1-web-node", "app2-db-handover", "app2-web-node", "cluster-setup"]
+        "app1-alert-mail", "app1-db-handover", "app1-first-boot", "app1-web-node", "app2-alert-mail",
+        "app2-db-handover", "app2-web-node", "cluster-setup", "witness-alert-mail"]
