@@ -95,3 +95,28 @@ def unmanaged(node: LabNode, resource: str) -> Iterator[None]:
     finally:
         admin.sudo(f"pcs resource manage {resource}")
         admin.sudo(f"pcs resource cleanup {resource}")
+
+
+def mail_subject(record: dict) -> str:
+    """The Subject header of a message the lab's relay took (lab.mailsink.received)."""
+    import email
+
+    return str(email.message_from_string(record["data"]).get("Subject", "")).replace("\n", " ")
+
+
+def wait_for_mail(since: float, *fragments: str, timeout_s: float = 120, body: bool = False) -> dict:
+    """The first message the lab's relay took after `since` (epoch seconds) whose subject
+    (or with `body`, whole text) holds every fragment, with "after_s" (seconds from
+    `since`); fails on timeout, listing what did arrive."""
+    from lab.mailsink import received
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        mails = [m for m in received() if m["received"] >= since]
+        for m in mails:
+            if all(f in (m["data"] if body else mail_subject(m)) for f in fragments):
+                return m | {"after_s": round(m["received"] - since, 1), "subject": mail_subject(m)}
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no mail with {fragments} within {timeout_s} s; "
+                                 f"got: {[mail_subject(m) for m in mails]}")
+        time.sleep(1)

@@ -19,7 +19,7 @@ import pytest
 from infra import tuning
 from lab.health import status
 from lab.topology import RESERVED_IP, LabNode
-from tests.helpers.lab_support import Admin, in_lab
+from tests.helpers.lab_support import Admin, in_lab, wait_for_mail
 
 pytestmark = pytest.mark.lab
 FACTS_DIR = Path("build/status")
@@ -114,7 +114,13 @@ def test_status_names_a_witness_whose_pacemaker_stopped(nodes: list[LabNode], re
     witness = Admin(next(n for n in nodes if n.name == "witness"))
     with _degraded("witness-pacemaker-stopped", "witness: pacemaker inactive", report,
                    lambda: witness.sudo("systemctl start pacemaker")):
+        stopped_at = time.time()
         witness.sudo("systemctl stop pacemaker")
+        # the operator hears of it: the DC's watch mails the node out of the cluster
+        mail = wait_for_mail(stopped_at, "DEGRADED: do-ha-stack-lab-witness is out of the cluster")
+        report.setdefault("alert_mail_s", {})["node_out_of_cluster"] = mail["after_s"]
+        assert "NODE=witness" in mail["data"], mail["data"]
+    wait_for_mail(stopped_at, "recovered: do-ha-stack-lab-witness is out of the cluster")
 
 
 @pytest.mark.disruptive(order=-1)
@@ -138,9 +144,18 @@ def test_status_names_a_replica_that_stopped_replicating(nodes: list[LabNode], r
     primary, replica = _primary(nodes)
     with _degraded("replica-io-stopped", f"database on {replica.name}: replication IO thread not running", report,
                    lambda: Admin(replica).sudo("mariadb -e 'START SLAVE IO_THREAD'")):
+        stopped_at = time.time()
         Admin(replica).sudo("mariadb -e 'STOP SLAVE IO_THREAD'")
         for i in range(3):  # writes the replica misses: a GTID gap, and semi-sync falls back
             in_lab("curl", "-s", "-m", "5", "-X", "POST", f"http://{RESERVED_IP}/canary/write?key=status-{i}")
+        # both ends tell the operator: the replica of its replication, the primary of its
+        # commits that no replica confirms
+        broken = wait_for_mail(stopped_at, f"DEGRADED: replication is broken on do-ha-stack-lab-{replica.name}")
+        semi = wait_for_mail(stopped_at, f"DEGRADED: semi-sync is off on the primary do-ha-stack-lab-{primary.name}")
+        report.setdefault("alert_mail_s", {}).update(replication_broken=broken["after_s"],
+                                                     semi_sync_off=semi["after_s"])
+        assert f"make replace STACK=lab NODE={replica.name}" in broken["data"], broken["data"]
+    wait_for_mail(stopped_at, f"recovered: replication is broken on do-ha-stack-lab-{replica.name}")
     facts = json.loads((FACTS_DIR / "replica-io-stopped.json").read_text())
     assert "Slave_IO_Running: No" in facts["nodes"][replica.name]["probes"]["replica"]["out"]
     assert primary.name in report["status_degraded"]["replica-io-stopped"]
