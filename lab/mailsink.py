@@ -83,14 +83,14 @@ def _serve(host: str, port: int, cert: str, key: str, user: str, password_path: 
 
     def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
         ok = isinstance(data, LoginPassword) and data.login == user.encode() and data.password == password
-        return AuthResult(success=ok, handled=False)
+        return AuthResult(success=ok, handled=False, auth_data=data)
 
     class Handler:
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             if (Path(out).parent / "mail-refuse").exists():
                 return "451 4.3.0 lab: the relay is down"
             record = {"received": time.time(), "peer": session.peer[0], "tls": session.ssl is not None,
-                      "login": session.login_data.login.decode() if session.login_data else None,
+                      "login": session.auth_data.login.decode() if session.authenticated else None,
                       "mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos,
                       "data": envelope.content.decode("utf-8", "replace")}
             tmp = Path(out) / f".{time.time_ns()}.tmp"

@@ -297,3 +297,19 @@ def test_a_state_is_mailed_once_after_its_debounce_and_again_when_it_ends(tmp_pa
     watch.spool([("DEGRADED: x", "body\n")], tmp_path)
     [spooled] = tmp_path.glob("*.alert")
     assert spooled.read_text() == "Subject: DEGRADED: x\n\nbody\n"
+
+
+def test_an_outage_waits_out_a_failover_and_a_cluster_not_yet_configured_is_quiet() -> None:
+    watch = _watch()
+    facts = _facts("healthy", "app1")
+    # the reserved IP and the primary stopped, as between a fence and the promotion
+    facts.crm_mon = facts.crm_mon.replace('role="Promoted"', 'role="Unpromoted"').replace(
+        'reserved-ip" role="Started" active="true"', 'reserved-ip" role="Stopped" active="false"')
+    stopped = {k: p for k, p in watch.problems(facts, "lab", NAMES).items() if k.startswith("no-")}
+    assert set(stopped) == {"no-primary", "no-active"}
+    assert all(p.debounce_s == watch.OUTAGE_DEBOUNCE_S > watch.DEBOUNCE_S for p in stopped.values())
+    # cluster-setup done, cluster-resources not yet: nothing to miss
+    bare = watch.Facts(me="do-ha-stack-lab-app1", crm_mon=(
+        '<pacemaker-result><summary><current_dc name="do-ha-stack-lab-app1"/></summary><nodes>'
+        '<node name="do-ha-stack-lab-app1" online="true" type="member"/></nodes><resources/></pacemaker-result>'))
+    assert watch.problems(bare, "lab", NAMES) == {}
