@@ -268,6 +268,8 @@ def test_a_node_out_of_the_cluster_is_reported_by_the_dc() -> None:
     assert "offline:do-ha-stack-lab-witness" in found
     assert "NODE=witness" in found["offline:do-ha-stack-lab-witness"].repair
     assert _found("witness-corosync-stopped", "app2") == {}  # not the DC
+    # pacemaker stopped, corosync running: a member as corosync sees it, "pending" to pacemaker
+    assert list(_found("witness-pacemaker-stopped", "app1")) == ["offline:do-ha-stack-lab-witness"]
     killed = _found("primary-killed", "app2")  # the new DC, the new primary: its replica is gone
     assert "offline:do-ha-stack-lab-app1" in killed
 
