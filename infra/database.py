@@ -31,6 +31,12 @@ def replication_cnf(server_id: int, private_ip: str) -> str:
         kill_conn_timeout_s=tuning.SEMI_SYNC_KILL_CONN_TIMEOUT_S)
 
 
+def sync_guard_unit() -> str:
+    return Template(read("steps/templates/do-ha-db-sync-guard.service")).substitute(
+        poll_s=tuning.SYNC_GUARD_POLL_S, stall_s=tuning.SYNC_GUARD_STALL_S,
+        backstop_ms=tuning.SYNC_GUARD_BACKSTOP_MS, plain_timeout_ms=tuning.SEMI_SYNC_TIMEOUT_MS)
+
+
 def donor_unit(private_ip: str) -> str:
     """do-ha-db-donor.service for one node: the donor listens on its private address only."""
     return Template(read("steps/templates/do-ha-db-donor.service")).substitute(
@@ -69,6 +75,8 @@ class Database(pulumi.ComponentResource):
                 NodeFile("/etc/systemd/system/do-ha-db-donor.service",
                          node.droplet.ipv4_address_private.apply(donor_unit)),
                 NodeFile("/usr/local/sbin/do-ha-db-donor", read("app/db-donor"), "0755"),
+                NodeFile("/etc/systemd/system/do-ha-db-sync-guard.service", sync_guard_unit()),
+                NodeFile("/usr/local/lib/do-ha-stack/db-sync-guard", read("app/db-sync-guard"), "0755"),
             ]
             self.configured[node.name] = step_command(
                 f"{node.name}-db-node", "db-node", node,

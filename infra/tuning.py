@@ -141,6 +141,17 @@ UPGRADE_REBOOT_POLL_S = 5
 # write, not a failed one (measured in the lab: 1000 ms failed one write per
 # replica departure), and still hundreds of VPC round trips.
 SEMI_SYNC_TIMEOUT_MS = 500
+# The sync guard (cloudinit/app/db-sync-guard) decides instead of that timeout on a
+# primary pacemaker runs: it polls this often, and once commits have waited this long
+# with no acknowledgement arriving (or no replica is connected), it marks the replicas
+# out of sync in the CIB and only then lets the commits go on alone. So a replica's
+# departure costs one commit about STALL + a CIB write (~0.5 s, the lab), as the plain
+# timeout did, and the replica is never promoted with writes it lacks. The backstop is
+# MariaDB's own timeout meanwhile: it ends a wait the guard cannot (a primary without
+# quorum, a CIB that refuses the mark), and only then do commits go on unmarked.
+SYNC_GUARD_POLL_S = 0.1
+SYNC_GUARD_STALL_S = 0.3
+SYNC_GUARD_BACKSTOP_MS = 30_000
 # A semi-sync replica that stops replicating (every promotion does) first connects
 # to its primary to end its binlog stream there. After a crash that primary is
 # gone, and the connect waits this long (MariaDB's default: 5 s) on the failover's

@@ -335,10 +335,27 @@ def _assess_database(report: Report, nodes: dict[str, dict[str, Any]], names: _N
                                   f"{primary} ({private[primary]})")
                 if row["semi_sync"] != "ON":
                     issues.append("semi-sync replica is OFF")
+        issues += _sync_guard_issues(fact, row, name == primary)
         row["ok"] = not issues
         if issues:
             report.problems.append(f"database on {name}: " + "; ".join(issues))
     return primary
+
+
+def _sync_guard_issues(fact: dict[str, Any], row: dict[str, Any], is_primary: bool) -> list[str]:
+    """The sync guard's view of one app node (facts from before the guard lack it)."""
+    issues = []
+    if "in_sync" in fact.get("probes", {}):
+        rc, out = probe(fact, "in_sync")
+        row["in_sync"] = out.strip() if rc == 0 else ("never marked" if rc == 105 else "?")
+        if row["in_sync"] == "0" and not is_primary:
+            issues.append("out of sync: the primary's commits went on without it, so it is not promoted "
+                          "automatically (it is marked in sync again once it confirms commits)")
+    if "sync_guard" in fact.get("probes", {}):
+        row["sync_guard"] = probe(fact, "sync_guard")[1].strip() or "?"
+        if row["sync_guard"] != "active":
+            issues.append(f"the sync guard (do-ha-db-sync-guard.service) is {row['sync_guard']}")
+    return issues
 
 
 def _assess_storage(report: Report, nodes: dict[str, dict[str, Any]], names: _Names, reachable: set[str]) -> None:
@@ -507,7 +524,7 @@ def _db_cell(row: dict[str, Any] | None) -> str:
         return row.get("state", "-")
     lag = "-" if row.get("lag_s") is None else f"{row['lag_s']} s"
     return (f"replica io {row['io']}, sql {row['sql']}, lag {lag}, gap {row.get('gtid_gap', '?')}, "
-            f"semi-sync {row.get('semi_sync', '?')}")
+            f"semi-sync {row.get('semi_sync', '?')}" + (", OUT OF SYNC" if row.get("in_sync") == "0" else ""))
 
 
 def _brick_cell(bricks: list[dict[str, Any]], node: str) -> str:

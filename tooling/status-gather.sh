@@ -45,5 +45,8 @@ SHOW GLOBAL STATUS WHERE Variable_name IN ('Rpl_semi_sync_master_status', 'Rpl_s
 	probe host_map crm_resource --resource fence-do --get-parameter pcmk_host_map
 	probe mariadb mariadb --connect-timeout=5 -N -B -e "$db_state"
 	probe replica mariadb --connect-timeout=5 -e 'SHOW SLAVE STATUS\G'
+	# the sync guard: this node's mark (exit 105: never marked) and whether it runs
+	probe in_sync crm_attribute --lifetime forever --name do-ha-db-in-sync --query --quiet
+	probe sync_guard systemctl is-active do-ha-db-sync-guard.service
 	probe heal gluster volume heal "$volume" info summary
 } | jq -s 'add'

@@ -10,7 +10,8 @@ and the reserved IP) to another app node on purpose, for maintenance; no fencing
    (MASTER_GTID_WAIT). So the new primary starts with every write the old one
    acknowledged, whatever semi-sync did. If it does not catch up within
    SWITCHOVER_CATCH_UP_S the primary turns writable again and nothing moves;
-3. on the target, the promotion scores move (the target's set, the primary's
+3. on the target, now caught up, the sync guard's mark says in sync, and the
+   promotion scores move (the target's set, the primary's
    removed: the same attribute the MariaDB agent sets when it elects a primary),
    and pacemaker demotes the old primary and promotes the target while the
    reserved IP moves (nginx already runs on every app node);
@@ -44,6 +45,8 @@ GTID_LIST = re.compile(r"^([0-9]+-[0-9]+-[0-9]+(,[0-9]+-[0-9]+-[0-9]+)*)?$")
 # The agent's own promotion score for an elected primary (ocf_promotion_score -v 100).
 PROMOTION_SCORE = 100
 PROMOTION_ATTRIBUTE = "master-mariadb"
+# The sync guard's mark (cloudinit/app/db-sync-guard): 0 forbids the node's promotion.
+SYNC_ATTRIBUTE = "do-ha-db-in-sync"
 
 
 def choose(report: Report, to: str | None) -> tuple[str, str]:
@@ -132,6 +135,8 @@ def take_over_script(last: str, target_host: str, primary_host: str) -> str:
         f"if [ \"$caught\" != 0 ] && [ \"$(mariadb --batch --skip-column-names -e 'SELECT @@gtid_current_pos')\" "
         f"!= '{last}' ]; then\n"
         f"\techo \"did not apply {last} within {wait} s\" >&2\n\texit 3\nfi\n"
+        # caught up: in sync as the guard means it, whatever a blip marked it before
+        f"crm_attribute --lifetime forever --name {SYNC_ATTRIBUTE} --node {target} --update 1\n"
         f"{score} --node {target} --update {PROMOTION_SCORE}\n"
         f"if ! {score} --node {primary} --delete; then\n"
         f"\t{score} --node {target} --delete || true\n\texit 4\nfi\n")

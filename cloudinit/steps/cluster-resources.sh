@@ -124,6 +124,14 @@ if ! grep -q 'location-mariadb-clone-handed-over' <<<"$constraints"; then
 	pcsf constraint location mariadb-clone rule constraint-id=location-mariadb-clone-handed-over \
 		resource-discovery=never score=-INFINITY not_defined do-ha-db
 fi
+# Only a replica in sync is promoted: the primary's sync guard marks a replica
+# do-ha-db-in-sync=0 before it lets commits go on without that replica's
+# confirmation, and 1 once it confirms again (README, "Only a replica in sync is
+# promoted"). A node never marked may be promoted, as before the guard.
+if ! grep -q 'location-mariadb-clone-in-sync' <<<"$constraints"; then
+	pcsf constraint location mariadb-clone rule constraint-id=location-mariadb-clone-in-sync \
+		role=Promoted score=-INFINITY do-ha-db-in-sync eq 0
+fi
 # Likewise nginx and the reserved IP: a node that joins later (its distribution
 # nginx still running) is not probed for them until its web tier is handed over,
 # so pacemaker never finds an nginx it did not start.

@@ -11,7 +11,7 @@
 #   KILL_CONN_TIMEOUT_S  rpl_semi_sync_slave_kill_conn_timeout, also in the .cnf:
 #              set on the running server too, which has no restart for it
 # Bundle: secret REPL_PASSWORD; files: /etc/mysql/tls/*, the replication .cnf,
-# the donor's unit and script.
+# the donor's and the sync guard's units and scripts.
 set -euo pipefail
 step_args VPC_HOSTS VPC_RANGE SEED_PORT BOOTSTRAP KILL_CONN_TIMEOUT_S -- "$@"
 read_bundle
@@ -24,25 +24,29 @@ install -d -m 2750 -o mysql -g adm /var/log/mysql
 # Renewed certificates alone are loaded in place with FLUSH SSL: a running
 # primary takes them without a restart (new connections, replication's
 # included, use them; open ones keep their session).
+# Only the server's own files restart or reload it (the donor and the guard are
+# services of their own, below).
+server_changed=()
 tls_only=yes
 for path in "${CHANGED[@]}"; do
+	case $path in /etc/mysql/*) server_changed+=("$path") ;; *) continue ;; esac
 	case $path in /etc/mysql/tls/*) ;; *) tls_only=no ;; esac
 done
 
 # The unit starts MariaDB only until pacemaker takes over (see db-handover.sh).
 if ! managed_by_pacemaker mariadb; then
-	if [ "${#CHANGED[@]}" -gt 0 ] || ! systemctl is-active --quiet mariadb.service; then
-		log "restarting mariadb for ${CHANGED[*]:-a stopped server}"
+	if [ "${#server_changed[@]}" -gt 0 ] || ! systemctl is-active --quiet mariadb.service; then
+		log "restarting mariadb for ${server_changed[*]:-a stopped server}"
 		systemctl restart mariadb.service
 	fi
-elif [ "${#CHANGED[@]}" -gt 0 ] && [ "$tls_only" = yes ]; then
+elif [ "${#server_changed[@]}" -gt 0 ] && [ "$tls_only" = yes ]; then
 	wait_for "mariadb" 60 mariadb -e 'SELECT 1' >/dev/null
 	# LOCAL: not binlogged. On a replica a binlogged statement takes a GTID of its
 	# own, and the primary's next one then stops replication (GTID strict mode).
 	mariadb -e 'FLUSH LOCAL SSL'
-	log "reloaded TLS certificates in place: ${CHANGED[*]}"
-elif [ "${#CHANGED[@]}" -gt 0 ]; then
-	log "warning: ${CHANGED[*]} changed; restart mariadb through pacemaker when convenient"
+	log "reloaded TLS certificates in place: ${server_changed[*]}"
+elif [ "${#server_changed[@]}" -gt 0 ]; then
+	log "warning: ${server_changed[*]} changed; restart mariadb through pacemaker when convenient"
 fi
 wait_for "mariadb" 60 mariadb -e 'SELECT 1' >/dev/null
 [[ "$KILL_CONN_TIMEOUT_S" =~ ^[1-9][0-9]*$ ]] || die "KILL_CONN_TIMEOUT_S must be a positive integer"
@@ -104,6 +108,13 @@ for path in "${donor_inputs[@]}"; do
 done
 if [ "$restart_donor" = yes ] || ! systemctl is-active --quiet do-ha-db-donor.service; then
 	systemctl restart do-ha-db-donor.service  # socat reads its certificates when it starts
+fi
+
+# The sync guard: idle until pacemaker runs this node's server as the primary.
+systemctl enable do-ha-db-sync-guard.service >/dev/null 2>&1
+if changed /etc/systemd/system/do-ha-db-sync-guard.service || changed /usr/local/lib/do-ha-stack/db-sync-guard ||
+	! systemctl is-active --quiet do-ha-db-sync-guard.service; then
+	systemctl restart do-ha-db-sync-guard.service
 fi
 
 log "mariadb configured (server_id $(mariadb -N -e 'SELECT @@server_id'))"

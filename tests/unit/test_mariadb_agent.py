@@ -30,9 +30,17 @@ def bin_dir(tmp_path: Path) -> Path:
         # --list: "ID NAME STATE" for this node and the other, whose state is $OTHER_STATE
         "crm_node": (f'case "$1" in --name) echo {SELF} ;; --list) echo "1 {OTHER} $OTHER_STATE"; '
                      f'echo "2 {SELF} member" ;; esac'),
-        # a promotion score exists for the nodes in $SCORED
-        "crm_attribute": ('prev=""; for a; do [ "$prev" = --node ] && n=$a; prev=$a; done; '
+        # the sync guard's mark: $IN_SYNC ("" for none); --delete is logged; otherwise
+        # a promotion score exists for the nodes in $SCORED (this node's, without --node)
+        "crm_attribute": ('prev=""; n=' + SELF + '; for a; do [ "$prev" = --node ] && n=$a; prev=$a; done; '
+                          'case " $* " in *" --name do-ha-db-in-sync "*) [ -n "$IN_SYNC" ] && echo "$IN_SYNC"; '
+                          'exit 0 ;; *" --delete "*) echo "delete-score $n" >> "$LOG"; exit 0 ;; esac; '
                           '[[ " $SCORED " == *" $n "* ]]'),
+        # the server: logs each statement; SHOW SLAVE STATUS answers $SLAVE_STATUS, the
+        # wait for the relay log $GTID_WAIT; absent ($NO_SERVER) it fails
+        "mariadb": ('[ -z "$NO_SERVER" ] || exit 1; sql="${*: -1}"; echo "sql: $sql" >> "$LOG"; '
+                    'case "$sql" in "SHOW SLAVE STATUS"*) printf "%b" "$SLAVE_STATUS" ;; '
+                    '*MASTER_GTID_WAIT*) echo "${GTID_WAIT:-0}" ;; esac'),
         "logger": 'echo "logger $*" >> "$LOG"',
     }
     for name, body in scripts.items():
@@ -43,13 +51,16 @@ def bin_dir(tmp_path: Path) -> Path:
 
 def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demoted: str = "",
         clone_max: int = 2, rc: dict[str, int] | None = None, other_state: str = "lost",
-        scored: str = "") -> tuple[int, list[str]]:
+        scored: str = "", in_sync: str = "", slave_status: str | None = None,
+        gtid_wait: str = "0") -> tuple[int, list[str]]:
     """The wrapper's exit code and the packaged agent's actions, in order."""
     log = bin_dir.parent / "log"
     log.write_text("")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log), "DO_HA_MARIADB_DISTRIB": str(bin_dir / "distrib"),
            "OCF_RESKEY_CRM_meta_clone_max": str(clone_max), "OCF_RESOURCE_INSTANCE": "mariadb",
            "OCF_RESKEY_node_list": f"{OTHER} {SELF}", "OTHER_STATE": other_state, "SCORED": scored,
+           "IN_SYNC": in_sync, "SLAVE_STATUS": slave_status or "", "NO_SERVER": "" if slave_status is not None else "1",
+           "GTID_WAIT": gtid_wait,
            **{f"RC_{k.replace('-', '_')}": str(v) for k, v in (rc or {}).items()}}
     if notify:
         env |= {"OCF_RESKEY_CRM_meta_notify_type": notify[0], "OCF_RESKEY_CRM_meta_notify_operation": notify[1],
@@ -119,3 +130,44 @@ def test_the_wrapper_is_executable_and_named_as_the_agent_it_replaces() -> None:
     step = (REPO_ROOT / "cloudinit" / "steps" / "cluster-node.sh").read_text()
     assert "DISTRIB=${DO_HA_MARIADB_DISTRIB:-/usr/lib/do-ha-stack/ocf-distrib/mariadb}" in text
     assert "distrib=/usr/lib/do-ha-stack/ocf-distrib/mariadb" in step
+
+
+def _slave(sql_running: str = "Yes", io_pos: str = "0-1-42") -> str:
+    return (f"*** 1. row ***\\n  Slave_IO_Running: Yes\\n  Slave_SQL_Running: {sql_running}\\n"
+            f"  Gtid_IO_Pos: {io_pos}\\n")
+
+
+def test_a_promotion_first_applies_everything_the_replica_received(bin_dir: Path) -> None:
+    rc, calls = run(bin_dir, "promote", slave_status=_slave())
+    assert rc == 0 and calls == ["sql: SHOW SLAVE STATUS\\G", "sql: STOP SLAVE IO_THREAD", "sql: SHOW SLAVE STATUS\\G",
+                                 "sql: SELECT MASTER_GTID_WAIT('0-1-42', 60)", "promote"]
+    # not applied in time: said, and promoted all the same (nothing else could apply it)
+    rc, calls = run(bin_dir, "promote", slave_status=_slave(), gtid_wait="-1")
+    assert rc == 0 and calls[-1] == "promote" and any("was not applied up to 0-1-42" in c for c in calls)
+
+
+def test_a_promotion_never_restarts_a_stopped_sql_thread(bin_dir: Path) -> None:
+    # START SLAVE would purge the relay log first: promote as the packaged agent did
+    rc, calls = run(bin_dir, "promote", slave_status=_slave(sql_running="No"))
+    assert rc == 0 and calls[0] == "sql: SHOW SLAVE STATUS\\G" and calls[-1] == "promote"
+    assert not any("STOP SLAVE" in c or "START SLAVE" in c for c in calls)
+    assert any("SQL thread is not running" in c for c in calls)
+    # a primary (no replication) and an empty position: straight to the promotion
+    assert run(bin_dir, "promote", slave_status="")[1] == ["sql: SHOW SLAVE STATUS\\G", "promote"]
+    assert run(bin_dir, "promote", slave_status=_slave(io_pos=""))[1][-1] == "promote"
+    assert not any("MASTER_GTID_WAIT" in c for c in run(bin_dir, "promote", slave_status=_slave(io_pos=""))[1])
+
+
+def test_a_node_marked_out_of_sync_gives_up_its_promotion_score(bin_dir: Path) -> None:
+    rc, calls = run(bin_dir, "monitor", in_sync="0", scored=SELF)
+    assert rc == 0 and calls[:2] == ["monitor", f"delete-score {SELF}"] and "gives up its promotion score" in calls[2]
+    assert run(bin_dir, "monitor", in_sync="1", scored=SELF) == (0, ["monitor"])
+    assert run(bin_dir, "monitor", in_sync="", scored=SELF) == (0, ["monitor"])
+    assert run(bin_dir, "monitor", in_sync="0", scored="") == (0, ["monitor"])  # no score to give up
+    # the promoted node's monitor (8) keeps its score
+    assert run(bin_dir, "monitor", in_sync="0", scored=SELF, rc={"monitor": 8}) == (8, ["monitor"])
+    # after the primary's demotion it never elects (itself): it drops a score it holds
+    rc, calls = run(bin_dir, "notify", ("post", "demote"), OTHER, in_sync="0", scored=SELF)
+    assert rc == 0 and calls[:2] == ["notify", f"delete-score {SELF}"] and "monitor" not in calls
+    assert run(bin_dir, "notify", ("post", "demote"), OTHER, in_sync="0") == (0, ["notify"])
+    assert run(bin_dir, "notify", ("post", "demote"), OTHER, in_sync="1") == (0, ["notify", "monitor"])

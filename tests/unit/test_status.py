@@ -31,6 +31,8 @@ from tooling.status_gather import GATHER_SCRIPT
 
 DATA = Path(__file__).parent / "data" / "status"
 PROBES = {"clock", "host", "units", "metadata", "crm_mon", "quorum", "host_map", "mariadb", "replica", "heal"}
+# Probes added after the recordings were made (the sync guard's): judged when present.
+LATER_PROBES = {"in_sync", "sync_guard"}
 
 
 def facts(name: str) -> dict[str, Any]:
@@ -330,7 +332,7 @@ def test_the_gather_script_frames_every_probe_as_json(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    assert set(out) == PROBES
+    assert set(out) == PROBES | LATER_PROBES
     assert out["crm_mon"]["rc"] == 124  # timeout's code: a hung tool does not hang the gather
     assert out["quorum"] == {"rc": 0, "out": "Quorate: Yes", "err": "a warning\n"}
     assert out["mariadb"] == {"rc": 1, "out": 'tab\there "quoted" back\\slash é', "err": ""}
@@ -495,7 +497,7 @@ def test_every_recording_has_every_probe_of_the_script() -> None:
     for path in DATA.glob("*.json"):
         for name, fact in json.loads(path.read_text())["nodes"].items():
             if fact["ssh_rc"] == 0:
-                assert set(fact["probes"]) == PROBES, (path.name, name)
+                assert PROBES <= set(fact["probes"]) <= PROBES | LATER_PROBES, (path.name, name)
 
 
 def test_a_copy_of_facts_is_not_changed_by_assessing() -> None:
@@ -526,3 +528,25 @@ def test_a_node_that_hangs_refuses_or_garbles_is_recorded_not_raised(
     report = assess({"stack": "x", "taken_at": 0, "reserved_ip": "192.0.2.9", "nodes": {"app1": fact},
                      "api": None})
     assert problem in report.problems
+
+
+def _with_guard(f: dict[str, Any], marks: dict[str, tuple[int, str]], guard: str = "active") -> dict[str, Any]:
+    for node, (rc, out) in marks.items():
+        f["nodes"][node]["probes"]["in_sync"] = {"rc": rc, "out": out, "err": ""}
+        f["nodes"][node]["probes"]["sync_guard"] = {"rc": 0 if guard == "active" else 3, "out": guard, "err": ""}
+    return f
+
+
+def test_a_replica_the_sync_guard_marked_out_of_sync_is_degraded() -> None:
+    healthy = judge(_with_guard(facts("healthy"), {"app1": (105, ""), "app2": (0, "1")}))
+    assert healthy.problems == []
+    assert {n: r["in_sync"] for n, r in healthy.database["nodes"].items()} == {"app1": "never marked", "app2": "1"}
+    primary = healthy.database["primary"]
+    replica = "app2" if primary == "app1" else "app1"
+    report = judge(_with_guard(facts("healthy"), {primary: (105, ""), replica: (0, "0")}))
+    assert [p for p in report.problems if "out of sync" in p] == [
+        f"database on {replica}: out of sync: the primary's commits went on without it, so it is not promoted "
+        "automatically (it is marked in sync again once it confirms commits)"]
+    assert "OUT OF SYNC" in render(report)
+    stopped = judge(_with_guard(facts("healthy"), {primary: (105, ""), replica: (0, "1")}, guard="inactive"))
+    assert any("sync guard (do-ha-db-sync-guard.service) is inactive" in p for p in stopped.problems)

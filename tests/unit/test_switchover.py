@@ -174,13 +174,16 @@ def test_commands_reach_a_node_as_one_word_over_one_shared_connection(tmp_path: 
     assert "ControlMaster=auto" in first
 
 
+SYNCED = "do-ha-db-in-sync app2 --update"
+
+
 def _take_over(tmp_path: Path, waited: str, current: str, delete_rc: int = 0) -> tuple[int, list[str]]:
     """take_over_script under bash, MariaDB and crm_attribute stood in for."""
     (tmp_path / "mariadb").write_text(f"""#!/bin/sh
 case "$*" in *MASTER_GTID_WAIT*) echo {waited} ;; *gtid_current_pos*) echo {current} ;; esac
 """)
     (tmp_path / "crm_attribute").write_text(f"""#!/bin/sh
-echo "${{6#do-ha-stack-prod-}} $7" >> "{tmp_path}/calls"
+echo "$4 ${{6#do-ha-stack-prod-}} $7" >> "{tmp_path}/calls"
 case "$6 $7" in *app1" --delete") exit {delete_rc} ;; esac
 """)
     for tool in ("mariadb", "crm_attribute"):
@@ -193,10 +196,12 @@ case "$6 $7" in *app1" --delete") exit {delete_rc} ;; esac
 
 
 @pytest.mark.parametrize("waited, current, delete_rc, rc, calls", [
-    ("0", "0-2-7", 0, 0, ["app2 --update", "app1 --delete"]),  # caught up
+    # caught up: in sync (the guard's mark), then the scores
+    ("0", "0-2-7", 0, 0, [SYNCED, "master-mariadb app2 --update", "master-mariadb app1 --delete"]),
     ("-1", "0-2-7", 0, 3, []),  # not caught up: nothing moves
-    ("-1", "0-1-42", 0, 0, ["app2 --update", "app1 --delete"]),  # nothing to apply since it led
-    ("0", "0-1-42", 1, 4, ["app2 --update", "app1 --delete", "app2 --delete"]),  # scores put back
+    ("-1", "0-1-42", 0, 0, [SYNCED, "master-mariadb app2 --update", "master-mariadb app1 --delete"]),  # led since
+    ("0", "0-1-42", 1, 4, [SYNCED, "master-mariadb app2 --update", "master-mariadb app1 --delete",
+                           "master-mariadb app2 --delete"]),  # scores put back
 ])
 def test_the_target_moves_the_scores_only_once_caught_up_and_all_or_nothing(
         tmp_path: Path, waited: str, current: str, delete_rc: int, rc: int, calls: list[str]) -> None:

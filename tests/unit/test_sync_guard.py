@@ -1,0 +1,202 @@
+"""The sync guard (cloudinit/app/db-sync-guard) against stand-ins for pacemaker and the
+server, on a clock of its own: the order of a release (mark, quorum, override, then
+semi-sync off), what keeps commits waiting (no quorum, a refused mark), a busy primary
+that is not stalled, turning semi-sync on again and marking in sync only after an
+acknowledgement. The lab runs it for real (tests/lab/test_lab_chaos.py)."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from infra.paths import CLOUDINIT_DIR
+
+
+def _load() -> ModuleType:
+    loader = importlib.machinery.SourceFileLoader("db_sync_guard", str(CLOUDINIT_DIR / "app/db-sync-guard"))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("db_sync_guard", loader))
+    sys.modules["db_sync_guard"] = module
+    loader.exec_module(module)
+    return module
+
+
+G = _load()
+
+
+class FakeCluster:
+    def __init__(self, log: list[str]) -> None:
+        self.log, self.quorum, self.refuse = log, [True], False
+        self.marks: dict[str, str] = {}
+
+    def managed(self) -> bool:
+        return True
+
+    def quorate(self) -> bool:
+        q = self.quorum.pop(0) if len(self.quorum) > 1 else self.quorum[0]
+        self.log.append(f"quorate={q}")
+        return q
+
+    def peers(self) -> list[str]:
+        return ["app2"]
+
+    def mark(self, node: str, in_sync: bool) -> bool:
+        if self.refuse:
+            return False
+        self.marks[node] = "1" if in_sync else "0"
+        self.log.append(f"mark {node}={self.marks[node]}")
+        return True
+
+
+class FakeServer:
+    """Answers the poll with `sample`; records every other statement."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.sample = {"read_only": 0, "enabled": 1, "status": "ON", "clients": 1, "waiting": 0, "yes_tx": 10,
+                       "caught_up": 1}
+
+    def query(self, sql: str) -> list[str]:
+        if sql == G.QUERY:
+            s = self.sample
+            return [f"{s['read_only']}\t{s['enabled']}\tRPL_SEMI_SYNC_MASTER_STATUS={s['status']},"
+                    f"RPL_SEMI_SYNC_MASTER_CLIENTS={s['clients']},RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS={s['waiting']},"
+                    f"RPL_SEMI_SYNC_MASTER_YES_TX={s['yes_tx']}\t{s['caught_up']}"]
+        self.log.append(sql)
+        if "enabled = OFF" in sql:
+            self.sample.update(enabled=0, status="OFF", waiting=0)
+        if "enabled = ON" in sql:
+            self.sample.update(enabled=1, status="ON")
+        return []
+
+
+@pytest.fixture
+def guard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    log: list[str] = []
+    monkeypatch.setattr(G, "OVERRIDE", tmp_path / "70-do-ha-sync-guard.cnf")
+    orig_write = G.write_override
+
+    def write() -> None:
+        orig_write()
+        log.append("override")
+    monkeypatch.setattr(G, "write_override", write)
+    proofs: list[int] = []
+
+    class Proof:
+        def poll(self) -> int:
+            return 0
+    monkeypatch.setattr(G, "proof_write", lambda: proofs.append(1) or Proof())
+    clock = [100.0]
+    g = G.Guard(FakeCluster(log), FakeServer(log), clock=lambda: clock[0])
+    g.proofs, g.log, g.clock_value = proofs, log, clock
+    return g
+
+
+def _poll(g, seconds: float = G.POLL_S, times: int = 1) -> None:
+    for _ in range(times):
+        g.clock_value[0] += seconds
+        g.step()
+
+
+def test_a_primary_in_sync_raises_the_timeout_and_marks_once_acknowledged(guard) -> None:
+    _poll(guard)
+    assert guard.state == "probing" and f"SET GLOBAL rpl_semi_sync_master_timeout = {G.BACKSTOP_MS}" in guard.log
+    guard.server.sample["yes_tx"] = 11  # a commit acknowledged
+    _poll(guard)
+    assert guard.state == "in-sync" and guard.cluster.marks == {"app2": "1"}
+
+
+def test_a_release_marks_the_replica_before_the_commits_go_and_keeps_them_after_a_crash(guard) -> None:
+    _poll(guard)
+    guard.server.sample["yes_tx"] = 11
+    _poll(guard)
+    guard.log.clear()
+    guard.server.sample["waiting"] = 3  # commits wait, no acknowledgement arrives
+    _poll(guard, times=round(G.STALL_S / G.POLL_S) + 2)
+    assert guard.state == "released"
+    # the order is the guarantee: quorum, mark, quorum again, override, then off
+    assert guard.log == ["quorate=True", "mark app2=0", "quorate=True", "override",
+                         "SET GLOBAL rpl_semi_sync_master_enabled = OFF"]
+    assert "init_rpl_role = MASTER" in G.OVERRIDE.read_text()
+
+
+def test_a_busy_primary_whose_acknowledgements_flow_is_not_stalled(guard) -> None:
+    _poll(guard)
+    guard.server.sample["waiting"] = 5  # always some commit waiting...
+    for _ in range(50):
+        guard.server.sample["yes_tx"] += 3  # ...and acknowledgements arriving
+        _poll(guard)
+    assert guard.state == "in-sync" and not any("OFF" in line for line in guard.log)
+
+
+@pytest.mark.parametrize("quorum", [[False], [True, False]])
+def test_without_quorum_the_commits_keep_waiting(guard, quorum: list[bool]) -> None:
+    _poll(guard)
+    guard.cluster.quorum = list(quorum)
+    guard.server.sample["waiting"] = 1
+    _poll(guard, times=20)
+    assert not any("enabled = OFF" in line for line in guard.log) and not G.OVERRIDE.exists()
+    assert guard.state != "released"
+
+
+def test_a_refused_mark_keeps_the_commits_waiting(guard) -> None:
+    _poll(guard)
+    guard.cluster.refuse = True
+    guard.server.sample["waiting"] = 1
+    _poll(guard, times=20)
+    assert not any("enabled = OFF" in line for line in guard.log)
+    guard.cluster.refuse = False  # the CIB takes it again: released at the next try
+    _poll(guard, seconds=1.0)
+    assert guard.state == "released" and guard.cluster.marks == {"app2": "0"}
+
+
+def test_a_replica_gone_is_marked_after_the_stall_even_without_commits(guard) -> None:
+    _poll(guard)
+    guard.server.sample.update(clients=0, caught_up=0)
+    _poll(guard)
+    assert guard.state == "probing"  # a blip of the connection is not a departure
+    _poll(guard, times=round(G.STALL_S / G.POLL_S) + 2)
+    assert guard.state == "released" and guard.cluster.marks == {"app2": "0"}
+
+
+def test_just_promoted_with_no_replica_releases_at_once(guard) -> None:
+    guard.server.sample.update(clients=0, caught_up=0)
+    _poll(guard)
+    assert guard.state == "released" and guard.cluster.marks == {"app2": "0"}
+
+
+def test_semi_sync_comes_back_once_the_replica_caught_up_and_is_in_sync_after_an_ack(guard) -> None:
+    guard.server.sample.update(clients=0, caught_up=0)
+    _poll(guard)
+    guard.server.sample.update(clients=1, caught_up=0)
+    _poll(guard, seconds=5.0)
+    assert guard.state == "released"  # still reading the binlog
+    guard.server.sample["caught_up"] = 1
+    _poll(guard, seconds=5.0)
+    assert guard.state == "probing" and guard.log[-1] == "SET GLOBAL rpl_semi_sync_master_enabled = ON"
+    assert guard.cluster.marks == {"app2": "0"}  # not before an acknowledgement
+    _poll(guard, seconds=G.PROOF_AFTER_S + 0.1)
+    assert guard.proofs == [1]  # a quiet stack: the guard writes the commit to be acknowledged
+    guard.server.sample["yes_tx"] += 1
+    _poll(guard)
+    assert guard.state == "in-sync" and guard.cluster.marks == {"app2": "1"} and not G.OVERRIDE.exists()
+
+
+def test_mariadb_falling_back_on_its_own_is_marked_too(guard) -> None:
+    _poll(guard)
+    guard.server.sample["yes_tx"] = 11
+    _poll(guard)
+    guard.server.sample["status"] = "OFF"  # the backstop ran out (enabled stays ON)
+    _poll(guard)
+    assert guard.state == "released" and guard.cluster.marks == {"app2": "0"}
+
+
+def test_a_replica_is_left_alone_and_loses_an_old_override(guard) -> None:
+    G.OVERRIDE.write_text("stale")
+    guard.server.sample["read_only"] = 1
+    _poll(guard, times=3)
+    assert guard.state == "idle" and guard.log == [] and not G.OVERRIDE.exists()
