@@ -78,9 +78,17 @@ def _wait(what: str, seconds: float, check) -> None:  # noqa: ANN001
         time.sleep(3)
 
 
+def _marks(nodes: list[LabNode]) -> dict[str, str]:
+    """Each app node's sync-guard mark ("0", "1", or "" for none), as the witness sees it."""
+    script = "; ".join(f"echo {n.name}=$(crm_attribute --lifetime forever --node do-ha-stack-lab-{n.name} "
+                       "--name do-ha-db-in-sync --query --quiet 2>/dev/null)" for n in _apps(nodes))
+    out = Admin(nodes[-1]).sudo(f"sh -c {json.dumps(script)}", check=False).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
 def _settled(nodes: list[LabNode]) -> bool:
     """Every node online, nginx on every app node, one promoted MariaDB, one unpromoted
-    replica replicating."""
+    replica replicating, and no app node marked out of sync (the next failover may pick it)."""
     xml = _crm(nodes[-1])  # the witness: never the node a test kills
     if xml.count('online="true"') < len(nodes):
         return False
@@ -97,7 +105,7 @@ def _settled(nodes: list[LabNode]) -> bool:
         status = Admin(node).sudo("mariadb -e 'SHOW SLAVE STATUS\\G'", check=False).stdout
         if "Slave_IO_Running: Yes" not in status or "Slave_SQL_Running: Yes" not in status:
             return False
-    return True
+    return "0" not in _marks(nodes).values()
 
 
 def test_cluster_formed_with_every_node_and_a_valid_configuration(nodes: list[LabNode], report: dict) -> None:
