@@ -34,7 +34,7 @@ def replication_cnf(server_id: int, private_ip: str) -> str:
 def sync_guard_unit() -> str:
     return Template(read("steps/templates/do-ha-db-sync-guard.service")).substitute(
         poll_s=tuning.SYNC_GUARD_POLL_S, stall_s=tuning.SYNC_GUARD_STALL_S,
-        backstop_ms=tuning.SYNC_GUARD_BACKSTOP_MS, plain_timeout_ms=tuning.SEMI_SYNC_TIMEOUT_MS)
+        backstop_ms=tuning.SYNC_GUARD_BACKSTOP_MS)
 
 
 def donor_unit(private_ip: str) -> str:

@@ -8,6 +8,7 @@ replica was seeded) go to the lab report.
 from __future__ import annotations
 
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -82,7 +83,7 @@ def _marks(nodes: list[LabNode]) -> dict[str, str]:
     """Each app node's sync-guard mark ("0", "1", or "" for none), as the witness sees it."""
     script = "; ".join(f"echo {n.name}=$(crm_attribute --lifetime forever --node do-ha-stack-lab-{n.name} "
                        "--name do-ha-db-in-sync --query --quiet 2>/dev/null)" for n in _apps(nodes))
-    out = Admin(nodes[-1]).sudo(f"sh -c {json.dumps(script)}", check=False).stdout
+    out = Admin(nodes[-1]).sudo(f"sh -c {shlex.quote(script)}", check=False).stdout  # run as root, not deploy
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 

@@ -69,10 +69,16 @@ def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demot
     return result.returncode, log.read_text().splitlines()
 
 
-@pytest.mark.parametrize("action", ["start", "stop", "monitor", "promote", "demote", "meta-data"])
+@pytest.mark.parametrize("action", ["start", "stop", "monitor", "demote", "meta-data"])
 def test_every_other_action_is_the_packaged_agents_with_its_exit_code(bin_dir: Path, action: str) -> None:
     assert run(bin_dir, action) == (0, [action])
     assert run(bin_dir, action, rc={action: 7}) == (7, [action])
+
+
+def test_a_promotion_ends_with_the_packaged_agents_and_its_exit_code(bin_dir: Path) -> None:
+    # no server to ask (a stand-in that fails): said, then the packaged promotion as before
+    rc, calls = run(bin_dir, "promote", rc={"promote": 7})
+    assert rc == 7 and calls[-1] == "promote" and "could not hand semi-sync to the sync guard" in calls[0]
 
 
 def test_after_another_nodes_demotion_the_election_runs_at_once(bin_dir: Path) -> None:
@@ -137,23 +143,34 @@ def _slave(sql_running: str = "Yes", io_pos: str = "0-1-42") -> str:
             f"  Gtid_IO_Pos: {io_pos}\\n")
 
 
+HAND_OVER = ("sql: SET GLOBAL rpl_semi_sync_master_timeout = 30000, rpl_semi_sync_master_wait_no_slave = ON")
+
+
 def test_a_promotion_first_applies_everything_the_replica_received(bin_dir: Path) -> None:
     rc, calls = run(bin_dir, "promote", slave_status=_slave())
-    assert rc == 0 and calls == ["sql: SHOW SLAVE STATUS\\G", "sql: STOP SLAVE IO_THREAD", "sql: SHOW SLAVE STATUS\\G",
-                                 "sql: SELECT MASTER_GTID_WAIT('0-1-42', 60)", "promote"]
-    # not applied in time: said, and promoted all the same (nothing else could apply it)
+    # 120 s promotion timeout (pacemaker's default here), less the margin
+    assert rc == 0 and calls == [HAND_OVER, "sql: SHOW SLAVE STATUS\\G", "sql: STOP SLAVE IO_THREAD",
+                                 "sql: SHOW SLAVE STATUS\\G", "sql: SELECT MASTER_GTID_WAIT('0-1-42', 105)",
+                                 "promote"]
+    # not applied in time: the promotion fails (pacemaker tries again), nothing is dropped
     rc, calls = run(bin_dir, "promote", slave_status=_slave(), gtid_wait="-1")
-    assert rc == 0 and calls[-1] == "promote" and any("was not applied up to 0-1-42" in c for c in calls)
+    assert rc == 1 and "promote" not in calls and any("was not applied up to 0-1-42" in c for c in calls)
+
+
+def test_the_backstop_the_wrapper_sets_is_the_guards() -> None:
+    from infra import tuning
+
+    assert f"BACKSTOP_MS={tuning.SYNC_GUARD_BACKSTOP_MS}\n" in WRAPPER.read_text()
 
 
 def test_a_promotion_never_restarts_a_stopped_sql_thread(bin_dir: Path) -> None:
     # START SLAVE would purge the relay log first: promote as the packaged agent did
     rc, calls = run(bin_dir, "promote", slave_status=_slave(sql_running="No"))
-    assert rc == 0 and calls[0] == "sql: SHOW SLAVE STATUS\\G" and calls[-1] == "promote"
+    assert rc == 0 and calls[:2] == [HAND_OVER, "sql: SHOW SLAVE STATUS\\G"] and calls[-1] == "promote"
     assert not any("STOP SLAVE" in c or "START SLAVE" in c for c in calls)
     assert any("SQL thread is not running" in c for c in calls)
     # a primary (no replication) and an empty position: straight to the promotion
-    assert run(bin_dir, "promote", slave_status="")[1] == ["sql: SHOW SLAVE STATUS\\G", "promote"]
+    assert run(bin_dir, "promote", slave_status="")[1] == [HAND_OVER, "sql: SHOW SLAVE STATUS\\G", "promote"]
     assert run(bin_dir, "promote", slave_status=_slave(io_pos=""))[1][-1] == "promote"
     assert not any("MASTER_GTID_WAIT" in c for c in run(bin_dir, "promote", slave_status=_slave(io_pos=""))[1])
 

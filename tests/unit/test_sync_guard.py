@@ -41,8 +41,10 @@ class FakeCluster:
         self.log.append(f"quorate={q}")
         return q
 
-    def peers(self) -> list[str]:
-        return ["app2"]
+    peer_list: list[str] | None = ["app2"]
+
+    def peers(self) -> list[str] | None:
+        return self.peer_list
 
     def mark(self, node: str, in_sync: bool) -> bool:
         if self.refuse:
@@ -200,3 +202,68 @@ def test_a_replica_is_left_alone_and_loses_an_old_override(guard) -> None:
     guard.server.sample["read_only"] = 1
     _poll(guard, times=3)
     assert guard.state == "idle" and guard.log == [] and not G.OVERRIDE.exists()
+
+
+@pytest.mark.parametrize("peers", [None, []])
+def test_no_release_when_the_nodes_to_mark_are_unknown(guard, peers) -> None:
+    _poll(guard)
+    guard.cluster.peer_list = peers
+    guard.server.sample["waiting"] = 1
+    _poll(guard, times=20)
+    assert not any("enabled = OFF" in line for line in guard.log) and guard.state != "released"
+
+
+def test_the_guard_lists_every_other_app_node_the_cib_knows_even_a_dead_one() -> None:
+    calls = {
+        ("crm_resource", "--resource", "mariadb", "--get-parameter", "node_list"): (0, "s-app2 s-app3 s-app1\n"),
+        ("cibadmin", "--query", "--scope", "nodes"): (0, '<nodes><node id="1" uname="s-app1"/>'
+                                                         '<node id="2" uname="s-app2"/><node id="3" uname="s-w"/>'
+                                                         '</nodes>'),
+        ("crm_node", "--name"): (0, "s-app1\n")}
+
+    class Canned(G.Cluster):
+        def run(self, *argv: str):
+            rc, out = calls[argv]
+            return G.subprocess.CompletedProcess(argv, rc, out, "")
+    assert Canned().peers() == ["s-app2"]  # s-app3: never in the cluster; s-app1: itself
+    calls[("cibadmin", "--query", "--scope", "nodes")] = (1, "")
+    assert Canned().peers() is None
+
+
+def test_a_missing_pacemaker_tool_is_a_failed_call_not_a_dead_guard() -> None:
+    done = G.Cluster().run("/nonexistent/tool")
+    assert done.returncode == 124
+
+
+FAKE_CLIENT = f"""#!{sys.executable}
+import sys, time
+for line in sys.stdin:
+    line = line.strip()
+    if line == "SELECT 'do-ha-end';":
+        print("do-ha-end", flush=True)
+    elif line.startswith("HANG"):
+        time.sleep(30)
+    elif line.startswith("QUIT"):
+        sys.exit(0)
+    else:
+        print("row-1\\t" + line, flush=True)
+        print("row-2", flush=True)
+"""
+
+
+def test_the_server_client_reads_rows_and_gives_up_on_a_hung_or_gone_client(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "mariadb").write_text(FAKE_CLIENT)
+    (tmp_path / "mariadb").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    server = G.Server()
+    server.READ_TIMEOUT_S = 1.0
+    assert server.query("SELECT 1") == ["row-1\tSELECT 1;", "row-2"]
+    assert server.query("SELECT 2") == ["row-1\tSELECT 2;", "row-2"]  # the same client, in step
+    with pytest.raises(OSError, match="no answer"):
+        server.query("HANG")
+    assert server.proc is None  # killed: the next query starts a new client
+    assert server.query("SELECT 3") == ["row-1\tSELECT 3;", "row-2"]
+    with pytest.raises(OSError, match="ended"):
+        server.query("QUIT")
+    server.close()
