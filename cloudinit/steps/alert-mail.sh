@@ -21,7 +21,7 @@ command -v msmtp >/dev/null ||
 # The agent runs as hacluster (group haclient) and writes here; alert-send reads as root.
 install -d -m 0755 /var/spool/do-ha-stack
 install -d -m 2770 -o root -g haclient /var/spool/do-ha-stack/alerts
-install -d -m 0700 /var/spool/do-ha-stack/deferred /var/lib/do-ha-stack
+install -d -m 0700 /var/spool/do-ha-stack/deferred  # (install -d would reset an existing directory's mode)
 if [ "$MAIL" != yes ]; then
 	rm -f "$msmtprc" "$password"
 fi
