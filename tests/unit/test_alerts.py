@@ -8,15 +8,11 @@ for msmtp and the cluster tools; the lab proves the mail arrives
 from __future__ import annotations
 
 import base64
-import importlib.machinery
-import importlib.util
 import json
 import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -25,6 +21,7 @@ from infra.config import parse
 from infra.firewall import specs
 from infra.paths import CLOUDINIT_DIR, REPO_ROOT
 from tests.helpers.stacks import plain_config
+from tests.helpers.node_scripts import load_node_script
 from tooling.mocks import run_program
 from tooling.render import commands
 
@@ -33,12 +30,7 @@ PASSWORD = "relay-password-0123456789"
 STATUS = REPO_ROOT / "tests/unit/data/status"
 
 
-def _watch() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("health_watch", str(CLOUDINIT_DIR / "alerts/health-watch"))
-    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("health_watch", loader))
-    sys.modules["health_watch"] = module  # its dataclasses look their module up
-    loader.exec_module(module)
-    return module
+WATCH = load_node_script("alerts/health-watch", "health_watch")
 
 
 # --- what the program installs --------------------------------------------------------
@@ -179,6 +171,11 @@ def test_node_and_attribute_events(node: dict[str, str]) -> None:
 
 # --- the sender -----------------------------------------------------------------------
 
+def _web_start_failed(env: dict[str, str]) -> None:
+    _agent(env, kind="resource", node="stk-app1", rsc="web", task="start", rc="1", target_rc="0", status="0",
+           desc="error")
+
+
 def _send(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(CLOUDINIT_DIR / "alerts/alert-send"), *args], env=env, text=True,
                           capture_output=True, timeout=30)
@@ -205,8 +202,7 @@ def test_a_burst_goes_out_as_one_mail_and_leaves_the_spool(node: dict[str, str])
 def test_a_refused_mail_is_deferred_and_retried(node: dict[str, str]) -> None:
     root = Path(node["ROOT"])
     (root / "refuse").touch()
-    _agent(node, kind="resource", node="stk-app1", rsc="web", task="start", rc="1", target_rc="0", status="0",
-           desc="error")
+    _web_start_failed(node)
     assert _send(node).returncode == 0
     assert list(root.glob("spool/*.alert")) == [] and len(list(root.glob("deferred/*.alert"))) == 1
     assert "did not take 1 alert(s) (msmtp exit 75)" in (root / "journal").read_text()
@@ -219,8 +215,7 @@ def test_a_refused_mail_is_deferred_and_retried(node: dict[str, str]) -> None:
 def test_without_a_relay_alerts_reach_the_journal_only(node: dict[str, str]) -> None:
     root = Path(node["ROOT"])
     (root / "msmtprc").unlink()
-    _agent(node, kind="resource", node="stk-app1", rsc="web", task="start", rc="1", target_rc="0", status="0",
-           desc="error")
+    _web_start_failed(node)
     assert _send(node).returncode == 0
     assert list(root.glob("spool/*")) == [] and list(root.glob("sent*")) == []
     assert "web start failed" in (root / "journal").read_text()
@@ -230,7 +225,7 @@ def test_without_a_relay_alerts_reach_the_journal_only(node: dict[str, str]) -> 
 # --- the degraded-state watch ---------------------------------------------------------
 
 def _facts(recording: str, node: str) -> object:
-    watch = _watch()
+    watch = WATCH
     probes = json.loads((STATUS / f"{recording}.json").read_text())["nodes"][node]["probes"]
     semi = dict(line.split("\t") for line in probes["mariadb"]["out"].splitlines() if "\t" in line)
     return watch.Facts(
@@ -245,7 +240,7 @@ NAMES = {"do-ha-stack-lab-app1": "app1", "do-ha-stack-lab-app2": "app2", "do-ha-
 
 
 def _found(recording: str, node: str) -> dict[str, object]:
-    return _watch().problems(_facts(recording, node), "lab", NAMES)
+    return WATCH.problems(_facts(recording, node), "lab", NAMES)
 
 
 @pytest.mark.parametrize("recording", ["healthy", "healthy-after-failover"])
@@ -275,7 +270,7 @@ def test_a_node_out_of_the_cluster_is_reported_by_the_dc() -> None:
 
 
 def test_a_heal_backlog_waits_longer_before_it_is_mailed() -> None:
-    watch = _watch()
+    watch = WATCH
     facts = _facts("healthy", "app1")
     facts.heal_entries = 12
     found = watch.problems(facts, "lab", NAMES)
@@ -283,7 +278,7 @@ def test_a_heal_backlog_waits_longer_before_it_is_mailed() -> None:
 
 
 def test_a_state_is_mailed_once_after_its_debounce_and_again_when_it_ends(tmp_path: Path) -> None:
-    watch = _watch()
+    watch = WATCH
     problem = {"semi-sync-off": watch.Problem("semi-sync is off on the primary x", "detail", "repair")}
     messages, state = watch.transitions({}, problem, 100.0)
     assert messages == []  # first sight: could be a switchover's seconds
@@ -302,7 +297,7 @@ def test_a_state_is_mailed_once_after_its_debounce_and_again_when_it_ends(tmp_pa
 
 
 def test_an_outage_waits_out_a_failover_and_a_cluster_not_yet_configured_is_quiet() -> None:
-    watch = _watch()
+    watch = WATCH
     facts = _facts("healthy", "app1")
     # the reserved IP and the primary stopped, as between a fence and the promotion
     facts.crm_mon = facts.crm_mon.replace('role="Promoted"', 'role="Unpromoted"').replace(

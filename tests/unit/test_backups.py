@@ -4,12 +4,9 @@ db-backup's own verdict on a status file."""
 
 from __future__ import annotations
 
-import importlib.machinery
 import json
-import importlib.util
 import os
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +18,7 @@ from infra.backups import ENV_FILE, PASSWORD_FILE
 from infra.config import ConfigError, check_spaces_credentials, parse
 from infra.paths import CLOUDINIT_DIR
 from tests.helpers.stacks import bundle_files, plain_config
+from tests.helpers.node_scripts import load_node_script
 from tooling import resource_types as types
 from tooling.mocks import SECRET_MARKER, Run, run_program
 from tooling.render import commands, stack_config
@@ -210,11 +208,7 @@ def test_an_unreadable_status_is_not_taken_for_a_good_one(tmp_path: Path) -> Non
 # --- db-restore's choice of binlogs ------------------------------------------------
 
 def _restore_module() -> Any:
-    loader = importlib.machinery.SourceFileLoader("db_restore", str(CLOUDINIT_DIR / "app/db-restore"))
-    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("db_restore", loader))
-    sys.modules["db_restore"] = module  # its dataclasses look their module up
-    loader.exec_module(module)
-    return module
+    return load_node_script("app/db-restore", "db_restore")
 
 
 def _source(restore: Any, node: str, starts_after: str, shipped: str) -> Any:

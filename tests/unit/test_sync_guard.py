@@ -6,26 +6,15 @@ acknowledgement. The lab runs it for real (tests/lab/test_lab_chaos.py)."""
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from infra.paths import CLOUDINIT_DIR
+from tests.helpers.node_scripts import load_node_script
 
 
-def _load() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("db_sync_guard", str(CLOUDINIT_DIR / "app/db-sync-guard"))
-    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("db_sync_guard", loader))
-    sys.modules["db_sync_guard"] = module
-    loader.exec_module(module)
-    return module
-
-
-G = _load()
+G = load_node_script("app/db-sync-guard", "db_sync_guard")
 
 
 class FakeCluster:
