@@ -12,7 +12,6 @@ state unchanged. Hooks must be idempotent: power_off of an off droplet still run
 
 from __future__ import annotations
 
-import collections
 import hmac
 import ipaddress
 import json
@@ -31,6 +30,9 @@ from typing import Any
 JSON = dict[str, Any]
 
 DEFAULT_ACTION_DELAY = 0.5
+# What a fault answers: DigitalOcean's rate limit, its documented server error, and the
+# 503 its edge gives while a backend is unavailable (not in the specification).
+FAULT_STATUSES = (429, 500, 503)
 HOOK_TIMEOUT = 120.0
 DROPLET_ACTIONS = ("power_off", "power_on", "shutdown", "reboot", "power_cycle")
 # Valid in DO's droplet action enum but not simulated here: answered 422, not "invalid type".
@@ -149,7 +151,8 @@ class FakeAccount:
         self._hook_lock = threading.Lock()  # hooks change the lab's network: one at a time
         self._timers: set[threading.Timer] = set()
         self._closed = False
-        self._faults: collections.deque[int] = collections.deque()
+        # Queued faults: (status, "METHOD /path" prefix the request must start with, or "").
+        self._faults: list[tuple[int, str]] = []
         self.region = str(cfg.get("region", "fra1"))
         self.hook = hook
         self.state_out = state_out
@@ -171,7 +174,7 @@ class FakeAccount:
         self.actions: dict[int, Action] = {}
         self._next_action = int(cfg.get("first_action_id", 100001))
         for f in cfg.get("fail_next", []):
-            self.inject_faults(int(f["status"]), int(f.get("count", 1)))
+            self.inject_faults(int(f["status"]), int(f.get("count", 1)), str(f.get("match", "")))
         self.persist()
 
     def _add_droplet(self, d: JSON) -> Droplet:
@@ -222,13 +225,17 @@ class FakeAccount:
 
     # --- faults, persistence, shutdown -----------------------------------------
 
-    def inject_faults(self, status: int, count: int = 1) -> int:
-        """Answer the next `count` authenticated API requests with `status` (429 or 500);
-        returns how many are now queued."""
-        if status not in (429, 500):
-            raise ValueError("fault status must be 429 or 500")
+    def inject_faults(self, status: int, count: int = 1, match: str = "") -> int:
+        """Answer the next `count` authenticated API requests with `status` (429, 500
+        or 503); with `match` ("POST /v2/droplets/"), only requests whose method and path
+        start with it, so a fault reaches the request it is aimed at and not a monitor's
+        read that happens to come first. Returns how many are now queued."""
+        if status not in FAULT_STATUSES:
+            raise ValueError(f"fault status must be one of {', '.join(map(str, FAULT_STATUSES))}")
+        if count < 0:
+            raise ValueError("fault count must be 0 or more")
         with self.lock:
-            self._faults.extend([status] * count)
+            self._faults.extend([(status, match)] * count)
             return len(self._faults)
 
     def set_action_delays(self, default: float, by_type: Mapping[str, float]) -> None:
@@ -241,9 +248,20 @@ class FakeAccount:
             self.action_delay = float(default)
             self._delays_by_type = {str(k): float(v) for k, v in by_type.items()}
 
-    def take_fault(self) -> int | None:
+    def clear_faults(self) -> None:
+        """Drop every queued fault (a test that ends early leaves none behind)."""
         with self.lock:
-            return self._faults.popleft() if self._faults else None
+            self._faults.clear()
+
+    def take_fault(self, request: str) -> int | None:
+        """The status of the first queued fault aimed at `request` ("METHOD /path"), taken
+        off the queue; None when none is."""
+        with self.lock:
+            for i, (status, match) in enumerate(self._faults):
+                if request.startswith(match):
+                    del self._faults[i]
+                    return status
+            return None
 
     def snapshot(self) -> JSON:
         """What --state-out holds: who has each IP, power states, busy resources. No token."""

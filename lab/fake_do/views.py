@@ -9,7 +9,9 @@ API (Bearer token, under /v2):
     DELETE /v2/droplets/{id}                (204; a reserved IP it held is unassigned)
     POST /v2/droplets/{id}/actions          {"type": power_off|power_on|shutdown|reboot|power_cycle}
     GET  /v2/actions[/{action_id}]
-    POST /_lab/faults {"status": 429|500, "count": N}   (lab only: not a DO endpoint)
+    POST /_lab/faults {"status": 429|500|503, "count": N, "match": "POST /v2/droplets/"}
+                                            (lab only: not a DO endpoint; match is optional)
+    POST /_lab/faults {"clear": true}   (lab only: drops every queued fault)
     POST /_lab/action_delay {"seconds": S, "by_type": {"power_off": S, ...}}   (lab only)
     POST /_lab/droplets {"id": N, "name": ..., "public_ipv4": ..., ...}  (lab only: a droplet the
          lab booted; DO's own create chooses ids and addresses, the lab chooses them here)
@@ -157,10 +159,15 @@ def action_get(account: FakeAccount, g: Groups, _b: Any, _q: Query, _base: str) 
 
 
 def lab_faults(account: FakeAccount, _g: Groups, body: Any, _q: Query, _base: str) -> tuple[int, JSON]:
-    if not isinstance(body, dict) or not isinstance(body.get("count", 1), int):
-        raise unprocessable("expected {\"status\": 429|500, \"count\": N}")
+    usage = "expected {\"status\": 429|500|503, \"count\": N, \"match\": \"POST /v2/droplets/\" (optional)}"
+    if (not isinstance(body, dict) or not isinstance(body.get("count", 1), int)
+            or not isinstance(body.get("match", ""), str)):
+        raise unprocessable(usage)
+    if body.get("clear") is True:
+        account.clear_faults()
+        return 200, {"queued": 0}
     try:
-        queued = account.inject_faults(int(body.get("status", 0)), int(body.get("count", 1)))
+        queued = account.inject_faults(int(body.get("status", 0)), int(body.get("count", 1)), body.get("match", ""))
     except (TypeError, ValueError) as e:
         raise unprocessable(str(e)) from None
     return 200, {"queued": queued}
@@ -224,11 +231,13 @@ def api(account: FakeAccount, method: str, target: str, authorization: str, raw_
         if needed is None or not needed <= granted:
             raise ApiError(403, "forbidden", "You do not have permission to perform this action.")
     if op not in (lab_faults, lab_action_delay):  # the lab's own knobs stay reachable
-        fault = account.take_fault()
+        fault = account.take_fault(f"{method} {path}")
         if fault == 429:
             raise ApiError(429, "too_many_requests", "API Rate limit exceeded.")
         if fault == 500:
             raise ApiError(500, "server_error", "Server Error (injected by the lab).")
+        if fault == 503:
+            raise ApiError(503, "service_unavailable", "Service Unavailable (injected by the lab).")
     body: Any = None
     if method == "POST":
         try:

@@ -12,6 +12,7 @@ import subprocess
 import time
 
 from lab.containers import container_init, set_cables
+from lab.fake_do.account import DEFAULT_ACTION_DELAY
 from lab.hook import power_on as boot_node
 from lab.stack import lab_nodes
 from lab.topology import LabNode, run_dir
@@ -64,6 +65,9 @@ def describe() -> str:
 
 def restore() -> list[str]:
     """Every node plugged in and running again; the names of the nodes powered on."""
+    # the API as the lab started it: no fault queued, every action at the default pace
+    api("POST", "/_lab/faults", {"clear": True})
+    api("POST", "/_lab/action_delay", {"seconds": DEFAULT_ACTION_DELAY, "by_type": {}})
     powered = []
     for node in lab_nodes():
         cut_off_vpc(node, False)

@@ -1,6 +1,9 @@
-"""Faults short of a node's death, under a client writing through the reserved IP:
+"""Faults beyond a clean crash, under a client writing through the reserved IP:
 the active node's MariaDB server killed (as the kernel's OOM killer does) and its
-nginx killed. Each run checks that no acknowledged write was lost and that the
+nginx killed; a replica left behind when the primary then crashes (the double
+fault); a failover through an API that is slow, rate-limited and failing; the
+witness down and then the active node crashing (no quorum); every node rebooted
+in turn. Each run checks that no acknowledged write was lost and that the
 cluster settles again, and records what a client saw (the longest gap in
 acknowledged writes) and where the primary ended up under "chaos" in the lab
 report. The gap is a figure, not a pass mark: timing on a shared two-core host is
@@ -17,16 +20,24 @@ import pytest
 
 from infra.paths import REPO_ROOT
 from lab.containers import kill_node
-from lab.topology import SWITCH_NS, LabNode, run_dir
+from lab.fake_do.account import DEFAULT_ACTION_DELAY
+from lab.topology import RESERVED_IP, SWITCH_NS, LabNode, run_dir
 from tests.helpers.lab_support import Admin, api
 from tests.lab.test_lab_cluster import (
-    URL, _apps, _marks, _promoted, _settled, _sql, _wait, _write_through_fault,
+    URL, _apps, _http, _marks, _promoted, _settled, _sql, _wait, _write_through_failover, _write_through_fault,
 )
+from tests.lab.test_lab_switchover import _holder, _power_actions
+from tooling.rolling_upgrade import BOOT_ID
 
 pytestmark = pytest.mark.lab
 # How long the double fault watches for a promotion that must not come: well past a
 # failover's (under 10 s in the lab) and pacemaker's next recheck of the scores.
 NO_PROMOTION_WATCH_S = 25
+# A power-off the API confirms only after this long: twice the pessimistic setting of
+# `make bench-failover`, well inside the fence agent's and pacemaker's timeouts.
+SLOW_POWER_OFF_S = 10
+# How long a survivor without quorum is watched for a takeover that must not come.
+NO_QUORUM_WATCH_S = 20
 
 
 def _back_in_service(nodes: list[LabNode], victim: LabNode) -> None:
@@ -127,3 +138,166 @@ def test_a_replica_left_behind_is_never_promoted_when_the_primary_then_crashes(
     report.setdefault("chaos", {})["double_fault"] = figures
     assert figures["lost"] == [] and figures["missing_on_replica"] == [], figures
     assert alone, "no write was acknowledged by the primary alone: the fault did not happen as meant"
+
+
+def _writer(tag: str) -> tuple[subprocess.Popen, object, object]:
+    out, stop = run_dir() / f"writer-{tag}.json", run_dir() / f"writer-{tag}.stop"
+    stop.unlink(missing_ok=True)
+    proc = subprocess.Popen(["ip", "netns", "exec", SWITCH_NS, sys.executable, "-m", "lab.writer", URL,
+                             str(out), str(stop)], cwd=REPO_ROOT)
+    return proc, out, stop
+
+
+def _api_answers(since: int, request: str) -> list[int]:
+    """The statuses the API stand-in answered `request` ("POST /v2/...") with, in order,
+    in its log after line `since`."""
+    lines = (run_dir() / "api.log").read_text().splitlines()[since:]
+    return [int(line.split(f'"{request}" ')[1].split()[0]) for line in lines if f'"{request}" ' in line]
+
+
+def _power_on_and_settle(nodes: list[LabNode], node: LabNode) -> None:
+    status, body = api("POST", f"/v2/droplets/{node.droplet_id}/actions", {"type": "power_on"})
+    assert status == 201, body
+    _wait(f"{node.name} back in a settled cluster", 300, lambda: _settled(nodes))
+
+
+@pytest.mark.disruptive(order=0)
+def test_a_failover_through_a_slow_rate_limited_and_failing_api(nodes: list[LabNode], report: dict) -> None:
+    """The API at its worst while the active node is lost: the fence's power-off is
+    answered 429 and then 503 before one is taken, and that one completes only after
+    SLOW_POWER_OFF_S; the reserved IP's assign is answered 503 and then 429. The agents
+    retry (with backoff, inside the rate limit) until they succeed; the survivor takes
+    writes only once the power-off has completed; no acknowledged write is lost."""
+    _wait("a settled cluster", 300, lambda: _settled(nodes))
+    since = len((run_dir() / "api.log").read_text().splitlines())
+    try:
+        status, body = api("POST", "/_lab/action_delay",
+                           {"seconds": DEFAULT_ACTION_DELAY, "by_type": {"power_off": SLOW_POWER_OFF_S}})
+        assert status == 200, body
+        for fault, aimed_at in ((429, "POST /v2/droplets/"), (503, "POST /v2/droplets/"),
+                                (503, "POST /v2/reserved_ips/"), (429, "POST /v2/reserved_ips/")):
+            status, body = api("POST", "/_lab/faults", {"status": fault, "count": 1, "match": aimed_at})
+            assert status == 200, body
+        result = _write_through_failover(nodes, "chaos-api")
+        _, left = api("POST", "/_lab/faults", {"status": 429, "count": 0})
+    finally:
+        api("POST", "/_lab/faults", {"clear": True})
+        api("POST", "/_lab/action_delay", {"seconds": DEFAULT_ACTION_DELAY, "by_type": {}})
+    victim = next(n for n in nodes if n.name == result["victim"])
+    phases = result["phases"]
+    report.setdefault("chaos", {})["slow_failing_api"] = {
+        "power_off_s": SLOW_POWER_OFF_S, **{k: result[k] for k in ("victim", "primary_after", "failover_s",
+                                                                  "unavailable_s", "acked", "lost", "phases")}}
+    assert result["lost"] == [], result
+    assert left == {"queued": 0}, "a fault was never served: the request it was aimed at never came"
+    assert _api_answers(since, f"POST /v2/droplets/{victim.droplet_id}/actions")[:3] == [429, 503, 201]
+    assert _api_answers(since, f"POST /v2/reserved_ips/{RESERVED_IP}/actions")[:3] == [503, 429, 201]
+    # the slow power-off was waited for: nothing was promoted or moved before it completed
+    assert phases["fenced"] - phases["fence_requested"] >= SLOW_POWER_OFF_S - 1, phases
+    assert phases["promoted"] >= phases["fenced"] and phases["ip_assigned"] >= phases["fenced"], phases
+    assert result["failover_s"] >= phases["fenced"], result
+    _power_on_and_settle(nodes, victim)
+
+
+def _writable(node: LabNode) -> bool:
+    out = Admin(node).sudo("mariadb -N -B -e 'SELECT @@read_only'", check=False)
+    return out.returncode == 0 and out.stdout.strip() == "0"
+
+
+def _quorate(node: LabNode) -> bool:
+    out = Admin(node).sudo("corosync-quorumtool -s", check=False).stdout
+    return any(line.split() == ["Quorate:", "Yes"] for line in out.splitlines())
+
+
+@pytest.mark.disruptive(order=0)
+def test_with_the_witness_down_a_lone_survivor_never_takes_over(nodes: list[LabNode], report: dict) -> None:
+    """The witness goes down (it is fenced: the app nodes keep quorum), then the active
+    node crashes. The survivor is alone, one vote of three: it must not fence, promote
+    or take the reserved IP. Once the witness is powered on, quorum is back and the
+    failover completes with every acknowledged write."""
+    _wait("a settled cluster", 300, lambda: _settled(nodes))
+    primary, witness = _promoted(nodes), nodes[-1]
+    assert primary is not None
+    survivor = next(n for n in _apps(nodes) if n is not primary)
+    writer, out, stop = _writer("witness-down")
+    figures: dict = {"primary": primary.name, "survivor": survivor.name}
+    try:
+        time.sleep(2)
+        kill_node(witness)
+        _wait("the witness fenced", 120,
+              lambda: api("GET", f"/v2/droplets/{witness.droplet_id}")[1]["droplet"]["status"] == "off")
+        _wait("the active node serving without the witness", 60, lambda: _http("/canary/health")[0] == 200)
+        power_calls, killed_at = _power_actions(), time.monotonic()
+        kill_node(primary)
+        _wait("the survivor without quorum", 30, lambda: not _quorate(survivor))
+        while time.monotonic() < killed_at + NO_QUORUM_WATCH_S:
+            assert not _writable(survivor), "the survivor took writes without quorum"
+            assert _holder(nodes) is primary, "the reserved IP moved without quorum"
+            assert _power_actions() == power_calls, "a node was fenced without quorum"
+            time.sleep(1)
+        back_at = time.monotonic()
+        api("POST", f"/v2/droplets/{witness.droplet_id}/actions", {"type": "power_on"})
+        _wait("the survivor promoted once quorum is back", 300,
+              lambda: _writable(survivor) and _holder(nodes) is survivor and _http("/canary/health")[0] == 200)
+        figures["quorum_back_to_service_s"] = round(time.monotonic() - back_at, 2)
+        time.sleep(2)
+    finally:
+        stop.touch()
+        writer.wait(timeout=30)
+    attempts = json.loads(out.read_text())
+    acked = {a["key"] for a in attempts if a["outcome"] == "ok"}
+    stored = set(_sql(survivor, "SELECT client_key FROM writes WHERE client_key LIKE 'w%'").split())
+    figures |= {"acked": len(acked), "lost": sorted(acked - stored)}
+    report.setdefault("chaos", {})["witness_down_then_crash"] = figures
+    assert figures["lost"] == [], figures
+    _wait("the old primary fenced", 120,
+          lambda: api("GET", f"/v2/droplets/{primary.droplet_id}")[1]["droplet"]["status"] == "off")
+    _power_on_and_settle(nodes, primary)
+
+
+def _boot_id(node: LabNode) -> str:
+    return Admin(node).run(f"cat {BOOT_ID}").stdout.strip()
+
+
+@pytest.mark.disruptive(order=0)
+def test_every_node_rebooted_in_turn_comes_back_without_help(nodes: list[LabNode], report: dict) -> None:
+    """Each node reboots itself (`systemctl reboot`, no standby first), the replica, the
+    witness and then the active node, each once the cluster has settled again. Nothing
+    is fenced, the cluster and the reserved IP come back with no command, and no
+    acknowledged write is lost; each reboot's longest gap in writes is a figure."""
+    _wait("a settled cluster", 300, lambda: _settled(nodes))
+    primary = _promoted(nodes)
+    assert primary is not None
+    replica = next(n for n in _apps(nodes) if n is not primary)
+    power_calls = _power_actions()
+    writer, out, stop = _writer("reboots")
+    spans: list[tuple[str, float, float]] = []
+    try:
+        time.sleep(2)
+        for node in (replica, nodes[-1], primary):
+            before, started = _boot_id(node), time.time()
+            Admin(node).sudo("systemctl reboot", check=False)  # the connection may end with it
+            _wait(f"{node.name} booted again", 300, lambda node=node, before=before: _boot_id(node) != before)
+            _wait(f"a settled cluster after {node.name}'s reboot", 300, lambda: _settled(nodes))
+            _wait("writes through the reserved IP", 60, lambda: _http("/canary/health")[0] == 200)
+            spans.append((node.name, started, time.time()))
+    finally:
+        stop.touch()
+        writer.wait(timeout=30)
+    attempts = json.loads(out.read_text())
+    acked = [a for a in attempts if a["outcome"] == "ok"]
+    active = _promoted(nodes)
+    assert active is not None
+    stored = set(_sql(active, "SELECT client_key FROM writes WHERE client_key LIKE 'w%'").split())
+    lost = sorted({a["key"] for a in acked} - stored)
+
+    def longest_gap(start: float, end: float) -> float:
+        done = sorted(a["t"] + a["took"] for a in acked if start - 5 <= a["t"] + a["took"] <= end)
+        return round(max((b - a for a, b in zip(done, done[1:], strict=False)), default=0.0), 2)
+    figures = {"acked": len(acked), "lost": lost, "active_after": active.name,
+               "reboots": [{"node": name, "back_settled_s": round(end - start, 1),
+                            "longest_gap_s": longest_gap(start, end)} for name, start, end in spans]}
+    report.setdefault("chaos", {})["reboots"] = figures
+    assert lost == [], figures
+    assert _power_actions() == power_calls, "a reboot was answered with fencing"
+    assert _holder(nodes) is active, "the reserved IP is not on the primary's node"

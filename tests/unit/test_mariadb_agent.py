@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,38 @@ def test_the_sole_replica_elects_itself_before_fencing_has_finished(bin_dir: Pat
     assert run(bin_dir, "notify", ("pre", "demote"), OTHER, clone_max=2) == (0, ["notify", "monitor"])
     # several replicas compare positions, which is right only after the relay logs
     assert run(bin_dir, "notify", ("pre", "demote"), OTHER, clone_max=3) == (0, ["notify"])
+
+
+def _logged_soon(bin_dir: Path, line: str, seconds: float = 5.0) -> bool:
+    """Whether `line` reaches the log within `seconds` (a background statement's)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if line in (bin_dir.parent / "log").read_text().splitlines():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_replication_from_a_lost_primary_ends_while_it_is_fenced(bin_dir: Path) -> None:
+    # its IO thread's stop (a second's connect to the dead primary) starts at the
+    # pre-demote, in the background: the notification does not wait for it
+    for clone_max in (2, 3):
+        rc, _ = run(bin_dir, "notify", ("pre", "demote"), OTHER, clone_max=clone_max, slave_status="")
+        assert rc == 0
+        assert _logged_soon(bin_dir, "sql: STOP SLAVE IO_THREAD"), clone_max
+    # out of sync too: replication from a node being fenced is over whatever this one's state
+    run(bin_dir, "notify", ("pre", "demote"), OTHER, in_sync="0", slave_status="")
+    assert _logged_soon(bin_dir, "sql: STOP SLAVE IO_THREAD")
+
+
+def test_replication_goes_on_through_a_planned_demotion_until_its_end(bin_dir: Path) -> None:
+    # a switchover's primary is still a member: the replica keeps receiving until the
+    # packaged agent's post-demote; nor does this node's own demotion stop anything
+    for demoted, state in ((OTHER, "member"), (SELF, "lost")):
+        run(bin_dir, "notify", ("pre", "demote"), demoted, other_state=state, slave_status="")
+        assert not _logged_soon(bin_dir, "sql: STOP SLAVE IO_THREAD", 0.5), (demoted, state)
+    run(bin_dir, "notify", ("post", "demote"), OTHER, slave_status="")
+    assert not _logged_soon(bin_dir, "sql: STOP SLAVE IO_THREAD", 0.5)
 
 
 def test_no_election_before_fencing_for_a_planned_demotion(bin_dir: Path) -> None:
