@@ -86,6 +86,12 @@ DB_OP_TIMEOUT = "120s"
 # query. Running clusters get a changed value from cluster-resources.
 WEB_MONITOR = "2s"
 WEB_MONITOR_TIMEOUT = "20s"
+# ...and before that check comes, systemd starts a killed nginx again after this
+# pause (its drop-in overrides the Restart=no pacemaker gives the units it runs; a
+# stop by pacemaker or an operator is never undone). nginx keeps no state: in place
+# at once beats a check interval plus a restart. systemd's own start limit (5 in
+# 10 s) ends a crash loop, and pacemaker's check then finds nginx failed.
+WEB_RESTART_MS = 200
 # The reserved-IP agent on the active node.
 RESERVED_IP_MONITOR = "10s"
 RESERVED_IP_MONITOR_TIMEOUT = "30s"

@@ -86,6 +86,18 @@ def canary_token_map(token: str) -> str:
     return f'"{token}" 1;\n'
 
 
+# Named to sort after pacemaker's own drop-in for the units it runs (50-pacemaker.conf,
+# in /run, which sets Restart=no): systemd applies drop-ins in name order, the last wins.
+NGINX_RESTART_DROPIN = "/etc/systemd/system/nginx.service.d/90-do-ha-restart.conf"
+
+
+def nginx_restart_dropin() -> str:
+    """systemd starts a killed nginx again at once (infra/tuning.py WEB_RESTART_MS)."""
+    return ("# do-ha-stack: a killed nginx is started again by systemd at once, not only at\n"
+            "# pacemaker's next check. An explicit stop is never undone.\n"
+            f"[Service]\nRestart=on-failure\nRestartSec={tuning.WEB_RESTART_MS}ms\n")
+
+
 class Web(pulumi.ComponentResource):
     """`installed[node]`: the site and the canary are in place, nginx left to pacemaker."""
 
@@ -98,6 +110,7 @@ class Web(pulumi.ComponentResource):
         files = [
             NodeFile("/usr/local/lib/do-ha-stack/canary.py", read("app/canary.py"), "0755"),
             NodeFile("/etc/systemd/system/do-ha-canary.service", read("app/do-ha-canary.service")),
+            NodeFile(NGINX_RESTART_DROPIN, nginx_restart_dropin()),
             NodeFile("/etc/do-ha-stack/canary.env",
                      f"CANARY_RETENTION_DAYS={tuning.CANARY_RETENTION_DAYS}\n"),
             NodeFile("/etc/nginx/sites-available/do-ha-stack", site_file(cfg.https)),
