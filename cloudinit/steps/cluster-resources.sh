@@ -75,11 +75,23 @@ else
 	pcsf resource create mariadb ocf:heartbeat:mariadb "${db[@]}" replication_passwd=unset \
 		op start timeout="$DB_OP_TIMEOUT" op stop timeout="$DB_OP_TIMEOUT" \
 		op promote timeout="$DB_OP_TIMEOUT" op demote timeout="$DB_OP_TIMEOUT" \
-		op monitor interval="$DB_PROMOTED_MONITOR" timeout="$DB_MONITOR_TIMEOUT" role=Promoted \
+		op monitor interval="$DB_PROMOTED_MONITOR" timeout="$DB_MONITOR_TIMEOUT" role=Promoted on-fail=demote \
 		op monitor interval="$DB_UNPROMOTED_MONITOR" timeout="$DB_MONITOR_TIMEOUT" role=Unpromoted \
 		promotable promoted-max=1 notify=true
 fi
 pcsf resource meta mariadb-clone clone-max="${#apps[@]}"
+# A failed check of the primary demotes it in place (on-fail=demote) instead of a
+# stop and a start: a promotable clone promotes only after its starts, so the
+# replica's promotion would wait for the failed server's restart. The usual failure
+# is a killed mariadbd, which mariadbd-safe has already started again (read-only);
+# the wrapper then gives up this node's promotion score, and the replica is
+# promoted. Clusters formed before get the same check, at the current interval.
+primary_check=$(CIB_file=$work/cib.xml cibadmin --query \
+	--xpath "//primitive[@id='mariadb']/operations/op[@name='monitor'][@role='Promoted']" 2>/dev/null |
+	grep -o '<op [^>]*' | head -n 1 | sed -n 's/.* id="\([^"]*\)".*/\1/p')
+[ -n "$primary_check" ] || die "the mariadb resource has no check of its promoted instance"
+CIB_file=$work/cib.xml cibadmin --modify --scope resources --xml-text \
+	"<op id=\"$primary_check\" interval=\"$DB_PROMOTED_MONITOR\" on-fail=\"demote\"/>"
 
 # The replication password goes in through cibadmin's stdin, never argv: it
 # replaces the placeholder the resource was created with.

@@ -20,6 +20,7 @@ from xml.etree import ElementTree
 
 import pytest
 
+from infra import tuning
 from infra.paths import REPO_ROOT
 from lab import failover_phases, replay
 from lab.containers import container_init, kill_node, load_state
@@ -148,6 +149,10 @@ def test_failure_detection_and_the_mariadb_agent_are_the_fast_failovers_own(node
         assert verify.returncode == 0 and verify.stdout == "", verify.stdout
         assert "do-ha-stack" in admin.run(f"head -5 {agent}").stdout
         assert _sql(node, "SELECT @@rpl_semi_sync_slave_kill_conn_timeout") == "1"
+    # a failed check of the primary demotes it in place (no restart before the replica's promotion)
+    check = Admin(nodes[-1]).sudo("cibadmin --query --xpath "
+                                  "\"//primitive[@id='mariadb']/operations/op[@role='Promoted']\"").stdout
+    assert 'on-fail="demote"' in check and f'interval="{tuning.DB_PROMOTED_MONITOR}"' in check, check
 
 
 def test_secrets_are_not_in_the_cib_parameters_or_node_logs(nodes: list[LabNode]) -> None:

@@ -53,7 +53,7 @@ def bin_dir(tmp_path: Path) -> Path:
 def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demoted: str = "",
         clone_max: int = 2, rc: dict[str, int] | None = None, other_state: str = "lost",
         scored: str = "", in_sync: str = "", slave_status: str | None = None,
-        gtid_wait: str = "0") -> tuple[int, list[str]]:
+        gtid_wait: str = "0", role: str = "") -> tuple[int, list[str]]:
     """The wrapper's exit code and the packaged agent's actions, in order."""
     log = bin_dir.parent / "log"
     log.write_text("")
@@ -61,7 +61,7 @@ def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demot
            "OCF_RESKEY_CRM_meta_clone_max": str(clone_max), "OCF_RESOURCE_INSTANCE": "mariadb",
            "OCF_RESKEY_node_list": f"{OTHER} {SELF}", "OTHER_STATE": other_state, "SCORED": scored,
            "IN_SYNC": in_sync, "SLAVE_STATUS": slave_status or "", "NO_SERVER": "" if slave_status is not None else "1",
-           "GTID_WAIT": gtid_wait,
+           "GTID_WAIT": gtid_wait, "OCF_RESKEY_CRM_meta_role": role,
            **{f"RC_{k.replace('-', '_')}": str(v) for k, v in (rc or {}).items()}}
     if notify:
         env |= {"OCF_RESKEY_CRM_meta_notify_type": notify[0], "OCF_RESKEY_CRM_meta_notify_operation": notify[1],
@@ -221,3 +221,18 @@ def test_a_node_marked_out_of_sync_gives_up_its_promotion_score(bin_dir: Path) -
     assert rc == 0 and calls[:2] == ["notify", f"delete-score {SELF}"] and "monitor" not in calls
     assert run(bin_dir, "notify", ("post", "demote"), OTHER, in_sync="0") == (0, ["notify"])
     assert run(bin_dir, "notify", ("post", "demote"), OTHER, in_sync="1") == (0, ["notify", "monitor"])
+
+
+def test_a_primary_whose_server_came_back_read_only_is_not_promoted_again(bin_dir: Path) -> None:
+    # pacemaker's check of its primary finds a replica (0): mariadbd-safe restarted a
+    # killed server. The check fails (pacemaker demotes in place) and the score goes,
+    # so the replica is the one promoted next.
+    for role in ("Promoted", "Master"):
+        rc, log = run(bin_dir, "monitor", role=role, scored=SELF)
+        assert rc == 0 and log[:2] == ["monitor", f"delete-score {SELF}"], (role, log)
+        assert "came back read-only" in log[2]
+    # a healthy primary (8) and a replica's own check (0) keep their scores
+    assert run(bin_dir, "monitor", role="Promoted", scored=SELF, rc={"monitor": 8}) == (8, ["monitor"])
+    assert run(bin_dir, "monitor", role="Unpromoted", scored=SELF) == (0, ["monitor"])
+    # a failed check (7: not running) is pacemaker's to recover; nothing else changes
+    assert run(bin_dir, "monitor", role="Promoted", scored=SELF, rc={"monitor": 7}) == (7, ["monitor"])
