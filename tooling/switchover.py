@@ -18,9 +18,10 @@ and the reserved IP) to another app node on purpose, for maintenance; no fencing
 4. it waits until the target is promoted and holds the reserved IP, then until
    the stack is healthy (the old primary replicating from the new one).
 
-Steps 2 and 3 are one SSH call to each node, so the read-only window stays well
-inside the promoted MariaDB's monitor interval: a primary that pacemaker found
-read-only would count as failed.
+Steps 2 and 3 are one SSH call to each node, so the read-only window is short. The
+primary notes when it turned read-only (PLANNED_READ_ONLY): pacemaker's check of the
+primary, which fails a read-only primary (one restarted after a crash), lets a planned
+read-only window pass for SWITCHOVER_READ_ONLY_GRACE_S.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ PROMOTION_SCORE = 100
 PROMOTION_ATTRIBUTE = "master-mariadb"
 # The sync guard's mark (cloudinit/app/db-sync-guard): 0 forbids the node's promotion.
 SYNC_ATTRIBUTE = "do-ha-db-in-sync"
+# Written on the primary as it turns read-only: the MariaDB wrapper's check of the
+# primary then reads "read-only on purpose" (the role is moving), not "restarted after
+# a crash", for SWITCHOVER_READ_ONLY_GRACE_S (cloudinit/agents/mariadb).
+PLANNED_READ_ONLY = "/run/do-ha-stack/planned-read-only"
 
 
 def choose(report: Report, to: str | None) -> tuple[str, str]:
@@ -91,7 +96,8 @@ def switch(stack: str, hosts: dict[str, str], ops: Operations, to: str | None = 
     for node in (primary, target):  # connections up before the pause starts
         _sudo_sh(ops, node, "true")
     try:
-        last = _sudo_sh(ops, primary, "mariadb --batch --skip-column-names "
+        last = _sudo_sh(ops, primary, f"install -d -m 0755 {PLANNED_READ_ONLY.rsplit('/', 1)[0]} && "
+                                      f"date +%s > {PLANNED_READ_ONLY} && mariadb --batch --skip-column-names "
                                       "-e 'SET GLOBAL read_only=ON; SELECT @@gtid_binlog_pos'")
     except OperationError as e:
         _writable_again(ops, primary, best_effort=True)
@@ -144,7 +150,7 @@ def take_over_script(last: str, target_host: str, primary_host: str) -> str:
 
 def _writable_again(ops: Operations, primary: str, best_effort: bool = False) -> None:
     try:
-        _sudo_sh(ops, primary, "mariadb -e 'SET GLOBAL read_only=OFF'")
+        _sudo_sh(ops, primary, f"mariadb -e 'SET GLOBAL read_only=OFF' && rm -f {PLANNED_READ_ONLY}")
     except OperationError:
         if not best_effort:
             raise

@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from infra import tuning
 from infra.paths import REPO_ROOT
+from tooling.switchover import PLANNED_READ_ONLY
 
 WRAPPER = REPO_ROOT / "cloudinit" / "agents" / "mariadb"
+PLANNED_READ_ONLY_GRACE_S = tuning.SWITCHOVER_READ_ONLY_GRACE_S
 SELF, OTHER = "stack-app2", "stack-app1"
 
 
@@ -53,15 +56,19 @@ def bin_dir(tmp_path: Path) -> Path:
 def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demoted: str = "",
         clone_max: int = 2, rc: dict[str, int] | None = None, other_state: str = "lost",
         scored: str = "", in_sync: str = "", slave_status: str | None = None,
-        gtid_wait: str = "0", role: str = "") -> tuple[int, list[str]]:
+        gtid_wait: str = "0", role: str = "", planned_read_only: str | None = None) -> tuple[int, list[str]]:
     """The wrapper's exit code and the packaged agent's actions, in order."""
     log = bin_dir.parent / "log"
     log.write_text("")
+    marker = bin_dir.parent / "planned-read-only"
+    marker.unlink(missing_ok=True)
+    if planned_read_only is not None:
+        marker.write_text(planned_read_only)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log), "DO_HA_MARIADB_DISTRIB": str(bin_dir / "distrib"),
            "OCF_RESKEY_CRM_meta_clone_max": str(clone_max), "OCF_RESOURCE_INSTANCE": "mariadb",
            "OCF_RESKEY_node_list": f"{OTHER} {SELF}", "OTHER_STATE": other_state, "SCORED": scored,
            "IN_SYNC": in_sync, "SLAVE_STATUS": slave_status or "", "NO_SERVER": "" if slave_status is not None else "1",
-           "GTID_WAIT": gtid_wait, "OCF_RESKEY_CRM_meta_role": role,
+           "GTID_WAIT": gtid_wait, "OCF_RESKEY_CRM_meta_role": role, "DO_HA_PLANNED_READ_ONLY": str(marker),
            **{f"RC_{k.replace('-', '_')}": str(v) for k, v in (rc or {}).items()}}
     if notify:
         env |= {"OCF_RESKEY_CRM_meta_notify_type": notify[0], "OCF_RESKEY_CRM_meta_notify_operation": notify[1],
@@ -236,3 +243,19 @@ def test_a_primary_whose_server_came_back_read_only_is_not_promoted_again(bin_di
     assert run(bin_dir, "monitor", role="Unpromoted", scored=SELF) == (0, ["monitor"])
     # a failed check (7: not running) is pacemaker's to recover; nothing else changes
     assert run(bin_dir, "monitor", role="Promoted", scored=SELF, rc={"monitor": 7}) == (7, ["monitor"])
+
+
+def test_a_primary_a_switchover_made_read_only_is_still_the_primary(bin_dir: Path) -> None:
+    # the switchover noted the moment: pacemaker demotes it as asked, not as a failure
+    now = int(time.time())
+    assert run(bin_dir, "monitor", role="Promoted", scored=SELF, planned_read_only=f"{now - 3}\n") == (8, ["monitor"])
+    # a stale note (a switchover that died half way) or a garbled one: the check fails
+    for note in (f"{now - PLANNED_READ_ONLY_GRACE_S - 5}\n", "soon\n", ""):
+        rc, log = run(bin_dir, "monitor", role="Promoted", scored=SELF, planned_read_only=note)
+        assert rc == 0 and log[1] == f"delete-score {SELF}", (note, log)
+
+
+def test_the_planned_read_only_note_is_the_switchovers() -> None:
+    text = WRAPPER.read_text()
+    assert f"PLANNED_READ_ONLY=${{DO_HA_PLANNED_READ_ONLY:-{PLANNED_READ_ONLY}}}\n" in text
+    assert f"PLANNED_READ_ONLY_GRACE_S={tuning.SWITCHOVER_READ_ONLY_GRACE_S}\n" in text

@@ -16,7 +16,7 @@ from tooling.health import Report
 from tooling.node_ops import OperationError, Operations, stack_config
 from tooling.replace_node import plan, replace
 from tooling.scale import scale
-from tooling.switchover import app_hosts, choose, switch, take_over_script
+from tooling.switchover import PLANNED_READ_ONLY, app_hosts, choose, switch, take_over_script
 
 HOSTS = {"app1": "do-ha-stack-prod-app1", "app2": "do-ha-stack-prod-app2", "app3": "do-ha-stack-prod-app3"}
 
@@ -96,6 +96,8 @@ def test_the_primary_turns_read_only_and_the_target_catches_up_before_the_scores
     assert after.database["primary"] == "app2"
     (on1, freeze), (on2, move), (on3, wait) = rec.scripts()
     assert on1 == "app1" and "SET GLOBAL read_only=ON; SELECT @@gtid_binlog_pos" in freeze
+    # the moment is noted first, for the check of the primary (not a crash: the role is moving)
+    assert freeze.index(f"date +%s > {PLANNED_READ_ONLY}") < freeze.index("read_only=ON")
     assert on2 == "app2"
     assert move == take_over_script("0-1-42", "do-ha-stack-prod-app2", "do-ha-stack-prod-app1")
     assert on3 == "app2" and "running on: do-ha-stack-prod-app2 Promoted$" in wait and "reserved-ip" in wait
@@ -109,7 +111,7 @@ def test_a_target_that_does_not_catch_up_leaves_the_primary_writable_and_in_plac
     with pytest.raises(OperationError, match="app2 did not take over from app1; app1 is writable again"):
         switch("prod", HOSTS, rec.ops())
     scripts = rec.scripts()
-    assert scripts[-1] == ("app1", "mariadb -e 'SET GLOBAL read_only=OFF'")
+    assert scripts[-1] == ("app1", f"mariadb -e 'SET GLOBAL read_only=OFF' && rm -f {PLANNED_READ_ONLY}")
     assert not any("crm_attribute" in s and "--update" in s and on == "app1" for on, s in scripts)
 
 
