@@ -8,6 +8,9 @@ failover test does, then powers the fenced droplet on through the API and waits
 for it to rejoin as a replica; the next run kills whichever node is active then,
 so the runs alternate between the app nodes.
 
+Each run is also drawn (lab/timeline.py): build/failover-bench-SETTING-N.png, the
+writes acknowledged per 100 ms with the phases marked.
+
 For each API latency setting it prints every run's phases (lab/failover_phases.py:
 seconds after the kill until detection, the fence request, the fence, the
 election, the promotion, the reserved IP's move and the first acknowledged
@@ -34,7 +37,7 @@ from lab import failover_phases
 from lab.bringup import down, is_up, up
 from lab.stack import lab_nodes
 from tests.helpers.lab_support import api
-from tests.lab.test_lab_cluster import _promoted, _settled, _wait, _write_through_failover
+from tests.lab.test_lab_cluster import _draw_timeline, _promoted, _settled, _wait, _write_through_failover
 
 REPORT = Path(os.environ.get("LAB_REPORT", "build/lab-report.json"))
 LATENCIES: dict[str, tuple[float, dict[str, float]]] = {
@@ -51,9 +54,11 @@ def set_latency(name: str) -> None:
         raise SystemExit(f"the API stand-in refused the action delays: {status} {body}")
 
 
-def one_run(tag: str) -> dict:
+def one_run(tag: str, title: str) -> dict:
     nodes = lab_nodes()
     result = _write_through_failover(nodes, tag)  # it waits for a settled cluster first
+    result["timeline"] = str(_draw_timeline(result, REPORT.parent / f"failover-{tag}.png",
+                                            f"{title}: {result['victim']} killed, {result['survivor']} takes over"))
     victim = next(n for n in nodes if n.name == result["victim"])
     status, body = api("POST", f"/v2/droplets/{victim.droplet_id}/actions", {"type": "power_on"})
     if status != 201:
@@ -84,7 +89,7 @@ def main() -> None:
         figures: dict[str, dict] = {}
         for setting in settings:
             set_latency(setting)
-            runs = [one_run(f"bench-{setting}-{i}") for i in range(args.runs)]
+            runs = [one_run(f"bench-{setting}-{i}", f"API '{setting}', run {i + 1}") for i in range(args.runs)]
             phases = [r["phases"] for r in runs]
             lost = sum(len(r["lost"]) for r in runs)
             print(f"\nfailover, API latency '{setting}' {LATENCIES[setting]}: seconds after the kill")

@@ -16,13 +16,14 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
 
 from infra import tuning
 from infra.paths import REPO_ROOT
-from lab import failover_phases, replay
+from lab import failover_phases, replay, timeline
 from lab.containers import container_init, kill_node, load_state
 from lab.stack import lab_plan
 from lab.topology import RESERVED_IP, SWITCH_NS, LabNode, run_dir
@@ -261,18 +262,22 @@ def _write_through_fault(nodes: list[LabNode], tag: str, fault: Callable[[LabNod
         writer.wait(timeout=30)
     attempts = json.loads(out.read_text())
     acked = [a for a in attempts if a["outcome"] == "ok"]
-    before = [a for a in acked if a["t"] < faulted_at]
-    after = [a for a in acked if a["t"] >= faulted_at]
-    assert before and after, "the writer saw no success before or after the fault"
-    last_ok_before = max(a["t"] + a["took"] for a in before)
-    recovered_at = min(a["t"] + a["took"] for a in after)
+    answered = sorted(a["t"] + a["took"] for a in acked)
+    # The outage: the longest pause between two acknowledged writes that ends after the
+    # fault. (Not simply the first write after it: with several clients, a write can be
+    # acknowledged in the moment between the fault's start and the fault taking hold.)
+    pauses = [(end - start, start, end) for start, end in zip(answered, answered[1:], strict=False)
+              if end > faulted_at]
+    assert answered and answered[0] < faulted_at and pauses, "the writer saw no success before or after the fault"
+    _, last_ok_before, recovered_at = max(pauses)
+    after = [a for a in acked if a["t"] + a["took"] >= recovered_at]
     primary = _promoted(nodes)
     assert primary is not None
     stored = set(_sql(primary, "SELECT client_key FROM writes WHERE client_key LIKE 'w%'").split())
     lost = sorted({a["key"] for a in acked} - stored)
     return {"victim": victim.name, "primary_after": primary.name, "failover_s": round(recovered_at - faulted_at, 2),
             "unavailable_s": round(recovered_at - last_ok_before, 2), "acked": len(acked), "lost": lost,
-            "faulted_at": faulted_at, "first_write_at": recovered_at,
+            "faulted_at": faulted_at, "first_write_at": recovered_at, "attempts_file": str(out),
             "nodes_after": sorted({a["node"] for a in after})}
 
 
@@ -285,7 +290,7 @@ def _write_through_failover(nodes: list[LabNode], tag: str) -> dict:
     assert result["primary_after"] == survivor.name, result
     result["survivor"] = survivor.name
     result["all_after_on"] = result.pop("nodes_after") == [f"do-ha-stack-lab-{survivor.name}"]
-    killed_at = result.pop("faulted_at")
+    killed_at = result["killed_at"] = result.pop("faulted_at")
     result["phases"] = _phases(nodes, victim, survivor, killed_at, result.pop("first_write_at"))
     # The operator hears of it: the fence, the promotion and the IP's move (one mail for
     # the burst when they come within the sender's batch), through the stack's relay.
@@ -293,6 +298,12 @@ def _write_through_failover(nodes: list[LabNode], tag: str) -> dict:
         f"== fenced do-ha-stack-lab-{victim.name} ==", f"== MariaDB primary is now do-ha-stack-lab-{survivor.name} ==",
         f"== the reserved IP is now on do-ha-stack-lab-{survivor.name} =="))
     return result
+
+
+def _draw_timeline(result: dict, path: Path, title: str) -> Path:
+    """A failover run's PNG (lab/timeline.py): its writes per 100 ms and its phases."""
+    attempts = json.loads(Path(result["attempts_file"]).read_text())
+    return timeline.draw(path, attempts, result["killed_at"], result["phases"], title)
 
 
 def _phases(nodes: list[LabNode], victim: LabNode, survivor: LabNode, killed_at: float,
@@ -320,6 +331,8 @@ def test_failover_keeps_every_acknowledged_write_and_the_old_node_rejoins(nodes:
         Admin(_promoted(nodes)).sudo("mariadb do_ha_canary -e \"DELETE FROM writes WHERE client_key LIKE 'w%'\"")
         result = _write_through_failover(nodes, f"run{i}")
         runs.append(result)
+        _draw_timeline(result, REPO_ROOT / "build" / f"failover-run{i}.png",
+                       f"lab failover run {i}: {result['victim']} killed, {result['survivor']} takes over")
         assert result["lost"] == [], result
         assert result["all_after_on"], result
         # the fenced node was powered off through the API; an operator powers it on

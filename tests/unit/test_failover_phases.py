@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
+from lab import timeline
 from lab.failover_phases import Event, parse_api_log, parse_journal, phases, summary, table
 
 DAY = datetime(2026, 12, 5, tzinfo=UTC)
@@ -70,3 +72,27 @@ def test_median_and_p95_over_runs() -> None:
     assert "promoted" not in stats
     text = table(runs)
     assert text.splitlines()[-2].split()[:1] == ["median"] and "7.40" in text.splitlines()[-2]
+
+
+def test_the_timeline_counts_acknowledged_writes_per_100_ms_by_their_answer() -> None:
+    killed = 1000.0
+    attempts = [
+        {"t": 998.0, "took": 0.01, "outcome": "ok"},  # -1.99 s: bucket 10 of a -3 s start
+        {"t": 999.95, "took": 0.02, "outcome": "ok"},  # answered at -0.03 s: the bucket before the kill
+        {"t": 999.99, "took": 1.0, "outcome": "error"},  # a timeout is no write
+        {"t": 1003.0, "took": 0.15, "outcome": "ok"},  # 3.15 s
+        {"t": 1003.1, "took": 0.06, "outcome": "ok"},  # 3.16 s: same bucket
+        {"t": 1020.0, "took": 0.0, "outcome": "ok"},  # past the end
+    ]
+    buckets = timeline.acked_per_bucket(attempts, killed, -3.0, 4.0)
+    assert len(buckets) == 70 and sum(buckets) == 4
+    assert buckets[10] == 1 and buckets[29] == 1 and buckets[61] == 2
+
+
+def test_the_timeline_is_drawn_as_a_png(tmp_path: Path) -> None:
+    attempts = [{"t": 1000.0 + i * 0.05, "took": 0.01, "outcome": "ok" if not 60 <= i < 140 else "error"}
+                for i in range(200)]
+    phases = {"detected": 2.5, "fenced": 3.5, "elected": None, "promoted": 4.6, "first_write": 5.3}
+    out = timeline.draw(tmp_path / "sub" / "run.png", attempts, 1003.0, phases, "a failover")
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
