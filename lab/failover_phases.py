@@ -7,7 +7,8 @@ MariaDB agent) and from the DigitalOcean stand-in's log:
   detected         corosync formed a membership without the killed node
   fence_requested  the DC asked for the killed node to be powered off
   fenced           fencing confirmed: the droplet is off
-  elected          the survivor's promotion score was set (it will be promoted)
+  elected          the survivor's promotion score was set (it will be promoted); none
+                   when it already held a standing one (the one replica of two)
   promoted         the survivor's MariaDB is promoted (writable)
   ip_assigned      the API completed the reserved IP's move to the survivor
   first_write      the first write acknowledged through the reserved IP
@@ -91,7 +92,7 @@ def phases(events: Iterable[Event], victim: str, survivor: str, reserved_ip: str
                    re.compile(rf"Operation 'off' targeting {re.escape(victim)} by .*: OK")),
         "elected": ("pacemaker-attrd",
                     re.compile(rf"Setting master-mariadb\[{re.escape(survivor)}\] in instance_attributes: "
-                               r"\S+ -> \d+")),
+                               r"\(unset\) -> \d+")),
         "promoted": ("pacemaker-controld",
                      re.compile(rf"Result of promote operation for mariadb on {re.escape(survivor)}: OK")),
         "ip_assigned": ("fake_do", re.compile(rf"action \d+ assign_ip reserved_ip:{re.escape(reserved_ip)} completed")),

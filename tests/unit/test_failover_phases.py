@@ -28,6 +28,8 @@ JOURNAL = "\n".join([
     entry(2.64, "corosync", "[TOTEM ] A new membership (2.5a) was formed. Members left: 1"),
     entry(2.73, "pacemaker-controld", f"Requesting fencing (off) targeting node {VICTIM}"),
     entry(3.78, "pacemaker-attrd", f"Setting master-mariadb[{SURVIVOR}] in instance_attributes: (unset) -> 100"),
+    # a standing score raised once promoted is no election
+    entry(3.70, "pacemaker-attrd", f"Setting master-mariadb[{SURVIVOR}] in instance_attributes: 10 -> 100"),
     entry(4.13, "pacemaker-fenced", f"Operation 'off' targeting {VICTIM} by do-ha-stack-lab-witness for "
                                     f"pacemaker-controld.3658@do-ha-stack-lab-witness: OK (Done)"),
     entry(6.62, "pacemaker-controld", f"Result of promote operation for mariadb on {SURVIVOR}: OK"),

@@ -38,7 +38,8 @@ def bin_dir(tmp_path: Path) -> Path:
         # a promotion score exists for the nodes in $SCORED (this node's, without --node)
         "crm_attribute": ('prev=""; n=' + SELF + '; for a; do [ "$prev" = --node ] && n=$a; prev=$a; done; '
                           'case " $* " in *" --name do-ha-db-in-sync "*) [ -n "$IN_SYNC" ] && echo "$IN_SYNC"; '
-                          'exit 0 ;; *" --delete "*) echo "delete-score $n" >> "$LOG"; exit 0 ;; esac; '
+                          'exit 0 ;; *" --delete "*) echo "delete-score $n" >> "$LOG"; exit 0 ;; '
+                          '*" --update "*) echo "set-score $n ${*: -1}" >> "$LOG"; exit 0 ;; esac; '
                           '[[ " $SCORED " == *" $n "* ]]'),
         # the server: logs each statement; SHOW SLAVE STATUS answers $SLAVE_STATUS, the
         # wait for the relay log $GTID_WAIT; absent ($NO_SERVER) it fails
@@ -74,6 +75,12 @@ def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demot
         env |= {"OCF_RESKEY_CRM_meta_notify_type": notify[0], "OCF_RESKEY_CRM_meta_notify_operation": notify[1],
                 "OCF_RESKEY_CRM_meta_notify_demote_uname": demoted}
     result = subprocess.run(["bash", str(WRAPPER), action], env=env, capture_output=True, text=True, timeout=30)
+    if action == "promote" and result.returncode == 0:
+        # the elected score is set in the background: wait for it (so it cannot land in
+        # the next call's log), and leave it out of the calls in order
+        elected = f"set-score {SELF} 100"
+        assert _logged_soon(bin_dir, elected), "a successful promotion did not take the elected score"
+        return 0, [line for line in log.read_text().splitlines() if line != elected]
     return result.returncode, log.read_text().splitlines()
 
 
@@ -259,3 +266,34 @@ def test_the_planned_read_only_note_is_the_switchovers() -> None:
     text = WRAPPER.read_text()
     assert f"PLANNED_READ_ONLY=${{DO_HA_PLANNED_READ_ONLY:-{PLANNED_READ_ONLY}}}\n" in text
     assert f"PLANNED_READ_ONLY_GRACE_S={tuning.SWITCHOVER_READ_ONLY_GRACE_S}\n" in text
+
+
+REPLICATING = "Slave_IO_Running: Yes\nSlave_SQL_Running: Yes\n"
+
+
+def test_the_one_replica_in_sync_holds_a_standing_promotion_score(bin_dir: Path) -> None:
+    # so the scheduler plans its promotion (and the IP's move) with the fence itself
+    rc, log = run(bin_dir, "monitor", role="Unpromoted", in_sync="1", slave_status=REPLICATING)
+    assert rc == 0 and log[0] == "monitor" and f"set-score {SELF} 10" in log, log
+    assert "standing promotion score 10" in log[-1]
+    assert f"set-score {SELF} 10" in run(bin_dir, "monitor", role="Slave", slave_status=REPLICATING)[1]
+
+
+@pytest.mark.parametrize("case", [
+    {"clone_max": 3},  # positions must be compared: the election's
+    {"scored": SELF},  # it has one (standing, elected, or a switchover's)
+    {"in_sync": "0"},  # marked out of sync: never a candidate
+    {"slave_status": "Slave_IO_Running: Connecting\nSlave_SQL_Running: Yes\n"},  # not replicating
+    {"role": ""},  # a probe
+], ids=lambda c: next(iter(c)))
+def test_no_standing_score_otherwise(bin_dir: Path, case: dict) -> None:
+    kwargs = {"role": "Unpromoted", "slave_status": REPLICATING} | case
+    rc, log = run(bin_dir, "monitor", **kwargs)
+    assert rc == 0 and not any(line.startswith("set-score") for line in log), log
+
+
+def test_a_promoted_node_takes_the_elected_score(bin_dir: Path) -> None:
+    rc, _ = run(bin_dir, "promote", slave_status="")  # run() asserts the score was set
+    assert rc == 0 and f"set-score {SELF} 100" in (bin_dir.parent / "log").read_text()
+    run(bin_dir, "promote", slave_status="", rc={"promote": 1})
+    assert not _logged_soon(bin_dir, f"set-score {SELF} 100", 0.5)
