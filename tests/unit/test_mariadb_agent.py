@@ -34,11 +34,13 @@ def bin_dir(tmp_path: Path) -> Path:
         # --list: "ID NAME STATE" for this node and the other, whose state is $OTHER_STATE
         "crm_node": (f'case "$1" in --name) echo {SELF} ;; --list) echo "1 {OTHER} $OTHER_STATE"; '
                      f'echo "2 {SELF} member" ;; esac'),
-        # the sync guard's mark: $IN_SYNC ("" for none); --delete is logged; otherwise
+        # the sync guard's mark: $IN_SYNC_<node> or else $IN_SYNC ("" for none); --delete and --update
+        # are logged; otherwise
         # a promotion score exists for the nodes in $SCORED (this node's, without --node)
         "crm_attribute": ('prev=""; n=' + SELF + '; for a; do [ "$prev" = --node ] && n=$a; prev=$a; done; '
-                          'case " $* " in *" --name do-ha-db-in-sync "*) [ -n "$IN_SYNC" ] && echo "$IN_SYNC"; '
-                          'exit 0 ;; *" --delete "*) echo "delete-score $n" >> "$LOG"; exit 0 ;; '
+                          'case " $* " in *" --name do-ha-db-in-sync "*) '
+                          'mark="IN_SYNC_${n//-/_}"; mark=${!mark-$IN_SYNC}; [ -n "$mark" ] && echo "$mark"; exit 0 ;; '
+                          '*" --delete "*) echo "delete-score $n" >> "$LOG"; exit 0 ;; '
                           '*" --update "*) echo "set-score $n ${*: -1}" >> "$LOG"; exit 0 ;; esac; '
                           '[[ " $SCORED " == *" $n "* ]]'),
         # the server: logs each statement; SHOW SLAVE STATUS answers $SLAVE_STATUS, the
@@ -57,7 +59,8 @@ def bin_dir(tmp_path: Path) -> Path:
 def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demoted: str = "",
         clone_max: int = 2, rc: dict[str, int] | None = None, other_state: str = "lost",
         scored: str = "", in_sync: str = "", slave_status: str | None = None,
-        gtid_wait: str = "0", role: str = "", planned_read_only: str | None = None) -> tuple[int, list[str]]:
+        gtid_wait: str = "0", role: str = "", planned_read_only: str | None = None,
+        marks: dict[str, str] | None = None) -> tuple[int, list[str]]:
     """The wrapper's exit code and the packaged agent's actions, in order."""
     log = bin_dir.parent / "log"
     log.write_text("")
@@ -70,6 +73,7 @@ def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demot
            "OCF_RESKEY_node_list": f"{OTHER} {SELF}", "OTHER_STATE": other_state, "SCORED": scored,
            "IN_SYNC": in_sync, "SLAVE_STATUS": slave_status or "", "NO_SERVER": "" if slave_status is not None else "1",
            "GTID_WAIT": gtid_wait, "OCF_RESKEY_CRM_meta_role": role, "DO_HA_PLANNED_READ_ONLY": str(marker),
+           **{f"IN_SYNC_{node.replace('-', '_')}": mark for node, mark in (marks or {}).items()},
            **{f"RC_{k.replace('-', '_')}": str(v) for k, v in (rc or {}).items()}}
     if notify:
         env |= {"OCF_RESKEY_CRM_meta_notify_type": notify[0], "OCF_RESKEY_CRM_meta_notify_operation": notify[1],
@@ -297,3 +301,17 @@ def test_a_promoted_node_takes_the_elected_score(bin_dir: Path) -> None:
     assert rc == 0 and f"set-score {SELF} 100" in (bin_dir.parent / "log").read_text()
     run(bin_dir, "promote", slave_status="", rc={"promote": 1})
     assert not _logged_soon(bin_dir, f"set-score {SELF} 100", 0.5)
+
+
+def test_the_only_node_in_sync_elects_itself_when_nobody_holds_a_score(bin_dir: Path) -> None:
+    # the packaged election chose the node marked out of sync, which gave the score up:
+    # nothing would ever be promoted; this one, in sync, takes the elected score
+    rc, log = run(bin_dir, "monitor", role="Unpromoted", marks={OTHER: "0"}, slave_status="")
+    assert rc == 0 and f"set-score {SELF} 100" in log and "elects itself" in log[-1], log
+    # not while anyone holds a score, nor while the other node may be promoted too
+    for case in ({"scored": OTHER}, {"marks": {OTHER: "1"}}, {"marks": {OTHER: ""}}):
+        rc, log = run(bin_dir, "monitor", role="Unpromoted", slave_status="", **{"marks": {OTHER: "0"}} | case)
+        assert not any(line.startswith("set-score") for line in log), (case, log)
+    # and never when this node is itself out of sync
+    rc, log = run(bin_dir, "monitor", role="Unpromoted", marks={OTHER: "0", SELF: "0"}, slave_status="")
+    assert not any(line.startswith("set-score") for line in log), log
