@@ -3,43 +3,59 @@
     python -m lab.writer URL OUT_JSON STOP_FILE [CLIENTS]
 
 Runs in the lab's public namespace (an internet client). Each of CLIENTS (default 1)
-concurrent clients sends POST URL/canary/write?key=N, one after another, each with a
-1 s timeout; a key is "acknowledged" only when the answer was 200. Several clients
-see the service return sooner than one: a single client's request that went out
-just before the reserved IP moved waits out its timeout, while another's already
-lands on the new node. Stops when STOP_FILE exists and writes every attempt (wall
-time, how long it took, key, outcome, node) to OUT_JSON.
+concurrent clients sends POST URL/canary/write?key=N, one after another; a key is
+"acknowledged" only when the answer was 200. Like a typical API client, each
+request gives the TCP connection CONNECT_TIMEOUT_S and the answer READ_TIMEOUT_S:
+while the reserved IP still points at a dead node a connection attempt goes
+unanswered, and the client tries again a quarter of a second later instead of
+waiting out a whole second, so the first write after the IP moves is seen within
+about that. Stops when STOP_FILE exists and writes every attempt (wall time, how
+long it took, key, outcome, node) to OUT_JSON.
 """
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
+
+CONNECT_TIMEOUT_S = 0.25
+READ_TIMEOUT_S = 1.0
+PAUSE_AFTER_FAILURE_S = 0.05
+
+
+def _write(url: str, key: str) -> tuple[str, str]:
+    """(outcome, node): "ok", an HTTP status, or "error"."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=CONNECT_TIMEOUT_S)
+    try:
+        conn.connect()
+        conn.sock.settimeout(READ_TIMEOUT_S)
+        conn.request("POST", f"{parts.path.rstrip('/')}/canary/write?key={key}", body=b"")
+        reply = conn.getresponse()
+        data = reply.read()
+        if reply.status != 200:
+            return str(reply.status), ""
+        return "ok", str(json.loads(data).get("node", ""))
+    except (OSError, ValueError, http.client.HTTPException):
+        return "error", ""
+    finally:
+        conn.close()
 
 
 def _client(url: str, stop: Path, keys: itertools.count, attempts: list[dict]) -> None:
     while not stop.exists():
         key = f"w{next(keys)}"  # itertools.count is atomic under the GIL: keys never repeat
         started = time.time()
-        node, outcome = "", "error"
-        try:
-            req = urllib.request.Request(f"{url}/canary/write?key={key}", method="POST", data=b"")
-            with urllib.request.urlopen(req, timeout=1.0) as reply:
-                body = json.loads(reply.read())
-                node, outcome = body.get("node", ""), "ok" if reply.status == 200 else str(reply.status)
-        except urllib.error.HTTPError as e:
-            outcome = str(e.code)
-        except (OSError, ValueError):
-            outcome = "error"
+        outcome, node = _write(url, key)
         attempts.append({"t": started, "took": time.time() - started, "key": key, "outcome": outcome, "node": node})
         if outcome != "ok":
-            time.sleep(0.05)
+            time.sleep(PAUSE_AFTER_FAILURE_S)
 
 
 def main(url: str, out: Path, stop: Path, clients: int = 1) -> None:
