@@ -303,13 +303,15 @@ def test_a_promoted_node_takes_the_elected_score(bin_dir: Path) -> None:
     assert not _logged_soon(bin_dir, f"set-score {SELF} 100", 0.5)
 
 
-def test_the_only_node_in_sync_elects_itself_when_nobody_holds_a_score(bin_dir: Path) -> None:
-    # the packaged election chose the node marked out of sync, which gave the score up:
-    # nothing would ever be promoted; this one, in sync, takes the elected score
-    rc, log = run(bin_dir, "monitor", role="Unpromoted", marks={OTHER: "0"}, slave_status="")
-    assert rc == 0 and f"set-score {SELF} 100" in log and "elects itself" in log[-1], log
-    # not while anyone holds a score, nor while the other node may be promoted too
-    for case in ({"scored": OTHER}, {"marks": {OTHER: "1"}}, {"marks": {OTHER: ""}}):
+def test_the_only_node_in_sync_elects_itself(bin_dir: Path) -> None:
+    # the packaged election chose the node marked out of sync (even in this very
+    # monitor: its score is there), which gives the score up: nothing would ever be
+    # promoted; this one, in sync, takes the elected score
+    for scored in ("", OTHER):
+        rc, log = run(bin_dir, "monitor", role="Unpromoted", marks={OTHER: "0"}, slave_status="", scored=scored)
+        assert rc == 0 and f"set-score {SELF} 100" in log and "elects itself" in log[-1], log
+    # not once it holds a score, nor while the other node may be promoted too
+    for case in ({"scored": SELF}, {"marks": {OTHER: "1"}}, {"marks": {OTHER: ""}}):
         rc, log = run(bin_dir, "monitor", role="Unpromoted", slave_status="", **{"marks": {OTHER: "0"}} | case)
         assert not any(line.startswith("set-score") for line in log), (case, log)
     # and never when this node is itself out of sync
