@@ -70,7 +70,8 @@ def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demot
         marker.write_text(planned_read_only)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log), "DO_HA_MARIADB_DISTRIB": str(bin_dir / "distrib"),
            "OCF_RESKEY_CRM_meta_clone_max": str(clone_max), "OCF_RESOURCE_INSTANCE": "mariadb",
-           "OCF_RESKEY_node_list": f"{OTHER} {SELF}", "OTHER_STATE": other_state, "SCORED": scored,
+           # app3: declared for a scale-out, not (yet) in the cluster
+           "OCF_RESKEY_node_list": f"{OTHER} stack-app3 {SELF}", "OTHER_STATE": other_state, "SCORED": scored,
            "IN_SYNC": in_sync, "SLAVE_STATUS": slave_status or "", "NO_SERVER": "" if slave_status is not None else "1",
            "GTID_WAIT": gtid_wait, "OCF_RESKEY_CRM_meta_role": role, "DO_HA_PLANNED_READ_ONLY": str(marker),
            **{f"IN_SYNC_{node.replace('-', '_')}": mark for node, mark in (marks or {}).items()},
