@@ -94,7 +94,9 @@ def _marks(nodes: list[LabNode]) -> dict[str, str]:
 
 def _settled(nodes: list[LabNode]) -> bool:
     """Every node online, nginx on every app node, one promoted MariaDB, one unpromoted
-    replica replicating, and no app node marked out of sync (the next failover may pick it)."""
+    replica replicating, no app node marked out of sync (the next failover may pick it),
+    and with two app nodes the replica holding its standing promotion score (the next
+    failover plans its promotion with the fence)."""
     xml = _crm(nodes[-1])  # the witness: never the node a test kills
     if xml.count('online="true"') < len(nodes):
         return False
@@ -110,6 +112,10 @@ def _settled(nodes: list[LabNode]) -> bool:
             continue
         status = Admin(node).sudo("mariadb -e 'SHOW SLAVE STATUS\\G'", check=False).stdout
         if "Slave_IO_Running: Yes" not in status or "Slave_SQL_Running: Yes" not in status:
+            return False
+        if len(_apps(nodes)) == 2 and not Admin(nodes[-1]).sudo(
+                f"crm_attribute --node do-ha-stack-lab-{node.name} --name master-mariadb --lifetime reboot "
+                "--query --quiet", check=False).stdout.strip():
             return False
     return "0" not in _marks(nodes).values()
 
