@@ -41,7 +41,8 @@ def _write(url: str, key: str) -> tuple[str, str]:
         data = reply.read()
         if reply.status != 200:
             return str(reply.status), ""
-        return "ok", str(json.loads(data).get("node", ""))
+        body = json.loads(data)
+        return "ok", str(body.get("node", "")) if isinstance(body, dict) else ""
     except (OSError, ValueError, http.client.HTTPException):
         return "error", ""
     finally:

@@ -87,8 +87,8 @@ pcsf resource meta mariadb-clone clone-max="${#apps[@]}"
 # the wrapper then gives up this node's promotion score, and the replica is
 # promoted. Clusters formed before get the same check, at the current interval.
 primary_check=$(CIB_file=$work/cib.xml cibadmin --query \
-	--xpath "//primitive[@id='mariadb']/operations/op[@name='monitor'][@role='Promoted']" 2>/dev/null |
-	grep -o '<op [^>]*' | head -n 1 | sed -n 's/.* id="\([^"]*\)".*/\1/p')
+	--xpath "//primitive[@id='mariadb']/operations/op[@name='monitor'][@role='Promoted' or @role='Master']" \
+	2>/dev/null | grep -o '<op [^>]*' | head -n 1 | sed -n 's/.* id="\([^"]*\)".*/\1/p') || true
 [ -n "$primary_check" ] || die "the mariadb resource has no check of its promoted instance"
 CIB_file=$work/cib.xml cibadmin --modify --scope resources --xml-text \
 	"<op id=\"$primary_check\" interval=\"$DB_PROMOTED_MONITOR\" on-fail=\"demote\"/>"

@@ -32,20 +32,24 @@ def bin_dir(tmp_path: Path) -> Path:
         # the packaged agent: logs its action; $RC_<action> sets its exit code
         "distrib": 'echo "$1" >> "$LOG"; rc_var="RC_${1//-/_}"; exit "${!rc_var:-0}"',
         # --list: "ID NAME STATE" for this node and the other, whose state is $OTHER_STATE
-        "crm_node": (f'case "$1" in --name) echo {SELF} ;; --list) echo "1 {OTHER} $OTHER_STATE"; '
-                     f'echo "2 {SELF} member" ;; esac'),
+        # (nothing, and a failure, with $NO_LIST)
+        "crm_node": (f'case "$1" in --name) echo {SELF} ;; --list) [ -z "$NO_LIST" ] || exit 1; '
+                     f'echo "1 {OTHER} $OTHER_STATE"; echo "2 {SELF} member" ;; esac'),
         # the sync guard's mark: $IN_SYNC_<node> or else $IN_SYNC ("" for none); --delete and --update
         # are logged; otherwise
-        # a promotion score exists for the nodes in $SCORED (this node's, without --node)
+        # a promotion score, $SCORE (100 unless set), exists for the nodes in $SCORED (this
+        # node's, without --node)
         "crm_attribute": ('prev=""; n=' + SELF + '; for a; do [ "$prev" = --node ] && n=$a; prev=$a; done; '
                           'case " $* " in *" --name do-ha-db-in-sync "*) '
                           'mark="IN_SYNC_${n//-/_}"; mark=${!mark-$IN_SYNC}; [ -n "$mark" ] && echo "$mark"; exit 0 ;; '
                           '*" --delete "*) echo "delete-score $n" >> "$LOG"; exit 0 ;; '
                           '*" --update "*) echo "set-score $n ${*: -1}" >> "$LOG"; exit 0 ;; esac; '
-                          '[[ " $SCORED " == *" $n "* ]]'),
+                          '[[ " $SCORED " == *" $n "* ]] || exit 1; echo "${SCORE:-100}"'),
         # the server: logs each statement; SHOW SLAVE STATUS answers $SLAVE_STATUS, the
         # wait for the relay log $GTID_WAIT; absent ($NO_SERVER) it fails
+        # statements holding $FAIL_SQL fail
         "mariadb": ('[ -z "$NO_SERVER" ] || exit 1; sql="${*: -1}"; echo "sql: $sql" >> "$LOG"; '
+                    '[[ -z "$FAIL_SQL" || "$sql" != *"$FAIL_SQL"* ]] || exit 1; '
                     'case "$sql" in "SHOW SLAVE STATUS"*) printf "%b" "$SLAVE_STATUS" ;; '
                     '*MASTER_GTID_WAIT*) echo "${GTID_WAIT:-0}" ;; esac'),
         "logger": 'echo "logger $*" >> "$LOG"',
@@ -60,7 +64,8 @@ def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demot
         clone_max: int = 2, rc: dict[str, int] | None = None, other_state: str = "lost",
         scored: str = "", in_sync: str = "", slave_status: str | None = None,
         gtid_wait: str = "0", role: str = "", planned_read_only: str | None = None,
-        marks: dict[str, str] | None = None) -> tuple[int, list[str]]:
+        marks: dict[str, str] | None = None, score: str = "100", fail_sql: str = "",
+        no_list: bool = False) -> tuple[int, list[str]]:
     """The wrapper's exit code and the packaged agent's actions, in order."""
     log = bin_dir.parent / "log"
     log.write_text("")
@@ -75,6 +80,7 @@ def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demot
            "IN_SYNC": in_sync, "SLAVE_STATUS": slave_status or "", "NO_SERVER": "" if slave_status is not None else "1",
            "GTID_WAIT": gtid_wait, "OCF_RESKEY_CRM_meta_role": role, "DO_HA_PLANNED_READ_ONLY": str(marker),
            **{f"IN_SYNC_{node.replace('-', '_')}": mark for node, mark in (marks or {}).items()},
+           "SCORE": score, "FAIL_SQL": fail_sql, "NO_LIST": "1" if no_list else "",
            **{f"RC_{k.replace('-', '_')}": str(v) for k, v in (rc or {}).items()}}
     if notify:
         env |= {"OCF_RESKEY_CRM_meta_notify_type": notify[0], "OCF_RESKEY_CRM_meta_notify_operation": notify[1],
@@ -318,3 +324,39 @@ def test_the_only_node_in_sync_elects_itself(bin_dir: Path) -> None:
     # and never when this node is itself out of sync
     rc, log = run(bin_dir, "monitor", role="Unpromoted", marks={OTHER: "0", SELF: "0"}, slave_status="")
     assert not any(line.startswith("set-score") for line in log), log
+
+
+def test_a_demotion_first_makes_the_server_read_only(bin_dir: Path) -> None:
+    # a failed check's demotion (on-fail=demote) does not rest on the notification
+    assert run(bin_dir, "demote", slave_status="") == (0, ["sql: SELECT 1", "sql: SET GLOBAL read_only = ON", "demote"])
+    # a server that answers but cannot be made read-only: the demotion fails (pacemaker
+    # stops it next, or fences the node)
+    rc, log = run(bin_dir, "demote", slave_status="", fail_sql="read_only")
+    assert rc == 1 and "demote" not in log and "could not be made read-only" in log[-1], log
+    # no server at all: the packaged demotion, as before
+    assert run(bin_dir, "demote") == (0, ["demote"])
+
+
+def test_a_primary_still_on_its_standing_score_takes_the_elected_one(bin_dir: Path) -> None:
+    rc, log = run(bin_dir, "monitor", role="Promoted", scored=SELF, score="10", rc={"monitor": 8})
+    assert rc == 8 and log == ["monitor", f"set-score {SELF} 100"], log
+    assert run(bin_dir, "monitor", role="Promoted", scored=SELF, rc={"monitor": 8}) == (8, ["monitor"])
+    # without a score (a switchover moved it away) it takes none
+    assert run(bin_dir, "monitor", role="Promoted", rc={"monitor": 8}) == (8, ["monitor"])
+
+
+def test_after_a_scale_out_a_standing_score_goes(bin_dir: Path) -> None:
+    rc, log = run(bin_dir, "monitor", role="Unpromoted", clone_max=3, scored=SELF, score="10", slave_status="")
+    assert rc == 0 and f"delete-score {SELF}" in log, log
+    # an elected or a switchover's score stays
+    rc, log = run(bin_dir, "monitor", role="Unpromoted", clone_max=3, scored=SELF, slave_status="")
+    assert not any(line.startswith("delete-score") for line in log), log
+
+
+def test_an_unreadable_node_list_decides_nothing(bin_dir: Path) -> None:
+    # no self-election for lack of peers seen...
+    rc, log = run(bin_dir, "monitor", role="Unpromoted", marks={OTHER: "0"}, slave_status="", no_list=True)
+    assert not any(line.startswith("set-score") for line in log), log
+    # ...and no node counts as lost: no replication stopped, no election before fencing
+    assert run(bin_dir, "notify", ("pre", "demote"), OTHER, no_list=True, slave_status="")[1] == ["notify"]
+    assert not _logged_soon(bin_dir, "sql: STOP SLAVE IO_THREAD", 0.5)
