@@ -92,7 +92,10 @@ def test_power_off_really_stops_the_node_and_power_on_boots_it(nodes: list[LabNo
 
 
 def _power_cycle(witness: LabNode, observer: LabNode) -> None:
-    history = f"stonith_admin --history do-ha-stack-lab-{witness.name}"
+    # --verbose: every event. Without it pacemaker 3.0 sums a target up in one line whose
+    # "last-successful" can stay at an earlier fence (one of a chaos test's), so a new
+    # fence would not show.
+    history = f"stonith_admin --history do-ha-stack-lab-{witness.name} --verbose"
     before = Admin(observer).sudo(history, check=False).stdout
     status, body = api("POST", f"/v2/droplets/{witness.droplet_id}/actions", {"type": "power_off"})
     assert status == 201, body
