@@ -24,8 +24,8 @@ from lab.fake_do.account import DEFAULT_ACTION_DELAY
 from lab.topology import RESERVED_IP, SWITCH_NS, LabNode, run_dir
 from tests.helpers.lab_support import Admin, api
 from tests.lab.test_lab_cluster import (
-    URL, WRITER_CLIENTS, _apps, _http, _marks, _promoted, _settled, _sql, _wait, _write_through_failover,
-    _write_through_fault,
+    URL, _apps, _http, _marks, _promoted, _settled, _sql, _wait, _write_through_failover,
+    _write_through_fault, _writer,
 )
 from tests.lab.test_lab_switchover import _holder, _power_actions
 from tooling.rolling_upgrade import BOOT_ID
@@ -140,14 +140,6 @@ def test_a_replica_left_behind_is_never_promoted_when_the_primary_then_crashes(
     report.setdefault("chaos", {})["double_fault"] = figures
     assert figures["lost"] == [] and figures["missing_on_replica"] == [], figures
     assert alone, "no write was acknowledged by the primary alone: the fault did not happen as meant"
-
-
-def _writer(tag: str) -> tuple[subprocess.Popen, object, object]:
-    out, stop = run_dir() / f"writer-{tag}.json", run_dir() / f"writer-{tag}.stop"
-    stop.unlink(missing_ok=True)
-    proc = subprocess.Popen(["ip", "netns", "exec", SWITCH_NS, sys.executable, "-m", "lab.writer", URL,
-                             str(out), str(stop), str(WRITER_CLIENTS)], cwd=REPO_ROOT)
-    return proc, out, stop
 
 
 def _api_answers(since: int, request: str) -> list[int]:

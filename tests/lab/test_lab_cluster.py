@@ -244,6 +244,16 @@ def test_seeding_left_no_dump_and_did_not_stall_the_primary(nodes: list[LabNode]
     assert seed["writes"] > 0 and seed["errors"] == 0
 
 
+def _writer(tag: str) -> tuple[subprocess.Popen, Path, Path]:
+    """WRITER_CLIENTS clients writing through the reserved IP (lab/writer.py) until the
+    stop file exists: (the process, its attempts file, its stop file)."""
+    out, stop = run_dir() / f"writer-{tag}.json", run_dir() / f"writer-{tag}.stop"
+    stop.unlink(missing_ok=True)
+    proc = subprocess.Popen(["ip", "netns", "exec", SWITCH_NS, sys.executable, "-m", "lab.writer", URL,
+                             str(out), str(stop), str(WRITER_CLIENTS)], cwd=REPO_ROOT)
+    return proc, out, stop
+
+
 def _write_through_fault(nodes: list[LabNode], tag: str, fault: Callable[[LabNode], None],
                          recovered: Callable[[LabNode], bool], wait_s: float = 60) -> dict:
     """Inject `fault` into the active node while a client writes through the reserved IP,
@@ -252,10 +262,7 @@ def _write_through_fault(nodes: list[LabNode], tag: str, fault: Callable[[LabNod
     _wait("a settled cluster", 300, lambda: _settled(nodes))
     victim = _promoted(nodes)
     assert victim is not None
-    out, stop = run_dir() / f"writer-{tag}.json", run_dir() / f"writer-{tag}.stop"
-    stop.unlink(missing_ok=True)
-    writer = subprocess.Popen(["ip", "netns", "exec", SWITCH_NS, sys.executable, "-m", "lab.writer", URL,
-                               str(out), str(stop), str(WRITER_CLIENTS)], cwd=REPO_ROOT)
+    writer, out, stop = _writer(tag)
     try:
         time.sleep(3)
         faulted_at = time.time()
