@@ -82,7 +82,8 @@ class SharedStorage(pulumi.ComponentResource):
              "TLS_ALLOW": ",".join(droplet_name(cfg, n.name) for n in nodes.nodes),
              "PEERS": ips.apply(" ".join), "BRICKS": bricks.apply(" ".join),
              "PING_TIMEOUT_S": tuning.GLUSTER_PING_TIMEOUT_S, "QUORUM_TYPE": tuning.GLUSTER_QUORUM_TYPE,
-             "PROBE_TIMEOUT_S": tuning.GLUSTER_PROBE_TIMEOUT_S, "HEAL_WAIT_S": tuning.GLUSTER_HEAL_WAIT_S},
+             "PROBE_TIMEOUT_S": tuning.GLUSTER_PROBE_TIMEOUT_S, "HEAL_WAIT_S": tuning.GLUSTER_HEAL_WAIT_S,
+             "HEAL_NUDGE_S": tuning.GLUSTER_HEAL_NUDGE_S},
             connect, Bundle(), cfg, self, depends_on=list(prepared.values()))
         app_ips = pulumi.Output.all(*[n.droplet.ipv4_address_private for n in nodes.app_nodes])
         self.mounts: dict[str, pulumi.Resource] = {}

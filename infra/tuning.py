@@ -115,6 +115,10 @@ GLUSTER_PROBE_TIMEOUT_S = 60
 # A replaced node's brick is filled from the others before the step succeeds:
 # time for a few GiB over the VPC; a longer heal fails the step with its backlog.
 GLUSTER_HEAL_WAIT_S = 900
+# A heal that has made no progress this long is asked for again (and bricks not
+# connected are started): a request made while a brick was still coming up can be
+# lost, and the daemons' own crawl comes only every 10 minutes.
+GLUSTER_HEAL_NUDGE_S = 30
 
 # --- droplets --------------------------------------------------------------------------
 # Deleting a droplet with graceful_shutdown first shuts it down; pacemaker stopping

@@ -19,8 +19,9 @@
 #   QUORUM_TYPE      cluster.quorum-type
 #   PROBE_TIMEOUT_S  bound on one peer probe
 #   HEAL_WAIT_S      how long the volume has to heal (nothing left to heal)
+#   HEAL_NUDGE_S     a heal without progress this long is asked for again
 set -euo pipefail
-step_args VOLUME BRICK_DIR ARBITER ALLOW TLS_ALLOW PEERS BRICKS PING_TIMEOUT_S QUORUM_TYPE PROBE_TIMEOUT_S HEAL_WAIT_S -- "$@"
+step_args VOLUME BRICK_DIR ARBITER ALLOW TLS_ALLOW PEERS BRICKS PING_TIMEOUT_S QUORUM_TYPE PROBE_TIMEOUT_S HEAL_WAIT_S HEAL_NUDGE_S -- "$@"
 read -ra peer_ips <<<"$PEERS"
 read -ra brick_ips <<<"$BRICKS"
 read_bundle
@@ -145,16 +146,64 @@ elif [ "$was_tls" != on ]; then
 	quiet gluster volume start "$VOLUME"
 fi
 
-# Nothing left to heal: every file is on every brick (a moved brick is filled
-# from the others by the self-heal daemon; this asks it to start now).
-pending() { gluster volume heal "$VOLUME" info | awk '/^Number of entries:/ { n += $4 } END { print n + 0 }'; }
-healed() {
-	[ "$(gluster volume heal "$VOLUME" info | grep -c '^Status: Connected')" -eq "${#brick_ips[@]}" ] &&
-		[ "$(pending)" -eq 0 ]
+# Nothing left to heal: every brick connected and no entry pending on any (a
+# moved brick is filled from the others by the self-heal daemons; the step asks
+# them to start now). A heal that stalls is kept going as an operator would:
+# bricks not connected are started again (start force starts only what is not
+# running) and the heal is asked for again, its answer logged. A refusal means a
+# daemon has lost a brick: GlusterFS 11.1's clients can stay cut off from a brick
+# that came back on another port. This node's daemon, which holds a source
+# brick's index, is restarted once (not again: that would start a long heal over).
+heal_state() {
+	local info up
+	info=$(gluster volume heal "$VOLUME" info 2>&1) || true
+	up=$(grep -c '^Status: Connected' <<<"$info" || true)
+	heal_down=$((${#brick_ips[@]} - up))
+	heal_pending=$(awk '/^Number of entries:/ && $4 ~ /^[0-9]+$/ { n += $4 } END { print n + 0 }' <<<"$info")
+	[ "$heal_down" -le 0 ] && [ "$heal_pending" -eq 0 ]
 }
-if ! healed; then
-	gluster volume heal "$VOLUME" >/dev/null 2>&1 || true
-	log "healing $VOLUME ($(pending) entries pending)"
-	wait_for "$VOLUME to heal (gluster volume heal $VOLUME info)" "$HEAL_WAIT_S" healed
+ask_heal() {
+	local out
+	out=$(gluster volume heal "$VOLUME" 2>&1) && return 0
+	log "heal request refused: ${out//$'\n'/ }"
+	return 1
+}
+SHD_PIDFILE=/run/gluster/shd/$VOLUME/$VOLUME-shd.pid
+gone() { ! kill -0 "$1" 2>/dev/null; }
+restart_heal_daemon() {
+	local pid
+	log "restarting this node's self-heal daemon"
+	pid=$(cat "$SHD_PIDFILE" 2>/dev/null || true)
+	if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
+		wait_for "the self-heal daemon to stop" 10 gone "$pid"
+	fi
+	quiet gluster volume start "$VOLUME" force || true
+}
+if ! heal_state; then
+	log "healing $VOLUME ($heal_pending entries pending, $heal_down bricks not connected)"
+	ask_heal || true
+	deadline=$((SECONDS + HEAL_WAIT_S)) fewest=$heal_pending since=$SECONDS restarted=no
+	until heal_state; do
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			gluster volume status "$VOLUME" >&2 || true
+			die "timed out after ${HEAL_WAIT_S}s waiting for $VOLUME to heal: $heal_pending entries pending, $heal_down bricks not connected (gluster volume heal $VOLUME info, gluster volume status $VOLUME)"
+		fi
+		if [ "$heal_pending" -lt "$fewest" ]; then
+			fewest=$heal_pending since=$SECONDS
+		elif [ $((SECONDS - since)) -ge "$HEAL_NUDGE_S" ]; then
+			if [ "$heal_down" -gt 0 ]; then
+				log "$heal_down bricks of $VOLUME not connected: starting the ones not running"
+				quiet gluster volume start "$VOLUME" force || true
+			fi
+			log "no heal progress in ${HEAL_NUDGE_S}s ($heal_pending entries pending): asking again"
+			if ! ask_heal && [ "$restarted" = no ]; then
+				restart_heal_daemon
+				restarted=yes
+				ask_heal || true
+			fi
+			since=$SECONDS
+		fi
+		sleep 1
+	done
 fi
 log "volume $VOLUME started on ${brick_ips[*]} (pool: ${peer_ips[*]}), nothing to heal"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -78,11 +79,36 @@ case "${args[0]} ${args[1]}" in
 	printf 'Option Value\n------ -----\n'
 	grep "^${args[3]} " "$STUB/options" 2>/dev/null || echo "${args[3]} off" ;;
 "volume stop") echo Stopped > "$STUB/status" ;;
-"volume start") echo Started > "$STUB/status" ;;
+"volume start") echo Started > "$STUB/status"
+	if [ "${args[3]:-}" = force ]; then
+		rm -f "$STUB/heal-down"
+		# shd-stuck: this node's self-heal daemon has lost a brick until it is restarted
+		kill -0 "$(cat "$STUB/shd/shared/shared-shd.pid" 2>/dev/null)" 2>/dev/null || rm -f "$STUB/shd-stuck"
+	fi ;;
 "volume replace-brick") sed -i "s|^${args[3]}\$|${args[4]}|" "$STUB/bricks" ;;
 "volume heal")
+	# heal-down: a brick (its number) whose process is not running until `start force`;
+	# pending: entries left on the first brick; heal-lost: heal requests that go unanswered
+	pending=$(cat "$STUB/pending" 2>/dev/null || echo 0)
 	if [ "${args[3]:-}" = info ]; then
-		while read -r b; do printf 'Brick %s\nStatus: Connected\nNumber of entries: 0\n\n' "$b"; done < "$STUB/bricks"
+		i=0
+		while read -r b; do
+			i=$((i + 1))
+			if [ "$i" = "$(cat "$STUB/heal-down" 2>/dev/null)" ]; then
+				printf 'Brick %s\nStatus: Transport endpoint is not connected\nNumber of entries: -\n\n' "$b"
+			else
+				n=0; [ "$i" != 1 ] || n=$pending
+				printf 'Brick %s\nStatus: Connected\nNumber of entries: %s\n\n' "$b" "$n"
+			fi
+		done < "$STUB/bricks"
+	elif [ -e "$STUB/shd-stuck" ]; then
+		echo "Launching heal operation to perform index self heal on volume shared has been unsuccessful:"
+		echo "Glusterd Syncop Mgmt brick op 'Heal' failed. Please check glustershd log file for details."; exit 1
+	elif [ -s "$STUB/heal-lost" ] && [ "$(cat "$STUB/heal-lost")" -gt 0 ]; then
+		echo $(($(cat "$STUB/heal-lost") - 1)) > "$STUB/heal-lost"
+		echo "Launching heal operation to perform index self heal on volume shared has been unsuccessful"; exit 1
+	elif [ ! -e "$STUB/heal-down" ]; then
+		echo 0 > "$STUB/pending"
 	fi ;;
 esac
 """,
@@ -262,12 +288,16 @@ def volume(stub: Path, pool: dict[str, str], bricks: list[str]) -> None:
     (stub / "bricks").write_text("".join(f"{ip}:{BRICK}\n" for ip in bricks))
 
 
-def storage(stub: Path, bricks: list[str], clients: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def storage_args(bricks: list[str], clients: tuple[str, ...] = ()) -> dict[str, str]:
     peers = [*bricks, *clients]
-    return run_step(stub, "storage-volume", {
-        "VOLUME": "shared", "BRICK_DIR": BRICK, "ARBITER": "yes", "ALLOW": ",".join(peers),
-        "TLS_ALLOW": ",".join(f"{NAME}-{ip}" for ip in peers), "PEERS": " ".join(peers), "BRICKS": " ".join(bricks),
-        "PING_TIMEOUT_S": "5", "QUORUM_TYPE": "auto", "PROBE_TIMEOUT_S": "5", "HEAL_WAIT_S": "5"})
+    return {"VOLUME": "shared", "BRICK_DIR": BRICK, "ARBITER": "yes", "ALLOW": ",".join(peers),
+            "TLS_ALLOW": ",".join(f"{NAME}-{ip}" for ip in peers), "PEERS": " ".join(peers), "BRICKS": " ".join(bricks),
+            "PING_TIMEOUT_S": "5", "QUORUM_TYPE": "auto", "PROBE_TIMEOUT_S": "5", "HEAL_WAIT_S": "5",
+            "HEAL_NUDGE_S": "1"}
+
+
+def storage(stub: Path, bricks: list[str], clients: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return run_step(stub, "storage-volume", storage_args(bricks, clients))
 
 
 def test_a_replaced_peer_gets_the_old_brick_and_the_old_peer_is_detached(stub: Path) -> None:
@@ -284,6 +314,68 @@ def test_a_replaced_peer_gets_the_old_brick_and_the_old_peer_is_detached(stub: P
     assert second.returncode == 0, second.stderr
     assert calls(stub, "gluster peer probe") + calls(stub, "gluster peer detach") == []
     assert calls(stub, "gluster volume replace-brick") == []
+
+
+def test_a_stalled_heal_is_asked_for_again_until_nothing_is_pending(stub: Path) -> None:
+    # The first two requests are lost (made while the moved brick was coming up): the
+    # step asks again after HEAL_NUDGE_S without progress instead of waiting out HEAL_WAIT_S.
+    bricks = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    volume(stub, {"10.0.0.12": "Connected", "10.0.0.13": "Connected"}, bricks)
+    (stub / "pending").write_text("6\n")
+    (stub / "heal-lost").write_text("2\n")
+    result = storage(stub, bricks)
+    assert result.returncode == 0, result.stderr
+    assert calls(stub, "gluster volume heal shared").count("gluster volume heal shared") == 3
+    assert "healing shared (6 entries pending, 0 bricks not connected)" in result.stderr
+    assert "heal request refused: Launching heal operation" in result.stderr
+    assert "nothing to heal" in result.stderr
+
+
+def test_a_brick_that_is_not_running_is_started_and_then_healed(stub: Path) -> None:
+    bricks = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    volume(stub, {"10.0.0.12": "Connected", "10.0.0.13": "Connected"}, bricks)
+    (stub / "pending").write_text("6\n")
+    (stub / "heal-down").write_text("2\n")
+    result = storage(stub, bricks)
+    assert result.returncode == 0, result.stderr
+    assert calls(stub, "gluster volume start shared force") == ["gluster volume start shared force"]
+    assert "1 bricks of shared not connected: starting the ones not running" in result.stderr
+
+
+def test_a_self_heal_daemon_that_refuses_to_heal_is_restarted_once(stub: Path) -> None:
+    # GlusterFS 11.1: a daemon cut off from a brick that came back on another port
+    # refuses every heal until it is restarted (seen in the lab after a brick restart).
+    bricks = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    volume(stub, {"10.0.0.12": "Connected", "10.0.0.13": "Connected"}, bricks)
+    (stub / "pending").write_text("9\n")
+    (stub / "shd-stuck").touch()
+    (stub / "shd" / "shared").mkdir(parents=True)
+    daemon = subprocess.Popen(["sleep", "60"])
+    reaper = threading.Thread(target=daemon.wait)  # reaped as it dies, as init would
+    reaper.start()
+    try:
+        (stub / "shd" / "shared" / "shared-shd.pid").write_text(f"{daemon.pid}\n")
+        result = run_step(stub, "storage-volume", storage_args(bricks), paths={"/run/gluster/shd": stub / "shd"})
+    finally:
+        daemon.kill()
+        reaper.join()
+    assert daemon.returncode == -15  # stopped (TERM) by the step, then started again by start force
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("restarting this node's self-heal daemon") == 1
+    assert calls(stub, "gluster volume start shared force") == ["gluster volume start shared force"]
+    assert "nothing to heal" in result.stderr
+
+
+def test_a_heal_that_never_ends_fails_the_step_with_its_backlog(stub: Path) -> None:
+    bricks = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    volume(stub, {"10.0.0.12": "Connected", "10.0.0.13": "Connected"}, bricks)
+    (stub / "pending").write_text("6\n")
+    (stub / "heal-lost").write_text("99\n")
+    result = storage(stub, bricks)
+    assert result.returncode != 0
+    assert "timed out after 5s waiting for shared to heal: 6 entries pending, 0 bricks not connected" in result.stderr
+    assert len(calls(stub, "gluster volume status shared")) == 1  # its state, for the operator
+    assert 3 <= calls(stub, "gluster volume heal shared").count("gluster volume heal shared") <= 7
 
 
 def test_two_bricks_moved_at_once_are_refused(stub: Path) -> None:
@@ -324,7 +416,7 @@ def test_a_peer_known_by_node_name_counts_as_its_address(stub: Path) -> None:
     result = run_step(stub, "storage-volume", {
         "VOLUME": "shared", "BRICK_DIR": BRICK, "ARBITER": "yes", "ALLOW": ",".join(bricks), "TLS_ALLOW": NAME,
         "PEERS": " ".join(bricks), "BRICKS": " ".join(bricks), "PING_TIMEOUT_S": "5", "QUORUM_TYPE": "auto",
-        "PROBE_TIMEOUT_S": "5", "HEAL_WAIT_S": "5"}, self_ip="10.0.0.12")
+        "PROBE_TIMEOUT_S": "5", "HEAL_WAIT_S": "5", "HEAL_NUDGE_S": "1"}, self_ip="10.0.0.12")
     assert result.returncode == 0, result.stderr
     assert calls(stub, "gluster peer probe") + calls(stub, "gluster peer detach") == []
 
