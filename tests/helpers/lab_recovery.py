@@ -4,17 +4,20 @@ CI keeps only the test output, so a failure carries the cluster's own view (crm_
 the fencing history, the API stand-in's last requests). A disruptive test that fails
 midway can leave a node killed, fenced off or cut off the VPC; every later test would
 then time out waiting for a settled cluster and one fault would read as a dozen.
-`restore` does what an operator would: power on what is off, plug the cables in."""
+`restore` does what an operator would: power on what is off, plug the cables in;
+`converge` what they would do next: run `pulumi up` again and wait for the cluster."""
 
 from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 
 from lab.containers import container_init, set_cables
 from lab.fake_do.account import DEFAULT_ACTION_DELAY
 from lab.hook import power_on as boot_node
-from lab.stack import lab_nodes
+from lab import replay
+from lab.stack import lab_nodes, lab_plan
 from lab.topology import LabNode, run_dir
 from tests.helpers.lab_support import Admin, api
 
@@ -87,3 +90,23 @@ def restore() -> list[str]:
             boot_node(node)
         powered.append(node.name)
     return powered
+
+
+def converge(settled: Callable[[list[LabNode]], bool], seconds: float) -> int:
+    """The stack converged again (the lab's replay of every command whose inputs or
+    earlier run changed, as `pulumi up` would) and the cluster settled within
+    `seconds`; how many commands ran. Raises if either fails."""
+    ran = replay.replay_all(lab_plan(lab_nodes()))
+    deadline = time.monotonic() + seconds
+    while not _holds(settled):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the cluster did not settle within {seconds} s after the replay")
+        time.sleep(3)
+    return ran
+
+
+def _holds(settled: Callable[[list[LabNode]], bool]) -> bool:
+    try:
+        return settled(lab_nodes())
+    except (AssertionError, subprocess.SubprocessError):  # a node not answering yet
+        return False

@@ -103,16 +103,34 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 CALL_FAILED = pytest.StashKey[bool]()
 
 
+# Why the lab could not be put back after a failed disruptive test (empty: it was).
+_NOT_PUT_BACK: list[str] = []
+# After a failed disruptive test the cluster is given this long to settle again.
+PUT_BACK_SETTLE_S = 300
+
+
 @pytest.fixture(autouse=True)
 def _lab_put_back_after_a_failed_disruptive_test(request: pytest.FixtureRequest) -> Iterator[None]:
     """One failed disruptive test must not fail the ones after it: the nodes it left
-    off or cut off are brought back (the next test waits for a settled cluster)."""
+    off or cut off are brought back and the stack converged again, as an operator
+    would (the next test waits for a settled cluster). A lab that cannot be put back
+    fails the later disruptive tests at once, naming why, instead of each waiting
+    out its own timeout for a cluster that will not settle."""
+    disruptive = request.node.get_closest_marker("disruptive") is not None
+    if disruptive and _NOT_PUT_BACK:
+        pytest.fail(f"not run: the lab could not be put back after {_NOT_PUT_BACK[0]}", pytrace=False)
     yield
-    if request.node.get_closest_marker("disruptive") is None or not request.node.stash.get(CALL_FAILED, False):
+    if not disruptive or not request.node.stash.get(CALL_FAILED, False) or "timings" not in load_state():
         return
-    if "timings" in load_state():
+    from tests.lab.test_lab_cluster import _settled
+    try:
         powered = lab_recovery.restore()
         print(f"lab put back after {request.node.name}: powered on {powered or 'nothing'}")
+        ran = lab_recovery.converge(_settled, PUT_BACK_SETTLE_S)
+        print(f"lab converged after {request.node.name}: {ran} commands ran, the cluster settled")
+    except Exception as e:  # reported by every later disruptive test
+        _NOT_PUT_BACK.append(f"{request.node.name}: {e}")
+        print(f"lab not put back after {request.node.name}: {e}")
 
 
 @pytest.fixture(scope="session")
