@@ -25,9 +25,10 @@ host-packages:
 lint: setup
 	$(VENV)/bin/ruff check
 
-# Everything: lint, mocks tests, Debian 13 tool checks, and the lab tier.
+# Everything: lint, mocks tests, Debian 13 tool checks, and the lab tier; the
+# slowest tests and their times are listed at the end (what CI time goes into).
 test: setup lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # Fast tier only: lint, mocks and Debian 13 tool checks, no containers.
 test-unit: setup lint
