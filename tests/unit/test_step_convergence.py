@@ -316,13 +316,22 @@ def test_a_replaced_peer_gets_the_old_brick_and_the_old_peer_is_detached(stub: P
     assert calls(stub, "gluster volume replace-brick") == []
 
 
+def stalled_heal(stub: Path, pending: int, **state: str) -> list[str]:
+    """A healthy pool whose volume has `pending` entries to heal on its first brick, and
+    the stub's heal state (`heal_down`: a brick not running, `heal_lost`: requests
+    that go unanswered, `shd_stuck`: a daemon that refuses until restarted); its bricks."""
+    bricks = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    volume(stub, {"10.0.0.12": "Connected", "10.0.0.13": "Connected"}, bricks)
+    (stub / "pending").write_text(f"{pending}\n")
+    for name, value in state.items():
+        (stub / name.replace("_", "-")).write_text(f"{value}\n" if value else "")
+    return bricks
+
+
 def test_a_stalled_heal_is_asked_for_again_until_nothing_is_pending(stub: Path) -> None:
     # The first two requests are lost (made while the moved brick was coming up): the
     # step asks again after HEAL_NUDGE_S without progress instead of waiting out HEAL_WAIT_S.
-    bricks = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
-    volume(stub, {"10.0.0.12": "Connected", "10.0.0.13": "Connected"}, bricks)
-    (stub / "pending").write_text("6\n")
-    (stub / "heal-lost").write_text("2\n")
+    bricks = stalled_heal(stub, 6, heal_lost="2")
     result = storage(stub, bricks)
     assert result.returncode == 0, result.stderr
     assert calls(stub, "gluster volume heal shared").count("gluster volume heal shared") == 3
@@ -332,10 +341,7 @@ def test_a_stalled_heal_is_asked_for_again_until_nothing_is_pending(stub: Path) 
 
 
 def test_a_brick_that_is_not_running_is_started_and_then_healed(stub: Path) -> None:
-    bricks = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
-    volume(stub, {"10.0.0.12": "Connected", "10.0.0.13": "Connected"}, bricks)
-    (stub / "pending").write_text("6\n")
-    (stub / "heal-down").write_text("2\n")
+    bricks = stalled_heal(stub, 6, heal_down="2")
     result = storage(stub, bricks)
     assert result.returncode == 0, result.stderr
     assert calls(stub, "gluster volume start shared force") == ["gluster volume start shared force"]
@@ -345,10 +351,7 @@ def test_a_brick_that_is_not_running_is_started_and_then_healed(stub: Path) -> N
 def test_a_self_heal_daemon_that_refuses_to_heal_is_restarted_once(stub: Path) -> None:
     # GlusterFS 11.1: a daemon cut off from a brick that came back on another port
     # refuses every heal until it is restarted (seen in the lab after a brick restart).
-    bricks = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
-    volume(stub, {"10.0.0.12": "Connected", "10.0.0.13": "Connected"}, bricks)
-    (stub / "pending").write_text("9\n")
-    (stub / "shd-stuck").touch()
+    bricks = stalled_heal(stub, 9, shd_stuck="")
     (stub / "shd" / "shared").mkdir(parents=True)
     daemon = subprocess.Popen(["sleep", "60"])
     reaper = threading.Thread(target=daemon.wait)  # reaped as it dies, as init would
@@ -367,10 +370,7 @@ def test_a_self_heal_daemon_that_refuses_to_heal_is_restarted_once(stub: Path) -
 
 
 def test_a_heal_that_never_ends_fails_the_step_with_its_backlog(stub: Path) -> None:
-    bricks = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
-    volume(stub, {"10.0.0.12": "Connected", "10.0.0.13": "Connected"}, bricks)
-    (stub / "pending").write_text("6\n")
-    (stub / "heal-lost").write_text("99\n")
+    bricks = stalled_heal(stub, 6, heal_lost="99")
     result = storage(stub, bricks)
     assert result.returncode != 0
     assert "timed out after 5s waiting for shared to heal: 6 entries pending, 0 bricks not connected" in result.stderr
