@@ -150,45 +150,62 @@ fi
 # moved brick is filled from the others by the self-heal daemons; the step asks
 # them to start now). A heal that stalls is kept going as an operator would:
 # bricks not connected are started again (start force starts only what is not
-# running) and the heal is asked for again, its answer logged. A refusal means a
-# daemon has lost a brick: GlusterFS 11.1's clients can stay cut off from a brick
-# that came back on another port. This node's daemon, which holds a source
-# brick's index, is restarted once (not again: that would start a long heal over).
+# running) and the heal is asked for again, its answer logged. GlusterFS 11.1's
+# self-heal daemon can stay cut off from a brick (one that came back on another
+# port, or moved to a new node) and then refuses every heal ("brick op 'Heal'
+# failed"): this node's daemon, which holds a source brick's index, is then
+# restarted, once (again would start a long heal of a big file over).
 heal_state() {
 	local info up
 	info=$(gluster volume heal "$VOLUME" info 2>&1) || true
+	if ! grep -q '^Brick ' <<<"$info"; then  # glusterd not answering: state unknown
+		heal_error=${info//$'\n'/ } heal_pending=unknown heal_down=unknown
+		return 1
+	fi
 	up=$(grep -c '^Status: Connected' <<<"$info" || true)
-	heal_down=$((${#brick_ips[@]} - up))
+	heal_error="" heal_down=$((${#brick_ips[@]} > up ? ${#brick_ips[@]} - up : 0))
 	heal_pending=$(awk '/^Number of entries:/ && $4 ~ /^[0-9]+$/ { n += $4 } END { print n + 0 }' <<<"$info")
-	[ "$heal_down" -le 0 ] && [ "$heal_pending" -eq 0 ]
+	[ "$heal_down" -eq 0 ] && [ "$heal_pending" -eq 0 ]
 }
+heal_backlog() { printf '%s' "${heal_error:-$heal_pending entries pending, $heal_down bricks not connected}"; }
+# ask_heal: 0 if the request was taken; the refusal is in $refusal.
 ask_heal() {
-	local out
-	out=$(gluster volume heal "$VOLUME" 2>&1) && return 0
-	log "heal request refused: ${out//$'\n'/ }"
+	refusal=$(gluster volume heal "$VOLUME" 2>&1) && return 0
+	refusal=${refusal//$'\n'/ }
+	log "heal request refused: $refusal"
 	return 1
 }
 SHD_PIDFILE=/run/gluster/shd/$VOLUME/$VOLUME-shd.pid
 gone() { ! kill -0 "$1" 2>/dev/null; }
 restart_heal_daemon() {
-	local pid
-	log "restarting this node's self-heal daemon"
+	local pid i
 	pid=$(cat "$SHD_PIDFILE" 2>/dev/null || true)
-	if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
-		wait_for "the self-heal daemon to stop" 10 gone "$pid"
+	# Only the daemon that wrote the pidfile: a stale pid may be another process's now.
+	if [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$VOLUME-shd.pid"; then
+		log "restarting this node's self-heal daemon (pid $pid)"
+		kill "$pid" 2>/dev/null || true
+		for ((i = 0; i < 20; i++)); do
+			gone "$pid" && break
+			sleep 0.5
+		done
+		gone "$pid" || kill -KILL "$pid" 2>/dev/null || true
+	else
+		log "this node's self-heal daemon is not running: starting it"
 	fi
 	quiet gluster volume start "$VOLUME" force || true
 }
 if ! heal_state; then
-	log "healing $VOLUME ($heal_pending entries pending, $heal_down bricks not connected)"
+	log "healing $VOLUME ($(heal_backlog))"
 	ask_heal || true
-	deadline=$((SECONDS + HEAL_WAIT_S)) fewest=$heal_pending since=$SECONDS restarted=no
+	deadline=$((SECONDS + HEAL_WAIT_S)) fewest="" since=$SECONDS restarted=no
 	until heal_state; do
 		if [ "$SECONDS" -ge "$deadline" ]; then
 			gluster volume status "$VOLUME" >&2 || true
-			die "timed out after ${HEAL_WAIT_S}s waiting for $VOLUME to heal: $heal_pending entries pending, $heal_down bricks not connected (gluster volume heal $VOLUME info, gluster volume status $VOLUME)"
+			die "timed out after ${HEAL_WAIT_S}s waiting for $VOLUME to heal: $(heal_backlog) (gluster volume heal $VOLUME info, gluster volume status $VOLUME)"
 		fi
-		if [ "$heal_pending" -lt "$fewest" ]; then
+		if [ -n "$heal_error" ]; then
+			since=$SECONDS  # nothing to judge progress by: wait for glusterd
+		elif [ -z "$fewest" ] || [ "$heal_pending" -lt "$fewest" ]; then
 			fewest=$heal_pending since=$SECONDS
 		elif [ $((SECONDS - since)) -ge "$HEAL_NUDGE_S" ]; then
 			if [ "$heal_down" -gt 0 ]; then
@@ -196,7 +213,7 @@ if ! heal_state; then
 				quiet gluster volume start "$VOLUME" force || true
 			fi
 			log "no heal progress in ${HEAL_NUDGE_S}s ($heal_pending entries pending): asking again"
-			if ! ask_heal && [ "$restarted" = no ]; then
+			if ! ask_heal && [ "$restarted" = no ] && [[ "$refusal" == *"brick op 'Heal' failed"* ]]; then
 				restart_heal_daemon
 				restarted=yes
 				ask_heal || true

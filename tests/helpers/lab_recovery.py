@@ -108,5 +108,5 @@ def converge(settled: Callable[[list[LabNode]], bool], seconds: float) -> int:
 def _holds(settled: Callable[[list[LabNode]], bool]) -> bool:
     try:
         return settled(lab_nodes())
-    except (AssertionError, subprocess.SubprocessError):  # a node not answering yet
+    except Exception:  # a node not answering yet, or pacemaker's status half written
         return False

@@ -122,14 +122,14 @@ def _lab_put_back_after_a_failed_disruptive_test(request: pytest.FixtureRequest)
     yield
     if not disruptive or not request.node.stash.get(CALL_FAILED, False) or "timings" not in load_state():
         return
-    from tests.lab.test_lab_cluster import _settled
     try:
+        from tests.lab.test_lab_cluster import _settled
         powered = lab_recovery.restore()
         print(f"lab put back after {request.node.name}: powered on {powered or 'nothing'}")
         ran = lab_recovery.converge(_settled, PUT_BACK_SETTLE_S)
         print(f"lab converged after {request.node.name}: {ran} commands ran, the cluster settled")
-    except Exception as e:  # reported by every later disruptive test
-        _NOT_PUT_BACK.append(f"{request.node.name}: {e}")
+    except Exception as e:  # reported by every later disruptive test (a replay's error can be long)
+        _NOT_PUT_BACK.append(f"{request.node.name}: {str(e)[:500]}")
         print(f"lab not put back after {request.node.name}: {e}")
 
 
