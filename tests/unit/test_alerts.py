@@ -275,6 +275,9 @@ def test_a_heal_backlog_waits_longer_before_it_is_mailed() -> None:
     facts.heal_entries = 12
     found = watch.problems(facts, "lab", NAMES)
     assert list(found) == ["heal-backlog"] and found["heal-backlog"].debounce_s == watch.HEAL_DEBOUNCE_S
+    # the repair for clients stuck on a brick's old port (GlusterFS 11.1), not only "wait"
+    repair = found["heal-backlog"].repair
+    assert "gluster volume start shared force" in repair and "mount /srv/shared" in repair
 
 
 def test_a_state_is_mailed_once_after_its_debounce_and_again_when_it_ends(tmp_path: Path) -> None:
