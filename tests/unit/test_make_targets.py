@@ -204,7 +204,8 @@ def _index(lines: list[str], needle: str) -> int:
     return next(i for i, line in enumerate(lines) if needle in line)
 
 
-@pytest.mark.parametrize("target, pytest_args", [("test", "-m pytest -q"), ("test-unit", '-m pytest -q -m "not lab"')])
+@pytest.mark.parametrize("target, pytest_args", [("test", "-m pytest -q --durations=25"),
+                                                 ("test-unit", '-m pytest -q -m "not lab"')])
 def test_make_test_lints_first(target: str, pytest_args: str) -> None:
     lines = _dry_run(target)
     assert any(line.endswith(pytest_args) for line in lines), lines
