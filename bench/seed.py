@@ -42,6 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from infra.paths import REPO_ROOT
+from infra.remote import lib_settings
 from lab import replay
 from lab.bringup import down, up
 from lab.containers import load_state
@@ -191,6 +192,12 @@ def client_writer(result: dict) -> Iterator[None]:
                       client_worst_ms=round(max((a["took"] for a in attempts), default=0) * 1000, 1))
 
 
+# What mariadb-dump needs of the account it logs in with. The program's `repl`
+# account may only replicate (db-node.sh), so the benchmark lends it these for the
+# logical seed and takes them back after.
+DUMP_GRANTS = "SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, BINLOG MONITOR, REPLICA MONITOR"
+
+
 def logical(primary: LabNode, replica: LabNode, plan_cmd: dict) -> str:
     """A freshly initialised server on the replica, then bench/seed-logical.sh."""
     sudo(replica, "bash -s", """set -e
@@ -199,10 +206,16 @@ systemctl start mariadb.service
 """)
     lib = (REPO_ROOT / "cloudinit/steps/lib.sh").read_text()
     shebang, _, body = (REPO_ROOT / "bench/seed-logical.sh").read_text().partition("\n")
-    script = f"{shebang}\n{lib}\n{body}"
+    script = f"{shebang}\n{lib_settings()}\n{lib}\n{body}"
     cmd = dict(plan_cmd, create=f"sudo -n bash -c {shlex.quote(script)} seed-logical "
                                 f"PRIMARY={primary.private_ip} START_WAIT_S=120")
-    return _run(cmd)
+    account = "'repl'@'" + sql(primary, "SELECT host FROM mysql.user WHERE user = 'repl' AND host <> 'localhost'"
+                               " LIMIT 1").strip() + "'"
+    sql(primary, f"GRANT {DUMP_GRANTS} ON *.* TO {account};")
+    try:
+        return _run(cmd)
+    finally:
+        sql(primary, f"REVOKE {DUMP_GRANTS} ON *.* FROM {account};")
 
 
 def physical(plan_cmd: dict) -> str:
@@ -236,12 +249,14 @@ def measure(method: str, nodes: list[LabNode], gib: float) -> dict:
     plan = {c["name"]: c for c in lab_plan(nodes)}
     seed_cmd = plan[f"{replica.name}-db-seed"]
     secret = secret_from(seed_cmd, "REPL_PASSWORD")
-    log(f"{method}: emptying {replica.name}'s data directory")
-    empty_replica(replica)
-    # The same probe over a quiet window first: what commits cost here without a seed.
+    # The same probe over a quiet window first, the replica still healthy: what
+    # commits cost on this machine without a seed. (Not after emptying the replica:
+    # the primary's first commit then waits out the semi-sync timeout.)
     baseline: dict = {}
     with seed_probe(primary, baseline, ballast_rows=0):
         time.sleep(BASELINE_S)
+    log(f"{method}: emptying {replica.name}'s data directory")
+    empty_replica(replica)
     probe: dict = {}
     client: dict = {}
     in_argv: list[str] = []

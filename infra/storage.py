@@ -15,6 +15,8 @@ the app tier in or out therefore never moves data (see README, "Scaling")."""
 
 from __future__ import annotations
 
+from string import Template
+
 import pulumi
 
 from infra import tuning
@@ -22,6 +24,7 @@ from infra.config import StackConfig
 from infra.internal_ca import InternalCa
 from infra.naming import droplet_name
 from infra.nodes import Node, Nodes
+from infra.paths import read
 from infra.remote import Bundle, Connector, NodeFile, step_command
 
 VOLUME = "shared"
@@ -38,6 +41,19 @@ TLS_CERT, TLS_KEY, TLS_CA = "/etc/ssl/glusterfs.pem", "/etc/ssl/glusterfs.key", 
 # and a second replica set would need three more bricks. So scaling out adds web
 # capacity, not copies, and scaling in never takes a brick away.
 DATA_BRICKS = 2
+
+
+def reconnect_files() -> list[NodeFile]:
+    """The watch that restarts a mount or self-heal daemon stuck on a brick's old
+    port (cloudinit/app/gluster-reconnect), with its units."""
+    service = Template(read("app/templates/do-ha-gluster-reconnect.service")).substitute(
+        volume=VOLUME, mountpoint=MOUNTPOINT, misses=tuning.GLUSTER_RECONNECT_MISSES,
+        holdoff_s=tuning.GLUSTER_RECONNECT_HOLDOFF_S)
+    timer = Template(read("app/templates/do-ha-gluster-reconnect.timer")).substitute(
+        interval_s=tuning.GLUSTER_RECONNECT_INTERVAL_S)
+    return [NodeFile("/usr/local/lib/do-ha-stack/gluster-reconnect", read("app/gluster-reconnect"), "0755"),
+            NodeFile("/etc/systemd/system/do-ha-gluster-reconnect.service", service),
+            NodeFile("/etc/systemd/system/do-ha-gluster-reconnect.timer", timer)]
 
 
 def brick_nodes(nodes: Nodes) -> list[Node]:
@@ -94,5 +110,5 @@ class SharedStorage(pulumi.ComponentResource):
                 f"{node.name}-shared-mount", "storage-mount", node,
                 {"VOLUME": VOLUME, "MOUNTPOINT": MOUNTPOINT, "TLS": "yes", "SERVER": app_ips.apply(lambda a, i=i: a[i]),
                  "BACKUP_SERVERS": app_ips.apply(lambda a, i=i: ":".join(a[:i] + a[i + 1:]))},
-                connect, Bundle(), cfg, self, depends_on=[self.volume])
+                connect, Bundle(files=reconnect_files()), cfg, self, depends_on=[self.volume])
         self.register_outputs({"mountpoint": MOUNTPOINT})

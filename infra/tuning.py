@@ -119,6 +119,15 @@ GLUSTER_HEAL_WAIT_S = 900
 # connected are started): a request made while a brick was still coming up can be
 # lost, and the daemons' own crawl comes only every 10 minutes.
 GLUSTER_HEAL_NUDGE_S = 30
+# GlusterFS 11.1's clients can stay stuck on a restarted brick's old port
+# (cloudinit/app/gluster-reconnect). Each app node checks its mount and self-heal
+# daemon this often; a client missing a brick that answers on its port this many
+# checks in a row is restarted (a brick coming back is reconnected to within a
+# few seconds, so two checks never catch a healthy client), and a client at most
+# once per hold-off, so a cause this does not cure is not remounted over and over.
+GLUSTER_RECONNECT_INTERVAL_S = 15
+GLUSTER_RECONNECT_MISSES = 2
+GLUSTER_RECONNECT_HOLDOFF_S = 300
 
 # --- droplets --------------------------------------------------------------------------
 # Deleting a droplet with graceful_shutdown first shuts it down; pacemaker stopping

@@ -7,6 +7,9 @@
 #                   TLS (cluster-node's secure-access) is made again
 #   SERVER          the peer the volume layout is fetched from (this node)
 #   BACKUP_SERVERS  the other peers, colon separated
+# Bundle: files gluster-reconnect and its units (do-ha-gluster-reconnect.timer):
+# the watch that restarts this node's mount or self-heal daemon when it stays cut
+# off from a brick (GlusterFS 11.1's stale brick port, cloudinit/app/gluster-reconnect).
 set -euo pipefail
 step_args VOLUME MOUNTPOINT TLS SERVER BACKUP_SERVERS -- "$@"
 read_bundle
@@ -44,4 +47,8 @@ if ! mountpoint -q "$MOUNTPOINT"; then
 	wait_for "$VOLUME mounted at $MOUNTPOINT" 60 mount "$MOUNTPOINT"
 fi
 wait_for "$MOUNTPOINT writable" 30 test -w "$MOUNTPOINT"
+if changed /etc/systemd/system/do-ha-gluster-reconnect.service || changed /etc/systemd/system/do-ha-gluster-reconnect.timer; then
+	systemctl daemon-reload
+fi
+systemctl enable --now do-ha-gluster-reconnect.timer >/dev/null 2>&1
 log "$VOLUME mounted at $MOUNTPOINT"

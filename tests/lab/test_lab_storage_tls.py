@@ -172,3 +172,117 @@ def test_a_volume_that_ran_plain_moves_to_tls_in_one_up(nodes: list[LabNode], re
                                   "canary": load.figures(), "steps": record}
     assert load.failed == [], load.failed[:5]  # the database does not depend on the volume
     assert replay.replay_all(lab_plan(nodes)) == 0
+
+
+# --- GlusterFS 11.1's stale brick port (cloudinit/app/gluster-reconnect) ---------------------
+
+RECONNECT_TIMER = "do-ha-gluster-reconnect.timer"
+BRICK_DOWN_S = 10
+DEAD_PORT = 49999  # outside the bricks' port range (infra/ports.py): no brick listens there
+def _client_pids(node: LabNode) -> dict[str, str]:
+    """The node's GlusterFS clients: the mount's FUSE process (the youngest) and the self-heal daemon."""
+    admin = Admin(node)
+    fuse = [line.split(None, 2) for line in admin.sudo("ps -C glusterfs -o pid=,etimes=,args=").stdout.splitlines()
+            if " --process-name fuse " in line and line.rstrip().endswith(" /srv/shared")]
+    return {"mount": min(fuse, key=lambda f: int(f[1]))[0],
+            "self-heal-daemon": admin.sudo("cat /run/gluster/shd/shared/shared-shd.pid").stdout.strip()}
+
+
+def _clients_cut_off(node: LabNode, host: str, port: int) -> list[str]:
+    """Which of the node's GlusterFS clients hold no connection to the brick at host:port."""
+    held = Admin(node).sudo(f"ss -Htnp state established dst {host}:{port}").stdout
+    return sorted(name for name, pid in _client_pids(node).items() if f"pid={pid}," not in held)
+
+
+def _online_port(node: LabNode, host: str) -> int | None:
+    try:
+        return _brick_port(node, host)
+    except AssertionError:  # listed without a port: not running (yet)
+        return None
+
+
+def _heal_backlog(node: LabNode) -> int:
+    info = Admin(node).sudo("gluster volume heal shared info", check=False).stdout
+    counts = re.findall(r"^Number of entries: (\d+)", info, re.MULTILINE)
+    return sum(map(int, counts)) if counts else -1
+
+
+@pytest.mark.disruptive(order=-1)  # it kills a brick
+def test_a_brick_restarted_on_a_new_port_is_found_again(nodes: list[LabNode], report: dict) -> None:
+    """app2's brick process dies and is started again (on a new port) while app1
+    writes: every app node's mount and self-heal daemon reach the new port (here
+    GlusterFS finds it by itself: the watch restarts nothing), and the heal backlog
+    empties."""
+    nodes = lab_nodes()
+    _wait("a settled cluster", 300, lambda: _settled(nodes))
+    app_nodes = apps(nodes)
+    app1, app2 = app_nodes[0], app_nodes[1]
+    since = Admin(app1).sudo("date +%s").stdout.strip()
+    old = _brick_port(app1, app2.private_ip)
+    Admin(app2).sudo("pkill -KILL -x glusterfsd")
+    Admin(app1).sudo("sh -c 'for i in 1 2 3 4 5; do date > /srv/shared/reconnect-probe-$i; done'")
+    time.sleep(BRICK_DOWN_S)  # down a while, as until an operator or storage-volume starts it
+    Admin(app2).sudo("gluster volume start shared force")
+    _wait("app2's brick online again", 60, lambda: _online_port(app1, app2.private_ip) not in (None, old))
+    new = _brick_port(app1, app2.private_ip)
+    started = time.monotonic()
+    _wait("every client connected to app2's brick", 90,
+          lambda: not any(_clients_cut_off(n, app2.private_ip, new) for n in app_nodes))
+    reconnected_s = round(time.monotonic() - started, 1)
+    _wait("the heal backlog empty", 180, lambda: _heal_backlog(app1) == 0)
+    acted = {n.name: _watch_lines(n, since) for n in app_nodes}
+    report.setdefault("gluster_reconnect", {})["brick_restarted"] = {
+        "brick_port": [old, new], "all_clients_connected_s": reconnected_s, "watch_restarted": acted}
+    assert acted == {n.name: [] for n in app_nodes}  # nothing was stuck: nothing restarted
+    Admin(app1).sudo("sh -c 'rm -f /srv/shared/reconnect-probe-*'")
+
+
+def _watch_lines(node: LabNode, since: str) -> list[str]:
+    journal = Admin(node).sudo(f"journalctl -t do-ha-stack --since @{since} --no-pager -o cat").stdout
+    return [line.split("gluster-reconnect: ", 1)[1] for line in journal.splitlines() if "gluster-reconnect: " in line]
+
+
+@pytest.mark.disruptive(order=-1)  # it mounts /srv/shared on app1 again
+def test_a_mount_stuck_on_a_dead_brick_port_is_mounted_again(nodes: list[LabNode], report: dict) -> None:
+    """What GlusterFS 11.1's client does once it was handed a dead brick's port (it
+    never asks glusterd again), made on purpose: app1's mount is made again with its
+    connection to app2's brick pinned to a port nothing listens on. Writes go on to
+    the other bricks. The watch finds the mount cut off, mounts it again, and the
+    heal backlog empties."""
+    nodes = lab_nodes()
+    _wait("a settled cluster", 300, lambda: _settled(nodes))
+    app1, app2 = apps(nodes)[0], apps(nodes)[1]
+    admin = Admin(app1)
+    bricks = re.findall(r"^Brick\d+: ([^:]+):", admin.sudo("gluster volume info shared").stdout, re.MULTILINE)
+    pinned = f"shared-client-{bricks.index(app2.private_ip)}.remote-port={DEAD_PORT}"
+    since = admin.sudo("date +%s").stdout.strip()
+    admin.sudo(f"systemctl stop {RECONNECT_TIMER}")
+    # The watch's memory: a restart of its own within the hold-off (an earlier run)
+    # would hold this one back (the hold-off is tests/unit/test_gluster_reconnect.py's).
+    admin.sudo("rm -f /run/do-ha-stack/gluster-reconnect.json")
+    try:
+        admin.sudo("umount -l /srv/shared")
+        admin.sudo(f"glusterfs --process-name fuse --volfile-server={app1.private_ip} --volfile-id=/shared "
+                   f"--xlator-option={pinned} /srv/shared")
+        admin.sudo("sh -c 'for i in 1 2 3 4 5; do date > /srv/shared/stuck-probe-$i; done'")
+        time.sleep(10)  # the client retries every 3 s: it stays cut off
+        port = _brick_port(app1, app2.private_ip)
+        assert _clients_cut_off(app1, app2.private_ip, port) == ["mount"]
+    finally:
+        admin.sudo(f"systemctl start {RECONNECT_TIMER}")
+    started = time.monotonic()
+    _wait("app1's mount connected to app2's brick", 90, lambda: _clients_cut_off(app1, app2.private_ip, port) == [])
+    remounted_s = round(time.monotonic() - started, 1)
+    # mounted by its mount unit, as at boot: it outlives the watch's run
+    mount_pid = _client_pids(app1)["mount"]
+    assert "srv-shared.mount" in admin.sudo(f"cat /proc/{mount_pid}/cgroup").stdout
+    _wait("the heal backlog empty", 180, lambda: _heal_backlog(app1) == 0)
+    assert _clients_cut_off(app1, app2.private_ip, port) == []
+    acted = [line for line in _watch_lines(app1, since) if "restarting it" in line]
+    report.setdefault("gluster_reconnect", {})["mount_stuck"] = {"remounted_after_s": remounted_s,
+                                                                 "watch_restarted": acted}
+    assert len(acted) == 1 and acted[0].startswith("mount /srv/shared (pid ") and \
+        f"brick {app2.private_ip}:{port} for 2 checks" in acted[0], acted
+    # what was written while the mount missed app2's brick is on that brick now
+    assert Admin(app2).sudo("test -s /var/lib/do-ha-stack/bricks/shared/stuck-probe-5", check=False).returncode == 0
+    admin.sudo("sh -c 'rm -f /srv/shared/stuck-probe-*'")

@@ -166,6 +166,7 @@ def test_systemd_units_pass_systemd_analyze_verify(root: Path) -> None:
     units = _units_landing(https)
     assert {"do-ha-hidepid.service", "do-ha-backup.timer", "do-ha-db-donor.service",
             "do-ha-site-cert-sync.timer", "do-ha-alert-send.path", "do-ha-health-watch.timer",
+            "do-ha-gluster-reconnect.timer",
             "nginx.service"} <= set(units), \
         sorted(units)
     result = _verify_units(root, units)
