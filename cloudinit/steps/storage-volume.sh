@@ -26,6 +26,29 @@ read -ra peer_ips <<<"$PEERS"
 read -ra brick_ips <<<"$BRICKS"
 read_bundle
 
+# glusterd runs one volume operation at a time, pool-wide: a command that meets
+# another (an app node's gluster-reconnect asking for `volume status`, an operator)
+# is refused ("Another transaction is in progress", "Locking failed") and is tried
+# again here for up to 10 s. Its output: stdout on success, stderr on failure.
+gluster() {
+	local out rc tries=0
+	while :; do
+		rc=0
+		out=$(command gluster "$@" 2>&1) || rc=$?
+		if [ "$rc" -eq 0 ] || ! grep -qE 'Another transaction is in progress|[Ll]ocking failed' <<<"$out" ||
+			[ "$((tries += 1))" -ge 20 ]; then
+			break
+		fi
+		sleep 0.5
+	done
+	if [ -n "$out" ] && [ "$rc" -eq 0 ]; then
+		printf '%s\n' "$out"
+	elif [ -n "$out" ]; then
+		printf '%s\n' "$out" >&2
+	fi
+	return "$rc"
+}
+
 self=$(hostname -I)
 # A pool peer's address. Peers are known by address (cluster-node makes each
 # address its own canonical name), but a pool formed before that knows the node

@@ -63,6 +63,12 @@ awk -v n="$2" '$2 == n { print $1 "  STREAM " n }' "$STUB/hosts" """,
     "gluster": r"""
 args=("$@"); [[ "${args[0]}" == --* ]] && args=("${args[@]:1}")
 echo "gluster ${args[*]}" >> "$STUB/calls"
+# busy: this many volume commands meet another node's operation (glusterd's lock)
+busy=$(cat "$STUB/busy" 2>/dev/null || echo 0)
+if [ "${args[0]}" = volume ] && [ "$busy" -gt 0 ]; then
+	echo $((busy - 1)) > "$STUB/busy"
+	echo "Another transaction is in progress for shared. Please try again after some time." >&2; exit 1
+fi
 case "${args[0]} ${args[1]}" in
 "pool list")
 	echo "UUID Hostname State"; echo "u0 localhost Connected"
@@ -320,6 +326,18 @@ def test_a_replaced_peer_gets_the_old_brick_and_the_old_peer_is_detached(stub: P
     assert second.returncode == 0, second.stderr
     assert calls(stub, "gluster peer probe") + calls(stub, "gluster peer detach") == []
     assert calls(stub, "gluster volume replace-brick") == []
+
+
+def test_a_command_that_meets_another_nodes_operation_is_tried_again(stub: Path) -> None:
+    bricks = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    volume(stub, {"10.0.0.12": "Connected", "10.0.0.13": "Connected"}, bricks)
+    (stub / "busy").write_text("3\n")
+    result = storage(stub, bricks)
+    assert result.returncode == 0, result.stderr
+    assert calls(stub, "gluster volume info")[:4] == ["gluster volume info shared"] * 4  # 3 refused, then taken
+    (stub / "busy").write_text("100\n")  # held for good: the step fails, naming glusterd's reason
+    result = storage(stub, bricks)
+    assert result.returncode != 0 and "Another transaction is in progress" in result.stderr, result.stderr
 
 
 def stalled_heal(stub: Path, pending: int, **state: str) -> list[str]:
