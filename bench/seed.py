@@ -211,11 +211,12 @@ systemctl start mariadb.service
                                 f"PRIMARY={primary.private_ip} START_WAIT_S=120")
     account = "'repl'@'" + sql(primary, "SELECT host FROM mysql.user WHERE user = 'repl' AND host <> 'localhost'"
                                " LIMIT 1").strip() + "'"
-    sql(primary, f"GRANT {DUMP_GRANTS} ON *.* TO {account};")
+    # Not binlogged (db-node's own rule for users): the seeded replica has no such account.
+    sql(primary, f"SET SESSION sql_log_bin = 0; GRANT {DUMP_GRANTS} ON *.* TO {account};")
     try:
         return _run(cmd)
     finally:
-        sql(primary, f"REVOKE {DUMP_GRANTS} ON *.* FROM {account};")
+        sql(primary, f"SET SESSION sql_log_bin = 0; REVOKE {DUMP_GRANTS} ON *.* FROM {account};")
 
 
 def physical(plan_cmd: dict) -> str:

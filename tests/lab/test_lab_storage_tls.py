@@ -184,6 +184,7 @@ def _client_pids(node: LabNode) -> dict[str, str]:
     admin = Admin(node)
     fuse = [line.split(None, 2) for line in admin.sudo("ps -C glusterfs -o pid=,etimes=,args=").stdout.splitlines()
             if " --process-name fuse " in line and line.rstrip().endswith(" /srv/shared")]
+    assert fuse, f"no FUSE process serves /srv/shared on {node.name}"  # mid-remount: _wait looks again
     return {"mount": min(fuse, key=lambda f: int(f[1]))[0],
             "self-heal-daemon": admin.sudo("cat /run/gluster/shd/shared/shared-shd.pid").stdout.strip()}
 
@@ -210,9 +211,9 @@ def _heal_backlog(node: LabNode) -> int:
 @pytest.mark.disruptive(order=-1)  # it kills a brick
 def test_a_brick_restarted_on_a_new_port_is_found_again(nodes: list[LabNode], report: dict) -> None:
     """app2's brick process dies and is started again (on a new port) while app1
-    writes: every app node's mount and self-heal daemon reach the new port (here
-    GlusterFS finds it by itself: the watch restarts nothing), and the heal backlog
-    empties."""
+    writes: every app node's mount and self-heal daemon reach the new port, and the
+    heal backlog empties. Clients mostly find the port by themselves; the watch may
+    restart only a client cut off from that brick on its new port."""
     nodes = lab_nodes()
     _wait("a settled cluster", 300, lambda: _settled(nodes))
     app_nodes = apps(nodes)
@@ -233,7 +234,9 @@ def test_a_brick_restarted_on_a_new_port_is_found_again(nodes: list[LabNode], re
     acted = {n.name: _watch_lines(n, since) for n in app_nodes}
     report.setdefault("gluster_reconnect", {})["brick_restarted"] = {
         "brick_port": [old, new], "all_clients_connected_s": reconnected_s, "watch_restarted": acted}
-    assert acted == {n.name: [] for n in app_nodes}  # nothing was stuck: nothing restarted
+    for name, lines in acted.items():
+        restarts = [line for line in lines if "restarting it" in line]
+        assert all(f"brick {app2.private_ip}:{new} " in line for line in restarts), (name, restarts)
     Admin(app1).sudo("sh -c 'rm -f /srv/shared/reconnect-probe-*'")
 
 

@@ -97,7 +97,7 @@ def test_connections_by_process() -> None:
     assert conns[4539] == {B("10.99.0.11", 24007), B("10.99.0.12", 49154), B("10.99.0.13", 49245),
                            B("10.99.0.11", 49218)}
     assert conns[4196] == {B("10.99.0.12", 49154), B("10.99.0.13", 49245), B("127.0.0.1", 24007)}
-    assert conns[77] == conns[78] == {B("::ffff:10.0.0.9", 5000)}
+    assert conns[77] == conns[78] == {B("10.0.0.9", 5000)}  # an IPv4-mapped peer as its IPv4 address
 
 
 def _proc(root: Path, pid: int, argv: list[str], started: int) -> None:
@@ -145,8 +145,25 @@ def test_a_client_that_reconnects_starts_counting_again() -> None:
     assert due == {}
 
 
+def test_a_new_process_starts_counting_afresh() -> None:
+    state, _ = G.decide({"mount": 10}, HOSTS, {10: HELD}, {}, now=0, misses=2, holdoff_s=300)
+    state, due = G.decide({"mount": 11}, HOSTS, {11: HELD}, state, now=15, misses=2, holdoff_s=300)
+    assert due == {} and state["misses"]["mount"] == {"10.99.0.12": 1}
+
+
+def test_a_brick_only_just_back_is_looked_at_once_more_before_a_restart() -> None:
+    due = {"mount": ["10.99.0.12"]}
+    back = [B("10.99.0.11", 49218), B("10.99.0.12", 49200)]
+    assert G.confirmed(due, back, {}, lambda b: True) == ({}, True)  # down at the last look
+    assert G.confirmed(due, back, {"10.99.0.12": 49100}, lambda b: True) == ({}, True)  # on another port then
+    assert G.confirmed(due, back, {"10.99.0.12": 49200}, lambda b: True) == ({"mount": [B("10.99.0.12", 49200)]},
+                                                                            False)
+    assert G.confirmed(due, back, {"10.99.0.12": 49200}, lambda b: False) == ({}, False)  # nothing answers
+    assert G.confirmed(due, back[:1], {"10.99.0.12": 49200}, lambda b: True) == ({}, False)  # not online
+
+
 def test_a_client_is_restarted_at_most_once_per_holdoff_and_one_not_running_is_left_alone() -> None:
-    state = {"misses": {"mount": {"10.99.0.12": 5}}, "restarted": {"mount": 1000.0}}
+    state = {"misses": {"mount": {"10.99.0.12": 5}}, "pids": {"mount": 10}, "restarted": {"mount": 1000.0}}
     _, due = G.decide({"mount": 10, "daemon": None}, HOSTS, {10: HELD}, state, now=1200, misses=2, holdoff_s=300)
     assert due == {}
     _, due = G.decide({"mount": 10}, HOSTS, {10: HELD}, state, now=1300, misses=2, holdoff_s=300)
@@ -211,25 +228,64 @@ def _runs(n: int) -> list[int]:
     return [G.main(["gluster-reconnect", "shared", "/srv/shared", "2", "300"]) for _ in range(n)]
 
 
-def test_a_stuck_mount_and_heal_daemon_are_restarted_on_the_second_run(
+def test_a_stuck_mount_and_heal_daemon_are_restarted_once_the_brick_is_seen_twice(
         node: Path, brick: socket.socket, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     # A stand-in daemon: its command line names the pidfile, as glusterd starts it.
     daemon = subprocess.Popen(["bash", "-c", 'exec -a "glusterfs -p /run/gluster/shd/shared/shared-shd.pid" sleep 60'])
     try:
         _setup(node, brick.getsockname()[1], mount_pid=4242, shd_pid=daemon.pid, monkeypatch=monkeypatch)
-        assert _runs(1) == [0]
-        assert (node / "calls").read_text().splitlines() == LOOKS  # no lock taken on a first miss
+        assert _runs(2) == [0, 0]
+        # no lock taken on a first miss; the brick's port looked at on the second, not acted on
+        assert (node / "calls").read_text().splitlines() == [*LOOKS, *LOOKS, STATUS]
+        assert daemon.poll() is None
         assert _runs(1) == [0]
         daemon.wait(timeout=15)
-        calls = (node / "calls").read_text().splitlines()[2:]
-        assert calls == [*LOOKS, STATUS, "gluster --mode=script volume start shared force", "umount -l /srv/shared",
-                         "systemctl start srv-shared.mount", "gluster --mode=script volume heal shared"]
+        calls = (node / "calls").read_text().splitlines()[5:]
+        assert calls == [*LOOKS, STATUS, "umount -l /srv/shared", "systemctl start srv-shared.mount",
+                         "gluster --mode=script volume start shared force", "gluster --mode=script volume heal shared"]
         out = capsys.readouterr().out
         assert f"self-heal daemon (pid {daemon.pid}) has had no connection to brick 127.0.0.1:" in out
         assert "mount /srv/shared (pid 4242)" in out
         # and not again within the hold-off, though still cut off
         _runs(2)
         assert (node / "calls").read_text().count("umount") == 1
+    finally:
+        daemon.kill()
+
+
+def test_a_client_that_finds_a_brick_back_by_itself_is_left_alone(node: Path, brick: socket.socket,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    port = brick.getsockname()[1]
+    _setup(node, port, mount_pid=4242, shd_pid=os.getpid(), monkeypatch=monkeypatch)
+    status_up = (node / "status.xml").read_text()
+    (node / "status.xml").write_text(status_xml(_node("127.0.0.1", "/b", 0, "N/A", -1)))  # the brick down
+    _runs(2)
+    (node / "status.xml").write_text(status_up)  # back, on its port
+    monkeypatch.setattr(G, "STATUS_BACKOFF_S", 0)
+    _runs(1)  # looked at once: just back
+    (node / "ss").write_text(f"0 0 127.0.0.1:1000 127.0.0.1:{port} users:((\"glusterfs\",pid=4242,fd=9))\n")
+    _runs(3)  # the client reconnected by itself
+    assert "umount" not in (node / "calls").read_text()
+
+
+def test_a_failed_start_of_the_heal_daemon_is_tried_again(node: Path, brick: socket.socket,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    daemon = subprocess.Popen(["bash", "-c", 'exec -a "glusterfs -p /run/gluster/shd/shared/shared-shd.pid" sleep 60'])
+    try:
+        _setup(node, brick.getsockname()[1], mount_pid=4242, shd_pid=daemon.pid, monkeypatch=monkeypatch)
+        monkeypatch.setattr(G, "LOCK_RETRIES", 2)
+        (node / "bin/gluster").write_text((node / "bin/gluster").read_text().replace("esac", (
+            '"--mode=script volume start shared force") if [ -e "$STUB/refuse-start" ]; then '
+            'echo "Another transaction is in progress for shared." >&2; exit 1; fi ;;\nesac')))
+        (node / "refuse-start").touch()
+        _runs(3)
+        daemon.wait(timeout=15)
+        assert (node / "calls").read_text().count("volume start shared force") == 2  # tried twice: the lock
+        (node / "refuse-start").unlink()
+        _runs(1)  # the daemon is gone: still started
+        assert (node / "calls").read_text().count("volume start shared force") == 3
+        _runs(1)
+        assert (node / "calls").read_text().count("volume start shared force") == 3
     finally:
         daemon.kill()
 
@@ -241,7 +297,8 @@ def test_nothing_is_restarted_when_the_brick_does_not_answer_either(
         closed = s.getsockname()[1]
     _setup(node, closed, mount_pid=4242, shd_pid=os.getpid(), monkeypatch=monkeypatch)
     assert _runs(3) == [0, 0, 0]
-    assert (node / "calls").read_text().splitlines() == [*LOOKS, *LOOKS, STATUS, *LOOKS, STATUS]
+    # one look at the ports, then none for STATUS_BACKOFF_S
+    assert (node / "calls").read_text().splitlines() == [*LOOKS, *LOOKS, STATUS, *LOOKS]
 
 
 def test_a_brick_on_a_node_glusterd_cannot_reach_is_not_judged(node: Path, brick: socket.socket,
@@ -257,7 +314,7 @@ def test_a_pid_that_is_not_the_heal_daemon_is_never_killed(node: Path, brick: so
     bystander = subprocess.Popen(["sleep", "60"])  # the pidfile's pid, now another process's
     try:
         _setup(node, brick.getsockname()[1], mount_pid=4242, shd_pid=bystander.pid, monkeypatch=monkeypatch)
-        _runs(2)
+        _runs(3)
         time.sleep(0.3)
         assert bystander.poll() is None
         calls = (node / "calls").read_text()
@@ -283,7 +340,7 @@ def test_a_refused_heal_request_is_made_again_at_the_next_run(node: Path, brick:
     refuse.touch()
     (node / "bin/gluster").write_text((node / "bin/gluster").read_text().replace(
         "esac", '"--mode=script volume heal shared") if [ -e "$STUB/refuse-heal" ]; then exit 1; fi ;;\nesac'))
-    _runs(2)  # the mount restarted, the heal refused
+    _runs(3)  # the mount restarted, the heal refused
     refuse.unlink()
     _runs(2)  # asked again once, then no more
     heals = [c for c in (node / "calls").read_text().splitlines() if c.endswith("volume heal shared")]
