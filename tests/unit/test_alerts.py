@@ -22,6 +22,7 @@ from infra.firewall import specs
 from infra.paths import CLOUDINIT_DIR, REPO_ROOT
 from tests.helpers.stacks import plain_config
 from tests.helpers.node_scripts import load_node_script
+from tests.helpers.stubs import write_stubs
 from tooling.mocks import run_program
 from tooling.render import commands
 
@@ -93,11 +94,6 @@ def test_every_node_gets_the_step_and_the_relay_password_only_as_a_secret() -> N
 CRM_MON_DC = '<pacemaker-result><summary><current_dc present="true" name="{dc}"/></summary></pacemaker-result>'
 
 
-def _stub(bin_dir: Path, name: str, body: str) -> None:
-    (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
-    (bin_dir / name).chmod(0o755)
-
-
 @pytest.fixture
 def node(tmp_path: Path) -> dict[str, str]:
     """A node's directories and tool stand-ins: this node is app1, the DC is app2
@@ -108,14 +104,15 @@ def node(tmp_path: Path) -> dict[str, str]:
     conf = tmp_path / "alerts.conf"
     conf.write_text("STACK=prod\nALERT_TO=ops@example.com\nALERT_FROM=cluster@example.com\nVOLUME=shared\n"
                     "NODES='stk-app1=app1 stk-app2=app2'\n")
-    bin_dir = tmp_path / "bin"
-    _stub(bin_dir, "crm_mon", f"printf '{CRM_MON_DC}\\n' \"$(cat {tmp_path}/dc)\"".replace("{dc}", "%s"))
-    _stub(bin_dir, "crm_node", "echo stk-app1")
-    _stub(bin_dir, "logger", f'echo "$*" >> {tmp_path}/journal')
-    # msmtp: records its arguments and the message; fails while tmp_path/refuse exists
-    _stub(bin_dir, "msmtp", f'[ ! -e {tmp_path}/refuse ] || exit 75\n'
-                            f'n=$(ls {tmp_path} | grep -c "^sent"); echo "$*" > {tmp_path}/sent$n.args; '
-                            f'cat > {tmp_path}/sent$n.eml')
+    bin_dir = write_stubs(tmp_path / "bin", {
+        "crm_mon": f"printf '{CRM_MON_DC}\\n' \"$(cat {tmp_path}/dc)\"".replace("{dc}", "%s"),
+        "crm_node": "echo stk-app1",
+        "logger": f'echo "$*" >> {tmp_path}/journal',
+        # msmtp: records its arguments and the message; fails while tmp_path/refuse exists
+        "msmtp": (f'[ ! -e {tmp_path}/refuse ] || exit 75\n'
+                  f'n=$(ls {tmp_path} | grep -c "^sent"); echo "$*" > {tmp_path}/sent$n.args; '
+                  f'cat > {tmp_path}/sent$n.eml'),
+    })
     (tmp_path / "msmtprc").write_text("account default\nhost smtp.example.com\n")
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "DO_HA_ALERT_SPOOL": str(tmp_path / "spool"),
             "DO_HA_ALERT_DEFERRED": str(tmp_path / "deferred"), "DO_HA_ALERT_CONF": str(conf),

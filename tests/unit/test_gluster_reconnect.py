@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.node_scripts import load_node_script
+from tests.helpers.stubs import write_stubs
 
 G = load_node_script("app/gluster-reconnect", "gluster_reconnect")
 B = G.Brick
@@ -190,11 +191,7 @@ STATUS = "gluster --mode=script volume status shared --xml"
 
 @pytest.fixture
 def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, body in STUB.items():
-        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
-        (bin_dir / name).chmod(0o755)
+    bin_dir = write_stubs(tmp_path / "bin", STUB)
     (tmp_path / "calls").write_text("")
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("STUB", str(tmp_path))

@@ -18,6 +18,7 @@ import pytest
 from infra import tuning
 from infra.paths import REPO_ROOT
 from tooling.switchover import PLANNED_READ_ONLY
+from tests.helpers.stubs import write_stubs
 
 WRAPPER = REPO_ROOT / "cloudinit" / "agents" / "mariadb"
 PLANNED_READ_ONLY_GRACE_S = tuning.SWITCHOVER_READ_ONLY_GRACE_S
@@ -54,10 +55,7 @@ def bin_dir(tmp_path: Path) -> Path:
                     '*MASTER_GTID_WAIT*) echo "${GTID_WAIT:-0}" ;; esac'),
         "logger": 'echo "logger $*" >> "$LOG"',
     }
-    for name, body in scripts.items():
-        (d / name).write_text(f"#!/bin/bash\n{body}\n")
-        (d / name).chmod(0o755)
-    return d
+    return write_stubs(d, scripts)
 
 
 def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demoted: str = "",

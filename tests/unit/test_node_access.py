@@ -19,6 +19,7 @@ from tests.helpers.stacks import plain_config
 from tests.unit.test_step_args import passed_args
 from tooling.mocks import MOCK_SECRETS, Run, run_program
 from tooling.render import commands, stack_config
+from tests.helpers.stubs import write_stubs
 
 COMMENT = "ssh (rate limited)"
 STUBS = {
@@ -43,10 +44,7 @@ F2B = "/etc/fail2ban/jail.d/do-ha-stack-never-ban.local"
 
 @pytest.fixture
 def stub(tmp_path: Path) -> Path:
-    (tmp_path / "bin").mkdir()
-    for name, body in STUBS.items():
-        (tmp_path / "bin" / name).write_text(f"#!/bin/bash\nset -u\n{body}\n")
-        (tmp_path / "bin" / name).chmod(0o755)
+    write_stubs(tmp_path / "bin", STUBS, prelude="set -u\n")
     (tmp_path / "home/.ssh").mkdir(parents=True)
     (tmp_path / "f2b").mkdir()
     return tmp_path

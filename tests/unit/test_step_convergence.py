@@ -24,6 +24,7 @@ from infra.remote import step_script
 from tests.helpers.stacks import plain_config
 from tests.unit.test_step_args import passed_args
 from tooling.mocks import Addresses, run_program
+from tests.helpers.stubs import write_stubs
 
 NAME = "do-ha-stack-t"
 BRICK = "/var/lib/do-ha-stack/bricks/shared"
@@ -152,11 +153,7 @@ render_conf() {
 
 @pytest.fixture
 def stub(tmp_path: Path) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, body in STUBS.items():
-        (bin_dir / name).write_text(f"#!/bin/bash\nset -u\n{RENDER_CONF}\n{body}\n")
-        (bin_dir / name).chmod(0o755)
+    write_stubs(tmp_path / "bin", STUBS, prelude=f"set -u\n{RENDER_CONF}\n")
     (tmp_path / "calls").write_text("")
     (tmp_path / "hosts").write_text("")
     return tmp_path
