@@ -127,6 +127,14 @@ if ! exists reserved-ip; then
 else
 	pcsf resource update reserved-ip ip="$RESERVED_IP" api_url="$API_URL"
 fi
+# The reserved IP needs quorum, not fencing (the default): after a crash it moves
+# while the lost node is being powered off, not after. An IP cannot make two
+# writers: the API gives it to one droplet at a time, its stop never unassigns,
+# and the promotion it follows still waits for the fence (a user reaching the
+# survivor before that gets a 503 from its read-only database). A partition
+# without quorum never takes it. Stacks formed before get it too.
+quiet env CIB_file="$work/cib.xml" crm_resource --resource reserved-ip --meta --set-parameter requires \
+	--parameter-value quorum
 
 constraints=$(pcs -f "$work/cib.xml" constraint config --full)
 # MariaDB runs (and is even looked for) only on nodes whose server db-handover
@@ -157,9 +165,9 @@ if ! grep -q 'colocation-active-mariadb-clone' <<<"$constraints"; then
 fi
 # No order between the promotion and the reserved IP: the IP moves while the new
 # primary is promoted, not after it (a user reaching a replica gets a 503 from its
-# read-only database, the same as from a demoted primary). Fencing still comes
-# first: the IP leaves a failed node only once pacemaker has fenced it. Stacks
-# formed before had this order.
+# read-only database, the same as from a demoted primary). The promotion still
+# waits for the fence; the IP does not (requires=quorum, above). Stacks formed
+# before had this order.
 if grep -q 'order-mariadb-clone-active' <<<"$constraints"; then
 	pcsf constraint delete order-mariadb-clone-active-mandatory
 fi

@@ -148,7 +148,11 @@ class FakeAccount:
         # Custom-scoped tokens, as DigitalOcean issues them: token -> its scopes.
         self.scoped_tokens = {t: frozenset(scopes) for t, scopes in (scoped_tokens or {}).items()}
         self.lock = threading.RLock()
-        self._hook_lock = threading.Lock()  # hooks change the lab's network: one at a time
+        # Hooks change the lab: the reserved IPs' routing one move at a time, the
+        # droplets' power one change at a time. A move does not wait for another
+        # droplet's power-off, as on DigitalOcean (a failover moves the IP while the
+        # lost node is powered off).
+        self._hook_locks = {"ip": threading.Lock(), "power": threading.Lock()}
         self._timers: set[threading.Timer] = set()
         self._closed = False
         # Queued faults: (status, "METHOD /path" prefix the request must start with, or "").
@@ -433,7 +437,7 @@ class FakeAccount:
     def _run_hook(self, args: list[str], env_extra: dict[str, str]) -> bool:
         if not self.hook:
             return True
-        with self._hook_lock:
+        with self._hook_locks["ip" if args[0] in ("assign", "unassign") else "power"]:
             try:
                 proc = subprocess.run([self.hook, *args], check=False, capture_output=True, text=True,
                                       timeout=HOOK_TIMEOUT, env=os.environ | env_extra, stdin=subprocess.DEVNULL)

@@ -161,7 +161,8 @@ def test_a_failover_through_a_slow_rate_limited_and_failing_api(nodes: list[LabN
     answered 429 and then 503 before one is taken, and that one completes only after
     SLOW_POWER_OFF_S; the reserved IP's assign is answered 503 and then 429. The agents
     retry (with backoff, inside the rate limit) until they succeed; the survivor takes
-    writes only once the power-off has completed; no acknowledged write is lost."""
+    writes only once the power-off has completed, though the reserved IP moves to it
+    before; no acknowledged write is lost."""
     _wait("a settled cluster", 300, lambda: _settled(nodes))
     since = len((run_dir() / "api.log").read_text().splitlines())
     try:
@@ -186,10 +187,11 @@ def test_a_failover_through_a_slow_rate_limited_and_failing_api(nodes: list[LabN
     assert left == {"queued": 0}, "a fault was never served: the request it was aimed at never came"
     assert _api_answers(since, f"POST /v2/droplets/{victim.droplet_id}/actions")[:3] == [429, 503, 201]
     assert _api_answers(since, f"POST /v2/reserved_ips/{RESERVED_IP}/actions")[:3] == [503, 429, 201]
-    # the slow power-off was waited for: nothing was promoted or moved before it completed
+    # the slow power-off was waited for: nothing was promoted, and no write taken, before
+    # it completed; the reserved IP moved meanwhile (it needs quorum, not the fence)
     assert phases["fenced"] - phases["fence_requested"] >= SLOW_POWER_OFF_S - 1, phases
-    assert phases["promoted"] >= phases["fenced"] and phases["ip_assigned"] >= phases["fenced"], phases
-    assert result["failover_s"] >= phases["fenced"], result
+    assert phases["promoted"] >= phases["fenced"] and result["failover_s"] >= phases["fenced"], phases
+    assert phases["ip_assigned"] < phases["fenced"], phases
     _power_on_and_settle(nodes, victim)
 
 

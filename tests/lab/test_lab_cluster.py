@@ -160,6 +160,11 @@ def test_failure_detection_and_the_mariadb_agent_are_the_fast_failovers_own(node
     check = Admin(nodes[-1]).sudo("cibadmin --query --xpath "
                                   "\"//primitive[@id='mariadb']/operations/op[@role='Promoted']\"").stdout
     assert 'on-fail="demote"' in check and f'interval="{tuning.DB_PROMOTED_MONITOR}"' in check, check
+    # the reserved IP moves while a lost node is fenced; the promotion waits for the fence
+    cib = ElementTree.fromstring(Admin(nodes[-1]).sudo("cibadmin --query --scope resources").stdout)
+    requires = {p.get("id"): {nv.get("value") for nv in p.iter("nvpair") if nv.get("name") == "requires"}
+                for p in cib.iter("primitive")}
+    assert requires["reserved-ip"] == {"quorum"} and requires["mariadb"] == set(), requires
 
 
 def test_secrets_are_not_in_the_cib_parameters_or_node_logs(nodes: list[LabNode]) -> None:

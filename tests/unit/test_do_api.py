@@ -437,6 +437,22 @@ def test_hook_gets_the_documented_arguments(fast_env: Env) -> None:
     assert {d.id: d.status for d in env.account.droplets.values()} == {APP1: "active", APP2: "active", FAR: "active"}
 
 
+def test_an_ip_move_does_not_wait_for_another_droplets_power_off(tmp_path: Path, spec: Spec) -> None:
+    # a failover moves the reserved IP while the lost node is powered off: the lab's
+    # power-off hook (a container killed) takes its time, the IP's routing does not wait
+    with make_env(tmp_path, spec, account_config(delay=0.05)) as env:
+        env.hook_log.parent.joinpath("hook.sh").write_text(
+            f'#!/bin/sh\n[ "$1" = power_off ] && sleep 4\necho "$*" >> {env.hook_log}\n')
+        off = env.api.call("POST", f"/v2/droplets/{APP1}/actions", {"type": "power_off"}).body["action"]
+        time.sleep(0.3)  # its hook is running
+        moved = env.api.call("POST", f"/v2/reserved_ips/{RIP}/actions", {"type": "assign", "droplet_id": APP2})
+        started = time.monotonic()
+        assert env.api.wait(f"/v2/actions/{moved.body['action']['id']}")[0]["status"] == "completed"
+        assert time.monotonic() - started < 3
+        assert env.api.wait(f"/v2/actions/{off['id']}")[0]["status"] == "completed"
+        assert env.hook_calls() == [f"assign {RIP} {APP2}", f"power_off {APP1}"]
+
+
 def test_hook_failure_makes_the_action_errored(env: Env) -> None:
     env.hook_fail.touch()
     posted = env.api.call("POST", f"/v2/reserved_ips/{RIP}/actions", {"type": "assign", "droplet_id": APP2})

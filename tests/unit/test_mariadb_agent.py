@@ -79,6 +79,7 @@ def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demot
            "GTID_WAIT": gtid_wait, "OCF_RESKEY_CRM_meta_role": role, "DO_HA_PLANNED_READ_ONLY": str(marker),
            **{f"IN_SYNC_{node.replace('-', '_')}": mark for node, mark in (marks or {}).items()},
            "SCORE": score, "FAIL_SQL": fail_sql, "NO_LIST": "1" if no_list else "",
+           "HA_RSCTMP": str(bin_dir.parent),
            **{f"RC_{k.replace('-', '_')}": str(v) for k, v in (rc or {}).items()}}
     if notify:
         env |= {"OCF_RESKEY_CRM_meta_notify_type": notify[0], "OCF_RESKEY_CRM_meta_notify_operation": notify[1],
@@ -358,3 +359,69 @@ def test_an_unreadable_node_list_decides_nothing(bin_dir: Path) -> None:
     # ...and no node counts as lost: no replication stopped, no election before fencing
     assert run(bin_dir, "notify", ("pre", "demote"), OTHER, no_list=True, slave_status="")[1] == ["notify"]
     assert not _logged_soon(bin_dir, "sql: STOP SLAVE IO_THREAD", 0.5)
+
+
+LEAVE = ["sql: STOP SLAVE IO_THREAD", "sql: SHOW SLAVE STATUS\\G", "sql: SELECT MASTER_GTID_WAIT('0-1-42', 105)",
+         "sql: STOP SLAVE; RESET SLAVE ALL"]
+
+
+def _left_marker(bin_dir: Path) -> Path:
+    return bin_dir.parent / "do-ha-left-primary.mariadb"
+
+
+def test_a_lost_primarys_replication_is_applied_and_reset_while_it_is_fenced(bin_dir: Path) -> None:
+    # the packaged post-demote's work (stop, apply the relay log, reset), done in the
+    # background at the pre-demote; the post-demote then skips the packaged agent
+    rc, calls = run(bin_dir, "notify", ("pre", "demote"), OTHER, slave_status=_slave())
+    assert rc == 0 and _logged_soon(bin_dir, LEAVE[-1]), calls
+    assert _logged_soon(bin_dir, f"logger -t mariadb(mariadb) -p daemon.info -- replication from {OTHER} "
+                                 "(being fenced) ended: its relay log applied up to 0-1-42, replication reset")
+    log = (bin_dir.parent / "log").read_text().splitlines()
+    assert [c for c in log if c.startswith("sql:")] == LEAVE, log
+    assert _left_marker(bin_dir).read_text() == f"{OTHER}\n"
+    rc, calls = run(bin_dir, "notify", ("post", "demote"), OTHER, slave_status="")
+    assert rc == 0 and "notify" not in calls and calls[-1] == "monitor", calls  # the election still runs
+    assert any("replication from it already ended while it was fenced" in c for c in calls)
+    assert not _left_marker(bin_dir).exists()
+    # the marker is used once: the next post-demote runs the packaged agent
+    assert "notify" in run(bin_dir, "notify", ("post", "demote"), OTHER, slave_status="")[1]
+
+
+@pytest.mark.parametrize("case", [
+    {"slave_status": _slave(sql_running="No")},  # RESET would drop what was never applied
+    {"slave_status": _slave(), "gtid_wait": "-1"},  # not applied in time
+    {"slave_status": _slave(), "fail_sql": "RESET SLAVE"},  # the reset failed
+    {"slave_status": ""},  # not replicating: nothing to end
+], ids=["sql-stopped", "not-applied", "reset-failed", "no-replication"])
+def test_otherwise_the_packaged_post_demote_ends_replication(bin_dir: Path, case: dict) -> None:
+    run(bin_dir, "notify", ("pre", "demote"), OTHER, **case)
+    assert _logged_soon(bin_dir, "sql: STOP SLAVE IO_THREAD")
+    time.sleep(0.5)  # the background job's last statements
+    log = (bin_dir.parent / "log").read_text()
+    assert not _left_marker(bin_dir).exists(), log
+    assert ("RESET SLAVE ALL" in log) == ("fail_sql" in case), log
+    assert "notify" in run(bin_dir, "notify", ("post", "demote"), OTHER, slave_status="")[1]
+
+
+def test_a_marker_for_another_node_or_a_server_still_replicating_runs_the_packaged_post_demote(
+        bin_dir: Path) -> None:
+    _left_marker(bin_dir).write_text("stack-app3\n")
+    assert "notify" in run(bin_dir, "notify", ("post", "demote"), OTHER, slave_status="")[1]
+    assert not _left_marker(bin_dir).exists()  # a stale marker goes
+    _left_marker(bin_dir).write_text(f"{OTHER}\n")  # but this server replicates (a planned switchover's)
+    assert "notify" in run(bin_dir, "notify", ("post", "demote"), OTHER, slave_status=REPLICATING)[1]
+    _left_marker(bin_dir).write_text(f"{OTHER}\n")  # the server does not answer
+    assert "notify" in run(bin_dir, "notify", ("post", "demote"), OTHER)[1]
+
+
+def test_a_post_demote_waits_for_the_pre_demotes_work_still_in_progress(bin_dir: Path) -> None:
+    # against a dead primary the IO thread's stop takes a second: the post-demote may
+    # come first, and waits for that work instead of doing it again
+    marker = _left_marker(bin_dir)
+    job = subprocess.Popen(["flock", f"{marker}.lock", "sh", "-c", f"sleep 1; echo {OTHER} > {marker}"])
+    try:
+        time.sleep(0.2)  # the lock is held
+        rc, calls = run(bin_dir, "notify", ("post", "demote"), OTHER, slave_status="")
+    finally:
+        job.wait(timeout=10)
+    assert rc == 0 and "notify" not in calls and calls[-1] == "monitor", calls
