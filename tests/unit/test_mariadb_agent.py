@@ -208,8 +208,9 @@ def test_a_promotion_first_applies_everything_the_replica_received(bin_dir: Path
     # 120 s promotion timeout (pacemaker's default here), less the margin
     assert rc == 0 and calls == [HAND_OVER, "sql: SHOW SLAVE STATUS\\G", "sql: STOP SLAVE IO_THREAD",
                                  "sql: SHOW SLAVE STATUS\\G", "sql: SELECT MASTER_GTID_WAIT('0-1-42', 105)",
-                                 # and replicates from nobody again (the packaged promotion only stops)
-                                 "sql: SHOW SLAVE STATUS\\G", "sql: STOP SLAVE; RESET SLAVE ALL", "promote"]
+                                 # and, once promoted, replicates from nobody again (the packaged
+                                 # promotion only stops)
+                                 "promote", "sql: SHOW SLAVE STATUS\\G", "sql: STOP SLAVE; RESET SLAVE ALL"]
     # not applied in time: the promotion fails (pacemaker tries again), nothing is dropped
     rc, calls = run(bin_dir, "promote", slave_status=_slave(), gtid_wait="-1")
     assert rc == 1 and "promote" not in calls and any("was not applied up to 0-1-42" in c for c in calls)
@@ -224,13 +225,13 @@ def test_the_backstop_the_wrapper_sets_is_the_guards() -> None:
 def test_a_promotion_never_restarts_a_stopped_sql_thread(bin_dir: Path) -> None:
     # START SLAVE would purge the relay log first: promote as the packaged agent did
     rc, calls = run(bin_dir, "promote", slave_status=_slave(sql_running="No"))
-    assert rc == 0 and calls[:2] == [HAND_OVER, "sql: SHOW SLAVE STATUS\\G"] and calls[-1] == "promote"
+    assert rc == 0 and calls[:2] == [HAND_OVER, "sql: SHOW SLAVE STATUS\\G"] and "promote" in calls
     assert not any("IO_THREAD" in c or "START SLAVE" in c or "MASTER_GTID_WAIT" in c for c in calls)
     assert any("SQL thread is not running" in c for c in calls)
     # a primary (no replication) and an empty position: straight to the promotion
-    assert run(bin_dir, "promote", slave_status="")[1] == [HAND_OVER, "sql: SHOW SLAVE STATUS\\G",
-                                                           "sql: SHOW SLAVE STATUS\\G", "promote"]
-    assert run(bin_dir, "promote", slave_status=_slave(io_pos=""))[1][-1] == "promote"
+    assert run(bin_dir, "promote", slave_status="")[1] == [HAND_OVER, "sql: SHOW SLAVE STATUS\\G", "promote",
+                                                           "sql: SHOW SLAVE STATUS\\G"]
+    assert "promote" in run(bin_dir, "promote", slave_status=_slave(io_pos=""))[1]
     assert not any("MASTER_GTID_WAIT" in c for c in run(bin_dir, "promote", slave_status=_slave(io_pos=""))[1])
 
 
@@ -448,3 +449,8 @@ def test_the_node_to_be_promoted_does_not_wait_for_that_work(bin_dir: Path) -> N
     # a node without a score (another replica: it may elect) waits as before
     Path(f"{marker}.started").write_text(f"{OTHER}\n")
     assert "notify" in run(bin_dir, "notify", ("post", "demote"), OTHER, slave_status="")[1]
+
+
+def test_a_failed_promotion_leaves_replication_as_it_is(bin_dir: Path) -> None:
+    rc, calls = run(bin_dir, "promote", slave_status=_slave(), rc={"promote": 7})
+    assert rc == 7 and calls[-1] == "promote" and not any("RESET" in c for c in calls), calls
