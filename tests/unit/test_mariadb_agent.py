@@ -227,10 +227,10 @@ def test_a_promotion_never_restarts_a_stopped_sql_thread(bin_dir: Path) -> None:
     rc, calls = run(bin_dir, "promote", slave_status=_slave(sql_running="No"))
     assert rc == 0 and calls[:2] == [HAND_OVER, "sql: SHOW SLAVE STATUS\\G"] and "promote" in calls
     assert not any("IO_THREAD" in c or "START SLAVE" in c or "MASTER_GTID_WAIT" in c for c in calls)
+    assert not any("RESET" in c for c in calls)  # its relay log stays, for a manual recovery
     assert any("SQL thread is not running" in c for c in calls)
     # a primary (no replication) and an empty position: straight to the promotion
-    assert run(bin_dir, "promote", slave_status="")[1] == [HAND_OVER, "sql: SHOW SLAVE STATUS\\G", "promote",
-                                                           "sql: SHOW SLAVE STATUS\\G"]
+    assert run(bin_dir, "promote", slave_status="")[1] == [HAND_OVER, "sql: SHOW SLAVE STATUS\\G", "promote"]
     assert "promote" in run(bin_dir, "promote", slave_status=_slave(io_pos=""))[1]
     assert not any("MASTER_GTID_WAIT" in c for c in run(bin_dir, "promote", slave_status=_slave(io_pos=""))[1])
 
@@ -365,7 +365,7 @@ def test_an_unreadable_node_list_decides_nothing(bin_dir: Path) -> None:
 
 
 LEAVE = ["sql: STOP SLAVE IO_THREAD", "sql: SHOW SLAVE STATUS\\G", "sql: SELECT MASTER_GTID_WAIT('0-1-42', 105)",
-         "sql: STOP SLAVE; RESET SLAVE ALL"]
+         "sql: SHOW SLAVE STATUS\\G", "sql: STOP SLAVE; RESET SLAVE ALL"]
 
 
 def _left_marker(bin_dir: Path) -> Path:
@@ -394,16 +394,33 @@ def test_a_lost_primarys_replication_is_applied_and_reset_while_it_is_fenced(bin
     {"slave_status": _slave(sql_running="No")},  # RESET would drop what was never applied
     {"slave_status": _slave(), "gtid_wait": "-1"},  # not applied in time
     {"slave_status": _slave(), "fail_sql": "RESET SLAVE"},  # the reset failed
-    {"slave_status": ""},  # not replicating: nothing to end
-], ids=["sql-stopped", "not-applied", "reset-failed", "no-replication"])
+], ids=["sql-stopped", "not-applied", "reset-failed"])
 def test_otherwise_the_packaged_post_demote_ends_replication(bin_dir: Path, case: dict) -> None:
     run(bin_dir, "notify", ("pre", "demote"), OTHER, **case)
     assert _logged_soon(bin_dir, "sql: STOP SLAVE IO_THREAD")
-    time.sleep(0.5)  # the background job's last statements
+    _job_done(bin_dir)
     log = (bin_dir.parent / "log").read_text()
     assert not _left_marker(bin_dir).exists(), log
     assert ("RESET SLAVE ALL" in log) == ("fail_sql" in case), log
     assert "notify" in run(bin_dir, "notify", ("post", "demote"), OTHER, slave_status="")[1]
+
+
+def _job_done(bin_dir: Path) -> None:
+    """Wait for the pre-demote's background job (it holds its lock while it works)."""
+    lock = f"{_left_marker(bin_dir)}.lock"
+    deadline = time.monotonic() + 5
+    while not Path(lock).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    subprocess.run(["flock", "--wait", "10", lock, "true"], check=True)
+
+
+def test_replication_that_has_ended_already_needs_nothing_more(bin_dir: Path) -> None:
+    # a pre-demote sent again after the first one's job (or nothing replicating): the
+    # post-demote does not run the packaged agent's reset again
+    run(bin_dir, "notify", ("pre", "demote"), OTHER, slave_status="")
+    _job_done(bin_dir)
+    assert _left_marker(bin_dir).read_text() == f"{OTHER}\n"
+    assert "notify" not in run(bin_dir, "notify", ("post", "demote"), OTHER, slave_status="")[1]
 
 
 def test_a_marker_for_another_node_or_a_server_still_replicating_runs_the_packaged_post_demote(
@@ -446,7 +463,8 @@ def test_the_node_to_be_promoted_does_not_wait_for_that_work(bin_dir: Path) -> N
     assert rc == 0 and "notify" not in calls and "monitor" not in calls, calls
     assert took < 2, took  # the job holds its lock for 3 s
     assert not Path(f"{marker}.started").exists()
-    # a node without a score (another replica: it may elect) waits as before
+    # a node without a score (another replica: it may elect) does not take that
+    # shortcut: with no finished work to find, the packaged post-demote runs
     Path(f"{marker}.started").write_text(f"{OTHER}\n")
     assert "notify" in run(bin_dir, "notify", ("post", "demote"), OTHER, slave_status="")[1]
 
