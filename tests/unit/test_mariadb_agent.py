@@ -46,12 +46,15 @@ def bin_dir(tmp_path: Path) -> Path:
                           '*" --delete "*) echo "delete-score $n" >> "$LOG"; exit 0 ;; '
                           '*" --update "*) echo "set-score $n ${*: -1}" >> "$LOG"; exit 0 ;; esac; '
                           '[[ " $SCORED " == *" $n "* ]] || exit 1; echo "${SCORE:-100}"'),
-        # the server: logs each statement; SHOW SLAVE STATUS answers $SLAVE_STATUS, the
+        # the server: logs each statement; SHOW SLAVE STATUS answers $SLAVE_STATUS (from
+        # its second time on $SLAVE_STATUS_LATER, if set), the
         # wait for the relay log $GTID_WAIT; absent ($NO_SERVER) it fails
         # statements holding $FAIL_SQL fail
         "mariadb": ('[ -z "$NO_SERVER" ] || exit 1; sql="${*: -1}"; echo "sql: $sql" >> "$LOG"; '
                     '[[ -z "$FAIL_SQL" || "$sql" != *"$FAIL_SQL"* ]] || exit 1; '
-                    'case "$sql" in "SHOW SLAVE STATUS"*) printf "%b" "$SLAVE_STATUS" ;; '
+                    'case "$sql" in "SHOW SLAVE STATUS"*) n=$(( $(cat "$LOG.shows" 2>/dev/null || echo 0) + 1 )); '
+                    'echo "$n" > "$LOG.shows"; if [ -n "$SLAVE_STATUS_LATER" ] && [ "$n" -ge 2 ]; then '
+                    'printf "%b" "$SLAVE_STATUS_LATER"; else printf "%b" "$SLAVE_STATUS"; fi ;; '
                     '*MASTER_GTID_WAIT*) echo "${GTID_WAIT:-0}" ;; esac'),
         "logger": 'echo "logger $*" >> "$LOG"',
     }
@@ -63,10 +66,11 @@ def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demot
         scored: str = "", in_sync: str = "", slave_status: str | None = None,
         gtid_wait: str = "0", role: str = "", planned_read_only: str | None = None,
         marks: dict[str, str] | None = None, score: str = "100", fail_sql: str = "",
-        no_list: bool = False) -> tuple[int, list[str]]:
+        no_list: bool = False, slave_status_later: str = "") -> tuple[int, list[str]]:
     """The wrapper's exit code and the packaged agent's actions, in order."""
     log = bin_dir.parent / "log"
     log.write_text("")
+    Path(f"{log}.shows").unlink(missing_ok=True)
     marker = bin_dir.parent / "planned-read-only"
     marker.unlink(missing_ok=True)
     if planned_read_only is not None:
@@ -79,7 +83,7 @@ def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demot
            "GTID_WAIT": gtid_wait, "OCF_RESKEY_CRM_meta_role": role, "DO_HA_PLANNED_READ_ONLY": str(marker),
            **{f"IN_SYNC_{node.replace('-', '_')}": mark for node, mark in (marks or {}).items()},
            "SCORE": score, "FAIL_SQL": fail_sql, "NO_LIST": "1" if no_list else "",
-           "HA_RSCTMP": str(bin_dir.parent),
+           "HA_RSCTMP": str(bin_dir.parent), "SLAVE_STATUS_LATER": slave_status_later,
            **{f"RC_{k.replace('-', '_')}": str(v) for k, v in (rc or {}).items()}}
     if notify:
         env |= {"OCF_RESKEY_CRM_meta_notify_type": notify[0], "OCF_RESKEY_CRM_meta_notify_operation": notify[1],
@@ -382,6 +386,7 @@ def test_a_lost_primarys_replication_is_applied_and_reset_while_it_is_fenced(bin
     log = (bin_dir.parent / "log").read_text().splitlines()
     assert [c for c in log if c.startswith("sql:")] == LEAVE, log
     assert _left_marker(bin_dir).read_text() == f"{OTHER}\n"
+    assert Path(f"{_left_marker(bin_dir)}.started").read_text() == f"{OTHER}\n"
     rc, calls = run(bin_dir, "notify", ("post", "demote"), OTHER, slave_status="")
     assert rc == 0 and "notify" not in calls and calls[-1] == "monitor", calls  # the election still runs
     assert any("replication from it ended (or ends) while it was fenced" in c for c in calls)
@@ -472,3 +477,24 @@ def test_the_node_to_be_promoted_does_not_wait_for_that_work(bin_dir: Path) -> N
 def test_a_failed_promotion_leaves_replication_as_it_is(bin_dir: Path) -> None:
     rc, calls = run(bin_dir, "promote", slave_status=_slave(), rc={"promote": 7})
     assert rc == 7 and calls[-1] == "promote" and not any("RESET" in c for c in calls), calls
+
+
+def test_the_job_resets_nothing_set_up_anew_or_not_applied(bin_dir: Path) -> None:
+    # replication was set up again meanwhile (a post-promote's CHANGE MASTER): left alone
+    run(bin_dir, "notify", ("pre", "demote"), OTHER, slave_status=_slave() + "  Master_Host: 10.0.0.1\\n",
+        slave_status_later=_slave() + "  Master_Host: 10.0.0.3\\n")
+    _job_done(bin_dir)
+    log = (bin_dir.parent / "log").read_text()
+    assert "MASTER_GTID_WAIT" in log and "RESET" not in log and not _left_marker(bin_dir).exists(), log
+    # a position it cannot read: nothing is reset that may not have been applied
+    run(bin_dir, "notify", ("pre", "demote"), OTHER, slave_status=_slave(io_pos="garbled"))
+    _job_done(bin_dir)
+    log = (bin_dir.parent / "log").read_text()
+    assert "RESET" not in log and "MASTER_GTID_WAIT" not in log, log
+
+
+def test_a_promotion_with_nothing_received_resets_and_one_it_cannot_read_does_not(bin_dir: Path) -> None:
+    calls = run(bin_dir, "promote", slave_status=_slave(io_pos=""))[1]
+    assert calls[-2:] == ["sql: SHOW SLAVE STATUS\\G", "sql: STOP SLAVE; RESET SLAVE ALL"], calls
+    calls = run(bin_dir, "promote", slave_status=_slave(io_pos="garbled"))[1]
+    assert calls[-1] == "promote" and not any("RESET" in c for c in calls), calls
