@@ -176,6 +176,14 @@ if [ "$WITNESS" != - ]; then
 		grep -q "location-$resource-$WITNESS-" <<<"$constraints" ||
 			pcsf constraint location "$resource" avoids "$WITNESS"
 	done
+	# The fence device's start and checks (a Python agent calling the API) run on the
+	# witness, so a lost app node's failover does not start it on the survivor beside
+	# the notifications and the promotion. A preference above the stickiness, not a
+	# rule: with the witness down it runs elsewhere, and goes back once the witness
+	# is up (a move of its checks, nothing more). Every node may still fence with it
+	# (none is banned).
+	grep -q "location-fence-do-$WITNESS-" <<<"$constraints" ||
+		pcsf constraint location fence-do prefers "$WITNESS"
 fi
 
 # Pacemaker's own alerts: each fencing, membership and resource event runs the

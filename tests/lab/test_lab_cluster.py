@@ -137,6 +137,8 @@ def test_cluster_formed_with_every_node_and_a_valid_configuration(nodes: list[La
     on_witness = [r.get("id") for r in ElementTree.fromstring(xml).iter("resource")
                   if any(n.get("name") == "do-ha-stack-lab-witness" for n in r.iter("node"))]
     assert all(r.startswith("fence") for r in on_witness), on_witness
+    # and fencing does: a lost app node's failover does not start the device on the survivor
+    assert "fence-do" in on_witness, on_witness
     constraints = Admin(nodes[0]).sudo("pcs constraint config").stdout
     assert constraints.count("do-ha-stack-lab-witness") >= 2  # mariadb-clone and active avoid it
 
@@ -156,6 +158,10 @@ def test_failure_detection_and_the_mariadb_agent_are_the_fast_failovers_own(node
         assert verify.returncode == 0 and verify.stdout == "", verify.stdout
         assert "do-ha-stack" in admin.run(f"head -5 {agent}").stdout
         assert _sql(node, "SELECT @@rpl_semi_sync_slave_kill_conn_timeout") == "1"
+        # the packaged notify ignores starts and stops (the wrapper answers them itself)
+        named = admin.run("grep -c -e pre-start -e post-start -e pre-stop -e post-stop "
+                          "/usr/lib/do-ha-stack/ocf-distrib/mariadb", check=False).stdout.strip()
+        assert named == "0", named
     # a failed check of the primary demotes it in place (no restart before the replica's promotion)
     check = Admin(nodes[-1]).sudo("cibadmin --query --xpath "
                                   "\"//primitive[@id='mariadb']/operations/op[@role='Promoted']\"").stdout

@@ -32,10 +32,12 @@ def bin_dir(tmp_path: Path) -> Path:
     scripts = {
         # the packaged agent: logs its action; $RC_<action> sets its exit code
         "distrib": 'echo "$1" >> "$LOG"; rc_var="RC_${1//-/_}"; exit "${!rc_var:-0}"',
+        # --name: this node (a failure with $NO_NAME);
         # --list: "ID NAME STATE" for this node and the other, whose state is $OTHER_STATE
         # (nothing, and a failure, with $NO_LIST)
-        "crm_node": (f'case "$1" in --name) echo {SELF} ;; --list) [ -z "$NO_LIST" ] || exit 1; '
-                     f'echo "1 {OTHER} $OTHER_STATE"; echo "2 {SELF} member" ;; esac'),
+        "crm_node": (f'case "$1" in --name) [ -z "$NO_NAME" ] || exit 1; echo {SELF} ;; '
+                     f'--list) [ -z "$NO_LIST" ] || exit 1; echo "1 {OTHER} $OTHER_STATE"; '
+                     f'echo "2 {SELF} member" ;; esac'),
         # the sync guard's mark: $IN_SYNC_<node> or else $IN_SYNC ("" for none); --delete and --update
         # are logged; otherwise
         # a promotion score, $SCORE (100 unless set), exists for the nodes in $SCORED (this
@@ -66,7 +68,8 @@ def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demot
         scored: str = "", in_sync: str = "", slave_status: str | None = None,
         gtid_wait: str = "0", role: str = "", planned_read_only: str | None = None,
         marks: dict[str, str] | None = None, score: str = "100", fail_sql: str = "",
-        no_list: bool = False, slave_status_later: str = "") -> tuple[int, list[str]]:
+        no_list: bool = False, slave_status_later: str = "", on_node: str = "",
+        no_name: bool = False) -> tuple[int, list[str]]:
     """The wrapper's exit code and the packaged agent's actions, in order."""
     log = bin_dir.parent / "log"
     log.write_text("")
@@ -84,6 +87,7 @@ def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demot
            **{f"IN_SYNC_{node.replace('-', '_')}": mark for node, mark in (marks or {}).items()},
            "SCORE": score, "FAIL_SQL": fail_sql, "NO_LIST": "1" if no_list else "",
            "HA_RSCTMP": str(bin_dir.parent), "SLAVE_STATUS_LATER": slave_status_later,
+           "OCF_RESKEY_CRM_meta_on_node": on_node, "NO_NAME": "1" if no_name else "",
            **{f"RC_{k.replace('-', '_')}": str(v) for k, v in (rc or {}).items()}}
     if notify:
         env |= {"OCF_RESKEY_CRM_meta_notify_type": notify[0], "OCF_RESKEY_CRM_meta_notify_operation": notify[1],
@@ -173,9 +177,39 @@ def test_no_election_while_a_node_holds_a_promotion_score(bin_dir: Path) -> None
 def test_no_election_for_this_nodes_own_demotion_or_other_notifications(bin_dir: Path) -> None:
     assert run(bin_dir, "notify", ("post", "demote"), SELF) == (0, ["notify"])
     assert run(bin_dir, "notify", ("pre", "demote"), SELF) == (0, ["notify"])
-    for kind in (("pre", "promote"), ("post", "promote"), ("pre", "stop"), ("post", "start")):
+    for kind in (("pre", "promote"), ("post", "promote")):
         assert run(bin_dir, "notify", kind, OTHER) == (0, ["notify"]), kind
     assert run(bin_dir, "notify", ("post", "demote"), "") == (0, ["notify"])
+
+
+STARTS_AND_STOPS = [("pre", "start"), ("post", "start"), ("pre", "stop"), ("post", "stop")]
+
+
+@pytest.mark.parametrize("kind", STARTS_AND_STOPS)
+def test_start_and_stop_notifications_the_packaged_agent_ignores_are_answered_here(
+        bin_dir: Path, kind: tuple[str, str]) -> None:
+    # a lost primary's pre- and post-stop run between its fence and the promotion:
+    # the packaged agent would load and check everything only to answer 0
+    assert run(bin_dir, "notify", kind, OTHER) == (0, []), kind
+
+
+@pytest.mark.parametrize("kind", STARTS_AND_STOPS)
+def test_one_the_packaged_agent_names_is_its_own(bin_dir: Path, kind: tuple[str, str]) -> None:
+    # an upgrade that acts on the event names it: the packaged agent answers again
+    distrib = bin_dir / "distrib"
+    distrib.write_text(distrib.read_text() + f"# '{kind[0]}-{kind[1]}') handled\n")
+    assert run(bin_dir, "notify", kind, OTHER) == (0, ["notify"]), kind
+    assert run(bin_dir, "notify", kind, OTHER, rc={"notify": 1}) == (1, ["notify"]), kind
+
+
+def test_pacemakers_name_for_this_node_is_taken_without_asking(bin_dir: Path) -> None:
+    # pacemaker names the node an action runs on (on_node): no crm_node call on the
+    # failover's path; without it (ocf-tester, a forced action) crm_node is asked
+    assert run(bin_dir, "notify", ("post", "demote"), OTHER, on_node=SELF, no_name=True) == (0, ["notify", "monitor"])
+    assert run(bin_dir, "notify", ("post", "demote"), OTHER, no_name=True) == (0, ["notify"])
+    assert run(bin_dir, "notify", ("post", "demote"), OTHER) == (0, ["notify", "monitor"])
+    # and it is this node's own demotion when pacemaker says so
+    assert run(bin_dir, "notify", ("post", "demote"), OTHER, on_node=OTHER) == (0, ["notify"])
 
 
 def test_a_failed_notification_is_returned_and_elects_nothing(bin_dir: Path) -> None:
