@@ -38,6 +38,15 @@ def sql(statement: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=10)
 
 
+def error_line(stderr: str) -> str:
+    """The client's own error line: it also echoes the failed statement between
+    dashed lines, which a burst of refused writes (a failover) multiplies in the
+    journal."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR")]
+    return (errors or lines or [""])[-1][-300:]
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "do-ha-canary"
 
@@ -88,7 +97,7 @@ class Handler(BaseHTTPRequestHandler):
             if purge_due():
                 threading.Thread(target=purge_old_rows, daemon=True).start()  # off the write's path
             return self.reply(200, {"written": key})
-        print(f"write {key} failed: {result.stderr.strip()[-300:]}", file=sys.stderr, flush=True)
+        print(f"write {key} failed: {error_line(result.stderr)}", file=sys.stderr, flush=True)
         return self.reply(503, {"error": "the database did not take the write"})
 
     def log_message(self, format: str, *args: object) -> None:
@@ -108,7 +117,7 @@ def purge_old_rows() -> None:
     """Keep the table bounded: delete what is older than the retention."""
     result = sql(f"DELETE FROM writes WHERE at < NOW(6) - INTERVAL {RETENTION_DAYS} DAY")
     if result.returncode != 0:
-        print(f"purge failed: {result.stderr.strip()[-300:]}", file=sys.stderr, flush=True)
+        print(f"purge failed: {error_line(result.stderr)}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

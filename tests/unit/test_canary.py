@@ -113,10 +113,15 @@ def test_keys_match_exactly(canary: tuple[ModuleType, str], query: str) -> None:
 
 def test_a_database_error_is_not_echoed(canary: tuple[ModuleType, str], capsys: pytest.CaptureFixture) -> None:
     module, url = canary
-    module.sql = FakeDatabase("ERROR 1290 (HY000) at line 1: The MariaDB server is running with --read-only")
+    # as the client writes it: the failed statement between dashed lines, then the error
+    module.sql = FakeDatabase("--------------\nINSERT INTO writes (client_key, node) VALUES ('k1', 'n')\n"
+                              "--------------\n\n"
+                              "ERROR 1290 (HY000) at line 1: The MariaDB server is running with --read-only\n")
     status, body = _post(f"{url}/canary/write?key=k1")
     assert status == 503 and "1290" not in json.dumps(body) and "read-only" not in json.dumps(body)
-    assert "ERROR 1290" in capsys.readouterr().err  # the journal has it
+    # the journal has it, one line per refused write
+    assert capsys.readouterr().err.splitlines() == [
+        "write k1 failed: ERROR 1290 (HY000) at line 1: The MariaDB server is running with --read-only"]
 
 
 def test_old_rows_are_purged_at_most_hourly(canary: tuple[ModuleType, str]) -> None:
