@@ -343,3 +343,16 @@ def test_with_two_app_nodes_the_one_replicas_acknowledgement_is_enough(guard) ->
     guard.server.sample["yes_tx"] += 1
     _poll(guard)
     assert guard.state == "in-sync" and guard.cluster.marks == {"app2": "1"}
+
+
+def test_an_app_node_added_later_is_watched_from_the_next_read_of_the_peers(guard) -> None:
+    _poll(guard)
+    guard.server.sample["yes_tx"] += 1
+    _poll(guard)
+    assert guard.state == "in-sync" and guard.cluster.marks == {"app2": "1"}
+    guard.cluster.peer_list = ["app2", "app3"]  # scaled out: app3 still being seeded
+    _acknowledged_polls(guard, G.PEERS_EVERY_S + G.STALL_S + 0.5)
+    assert guard.cluster.marks == {"app2": "1", "app3": "0"}
+    guard.server.sample.update(clients=2, dumps="10.0.0.2=1,10.0.0.3=1")
+    _poll(guard)
+    assert guard.cluster.marks == {"app2": "1", "app3": "1"}
