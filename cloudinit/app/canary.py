@@ -44,7 +44,7 @@ def error_line(stderr: str) -> str:
     journal."""
     lines = [line for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("ERROR")]
-    return (errors or lines or [""])[-1][-300:]
+    return (errors or lines or [""])[-1][:300]
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -14,8 +14,7 @@ from lab.scale import scale
 from lab.stack import lab_nodes, lab_plan
 from lab.topology import LabNode
 from tests.helpers.day2 import assert_converged, sql, write_shared_files, writes_through_the_reserved_ip
-from tests.helpers.lab_support import Admin
-from tests.lab.test_lab_cluster import _marks, _promoted, _settled, _wait
+from tests.lab.test_lab_cluster import _promoted, _settled, _wait
 
 pytestmark = pytest.mark.lab
 FILES = 10
@@ -41,15 +40,6 @@ def test_scaling_the_app_tier_out_and_in_converges_under_load(nodes: list[LabNod
     _wait("a settled cluster of three app nodes", 300, lambda: _settled(bigger))
     assert sql(added, "SELECT @@read_only") == "1"
     assert_converged(bigger, [], {a["key"] for a in load.acked}, files)
-    # With three app nodes one replica's confirmation lets commits go on, so the
-    # primary's guard watches each replica on its own: app3 stops receiving while app2
-    # goes on confirming, and app3 alone is marked out of sync, then in sync again once
-    # it has caught up (an IO thread stopped is a warning to the agent, not a failure).
-    Admin(added).sudo("mariadb -e 'STOP SLAVE IO_THREAD'")
-    _wait("app3 alone marked out of sync", 30,
-          lambda: (lambda m: m.get("app3") == "0" and m.get("app2") == "1")(_marks(bigger)))
-    Admin(added).sudo("mariadb -e 'START SLAVE IO_THREAD'")
-    _wait("app3 in sync again", 60, lambda: _marks(bigger).get("app3") == "1")
     # The client-visible target (no failed write) is a figure, not an assertion: a write
     # fails when one commit outlasts the client's 1 s timeout, a timing matter on the
     # lab's two shared cores; what is asserted is that no acknowledged write is lost.
