@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -179,6 +180,34 @@ def test_a_volume_that_ran_plain_moves_to_tls_in_one_up(nodes: list[LabNode], re
 RECONNECT_TIMER = "do-ha-gluster-reconnect.timer"
 BRICK_DOWN_S = 10
 DEAD_PORT = 49999  # outside the bricks' port range (infra/ports.py): no brick listens there
+PORT_HOLDER = "do-ha-lab-hold-brick-port"
+# Listens on the port in argv[1] for a minute (SO_REUSEADDR: the dead brick's
+# connections may linger in TIME_WAIT; glusterd's own bind test has no such flag).
+HOLD_PORT = """
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen()
+time.sleep(60)
+"""
+
+
+def _wait_brick_moved(node: LabNode, host: str, old: int, seconds: float = 60) -> None:
+    """Until the brick on `host` is listed online on a port other than `old`; a timeout
+    shows what glusterd lists."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if _online_port(node, host) not in (None, old):
+                return
+        except subprocess.SubprocessError:  # glusterd busy with another transaction
+            pass
+        if time.monotonic() > deadline:
+            status = Admin(node).sudo("gluster volume status shared", check=False)
+            pytest.fail(f"{host}'s brick not online on a new port (was {old}) after {seconds} s:\n"
+                        f"{status.stdout}{status.stderr}")
+        time.sleep(0.5)
 def _client_pids(node: LabNode) -> dict[str, str]:
     """The node's GlusterFS clients: the mount's FUSE process (the youngest) and the self-heal daemon."""
     admin = Admin(node)
@@ -223,8 +252,16 @@ def test_a_brick_restarted_on_a_new_port_is_found_again(nodes: list[LabNode], re
     Admin(app2).sudo("pkill -KILL -x glusterfsd")
     Admin(app1).sudo("sh -c 'for i in 1 2 3 4 5; do date > /srv/shared/reconnect-probe-$i; done'")
     time.sleep(BRICK_DOWN_S)  # down a while, as until an operator or storage-volume starts it
-    Admin(app2).sudo("gluster volume start shared force")
-    _wait("app2's brick online again", 60, lambda: _online_port(app1, app2.private_ip) not in (None, old))
+    # glusterd picks a brick's port at random in the range and may pick the old one
+    # again (about one start in a hundred): held here, it cannot.
+    Admin(app2).sudo(f"systemd-run --unit={PORT_HOLDER} --collect python3 -c {shlex.quote(HOLD_PORT)} {old}")
+    try:
+        _wait(f"port {old} held on app2", 10,
+              lambda: Admin(app2).sudo(f"ss -Hltn 'sport = :{old}'").stdout.strip() != "")
+        Admin(app2).sudo("gluster volume start shared force")
+        _wait_brick_moved(app1, app2.private_ip, old)
+    finally:
+        Admin(app2).sudo(f"systemctl stop {PORT_HOLDER}", check=False)
     new = _brick_port(app1, app2.private_ip)
     started = time.monotonic()
     _wait("every client connected to app2's brick", 90,
