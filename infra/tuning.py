@@ -70,6 +70,11 @@ NO_QUORUM_POLICY = "stop"
 # of resources, so their actions never overload a node. Measured in the lab under
 # load, a planned switchover's pause: 3.9 s at 80%, 2.3 s at 400%.
 LOAD_THRESHOLD = "400%"
+# How many scheduler inputs that logged a configuration error the DC keeps (its
+# default, -1, keeps every one). Pacemaker 3.0's scheduler never clears that error
+# once logged, so every later transition of the process is saved as one: a year of
+# them would fill /var/lib/pacemaker. The same bound as its ordinary inputs'.
+PE_ERROR_SERIES_MAX = 4000
 # Power actions through the API take seconds; a minute covers a slow one.
 STONITH_TIMEOUT = "60s"
 # The fence device's own health check (an API read), not on the failover path.

@@ -16,10 +16,11 @@
 #   FAILURE_TIMEOUT      when failures are forgotten
 #   NO_QUORUM_POLICY     what a partition without quorum does
 #   LOAD_THRESHOLD       the CPU load above which pacemaker runs fewer actions at once
+#   PE_ERROR_SERIES_MAX  how many scheduler inputs with a configuration error are kept
 # Bundle: secret HACLUSTER_PASSWORD.
 set -euo pipefail
 step_args CLUSTER_NAME MEMBERS TOKEN_MS TOKEN_COEFFICIENT_MS CONSENSUS_MS JOIN_MS START_WAIT_S DC_DEADTIME STICKINESS MIGRATION_THRESHOLD \
-	FAILURE_TIMEOUT NO_QUORUM_POLICY LOAD_THRESHOLD -- "$@"
+	FAILURE_TIMEOUT NO_QUORUM_POLICY LOAD_THRESHOLD PE_ERROR_SERIES_MAX -- "$@"
 read -ra specs <<<"$MEMBERS"
 read_bundle
 [ -n "${SECRET_HACLUSTER_PASSWORD:-}" ] || die "no hacluster password on stdin"
@@ -66,6 +67,12 @@ if ! ours; then
 	trap 'rm -f "$cib"' EXIT
 	cibadmin --empty >"$cib"
 	CIB_file=$cib quiet crm_attribute --type crm_config --name dc-deadtime --update "$DC_DEADTIME"
+	# Fencing is off until cluster-resources turns it on together with the fence
+	# device (one CIB push): nothing runs before then that fencing would protect.
+	# With it on and no device, the scheduler logs a configuration error, and
+	# pacemaker 3.0 keeps that error for the life of the process: every later
+	# transition would be "calculated with errors" and saved as such.
+	CIB_file=$cib quiet crm_attribute --type crm_config --name stonith-enabled --update false
 	install -o hacluster -g haclient -m 0600 "$cib" /var/lib/pacemaker/cib/cib.xml
 	quiet pcs cluster start --all --wait="$START_WAIT_S"
 else
@@ -140,5 +147,5 @@ fi
 quiet pcs resource defaults update resource-stickiness="$STICKINESS" \
 	migration-threshold="$MIGRATION_THRESHOLD" failure-timeout="$FAILURE_TIMEOUT"
 quiet pcs property set no-quorum-policy="$NO_QUORUM_POLICY" dc-deadtime="$DC_DEADTIME" \
-	load-threshold="$LOAD_THRESHOLD"
+	load-threshold="$LOAD_THRESHOLD" pe-error-series-max="$PE_ERROR_SERIES_MAX"
 log "cluster $CLUSTER_NAME online: ${names[*]}"

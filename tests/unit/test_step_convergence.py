@@ -193,7 +193,7 @@ def setup_args(members: dict[str, str]) -> dict[str, str]:
             "TOKEN_MS": "1200", "TOKEN_COEFFICIENT_MS": "0", "CONSENSUS_MS": "1440", "JOIN_MS": "100",
             "START_WAIT_S": "5", "DC_DEADTIME": "5s",
             "STICKINESS": "200", "MIGRATION_THRESHOLD": "3", "FAILURE_TIMEOUT": "120s", "NO_QUORUM_POLICY": "stop",
-            "LOAD_THRESHOLD": "400%"}
+            "LOAD_THRESHOLD": "400%", "PE_ERROR_SERIES_MAX": "4000"}
 
 
 def setup(stub: Path, members: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -218,21 +218,26 @@ def test_a_re_addressed_member_leaves_and_joins_again_at_its_new_address(stub: P
 
 def test_a_new_cluster_starts_from_a_cib_that_already_holds_its_dc_deadtime(stub: Path) -> None:
     # No corosync.conf of ours: the cluster is formed. pcs sets it up without
-    # starting it, the control node's CIB gets dc-deadtime, then the cluster starts.
+    # starting it, the control node's CIB gets dc-deadtime and fencing off (until
+    # cluster-resources adds the device), then the cluster starts.
     (stub / "cib-nodes").write_text("".join(f"{n}\n" for n in OLD))
     result = setup(stub, OLD)
     assert result.returncode == 0, result.stderr
     steps = ("pcs cluster setup", "cibadmin --empty", "crm_attribute", "install -o", "pcs cluster start")
     order = [c for c in (stub / "calls").read_text().splitlines() if c.startswith(steps)]
     assert [" ".join(c.split()[:3]) for c in order] == [
-        "pcs cluster setup", "cibadmin --empty", "crm_attribute --type crm_config", "install -o hacluster",
-        "pcs cluster start"], order
+        "pcs cluster setup", "cibadmin --empty", "crm_attribute --type crm_config", "crm_attribute --type crm_config",
+        "install -o hacluster", "pcs cluster start"], order
     assert "--start" not in order[0] and order[0].endswith(" --enable")
     # written into the file, not a running CIB
     assert order[2] == "crm_attribute --type crm_config --name dc-deadtime --update 5s (CIB_file set)"
-    assert order[3].endswith(" /var/lib/pacemaker/cib/cib.xml") and "-m 0600" in order[3]
-    # the property stays set on the running cluster too
-    assert any("dc-deadtime=5s" in c for c in calls(stub, "pcs property set"))
+    assert order[3] == "crm_attribute --type crm_config --name stonith-enabled --update false (CIB_file set)"
+    assert order[4].endswith(" /var/lib/pacemaker/cib/cib.xml") and "-m 0600" in order[4]
+    # the property stays set on the running cluster too, fencing is not touched there
+    # (cluster-resources turns it on), and the scheduler's error inputs are bounded
+    props = calls(stub, "pcs property set")
+    assert any("dc-deadtime=5s" in c and "pe-error-series-max=4000" in c for c in props), props
+    assert not any("stonith" in c for c in props), props
 
 
 def test_a_second_run_changes_no_membership(stub: Path) -> None:
