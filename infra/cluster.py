@@ -22,6 +22,8 @@ OCF_AGENT_PATH = "/usr/lib/ocf/resource.d/do-ha-stack/reserved-ip"
 FENCE_AGENT_PATH = "/usr/sbin/fence_digitalocean"
 # cluster-node installs it over the packaged ocf:heartbeat:mariadb (dpkg-divert).
 MARIADB_AGENT_PATH = "/usr/lib/do-ha-stack/mariadb-agent"
+# What the packaged agent loads as ocf-shellfuncs under the wrapper (its OCF_LIB).
+OCF_LIB_PATH = "/usr/lib/do-ha-stack/ocf-lib/ocf-shellfuncs"
 
 
 def member_spec(cfg: StackConfig, node: Node) -> pulumi.Output[str]:
@@ -45,7 +47,8 @@ class Cluster(pulumi.ComponentResource):
             "hacluster-password", length=32, special=False, opts=child_opts(cfg, self))
         agents = [NodeFile(OCF_AGENT_PATH, read("agents/reserved-ip"), "0755"),
                   NodeFile(FENCE_AGENT_PATH, read("agents/fence_digitalocean"), "0755"),
-                  NodeFile(MARIADB_AGENT_PATH, read("agents/mariadb"), "0755")]
+                  NodeFile(MARIADB_AGENT_PATH, read("agents/mariadb"), "0755"),
+                  NodeFile(OCF_LIB_PATH, read("agents/ocf-shellfuncs"), "0644")]
         members = member_specs(cfg, nodes.nodes)
         first_port, last_port = CLUSTER_TCP_PORT_RANGES["gluster-bricks"]
         self.prepared: dict[str, pulumi.Resource] = {

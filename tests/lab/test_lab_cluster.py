@@ -172,6 +172,16 @@ def test_failure_detection_and_the_mariadb_agent_are_the_fast_failovers_own(node
         named = admin.run("grep -c -e pre-start -e post-start -e pre-stop -e post-stop "
                           "/usr/lib/do-ha-stack/ocf-distrib/mariadb", check=False).stdout.strip()
         assert named == "0", named
+        # the packaged libraries under the wrapper (its OCF_LIB): the node's name is the one
+        # pacemaker gives an action, or else the cluster's answer, as the packaged function's
+        libs = ("sh -c 'OCF_ROOT=/usr/lib/ocf OCF_FUNCTIONS_DIR=/usr/lib/do-ha-stack/ocf-lib "
+                "OCF_RESOURCE_INSTANCE=mariadb {} bash -c "
+                "\". \\$OCF_FUNCTIONS_DIR/ocf-shellfuncs && . \\$OCF_FUNCTIONS_DIR/mysql-common.sh "
+                "&& echo \\$NODENAME \\$OCF_FUNCTIONS_DIR\"'")
+        given = admin.sudo(libs.format("OCF_RESKEY_CRM_meta_on_node=given-by-pacemaker")).stdout.split()
+        asked = admin.sudo(libs.format("")).stdout.split()
+        assert given == ["given-by-pacemaker", "/usr/lib/ocf/lib/heartbeat"], given
+        assert asked == [f"do-ha-stack-lab-{node.name}", "/usr/lib/ocf/lib/heartbeat"], asked
     # a failed check of the primary demotes it in place (no restart before the replica's promotion)
     check = Admin(nodes[-1]).sudo("cibadmin --query --xpath "
                                   "\"//primitive[@id='mariadb']/operations/op[@role='Promoted']\"").stdout

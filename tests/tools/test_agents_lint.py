@@ -15,6 +15,7 @@ pytestmark = pytest.mark.tools
 FENCE_AGENT = REPO_ROOT / "cloudinit" / "agents" / "fence_digitalocean"
 RESERVED_IP_AGENT = REPO_ROOT / "cloudinit" / "agents" / "reserved-ip"
 MARIADB_WRAPPER = REPO_ROOT / "cloudinit" / "agents" / "mariadb"
+OCF_LIB = REPO_ROOT / "cloudinit" / "agents" / "ocf-shellfuncs"
 
 
 def test_reserved_ip_agent_passes_shellcheck() -> None:
@@ -24,6 +25,11 @@ def test_reserved_ip_agent_passes_shellcheck() -> None:
 
 def test_mariadb_agent_wrapper_passes_shellcheck() -> None:
     result = shellcheck(tools_root(), MARIADB_WRAPPER)
+    assert result.returncode == 0, result.stdout
+
+
+def test_the_ocf_library_the_wrapper_hands_the_packaged_agent_passes_shellcheck() -> None:
+    result = shellcheck(tools_root(), OCF_LIB)
     assert result.returncode == 0, result.stdout
 
 
