@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STACK  ?= staging
 OUT    ?= build/$(STACK)
 
-.PHONY: setup lint test test-unit render bench bench-seed bench-backup bench-failover lab lab-down host-packages preview up destroy state-bucket state-upgrade status replace scale switchover upgrade rekey-site restore
+.PHONY: setup lint test test-unit render bench bench-seed bench-backup bench-failover bench-switchover lab lab-down host-packages preview up destroy state-bucket state-upgrade status replace scale switchover upgrade rekey-site restore
 
 # requirements-dev.txt: the program's requirements.txt and policy/requirements.txt,
 # plus what the tests, the lab, the tooling and the linter need.
@@ -55,6 +55,11 @@ bench-backup: setup
 # ARGS='--runs 7 --latency instant,lab,pessimistic --keep'.
 bench-failover: setup
 	$(PY) -m bench.failover $(ARGS)
+
+# Planned switchovers in the lab (root), phase by phase: per run and median/p95
+# (build/lab-report.json "switchover_bench"). ARGS='--runs 10 --keep'.
+bench-switchover: setup
+	$(PY) -m bench.switchover $(ARGS)
 
 # The lab: the lab stack on Debian 13 containers on this machine (root).
 lab: setup

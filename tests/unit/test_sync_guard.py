@@ -202,21 +202,39 @@ def test_no_release_when_the_nodes_to_mark_are_unknown(guard, peers) -> None:
     assert not any("enabled = OFF" in line for line in guard.log) and guard.state != "released"
 
 
+CONFIGURATION = """<configuration><crm_config/>
+  <nodes><node id="1" uname="s-app1"/><node id="2" uname="s-app2"/><node id="3" uname="s-w"/></nodes>
+  <resources>
+    <primitive id="fence-do" class="stonith" type="fence_digitalocean"/>
+    <clone id="mariadb-clone"><primitive id="mariadb" class="ocf" provider="heartbeat" type="mariadb">
+      <instance_attributes id="mariadb-instance_attributes">
+        <nvpair id="mariadb-instance_attributes-binary" name="binary" value="/usr/bin/mariadbd-safe"/>
+        <nvpair id="mariadb-instance_attributes-node_list" name="node_list" value="s-app2 s-app3 s-app1"/>
+      </instance_attributes></primitive></clone>
+  </resources><constraints/></configuration>"""
+
+
 def test_the_guard_lists_every_other_app_node_the_cib_knows_even_a_dead_one() -> None:
-    calls = {
-        ("crm_resource", "--resource", "mariadb", "--get-parameter", "node_list"): (0, "s-app2 s-app3 s-app1\n"),
-        ("cibadmin", "--query", "--scope", "nodes"): (0, '<nodes><node id="1" uname="s-app1"/>'
-                                                         '<node id="2" uname="s-app2"/><node id="3" uname="s-w"/>'
-                                                         '</nodes>'),
-        ("crm_node", "--name"): (0, "s-app1\n")}
+    calls = {("cibadmin", "--query", "--scope", "configuration"): (0, CONFIGURATION),
+             ("crm_node", "--name"): (0, "s-app1\n")}
+    asked: list[tuple[str, ...]] = []
 
     class Canned(G.Cluster):
         def run(self, *argv: str):
+            asked.append(argv)
             rc, out = calls[argv]
             return G.subprocess.CompletedProcess(argv, rc, out, "")
-    assert Canned().peers() == ["s-app2"]  # s-app3: never in the cluster; s-app1: itself
-    calls[("cibadmin", "--query", "--scope", "nodes")] = (1, "")
-    assert Canned().peers() is None
+    cluster = Canned()
+    assert cluster.peers() == ["s-app2"]  # s-app3: never in the cluster; s-app1: itself
+    assert cluster.peers() == ["s-app2"]
+    # its own name is asked once; the configuration every time (a scale-out may change it)
+    assert asked.count(("crm_node", "--name")) == 1 and len(asked) == 3, asked
+    for broken in [(1, ""), (0, "<configuration"), (0, CONFIGURATION.replace('name="node_list"', 'name="other"'))]:
+        calls[("cibadmin", "--query", "--scope", "configuration")] = broken
+        assert cluster.peers() is None, broken
+    calls[("cibadmin", "--query", "--scope", "configuration")] = (0, CONFIGURATION)
+    calls[("crm_node", "--name")] = (1, "")
+    assert Canned().peers() is None  # its own name unknown: it could mark itself
 
 
 def test_a_missing_pacemaker_tool_is_a_failed_call_not_a_dead_guard() -> None:
