@@ -167,6 +167,26 @@ def test_no_election_before_fencing_for_a_planned_demotion(bin_dir: Path) -> Non
     assert run(bin_dir, "notify", ("post", "demote"), OTHER, other_state="member") == (0, ["notify", "monitor"])
 
 
+def test_the_node_to_be_promoted_after_a_planned_demotion_leaves_replication_to_its_promotion(
+        bin_dir: Path) -> None:
+    # the old primary is still a member (a switchover); this node, in sync, holds the
+    # score: the packaged post-demote (which would end replication) is not run
+    rc, calls = run(bin_dir, "notify", ("post", "demote"), OTHER, other_state="member", scored=SELF)
+    assert rc == 0 and "notify" not in calls and "monitor" not in calls, calls
+    assert any("this node is to be promoted" in c for c in calls), calls
+    # any score counts (the one replica of two holds a standing one)
+    assert "notify" not in run(bin_dir, "notify", ("post", "demote"), OTHER, other_state="member",
+                               scored=SELF, score="10")[1]
+    # another node is to be promoted, this one is out of sync, or the primary was
+    # lost: the packaged post-demote runs as before
+    assert run(bin_dir, "notify", ("post", "demote"), OTHER, other_state="member", scored=OTHER) == (0, ["notify"])
+    rc, calls = run(bin_dir, "notify", ("post", "demote"), OTHER, other_state="member", scored=SELF, in_sync="0")
+    assert rc == 0 and calls[:2] == ["notify", f"delete-score {SELF}"], calls
+    assert run(bin_dir, "notify", ("post", "demote"), OTHER, scored=SELF) == (0, ["notify"])
+    # its own demotion: the packaged post-demote answers, as always
+    assert run(bin_dir, "notify", ("post", "demote"), SELF, other_state="member", scored=SELF) == (0, ["notify"])
+
+
 def test_no_election_while_a_node_holds_a_promotion_score(bin_dir: Path) -> None:
     # a switchover has named its target (this node or another): nothing to elect
     for scored in (SELF, OTHER):
