@@ -74,7 +74,7 @@ def one_run(index: int) -> dict:
     ops = Operations(lab_health, run_on, pulumi=lambda argv: None, say=lambda _: None)
     hosts = {n.name: host(n) for n in apps(nodes)}
     with writes_through_the_reserved_ip(f"switchover-bench-{index}", primary) as load:
-        switch(lab_config().stack, hosts, ops)
+        switch(lab_config().stack, hosts, ops, to=target.name)
     # calls: the two warm-ups, the read-only step, the take-over, the wait
     read_only_at, scores_at = calls[2][0], calls[3][1]
     lines = _journal(primary, read_only_at - 1, time.time()) + _journal(target, read_only_at - 1, time.time())

@@ -429,7 +429,11 @@ def _assess_fencing(report: Report, facts: dict[str, Any], names: _Names, view: 
         elif event["status"] != "success" and down:
             report.problems.append(f"fencing: {event['action']} of {target} failed at {_utc(event['at'])}"
                                    f"{' (' + event['reason'] + ')' if event['reason'] else ''}")
-    if view is not None and not running:
+    if view is not None and not view.stonith_enabled:
+        # a new cluster's, until cluster-resources adds the device (cluster-setup.sh)
+        report.problems.append("fencing: turned off (stonith-enabled=false): a lost node would not be powered "
+                               "off before its resources ran elsewhere; `pulumi up` (cluster-resources) turns it on")
+    elif view is not None and not running:
         report.problems.append("fencing: no fence device is running (a failed node could not be fenced, "
                                "so nothing would fail over)")
     droplets = {}

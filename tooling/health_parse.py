@@ -93,6 +93,7 @@ class CrmView:
     failures: list[CrmFailure]
     fence_events: list[FenceEvent]
     operations: list[CrmOperation] = field(default_factory=list)
+    stonith_enabled: bool = True
 
 
 def _bool(value: str | None) -> bool:
@@ -144,8 +145,10 @@ def parse_crm_mon(xml: str) -> CrmView:
                 operations.append(CrmOperation(
                     node=node_el.get("name", ""), resource=rsc_el.get("id", ""), task=op.get("task", ""),
                     rc=int(rc) if rc.lstrip("-").isdigit() else -1, last_rc_change=op.get("last-rc-change", "")))
+    options = summary.find("cluster_options") if summary is not None else None
     return CrmView(dc=dc, quorum=quorum, nodes=nodes, resources=resources, failures=failures,
-                   fence_events=fences, operations=operations)
+                   fence_events=fences, operations=operations,
+                   stonith_enabled=options is None or _bool(options.get("stonith-enabled", "true")))
 
 
 # --- corosync ----------------------------------------------------------------------------

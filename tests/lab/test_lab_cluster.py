@@ -140,7 +140,8 @@ def test_cluster_formed_with_every_node_and_a_valid_configuration(nodes: list[La
     # labelled every later transition with it).
     for node in nodes:
         flagged = Admin(node).sudo("sh -c 'pid=$(pidof pacemaker-schedulerd) && "
-                                   "journalctl --no-pager -o cat _PID=$pid | grep -E \"error|with errors\"'",
+                                   "journalctl --no-pager -o cat _PID=$pid | "
+                                   "grep -E \"with errors|onfiguration error|start-up disabled\"'",
                                    check=False).stdout
         assert flagged.strip() == "", (node.name, flagged[-1500:])
     # nothing but fencing ever runs on the witness

@@ -181,15 +181,16 @@ RECONNECT_TIMER = "do-ha-gluster-reconnect.timer"
 BRICK_DOWN_S = 10
 DEAD_PORT = 49999  # outside the bricks' port range (infra/ports.py): no brick listens there
 PORT_HOLDER = "do-ha-lab-hold-brick-port"
-# Listens on the port in argv[1] for a minute (SO_REUSEADDR: the dead brick's
-# connections may linger in TIME_WAIT; glusterd's own bind test has no such flag).
+# Listens on the port in argv[1] for two minutes, longer than the waits it spans
+# (SO_REUSEADDR: the dead brick's connections may linger in TIME_WAIT; glusterd's
+# own bind test has no such flag).
 HOLD_PORT = """
 import socket, sys, time
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", int(sys.argv[1])))
 s.listen()
-time.sleep(60)
+time.sleep(120)
 """
 
 
@@ -208,6 +209,8 @@ def _wait_brick_moved(node: LabNode, host: str, old: int, seconds: float = 60) -
             pytest.fail(f"{host}'s brick not online on a new port (was {old}) after {seconds} s:\n"
                         f"{status.stdout}{status.stderr}")
         time.sleep(0.5)
+
+
 def _client_pids(node: LabNode) -> dict[str, str]:
     """The node's GlusterFS clients: the mount's FUSE process (the youngest) and the self-heal daemon."""
     admin = Admin(node)

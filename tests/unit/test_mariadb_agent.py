@@ -69,7 +69,7 @@ def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demot
         gtid_wait: str = "0", role: str = "", planned_read_only: str | None = None,
         marks: dict[str, str] | None = None, score: str = "100", fail_sql: str = "",
         no_list: bool = False, slave_status_later: str = "", on_node: str = "",
-        no_name: bool = False) -> tuple[int, list[str]]:
+        no_name: bool = False, promoted: str = "") -> tuple[int, list[str]]:
     """The wrapper's exit code and the packaged agent's actions, in order."""
     log = bin_dir.parent / "log"
     log.write_text("")
@@ -91,7 +91,8 @@ def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demot
            **{f"RC_{k.replace('-', '_')}": str(v) for k, v in (rc or {}).items()}}
     if notify:
         env |= {"OCF_RESKEY_CRM_meta_notify_type": notify[0], "OCF_RESKEY_CRM_meta_notify_operation": notify[1],
-                "OCF_RESKEY_CRM_meta_notify_demote_uname": demoted}
+                "OCF_RESKEY_CRM_meta_notify_demote_uname": demoted,
+                "OCF_RESKEY_CRM_meta_notify_promote_uname": promoted}
     result = subprocess.run(["bash", str(WRAPPER), action], env=env, capture_output=True, text=True, timeout=30)
     if action == "promote" and result.returncode == 0:
         # the elected score is set in the background: wait for it (so it cannot land in
@@ -167,24 +168,30 @@ def test_no_election_before_fencing_for_a_planned_demotion(bin_dir: Path) -> Non
     assert run(bin_dir, "notify", ("post", "demote"), OTHER, other_state="member") == (0, ["notify", "monitor"])
 
 
-def test_the_node_to_be_promoted_after_a_planned_demotion_leaves_replication_to_its_promotion(
-        bin_dir: Path) -> None:
-    # the old primary is still a member (a switchover); this node, in sync, holds the
-    # score: the packaged post-demote (which would end replication) is not run
-    rc, calls = run(bin_dir, "notify", ("post", "demote"), OTHER, other_state="member", scored=SELF)
+def test_the_node_promoted_after_a_planned_demotion_leaves_replication_to_its_promotion(bin_dir: Path) -> None:
+    # the old primary is still a member (a switchover); the same transition promotes
+    # this node, in sync: the packaged post-demote (which would end replication) is
+    # not run, nor an election
+    caught_up = REPLICATING + "Gtid_IO_Pos: 0-1-42\n"
+    planned = {"other_state": "member", "promoted": f" {SELF} ", "scored": SELF}
+    rc, calls = run(bin_dir, "notify", ("post", "demote"), OTHER, slave_status=caught_up, **planned)
     assert rc == 0 and "notify" not in calls and "monitor" not in calls, calls
-    assert any("this node is to be promoted" in c for c in calls), calls
-    # any score counts (the one replica of two holds a standing one)
-    assert "notify" not in run(bin_dir, "notify", ("post", "demote"), OTHER, other_state="member",
-                               scored=SELF, score="10")[1]
-    # another node is to be promoted, this one is out of sync, or the primary was
-    # lost: the packaged post-demote runs as before
-    assert run(bin_dir, "notify", ("post", "demote"), OTHER, other_state="member", scored=OTHER) == (0, ["notify"])
-    rc, calls = run(bin_dir, "notify", ("post", "demote"), OTHER, other_state="member", scored=SELF, in_sync="0")
-    assert rc == 0 and calls[:2] == ["notify", f"delete-score {SELF}"], calls
-    assert run(bin_dir, "notify", ("post", "demote"), OTHER, scored=SELF) == (0, ["notify"])
-    # its own demotion: the packaged post-demote answers, as always
-    assert run(bin_dir, "notify", ("post", "demote"), SELF, other_state="member", scored=SELF) == (0, ["notify"])
+    assert any("this node is promoted next" in c for c in calls), calls
+    # replicating from nobody: nothing for the packaged post-demote to end either
+    assert "notify" not in run(bin_dir, "notify", ("post", "demote"), OTHER, slave_status="", **planned)[1]
+    # as before: another node promoted (or none), a score but no promotion in this
+    # transition (the replicas stop, say), out of sync, the SQL thread stopped or the
+    # received position unreadable (the promotion could not finish replication), the
+    # server not answering, the primary lost, or its own demotion
+    for case in [dict(planned, promoted=OTHER), dict(planned, promoted=""),
+                 dict(planned, in_sync="0"),
+                 dict(planned, slave_status="Slave_IO_Running: Yes\nSlave_SQL_Running: No\nGtid_IO_Pos: 0-1-42\n"),
+                 dict(planned, slave_status=REPLICATING + "Gtid_IO_Pos: \n"),
+                 dict(planned, slave_status=None),
+                 dict(planned, other_state="lost", slave_status=caught_up)]:
+        assert "notify" in run(bin_dir, "notify", ("post", "demote"), OTHER, **case)[1], case
+    assert run(bin_dir, "notify", ("post", "demote"), SELF, slave_status=caught_up,
+               **planned) == (0, ["notify"])
 
 
 def test_no_election_while_a_node_holds_a_promotion_score(bin_dir: Path) -> None:

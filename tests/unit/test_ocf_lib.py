@@ -75,3 +75,7 @@ def test_the_wrapper_points_the_packaged_agent_at_it_when_installed(tmp_path: Pa
     done = subprocess.run(["bash", str(WRAPPER), "start"], env=env, capture_output=True, text=True, timeout=10)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (str(lib) if installed else "unset")
+    # one its caller chose stays
+    done = subprocess.run(["bash", str(WRAPPER), "start"], env=env | {"OCF_FUNCTIONS_DIR": "/chosen"},
+                          capture_output=True, text=True, timeout=10)
+    assert done.stdout.strip() == "/chosen"

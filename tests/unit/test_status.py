@@ -221,6 +221,13 @@ def test_no_running_fence_device() -> None:
                                  "so nothing would fail over)"]
 
 
+def test_fencing_turned_off() -> None:
+    f = facts("healthy")
+    edit_all(f, "crm_mon", 'stonith-enabled="true"', 'stonith-enabled="false"')
+    assert judge(f).problems == ["fencing: turned off (stonith-enabled=false): a lost node would not be powered "
+                                 "off before its resources ran elsewhere; `pulumi up` (cluster-resources) turns it on"]
+
+
 def test_without_a_token_the_api_is_left_out_and_with_a_failing_one_it_is_a_problem() -> None:
     f = facts("healthy")
     f["api"] = None

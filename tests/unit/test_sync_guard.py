@@ -202,21 +202,21 @@ def test_no_release_when_the_nodes_to_mark_are_unknown(guard, peers) -> None:
     assert not any("enabled = OFF" in line for line in guard.log) and guard.state != "released"
 
 
-CONFIGURATION = """<configuration><crm_config/>
-  <nodes><node id="1" uname="s-app1"/><node id="2" uname="s-app2"/><node id="3" uname="s-w"/></nodes>
-  <resources>
-    <primitive id="fence-do" class="stonith" type="fence_digitalocean"/>
-    <clone id="mariadb-clone"><primitive id="mariadb" class="ocf" provider="heartbeat" type="mariadb">
-      <instance_attributes id="mariadb-instance_attributes">
-        <nvpair id="mariadb-instance_attributes-binary" name="binary" value="/usr/bin/mariadbd-safe"/>
-        <nvpair id="mariadb-instance_attributes-node_list" name="node_list" value="s-app2 s-app3 s-app1"/>
-      </instance_attributes></primitive></clone>
-  </resources><constraints/></configuration>"""
+# What `cibadmin --query --xpath` printed for the guard's query on a Debian 13 node
+# (its CIB_file holding a pcs-made mariadb-clone): both matches inside <xpath-query>.
+FOUND = """<xpath-query>
+  <nodes>
+    <node id="1" uname="s-app1"/>
+    <node id="2" uname="s-app2"/>
+    <node id="3" uname="s-w"/>
+  </nodes>
+  <nvpair id="mariadb-instance_attributes-node_list" name="node_list" value="s-app2 s-app3 s-app1"/>
+</xpath-query>"""
+QUERY = ("cibadmin", "--query", "--xpath", G.NODES_AND_NODE_LIST)
 
 
 def test_the_guard_lists_every_other_app_node_the_cib_knows_even_a_dead_one() -> None:
-    calls = {("cibadmin", "--query", "--scope", "configuration"): (0, CONFIGURATION),
-             ("crm_node", "--name"): (0, "s-app1\n")}
+    calls = {QUERY: (0, FOUND), ("crm_node", "--name"): (0, "s-app1\n")}
     asked: list[tuple[str, ...]] = []
 
     class Canned(G.Cluster):
@@ -227,12 +227,13 @@ def test_the_guard_lists_every_other_app_node_the_cib_knows_even_a_dead_one() ->
     cluster = Canned()
     assert cluster.peers() == ["s-app2"]  # s-app3: never in the cluster; s-app1: itself
     assert cluster.peers() == ["s-app2"]
-    # its own name is asked once; the configuration every time (a scale-out may change it)
+    # its own name is asked once; the CIB every time (a scale-out may change it)
     assert asked.count(("crm_node", "--name")) == 1 and len(asked) == 3, asked
-    for broken in [(1, ""), (0, "<configuration"), (0, CONFIGURATION.replace('name="node_list"', 'name="other"'))]:
-        calls[("cibadmin", "--query", "--scope", "configuration")] = broken
+    only_nodes = FOUND[FOUND.index("<nodes>"):FOUND.index("</nodes>") + len("</nodes>")]
+    for broken in [(1, ""), (0, "<xpath-query"), (0, only_nodes)]:  # no node_list: nothing to mark by
+        calls[QUERY] = broken
         assert cluster.peers() is None, broken
-    calls[("cibadmin", "--query", "--scope", "configuration")] = (0, CONFIGURATION)
+    calls[QUERY] = (0, FOUND)
     calls[("crm_node", "--name")] = (1, "")
     assert Canned().peers() is None  # its own name unknown: it could mark itself
 
