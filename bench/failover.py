@@ -34,7 +34,7 @@ import statistics
 from pathlib import Path
 
 from lab import failover_phases
-from lab.bringup import down, is_up, up
+from lab.bringup import for_a_bench
 from lab.stack import lab_nodes
 from tests.helpers.lab_support import api
 from tests.lab.test_lab_cluster import _draw_timeline, _promoted, _settled, _wait, _write_through_failover
@@ -78,14 +78,8 @@ def main() -> None:
     unknown = [s for s in settings if s not in LATENCIES]
     if unknown or not settings or args.runs < 1:
         p.error(f"--latency takes {', '.join(LATENCIES)}; --runs at least 1")
-    if os.geteuid() != 0:
-        raise SystemExit("the lab needs root")
-
-    brought_up = False
-    try:
-        if not is_up():
-            up()
-            brought_up = True
+    with for_a_bench(args.keep), contextlib.ExitStack() as after:
+        after.callback(_lab_latency_again)
         figures: dict[str, dict] = {}
         for setting in settings:
             set_latency(setting)
@@ -105,11 +99,11 @@ def main() -> None:
         REPORT.parent.mkdir(parents=True, exist_ok=True)
         REPORT.write_text(json.dumps(report, indent=2))
         print(f"\nrecorded in {REPORT} (failover_bench)")
-    finally:
-        with contextlib.suppress(Exception):  # the lab may be gone
-            set_latency("lab")
-        if brought_up and not args.keep:
-            down()
+
+
+def _lab_latency_again() -> None:
+    with contextlib.suppress(Exception):  # the lab may be gone
+        set_latency("lab")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab.bringup import down, is_up, up
+from lab.bringup import for_a_bench
 from lab.stack import lab_config, lab_nodes
 from lab.topology import LabNode
 from tests.helpers.day2 import apps, host, lab_health, lab_run_on, writes_through_the_reserved_ip
@@ -113,13 +113,7 @@ def main() -> None:
     args = p.parse_args()
     if args.runs < 1:
         p.error("--runs takes at least 1")
-    if os.geteuid() != 0:
-        raise SystemExit("the lab needs root")
-    brought_up = False
-    try:
-        if not is_up():
-            up()
-            brought_up = True
+    with for_a_bench(args.keep):
         runs = []
         print("switchover: seconds after the primary was asked to turn read-only")
         print("run  from -> to   " + "  ".join(f"{p:>16}" for p in PHASES))
@@ -137,9 +131,6 @@ def main() -> None:
         REPORT.parent.mkdir(parents=True, exist_ok=True)
         REPORT.write_text(json.dumps(report, indent=2))
         print(f"\nrecorded in {REPORT} (switchover_bench)")
-    finally:
-        if brought_up and not args.keep:
-            down()
 
 
 if __name__ == "__main__":

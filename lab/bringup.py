@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from infra.naming import role_of
 from infra.paths import REPO_ROOT
@@ -45,6 +47,22 @@ def is_up() -> bool:
     state = load_state()
     return ("timings" in state and state.get("repo") == str(REPO_ROOT)
             and all(containers.cloud_init_result(n) for n in lab_nodes()))
+
+
+@contextmanager
+def for_a_bench(keep: bool) -> Iterator[None]:
+    """A benchmark's lab: root, the lab up (brought up if it was not), and down again
+    at the end unless `keep` or it was up already."""
+    if os.geteuid() != 0:
+        raise SystemExit("the lab needs root")
+    brought_up = not is_up()
+    if brought_up:
+        up()
+    try:
+        yield
+    finally:
+        if brought_up and not keep:
+            down()
 
 
 def up() -> None:
