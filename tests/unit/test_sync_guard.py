@@ -226,9 +226,14 @@ def test_the_guard_lists_every_other_app_node_the_cib_knows_even_a_dead_one() ->
             return G.subprocess.CompletedProcess(argv, rc, out, "")
     cluster = Canned()
     assert cluster.peers() == ["s-app2"]  # s-app3: never in the cluster; s-app1: itself
+    # a node attribute of that name is not the resource's
+    calls[QUERY] = (0, FOUND.replace('<node id="2" uname="s-app2"/>',
+                                     '<node id="2" uname="s-app2"><instance_attributes id="n2">'
+                                     '<nvpair id="n2-l" name="node_list" value="s-w"/></instance_attributes></node>'))
     assert cluster.peers() == ["s-app2"]
     # its own name is asked once; the CIB every time (a scale-out may change it)
     assert asked.count(("crm_node", "--name")) == 1 and len(asked) == 3, asked
+    calls[QUERY] = (0, FOUND)
     only_nodes = FOUND[FOUND.index("<nodes>"):FOUND.index("</nodes>") + len("</nodes>")]
     for broken in [(1, ""), (0, "<xpath-query"), (0, only_nodes)]:  # no node_list: nothing to mark by
         calls[QUERY] = broken
