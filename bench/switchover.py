@@ -23,11 +23,11 @@ import contextlib
 import json
 import os
 import re
-import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from lab import failover_phases
 from lab.bringup import for_a_bench
 from lab.stack import lab_config, lab_nodes
 from lab.topology import LabNode
@@ -38,7 +38,7 @@ from tooling.node_ops import Operations
 from tooling.switchover import switch
 
 REPORT = Path(os.environ.get("LAB_REPORT", "build/lab-report.json"))
-PHASES = ("scores_moved", "demoted", "promoted", "ip_moved", "commits_released", "first_write", "write_gap")
+PHASES = ("scores_moved", "demoted", "promoted", "ip_moved", "guard_released", "first_write", "write_gap")
 
 
 def _journal(node: LabNode, since: float, until: float) -> list[tuple[float, str]]:
@@ -86,7 +86,7 @@ def one_run(index: int) -> dict:
                           read_only_at),
         "promoted": _first(lines, rf"Result of promote operation for mariadb on {target_name}: OK", read_only_at),
         "ip_moved": _first(lines, rf"Result of start operation for reserved-ip on {target_name}: OK", read_only_at),
-        "commits_released": _first(lines, r"db-sync-guard\[\d+\]: released the commits", read_only_at),
+        "guard_released": _first(lines, r"db-sync-guard\[\d+\]: released the commits", read_only_at),
         # the first acknowledged after the first refused one (writes in flight as the
         # primary turned read-only may still be acknowledged)
         "first_write": min((a["t"] + a["took"] for a in load.acked if a["t"] >= refused_at), default=None),
@@ -94,16 +94,6 @@ def one_run(index: int) -> dict:
     phases = {k: (round(v - read_only_at, 2) if v is not None else None) for k, v in marks.items()}
     phases["write_gap"] = load.figures()["longest_write_gap_s"]
     return {"from": primary.name, "to": target.name, "phases": phases, "writes_failed": len(load.failed)}
-
-
-def _summary(runs: list[dict]) -> dict[str, dict[str, float]]:
-    out = {}
-    for phase in PHASES:
-        values = sorted(r["phases"][phase] for r in runs if r["phases"][phase] is not None)
-        if values:
-            p95 = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
-            out[phase] = {"median": round(statistics.median(values), 2), "p95": p95, "runs": len(values)}
-    return out
 
 
 def main() -> None:
@@ -115,17 +105,15 @@ def main() -> None:
         p.error("--runs takes at least 1")
     with for_a_bench(args.keep):
         runs = []
-        print("switchover: seconds after the primary was asked to turn read-only")
-        print("run  from -> to   " + "  ".join(f"{p:>16}" for p in PHASES))
         for i in range(args.runs):
             run = one_run(i)
             runs.append(run)
-            cells = "  ".join(f"{'-' if v is None else f'{v:.2f}':>16}" for v in (run["phases"][p] for p in PHASES))
-            print(f"{i + 1:>3}  {run['from']:>4} -> {run['to']:<4} {cells}", flush=True)
-        summary = _summary(runs)
-        for stat in ("median", "p95"):
-            cells = "  ".join(f"{summary[p][stat] if p in summary else '-':>16}" for p in PHASES)
-            print(f"{stat:>6}            {cells}")
+            print(f"run {i + 1}: {run['from']} -> {run['to']}, longest pause {run['phases']['write_gap']:.2f} s",
+                  flush=True)
+        phases = [r["phases"] for r in runs]
+        summary = failover_phases.summary(phases, PHASES)
+        print("\nswitchover: seconds after the primary was asked to turn read-only")
+        print(failover_phases.table(phases, PHASES))
         report = json.loads(REPORT.read_text()) if REPORT.exists() else {}
         report["switchover_bench"] = {"runs": runs, "phases": summary}
         REPORT.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -109,10 +109,12 @@ def phases(events: Iterable[Event], victim: str, survivor: str, reserved_ip: str
     return found
 
 
-def summary(runs: list[dict[str, float | None]]) -> dict[str, dict[str, float]]:
-    """Median and p95 (nearest rank) of each phase over the runs that saw it."""
+def summary(runs: list[dict[str, float | None]],
+            phases: Sequence[str] = PHASES) -> dict[str, dict[str, float]]:
+    """Median and p95 (nearest rank) of each phase over the runs that saw it (the
+    failover's phases, or another benchmark's)."""
     out: dict[str, dict[str, float]] = {}
-    for phase in PHASES:
+    for phase in phases:
         values = sorted(v for r in runs if (v := r.get(phase)) is not None)
         if values:
             p95 = values[min(len(values) - 1, max(0, -(-95 * len(values) // 100) - 1))]
@@ -120,15 +122,15 @@ def summary(runs: list[dict[str, float | None]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def table(runs: list[dict[str, float | None]]) -> str:
+def table(runs: list[dict[str, float | None]], phases: Sequence[str] = PHASES) -> str:
     """Runs as rows, phases as columns, then median and p95."""
     width = 16
-    lines = ["run " + "".join(p.rjust(width) for p in PHASES)]
+    lines = ["run " + "".join(p.rjust(width) for p in phases)]
     for i, run in enumerate(runs, 1):
         lines.append(f"{i:<4}" + "".join(("-" if run.get(p) is None else f"{run[p]:.2f}").rjust(width)
-                                       for p in PHASES))
-    stats = summary(runs)
+                                       for p in phases))
+    stats = summary(runs, phases)
     for stat in ("median", "p95"):
         lines.append(f"{stat:<4}" + "".join(
-            (f"{stats[p][stat]:.2f}" if p in stats else "-").rjust(width) for p in PHASES))
+            (f"{stats[p][stat]:.2f}" if p in stats else "-").rjust(width) for p in phases))
     return "\n".join(lines)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -197,18 +196,12 @@ time.sleep(120)
 def _wait_brick_moved(node: LabNode, host: str, old: int, seconds: float = 60) -> None:
     """Until the brick on `host` is listed online on a port other than `old`; a timeout
     shows what glusterd lists."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if _online_port(node, host) not in (None, old):
-                return
-        except subprocess.SubprocessError:  # glusterd busy with another transaction
-            pass
-        if time.monotonic() > deadline:
-            status = Admin(node).sudo("gluster volume status shared", check=False)
-            pytest.fail(f"{host}'s brick not online on a new port (was {old}) after {seconds} s:\n"
-                        f"{status.stdout}{status.stderr}")
-        time.sleep(0.5)
+    try:
+        _wait(f"{host}'s brick online on a new port (was {old})", seconds,
+              lambda: _online_port(node, host) not in (None, old))
+    except AssertionError as e:
+        status = Admin(node).sudo("gluster volume status shared", check=False)
+        pytest.fail(f"{e}\n{status.stdout}{status.stderr}")
 
 
 def _client_pids(node: LabNode) -> dict[str, str]:
