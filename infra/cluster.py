@@ -72,7 +72,8 @@ class Cluster(pulumi.ComponentResource):
              "DC_DEADTIME": tuning.DC_DEADTIME,
              "STICKINESS": tuning.RESOURCE_STICKINESS, "MIGRATION_THRESHOLD": tuning.MIGRATION_THRESHOLD,
              "FAILURE_TIMEOUT": tuning.FAILURE_TIMEOUT, "NO_QUORUM_POLICY": tuning.NO_QUORUM_POLICY,
-             "LOAD_THRESHOLD": tuning.LOAD_THRESHOLD, "PE_ERROR_SERIES_MAX": tuning.PE_ERROR_SERIES_MAX},
+             "LOAD_THRESHOLD": tuning.LOAD_THRESHOLD, "PE_ERROR_SERIES_MAX": tuning.PE_ERROR_SERIES_MAX,
+             "TRANSITION_DELAY": tuning.TRANSITION_DELAY},
             connect, Bundle({"HACLUSTER_PASSWORD": self.hacluster_password.result}),
             cfg, self, depends_on=list(self.prepared.values()))
         self.register_outputs({})

@@ -17,10 +17,12 @@
 #   NO_QUORUM_POLICY     what a partition without quorum does
 #   LOAD_THRESHOLD       the CPU load above which pacemaker runs fewer actions at once
 #   PE_ERROR_SERIES_MAX  how many scheduler inputs with a configuration error are kept
+#   TRANSITION_DELAY     how long the DC waits after a change before its scheduler runs
 # Bundle: secret HACLUSTER_PASSWORD.
 set -euo pipefail
 step_args CLUSTER_NAME MEMBERS TOKEN_MS TOKEN_COEFFICIENT_MS CONSENSUS_MS JOIN_MS START_WAIT_S DC_DEADTIME STICKINESS MIGRATION_THRESHOLD \
-	FAILURE_TIMEOUT NO_QUORUM_POLICY LOAD_THRESHOLD PE_ERROR_SERIES_MAX -- "$@"
+	FAILURE_TIMEOUT NO_QUORUM_POLICY LOAD_THRESHOLD PE_ERROR_SERIES_MAX \
+	TRANSITION_DELAY -- "$@"
 read -ra specs <<<"$MEMBERS"
 read_bundle
 [ -n "${SECRET_HACLUSTER_PASSWORD:-}" ] || die "no hacluster password on stdin"
@@ -148,4 +150,6 @@ quiet pcs resource defaults update resource-stickiness="$STICKINESS" \
 	migration-threshold="$MIGRATION_THRESHOLD" failure-timeout="$FAILURE_TIMEOUT"
 quiet pcs property set no-quorum-policy="$NO_QUORUM_POLICY" dc-deadtime="$DC_DEADTIME" \
 	load-threshold="$LOAD_THRESHOLD" pe-error-series-max="$PE_ERROR_SERIES_MAX"
+# In milliseconds, which pcs refuses (it takes whole seconds): pacemaker's own tool.
+quiet crm_attribute --type crm_config --name transition-delay --update "$TRANSITION_DELAY"
 log "cluster $CLUSTER_NAME online: ${names[*]}"

@@ -193,7 +193,8 @@ def setup_args(members: dict[str, str]) -> dict[str, str]:
             "TOKEN_MS": "1200", "TOKEN_COEFFICIENT_MS": "0", "CONSENSUS_MS": "1440", "JOIN_MS": "100",
             "START_WAIT_S": "5", "DC_DEADTIME": "5s",
             "STICKINESS": "200", "MIGRATION_THRESHOLD": "3", "FAILURE_TIMEOUT": "120s", "NO_QUORUM_POLICY": "stop",
-            "LOAD_THRESHOLD": "400%", "PE_ERROR_SERIES_MAX": "4000"}
+            "LOAD_THRESHOLD": "400%", "PE_ERROR_SERIES_MAX": "4000",
+            "TRANSITION_DELAY": "100ms"}
 
 
 def setup(stub: Path, members: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -224,7 +225,8 @@ def test_a_new_cluster_starts_from_a_cib_that_already_holds_its_dc_deadtime(stub
     result = setup(stub, OLD)
     assert result.returncode == 0, result.stderr
     steps = ("pcs cluster setup", "cibadmin --empty", "crm_attribute", "install -o", "pcs cluster start")
-    order = [c for c in (stub / "calls").read_text().splitlines() if c.startswith(steps)]
+    order = [c for c in (stub / "calls").read_text().splitlines() if c.startswith(steps)
+             and "transition-delay" not in c]
     assert [" ".join(c.split()[:3]) for c in order] == [
         "pcs cluster setup", "cibadmin --empty", "crm_attribute --type crm_config", "crm_attribute --type crm_config",
         "install -o hacluster", "pcs cluster start"], order
@@ -238,6 +240,9 @@ def test_a_new_cluster_starts_from_a_cib_that_already_holds_its_dc_deadtime(stub
     props = calls(stub, "pcs property set")
     assert any("dc-deadtime=5s" in c and "pe-error-series-max=4000" in c for c in props), props
     assert not any("stonith" in c for c in props), props
+    # the scheduler's wait after a change, in milliseconds (which pcs refuses), on the running CIB
+    assert calls(stub, "crm_attribute --type crm_config --name transition-delay") == [
+        "crm_attribute --type crm_config --name transition-delay --update 100ms (CIB_file )"]
 
 
 def test_a_second_run_changes_no_membership(stub: Path) -> None:
@@ -245,6 +250,8 @@ def test_a_second_run_changes_no_membership(stub: Path) -> None:
     result = setup(stub, NEW)
     assert result.returncode == 0, result.stderr
     assert calls(stub, "pcs cluster node") == [] and calls(stub, "crm_node") == []
+    # a cluster formed before the setting gets it too
+    assert calls(stub, "crm_attribute --type crm_config --name transition-delay --update 100ms")
 
 
 def test_a_cluster_formed_with_other_failure_timings_gets_the_declared_ones_in_place(stub: Path) -> None:
