@@ -1,6 +1,7 @@
 """The lab's command line (root):
 
-    python -m lab up          # make lab: bring the lab stack up (lab.bringup)
+    python -m lab up          # make lab: bring the lab stack up (lab.bringup); with
+                              # LAB_NODE_DISKS=memory each node's disk is its own (lab.containers)
     python -m lab down        # make lab-down: remove everything the lab made
     python -m lab status      # the running lab's state
     python -m lab boot NODE   # start a node again (the API stand-in's power_on)
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.action == "up":
         try:
-            up()
+            up(os.environ.get("LAB_NODE_DISKS", "host"))
         except BaseException:
             log("bring-up failed; the lab is left for inspection, `make lab-down` removes it")
             raise

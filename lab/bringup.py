@@ -65,7 +65,10 @@ def for_a_bench(keep: bool) -> Iterator[None]:
             down()
 
 
-def up() -> None:
+def up(node_disks: str = "host") -> None:
+    """Bring the lab up, each node's disk where `node_disks` says (containers.NODE_DISKS)."""
+    if node_disks not in containers.NODE_DISKS:
+        raise SystemExit(f"LAB_NODE_DISKS={node_disks!r}: one of {', '.join(containers.NODE_DISKS)}")
     t0 = time.monotonic()
     if is_stale():
         log("a previous lab is still here; removing it")
@@ -76,7 +79,7 @@ def up() -> None:
     os.chmod(run_dir(), 0o700)
     # The checkout that brought the lab up: its hook and user-data are that checkout's.
     state_file().write_text(json.dumps({"nodes": [n.name for n in nodes], "started": time.time(),
-                                        "repo": str(REPO_ROOT)}))
+                                        "repo": str(REPO_ROOT), "node_disks": node_disks}))
     admin_key = run_dir() / "admin_key"
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lab-admin", "-f", str(admin_key))
     ensure_api_token()
@@ -89,7 +92,7 @@ def up() -> None:
     out = render_lab(nodes)
     booted_at: dict[str, float] = {}
     for node in nodes:
-        prepare_root(node, base, (out / node.name / "user-data").read_text())
+        prepare_root(node, base, (out / node.name / "user-data").read_text(), node_disks)
         boot(node)
         booted_at[node.name] = phases.uptime()
     t_boot = time.monotonic()

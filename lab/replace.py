@@ -83,7 +83,8 @@ def create(node: LabNode) -> None:
     if status != 201:
         raise RuntimeError(f"the API stand-in refused the new droplet {record['id']}: {status} {body}")
     plug_node(node)
-    prepare_root(node, image.ensure_image("node"), (out / node.name / "user-data").read_text())
+    prepare_root(node, image.ensure_image("node"), (out / node.name / "user-data").read_text(),
+                 load_state().get("node_disks", "host"))  # a new droplet's disk is like the others
     boot(node, background=True)
     result = wait_for_cloud_init([node])[node.name]
     foreground(node)
