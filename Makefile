@@ -40,8 +40,9 @@ render: setup
 bench: setup
 	$(PY) -m bench.mocks_eval
 
-# Seeding a replica with 1 GiB in the lab (root): logical vs physical; figures
-# printed and recorded in build/lab-report.json ("seeding"). ARGS='--gib 2 --keep'.
+# Seeding a replica with 1 GiB in the lab (root): logical vs physical, each node on a
+# disk of its own; figures printed and recorded in build/lab-report.json ("seeding").
+# ARGS='--gib 2 --node-disks host --keep'.
 bench-seed: setup
 	$(PY) -m bench.seed $(ARGS)
 
