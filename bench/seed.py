@@ -51,8 +51,8 @@ from pathlib import Path
 from infra.paths import REPO_ROOT
 from infra.remote import lib_settings
 from lab import replay
-from lab.bringup import down, up
-from lab.containers import NODE_DISKS, load_state
+from lab.bringup import down, is_up, up
+from lab.containers import NODE_DISKS
 from lab.seed_probe import seed_probe, sql, ssh_args
 from lab.stack import lab_nodes, lab_plan
 from lab.topology import RESERVED_IP, SWITCH_NS, LabNode, run_dir
@@ -323,9 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         parser.error("the lab needs root")
     brought_up = False
-    state = load_state()
-    # A lab on other disks would measure those: up() replaces it.
-    if "timings" not in state or state.get("node_disks", "host") != args.node_disks:
+    # A lab on other disks (or another checkout's) would measure those: up() replaces it.
+    if not is_up(args.node_disks):
         up(args.node_disks)
         brought_up = True
     results = []

@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-from lab.bringup import boot_again, down, up
+from lab.bringup import boot_again, check_node_disks, down, up
 from lab.replace import replace
 from lab.scale import scale
 from lab.containers import load_state, log, state_file
@@ -36,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         print("the lab needs root (namespaces, mounts, containers)", file=sys.stderr)
         return 1
     if args.action == "up":
+        node_disks = os.environ.get("LAB_NODE_DISKS", "host")
+        check_node_disks(node_disks)  # before anything is made
         try:
-            up(os.environ.get("LAB_NODE_DISKS", "host"))
+            up(node_disks)
         except BaseException:
             log("bring-up failed; the lab is left for inspection, `make lab-down` removes it")
             raise

@@ -41,11 +41,13 @@ def is_stale() -> bool:
     return containers.is_stale(PREFIX, run_dir())
 
 
-def is_up() -> bool:
-    """A lab this checkout brought up is running (another checkout's runs that one's
-    hook and user-data: it is replaced, as a fresh clone in CI must be)."""
+def is_up(node_disks: str = "host") -> bool:
+    """A lab this checkout brought up is running, its nodes on `node_disks` (another
+    checkout's runs that one's hook and user-data: it is replaced, as a fresh clone in
+    CI must be; one on other disks is replaced too, so no figure measures those)."""
     state = load_state()
     return ("timings" in state and state.get("repo") == str(REPO_ROOT)
+            and state.get("node_disks", "host") == node_disks
             and all(containers.cloud_init_result(n) for n in lab_nodes()))
 
 
@@ -65,10 +67,26 @@ def for_a_bench(keep: bool) -> Iterator[None]:
             down()
 
 
-def up(node_disks: str = "host") -> None:
-    """Bring the lab up, each node's disk where `node_disks` says (containers.NODE_DISKS)."""
+# Memory disks take RAM as the nodes write: an app node about 1.6 GB after a 1 GiB
+# seed. Without room, MariaDB would meet I/O errors instead of a clear message.
+MEMORY_DISKS_MIN_FREE_GB = 6
+
+
+def check_node_disks(node_disks: str) -> None:
+    """Refuse disks the lab does not have, or memory disks without room for them."""
     if node_disks not in containers.NODE_DISKS:
         raise SystemExit(f"LAB_NODE_DISKS={node_disks!r}: one of {', '.join(containers.NODE_DISKS)}")
+    if node_disks == "memory":
+        stat = os.statvfs("/dev/shm")
+        free_gb = stat.f_bavail * stat.f_frsize / 2**30
+        if free_gb < MEMORY_DISKS_MIN_FREE_GB:
+            raise SystemExit(f"LAB_NODE_DISKS=memory: /dev/shm has {free_gb:.1f} GB free, "
+                             f"the nodes' disks need {MEMORY_DISKS_MIN_FREE_GB} GB")
+
+
+def up(node_disks: str = "host") -> None:
+    """Bring the lab up, each node's disk where `node_disks` says (containers.NODE_DISKS)."""
+    check_node_disks(node_disks)
     t0 = time.monotonic()
     if is_stale():
         log("a previous lab is still here; removing it")

@@ -135,12 +135,13 @@ def test_cluster_formed_with_every_node_and_a_valid_configuration(nodes: list[La
     assert "two_node" not in config  # three votes with the witness
     props = Admin(nodes[0]).sudo("pcs property config --all").stdout.replace(": ", "=")
     assert "stonith-enabled=true" in props and "pe-error-series-max=4000" in props, props
-    # The scheduler waits transition-delay after a change (a timer pacemaker starts only
-    # for a value it could read): a DC has run it on that timer.
+    # The scheduler waits transition-delay after a change: a DC has run it on that timer
+    # (which pacemaker starts only with a value it could read, and logs by this name).
     assert f"transition-delay={tuning.TRANSITION_DELAY}" in props, props
-    timer = "input=I_PE_CALC cause=C_TIMER_POPPED"
-    assert any(Admin(n).sudo(f"grep -c '{timer}' /var/log/pacemaker/pacemaker.log", check=False).stdout.strip()
-               not in ("", "0") for n in nodes), f"no scheduler run on the transition-delay timer ({timer})"
+    timer = f"New Transition Timer just popped | input=I_PE_CALC time={tuning.TRANSITION_DELAY}"
+    assert any(Admin(n).sudo(f"sh -c \"zcat -f /var/log/pacemaker/pacemaker.log* | grep -cF '{timer}'\"",
+                             check=False).stdout.strip() not in ("", "0") for n in nodes), \
+        f"no scheduler run on the transition-delay timer ({timer})"
     # No scheduler found a configuration error since it started: fencing was off
     # until its device came (pacemaker 3.0 would have kept such an error, and
     # labelled every later transition with it).

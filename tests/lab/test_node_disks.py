@@ -6,6 +6,8 @@ the lab's teardown. Needs root, not the lab."""
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,13 @@ from lab.topology import LabNode
 
 pytestmark = pytest.mark.lab
 
-PREFIX = "dohs-disks-"  # not the lab's: its namespaces, cgroups and disks are left alone
+PREFIX = "dohsdisk-"  # not the lab's (dohs-): its namespaces, cgroups and disks are left alone
+
+
+def loop_backing_files() -> list[str]:
+    out = subprocess.run(["losetup", "--list", "--noheadings", "--output", "BACK-FILE"],
+                         capture_output=True, text=True, check=True).stdout
+    return [line.strip() for line in out.splitlines() if f"/{PREFIX}" in line]
 
 
 def test_a_memory_disk_is_the_nodes_own_and_goes_with_teardown(tmp_path: Path) -> None:
@@ -39,10 +47,16 @@ def test_a_memory_disk_is_the_nodes_own_and_goes_with_teardown(tmp_path: Path) -
         (one.root / "var/lib/mysql.seed").mkdir()
         os.rename(one.root / "var/lib/mysql.seed", one.root / "var/lib/mysql")
         assert memory_disk(one).exists() and memory_disk(two).exists()
+        assert len(loop_backing_files()) == 2
     finally:
         teardown(PREFIX, base)
     assert not memory_disk(one).exists() and not memory_disk(two).exists()
     assert not base.exists() and not mounts_under(tmp_path)
+    # the loop devices let go with their last unmount (else the files' memory stays taken)
+    deadline = time.monotonic() + 5
+    while loop_backing_files():
+        assert time.monotonic() < deadline, loop_backing_files()
+        time.sleep(0.1)
 
 
 def test_a_disk_kind_the_lab_does_not_have_is_refused(tmp_path: Path) -> None:
