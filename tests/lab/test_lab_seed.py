@@ -131,8 +131,10 @@ def test_a_replica_with_an_emptied_data_directory_is_seeded_from_the_primary(nod
     # An operator stops the replica and empties its data directory; pacemaker then
     # fails to start it there.
     admin.sudo(f"crm_resource --ban --resource mariadb-clone --node {HOST.format(replica.name)}")
+    # As root: /proc hides other users' processes (hidepid), so the deploy user's
+    # pidof never finds mariadbd.
     _wait("MariaDB stopped on the replica", 120,
-          lambda: admin.run("pidof mariadbd", check=False).returncode != 0)
+          lambda: admin.sudo("pidof mariadbd", check=False).returncode != 0)
     admin.sudo("sh -c 'rm -rf /var/lib/mysql/* /var/lib/mysql/.[!.]*'")
     admin.sudo(f"crm_resource --clear --resource mariadb-clone --node {HOST.format(replica.name)}")
     failcount = f"crm_failcount --query --resource mariadb --node {HOST.format(replica.name)} -q"
