@@ -83,6 +83,8 @@ PE_ERROR_SERIES_MAX = 4000
 # (4 of 5 in an earlier bench) and put the fence request 1 s late. The writes take
 # 10-30 ms; waiting 100 ms first costs every recovery that much and took the lab's
 # crash failover from 4.24 s (median, p95 5.11) to about 4.0 s (p95 4.1), none late.
+# Each change restarts the wait, so changes coming faster than this would hold the
+# scheduler off; the stack's own changes (scores, marks, results) come seconds apart.
 # In milliseconds: pcs accepts whole seconds only, so the step sets it with crm_attribute.
 TRANSITION_DELAY = "100ms"
 # Power actions through the API take seconds; a minute covers a slow one.
