@@ -181,9 +181,16 @@ NODE_DISKS = ("host", "memory")
 MEMORY_DISK_SIZE = "8G"  # sparse: memory is used only as the node writes
 
 
+MEMORY_DISKS = Path("/dev/shm")
+
+
+def _memory_disk_name(prefix: str, name: str) -> str:
+    return f"{prefix}disk-{name}.img"
+
+
 def memory_disk(node: LabNode) -> Path:
     """The backing file of a node's memory disk."""
-    return Path("/dev/shm") / f"{node.prefix}disk-{node.name}.img"
+    return MEMORY_DISKS / _memory_disk_name(node.prefix, node.name)
 
 
 def mount_overlay(node: LabNode, lower: Path, disk: str = "host") -> Path:
@@ -494,7 +501,7 @@ def teardown(prefix: str, base: Path) -> None:
     remove_cgroups(f"{prefix}*")  # this prefix's nodes only: the agent sandbox's beside a running lab
     for point in mounts_under(base):
         sh("umount", "-l", point, check=False)
-    for disk in Path("/dev/shm").glob(f"{prefix}disk-*.img"):
+    for disk in MEMORY_DISKS.glob(_memory_disk_name(prefix, "*")):
         disk.unlink()
     for ns in found:
         sh("ip", "netns", "delete", ns, check=False)
