@@ -24,6 +24,9 @@ FENCE_AGENT_PATH = "/usr/sbin/fence_digitalocean"
 MARIADB_AGENT_PATH = "/usr/lib/do-ha-stack/mariadb-agent"
 # What the packaged agent loads as ocf-shellfuncs under the wrapper (its OCF_LIB).
 OCF_LIB_PATH = "/usr/lib/do-ha-stack/ocf-lib/ocf-shellfuncs"
+# The sync guard's marks on every node (cloudinit/app/sync-marks), and their service.
+SYNC_MARKS_PATH = "/usr/local/lib/do-ha-stack/sync-marks"
+SYNC_MARKS_UNIT = "/etc/systemd/system/do-ha-sync-marks.service"
 
 
 def member_spec(cfg: StackConfig, node: Node) -> pulumi.Output[str]:
@@ -48,14 +51,17 @@ class Cluster(pulumi.ComponentResource):
         agents = [NodeFile(OCF_AGENT_PATH, read("agents/reserved-ip"), "0755"),
                   NodeFile(FENCE_AGENT_PATH, read("agents/fence_digitalocean"), "0755"),
                   NodeFile(MARIADB_AGENT_PATH, read("agents/mariadb"), "0755"),
-                  NodeFile(OCF_LIB_PATH, read("agents/ocf-shellfuncs"), "0644")]
+                  NodeFile(OCF_LIB_PATH, read("agents/ocf-shellfuncs"), "0644"),
+                  NodeFile(SYNC_MARKS_PATH, read("app/sync-marks"), "0755"),
+                  NodeFile(SYNC_MARKS_UNIT, read("steps/templates/do-ha-sync-marks.service"), "0644")]
         members = member_specs(cfg, nodes.nodes)
         first_port, last_port = CLUSTER_TCP_PORT_RANGES["gluster-bricks"]
+        marks_port, _ = CLUSTER_TCP_PORT_RANGES["sync-marks"]
         self.prepared: dict[str, pulumi.Resource] = {
             node.name: step_command(
                 f"{node.name}-cluster-node", "cluster-node", node,
                 {"CLUSTER_NAME": stack_tag(cfg), "BRICK_FIRST_PORT": first_port, "BRICK_LAST_PORT": last_port,
-                 "MEMBERS": members},
+                 "MEMBERS": members, "VPC_RANGE": cfg.vpc_ip_range, "SYNC_MARKS_PORT": marks_port},
                 connect,
                 # storage_files: glusterd's TLS key, certificate and CA (infra/storage.py)
                 Bundle({"HACLUSTER_PASSWORD": self.hacluster_password.result, "DO_API_TOKEN": api_token},

@@ -12,6 +12,8 @@ CLUSTER_TCP_PORT_RANGES: dict[str, tuple[int, int]] = {
     "mariadb": (3306, 3306),
     # do-ha-db-donor: a physical copy for a replica being seeded (mutual TLS)
     "mariadb-seed": (4444, 4444),
+    # do-ha-sync-marks: the sync guard's out-of-sync marks (signed requests)
+    "sync-marks": (7410, 7410),
     "glusterd": (24007, 24008),
     "gluster-bricks": (49152, 49251),
 }

@@ -3,13 +3,15 @@
     python -m lab.writer URL OUT_JSON STOP_FILE [CLIENTS]
 
 Runs in the lab's public namespace (an internet client). Each of CLIENTS (default 1)
-concurrent clients sends POST URL/canary/write?key=N, one after another; a key is
-"acknowledged" only when the answer was 200. Like a typical API client, each
-request gives the TCP connection CONNECT_TIMEOUT_S and the answer READ_TIMEOUT_S:
-while the reserved IP still points at a dead node a connection attempt goes
-unanswered, and the client tries again a quarter of a second later instead of
-waiting out a whole second, so the first write after the IP moves is seen within
-about that. Stops when STOP_FILE exists and writes every attempt (wall time, how
+concurrent clients sends POST URL/canary/write?key=wRUN-N, one after another; a key
+is "acknowledged" only when the answer was 200. RUN is new for every run: the canary
+answers a key it already holds with 200 without a commit, so a key from an earlier
+run in the same lab would pass through a stalled commit path unnoticed. Like a
+typical API client, each request gives the TCP connection CONNECT_TIMEOUT_S and the
+answer READ_TIMEOUT_S: while the reserved IP still points at a dead node a connection
+attempt goes unanswered, and the client tries again a quarter of a second later
+instead of waiting out a whole second, so the first write after the IP moves is seen
+within about that. Stops when STOP_FILE exists and writes every attempt (wall time, how
 long it took, key, outcome, node) to OUT_JSON.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import secrets
 import sys
 import threading
 import time
@@ -49,9 +52,9 @@ def _write(url: str, key: str) -> tuple[str, str]:
         conn.close()
 
 
-def _client(url: str, stop: Path, keys: itertools.count, attempts: list[dict]) -> None:
+def _client(url: str, stop: Path, run: str, keys: itertools.count, attempts: list[dict]) -> None:
     while not stop.exists():
-        key = f"w{next(keys)}"  # itertools.count is atomic under the GIL: keys never repeat
+        key = f"w{run}-{next(keys)}"  # itertools.count is atomic under the GIL: keys never repeat
         started = time.time()
         outcome, node = _write(url, key)
         attempts.append({"t": started, "took": time.time() - started, "key": key, "outcome": outcome, "node": node})
@@ -61,8 +64,8 @@ def _client(url: str, stop: Path, keys: itertools.count, attempts: list[dict]) -
 
 def main(url: str, out: Path, stop: Path, clients: int = 1) -> None:
     attempts: list[dict] = []
-    keys = itertools.count(1)
-    threads = [threading.Thread(target=_client, args=(url, stop, keys, attempts)) for _ in range(clients)]
+    keys, run = itertools.count(1), secrets.token_hex(4)
+    threads = [threading.Thread(target=_client, args=(url, stop, run, keys, attempts)) for _ in range(clients)]
     for t in threads:
         t.start()
     for t in threads:

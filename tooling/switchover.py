@@ -46,7 +46,8 @@ GTID_LIST = re.compile(r"^([0-9]+-[0-9]+-[0-9]+(,[0-9]+-[0-9]+-[0-9]+)*)?$")
 # The agent's own promotion score for an elected primary (ocf_promotion_score -v 100).
 PROMOTION_SCORE = 100
 PROMOTION_ATTRIBUTE = "master-mariadb"
-# The sync guard's mark (cloudinit/app/db-sync-guard): 0 forbids the node's promotion.
+# The sync guard's mark (cloudinit/app/db-sync-guard): 0 forbids the node's promotion;
+# otherwise the time (ms) the node was found in sync.
 SYNC_ATTRIBUTE = "do-ha-db-in-sync"
 # Written on the primary as it turns read-only: the MariaDB wrapper's check of the
 # primary then reads "read-only on purpose" (the role is moving), not "restarted after
@@ -141,8 +142,9 @@ def take_over_script(last: str, target_host: str, primary_host: str) -> str:
         f"if [ \"$caught\" != 0 ] && [ \"$(mariadb --batch --skip-column-names -e 'SELECT @@gtid_current_pos')\" "
         f"!= '{last}' ]; then\n"
         f"\techo \"did not apply {last} within {wait} s\" >&2\n\texit 3\nfi\n"
-        # caught up: in sync as the guard means it, whatever a blip marked it before
-        f"crm_attribute --lifetime forever --name {SYNC_ATTRIBUTE} --node {target} --update 1\n"
+        # caught up: in sync as the guard means it (its mark is the time, in ms: newer than
+        # any out-of-sync mark the nodes hold), whatever a blip marked it before
+        f"crm_attribute --lifetime forever --name {SYNC_ATTRIBUTE} --node {target} --update \"$(date +%s%3N)\"\n"
         f"{score} --node {target} --update {PROMOTION_SCORE}\n"
         f"if ! {score} --node {primary} --delete; then\n"
         f"\t{score} --node {target} --delete || true\n\texit 4\nfi\n")

@@ -5,12 +5,15 @@
 #   BRICK_FIRST_PORT  first port of the range GlusterFS bricks may listen on
 #   BRICK_LAST_PORT   last port of that range (the firewalls open exactly it)
 #   MEMBERS           every member as NAME=PRIVATE_IP, space separated
+#   VPC_RANGE         the VPC as CIDR (the sync marks' port is open to it only)
+#   SYNC_MARKS_PORT   the port of the sync marks' store
 # Bundle: secrets HACLUSTER_PASSWORD, DO_API_TOKEN; the
 # reserved-IP resource agent, the DigitalOcean fence agent and the MariaDB agent's
-# wrapper (/usr/lib/do-ha-stack/mariadb-agent, installed below) as files; glusterd's
+# wrapper (/usr/lib/do-ha-stack/mariadb-agent, installed below), the sync marks'
+# store and its unit as files; glusterd's
 # TLS key, certificate and CA (/etc/ssl/glusterfs.{key,pem,ca}, infra/storage.py).
 set -euo pipefail
-step_args CLUSTER_NAME BRICK_FIRST_PORT BRICK_LAST_PORT MEMBERS -- "$@"
+step_args CLUSTER_NAME BRICK_FIRST_PORT BRICK_LAST_PORT MEMBERS VPC_RANGE SYNC_MARKS_PORT -- "$@"
 read -ra specs <<<"$MEMBERS"
 
 read_bundle
@@ -98,6 +101,18 @@ if [ "$(dpkg-divert --truename "$agent")" != "$distrib" ]; then
 	quiet dpkg-divert --local --no-rename --divert "$distrib" --add "$agent"
 fi
 put_file 0755 root:root "$agent" </usr/lib/do-ha-stack/mariadb-agent
+
+# The sync guard's out-of-sync marks (cloudinit/app/sync-marks): every node keeps
+# them, so that a majority does. First boot opens the port on new nodes; nodes from
+# before it get the rule here. It answers once this node has corosync's authkey.
+quiet ufw allow proto tcp from "$VPC_RANGE" to any port "$SYNC_MARKS_PORT" comment 'cluster'
+systemctl daemon-reload
+systemctl enable do-ha-sync-marks.service >/dev/null 2>&1
+if changed /etc/systemd/system/do-ha-sync-marks.service || changed /usr/local/lib/do-ha-stack/sync-marks ||
+	! systemctl is-active --quiet do-ha-sync-marks.service; then
+	systemctl restart do-ha-sync-marks.service
+fi
+wait_for "the sync marks' store" 30 systemctl is-active --quiet do-ha-sync-marks.service
 
 # Every node runs glusterd (enabled here: Debian leaves it off) (app bricks, the witness's arbiter brick) and pcsd.
 quiet systemctl enable --now pcsd.service glusterd.service

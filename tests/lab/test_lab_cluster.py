@@ -294,12 +294,13 @@ def _writer(tag: str) -> tuple[subprocess.Popen, Path, Path]:
 
 
 def _write_through_fault(nodes: list[LabNode], tag: str, fault: Callable[[LabNode], None],
-                         recovered: Callable[[LabNode], bool], wait_s: float = 60) -> dict:
-    """Inject `fault` into the active node while a client writes through the reserved IP,
-    wait until `recovered(active)` and writes succeed again; measure and check every
-    acknowledged write against the primary then."""
+                         recovered: Callable[[LabNode], bool], wait_s: float = 60,
+                         victim: LabNode | None = None) -> dict:
+    """Inject `fault` into the active node (or `victim`) while a client writes through the
+    reserved IP, wait until `recovered(victim)` and writes succeed again; measure and
+    check every acknowledged write against the primary then."""
     _wait("a settled cluster", 300, lambda: _settled(nodes))
-    victim = _promoted(nodes)
+    victim = victim or _promoted(nodes)
     assert victim is not None
     writer, out, stop = _writer(tag)
     try:

@@ -164,7 +164,7 @@ def test_systemd_units_pass_systemd_analyze_verify(root: Path) -> None:
     raw = {f"do-ha-stack:{k}": v for k, v in plain_config("staging").items()}
     https = run_program("staging", raw | {"do-ha-stack:domain": "www.example.com"})  # ACME: site-cert's timers
     units = _units_landing(https)
-    assert {"do-ha-hidepid.service", "do-ha-backup.timer", "do-ha-db-donor.service",
+    assert {"do-ha-hidepid.service", "do-ha-backup.timer", "do-ha-db-donor.service", "do-ha-sync-marks.service",
             "do-ha-site-cert-sync.timer", "do-ha-alert-send.path", "do-ha-health-watch.timer",
             "do-ha-gluster-reconnect.timer",
             "nginx.service"} <= set(units), \

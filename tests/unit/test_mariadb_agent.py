@@ -59,6 +59,9 @@ def bin_dir(tmp_path: Path) -> Path:
                     'printf "%b" "$SLAVE_STATUS_LATER"; else printf "%b" "$SLAVE_STATUS"; fi ;; '
                     '*MASTER_GTID_WAIT*) echo "${GTID_WAIT:-0}" ;; esac'),
         "logger": 'echo "logger $*" >> "$LOG"',
+        # the promotion's check of the sync marks: logged apart (it runs in the background);
+        # $MARKS_REFUSE refuses, saying so
+        "sync-marks": ('echo "$*" >> "$LOG.marks"; [ -z "$MARKS_REFUSE" ] || { echo "$MARKS_REFUSE"; exit 1; }'),
     }
     return write_stubs(d, scripts)
 
@@ -69,11 +72,13 @@ def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demot
         gtid_wait: str = "0", role: str = "", planned_read_only: str | None = None,
         marks: dict[str, str] | None = None, score: str = "100", fail_sql: str = "",
         no_list: bool = False, slave_status_later: str = "", on_node: str = "",
-        no_name: bool = False, promoted: str = "") -> tuple[int, list[str]]:
+        no_name: bool = False, promoted: str = "", marks_refuse: str = "",
+        sync_marks: str = "sync-marks") -> tuple[int, list[str]]:
     """The wrapper's exit code and the packaged agent's actions, in order."""
     log = bin_dir.parent / "log"
     log.write_text("")
     Path(f"{log}.shows").unlink(missing_ok=True)
+    Path(f"{log}.marks").unlink(missing_ok=True)
     marker = bin_dir.parent / "planned-read-only"
     marker.unlink(missing_ok=True)
     if planned_read_only is not None:
@@ -88,6 +93,7 @@ def run(bin_dir: Path, action: str, notify: tuple[str, str] | None = None, demot
            "SCORE": score, "FAIL_SQL": fail_sql, "NO_LIST": "1" if no_list else "",
            "HA_RSCTMP": str(bin_dir.parent), "SLAVE_STATUS_LATER": slave_status_later,
            "OCF_RESKEY_CRM_meta_on_node": on_node, "NO_NAME": "1" if no_name else "",
+           "DO_HA_SYNC_MARKS": str(bin_dir / sync_marks), "MARKS_REFUSE": marks_refuse,
            **{f"RC_{k.replace('-', '_')}": str(v) for k, v in (rc or {}).items()}}
     if notify:
         env |= {"OCF_RESKEY_CRM_meta_notify_type": notify[0], "OCF_RESKEY_CRM_meta_notify_operation": notify[1],
@@ -559,3 +565,23 @@ def test_a_promotion_with_nothing_received_resets_and_one_it_cannot_read_does_no
     assert calls[-2:] == ["sql: SHOW SLAVE STATUS\\G", "sql: STOP SLAVE; RESET SLAVE ALL"], calls
     calls = run(bin_dir, "promote", slave_status=_slave(io_pos="garbled"))[1]
     assert calls[-1] == "promote" and not any("RESET" in c for c in calls), calls
+
+
+def test_a_promotion_asks_the_majoritys_sync_marks_and_a_refusal_stops_it(bin_dir: Path) -> None:
+    rc, calls = run(bin_dir, "promote", slave_status="")
+    assert rc == 0 and "promote" in calls
+    assert (bin_dir.parent / "log.marks").read_text() == f"check {SELF}\n"
+    rc, calls = run(bin_dir, "promote", slave_status="", marks_refuse="stack-app2 was marked out of sync at X")
+    assert rc == 1 and "promote" not in calls
+    assert any("promote: stack-app2 was marked out of sync at X" in c for c in calls), calls
+    # pacemaker's node name when it gives one
+    run(bin_dir, "promote", slave_status="", on_node="stack-app9")
+    assert (bin_dir.parent / "log.marks").read_text() == "check stack-app9\n"
+    # no name to check the marks for: refused, not promoted unchecked
+    rc, calls = run(bin_dir, "promote", slave_status="", no_name=True)
+    assert rc == 1 and "promote" not in calls and not (bin_dir.parent / "log.marks").exists()
+
+
+def test_a_node_without_the_marks_store_promotes_as_before(bin_dir: Path) -> None:
+    rc, calls = run(bin_dir, "promote", slave_status="", sync_marks="absent")
+    assert rc == 0 and calls[-1] == "promote" and not (bin_dir.parent / "log.marks").exists()

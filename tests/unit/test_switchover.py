@@ -5,6 +5,7 @@ thing, tests/lab/test_lab_switchover.py)."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -186,6 +187,7 @@ case "$*" in *MASTER_GTID_WAIT*) echo {waited} ;; *gtid_current_pos*) echo {curr
 """)
     (tmp_path / "crm_attribute").write_text(f"""#!/bin/sh
 echo "$4 ${{6#do-ha-stack-prod-}} $7" >> "{tmp_path}/calls"
+[ "$4 $7" != "do-ha-db-in-sync --update" ] || echo "$8" > "{tmp_path}/in-sync-value"
 case "$6 $7" in *app1" --delete") exit {delete_rc} ;; esac
 """)
     for tool in ("mariadb", "crm_attribute"):
@@ -207,5 +209,10 @@ case "$6 $7" in *app1" --delete") exit {delete_rc} ;; esac
 ])
 def test_the_target_moves_the_scores_only_once_caught_up_and_all_or_nothing(
         tmp_path: Path, waited: str, current: str, delete_rc: int, rc: int, calls: list[str]) -> None:
+    before_ms = time.time_ns() // 1_000_000
     got_rc, got_calls = _take_over(tmp_path, waited, current, delete_rc)
     assert (got_rc, got_calls) == (rc, calls)
+    if SYNCED in calls:
+        # the guard's in-sync mark is a time in ms: newer than any out-of-sync mark the
+        # nodes hold (cloudinit/app/sync-marks), which a mark of 1 would not be
+        assert int((tmp_path / "in-sync-value").read_text()) >= before_ms

@@ -1,8 +1,9 @@
-"""The sync guard (cloudinit/app/db-sync-guard) against stand-ins for pacemaker and the
-server, on a clock of its own: the order of a release (mark, quorum, override, then
-semi-sync off), what keeps commits waiting (no quorum, a refused mark), a busy primary
-that is not stalled, turning semi-sync on again and marking in sync only after an
-acknowledgement. The lab runs it for real (tests/lab/test_lab_chaos.py)."""
+"""The sync guard (cloudinit/app/db-sync-guard) against stand-ins for pacemaker, the
+mark stores and the server, on a clock of its own: the order of a release (marks on a
+majority, override, semi-sync off, then the CIB's mark), what keeps commits waiting
+(no quorum, marks short of a majority), a CIB that takes the mark late, a busy
+primary that is not stalled, turning semi-sync on again and marking in sync only
+after an acknowledgement. The lab runs it for real (tests/lab/test_lab_chaos.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class FakeCluster:
     def __init__(self, log: list[str]) -> None:
         self.log, self.quorum, self.refuse = log, [True], False
         self.marks: dict[str, str] = {}
+        self.holders = ["app1", "witness"]  # of 3 nodes: a majority
 
     def managed(self) -> bool:
         return True
@@ -31,6 +33,10 @@ class FakeCluster:
         return q
 
     peer_list: list[str] | None = ["app2"]
+    member: bool | None = True
+
+    def any_peer_member(self) -> bool | None:
+        return self.member
 
     def peers(self) -> list[str] | None:
         return self.peer_list
@@ -41,6 +47,10 @@ class FakeCluster:
         self.marks[node] = "1" if in_sync else "0"
         self.log.append(f"mark {node}={self.marks[node]}")
         return True
+
+    def store_out_of_sync(self, nodes: list[str]) -> tuple[list[str], int]:
+        self.log.append(f"store {' '.join(nodes)}")
+        return self.holders, 3
 
 
 class FakeServer:
@@ -109,9 +119,10 @@ def test_a_release_marks_the_replica_before_the_commits_go_and_keeps_them_after_
     guard.server.sample["waiting"] = 3  # commits wait, no acknowledgement arrives
     _poll(guard, times=round(G.STALL_S / G.POLL_S) + 2)
     assert guard.state == "released"
-    # the order is the guarantee: quorum, mark, quorum again, override, then off
-    assert guard.log == ["quorate=True", "mark app2=0", "quorate=True", "override",
-                         "SET GLOBAL rpl_semi_sync_master_enabled = OFF"]
+    # the order is the guarantee: quorum, marks a majority holds, override, then off; the
+    # CIB's mark after (corosync may deliver it only seconds later)
+    assert guard.log == ["quorate=True", "store app2", "override", "SET GLOBAL rpl_semi_sync_master_enabled = OFF",
+                         "quorate=True", "mark app2=0"]
     assert "init_rpl_role = MASTER" in G.OVERRIDE.read_text()
 
 
@@ -124,25 +135,47 @@ def test_a_busy_primary_whose_acknowledgements_flow_is_not_stalled(guard) -> Non
     assert guard.state == "in-sync" and not any("OFF" in line for line in guard.log)
 
 
-@pytest.mark.parametrize("quorum", [[False], [True, False]])
-def test_without_quorum_the_commits_keep_waiting(guard, quorum: list[bool]) -> None:
+def test_without_quorum_the_commits_keep_waiting(guard) -> None:
     _poll(guard)
-    guard.cluster.quorum = list(quorum)
+    guard.cluster.quorum = [False]
     guard.server.sample["waiting"] = 1
     _poll(guard, times=20)
     assert not any("enabled = OFF" in line for line in guard.log) and not G.OVERRIDE.exists()
-    assert guard.state != "released"
+    assert guard.state != "released" and not any(line.startswith("store") for line in guard.log)
 
 
-def test_a_refused_mark_keeps_the_commits_waiting(guard) -> None:
+@pytest.mark.parametrize("holders", [[], ["app1"]])
+def test_marks_short_of_a_majority_keep_the_commits_waiting(guard, holders: list[str]) -> None:
+    _poll(guard)
+    guard.cluster.holders = holders
+    guard.server.sample["waiting"] = 1
+    _poll(guard, times=20)
+    assert not any("enabled = OFF" in line for line in guard.log) and not G.OVERRIDE.exists()
+    assert guard.state != "released" and guard.cluster.marks == {}
+    guard.cluster.holders = ["app1", "witness"]  # the majority answers again: released at the next try
+    _poll(guard, seconds=1.0)
+    assert guard.state == "released" and guard.cluster.marks == {"app2": "0"}
+
+
+def test_a_cib_that_takes_the_mark_late_does_not_hold_the_commits(guard) -> None:
+    """A lost node: corosync delivers no CIB write until its new membership. The marks a
+    majority holds stand in meanwhile; the CIB's mark is tried again each second."""
     _poll(guard)
     guard.cluster.refuse = True
     guard.server.sample["waiting"] = 1
-    _poll(guard, times=20)
-    assert not any("enabled = OFF" in line for line in guard.log)
-    guard.cluster.refuse = False  # the CIB takes it again: released at the next try
+    _poll(guard, times=5)
+    assert guard.state == "released" and "SET GLOBAL rpl_semi_sync_master_enabled = OFF" in guard.log
+    assert guard.cluster.marks == {}
+    guard.server.sample.update(clients=0, caught_up=0)  # the replica's node is gone
+    guard.log.clear()
+    _poll(guard, times=3)
+    assert "mark app2=0" not in guard.log and guard.log.count("quorate=True") == 0  # not before a second
+    guard.cluster.refuse = False
     _poll(guard, seconds=1.0)
-    assert guard.state == "released" and guard.cluster.marks == {"app2": "0"}
+    assert guard.cluster.marks == {"app2": "0"} and guard.cib_unmarked == []
+    guard.log.clear()
+    _poll(guard, seconds=1.0, times=2)
+    assert guard.log == []  # written: not again, and no second release
 
 
 def test_a_replica_gone_is_marked_after_the_stall_even_without_commits(guard) -> None:
@@ -175,6 +208,24 @@ def test_semi_sync_comes_back_once_the_replica_caught_up_and_is_in_sync_after_an
     guard.server.sample["yes_tx"] += 1
     _poll(guard)
     assert guard.state == "in-sync" and guard.cluster.marks == {"app2": "1"} and not G.OVERRIDE.exists()
+
+
+@pytest.mark.parametrize("member", [False, None])
+def test_semi_sync_stays_off_for_a_replica_whose_node_left_the_membership(guard, member) -> None:
+    """A crashed replica's connection outlives it on the primary (until TCP gives up): it
+    looks connected and caught up. Only a node in the membership gets semi-sync back."""
+    guard.server.sample.update(clients=0, caught_up=0)
+    _poll(guard)
+    guard.server.sample.update(clients=1, caught_up=1)  # the dead node's connection
+    guard.cluster.member = member
+    _poll(guard, seconds=5.0, times=3)
+    if member is None:  # the membership unreadable: as before, tried
+        assert guard.state == "probing"
+        return
+    assert guard.state == "released" and not any("enabled = ON" in line for line in guard.log)
+    guard.cluster.member = True  # back in the membership
+    _poll(guard, seconds=30.0)
+    assert guard.state == "probing" and guard.log[-1] == "SET GLOBAL rpl_semi_sync_master_enabled = ON"
 
 
 def test_mariadb_falling_back_on_its_own_is_marked_too(guard) -> None:
@@ -241,6 +292,21 @@ def test_the_guard_lists_every_other_app_node_the_cib_knows_even_a_dead_one() ->
     calls[QUERY] = (0, FOUND)
     calls[("crm_node", "--name")] = (1, "")
     assert Canned().peers() is None  # its own name unknown: it could mark itself
+
+
+def test_whether_a_peer_is_in_the_membership_is_read_from_crm_node() -> None:
+    listed = "1 s-app1 member\n2 s-app2 lost\n3 s-w member\n"
+    calls = {QUERY: (0, FOUND), ("crm_node", "--name"): (0, "s-app1\n"), ("crm_node", "--list"): (0, listed)}
+
+    class Canned(G.Cluster):
+        def run(self, *argv: str):
+            rc, out = calls[argv]
+            return G.subprocess.CompletedProcess(argv, rc, out, "")
+    assert Canned().any_peer_member() is False  # s-app2 lost (s-app1 is this node, s-w no app node)
+    calls[("crm_node", "--list")] = (0, listed.replace("s-app2 lost", "s-app2 member"))
+    assert Canned().any_peer_member() is True
+    calls[("crm_node", "--list")] = (1, "")
+    assert Canned().any_peer_member() is None
 
 
 def test_a_missing_pacemaker_tool_is_a_failed_call_not_a_dead_guard() -> None:
