@@ -54,7 +54,7 @@ class Database(pulumi.ComponentResource):
 
     def __init__(self, name: str, cfg: StackConfig, nodes: Nodes, connect: Connector,
                  ready: dict[str, pulumi.Resource], cluster_formed: pulumi.Resource,
-                 opts: pulumi.ResourceOptions) -> None:
+                 opts: pulumi.ResourceOptions, mark_stores: list[pulumi.Resource] | None = None) -> None:
         super().__init__("do-ha-stack:database:Database", name, None, opts)
         apps, bootstrap = nodes.app_nodes, nodes.bootstrap
         self.replication_password = random.RandomPassword(
@@ -84,7 +84,9 @@ class Database(pulumi.ComponentResource):
                  "SEED_PORT": SEED_PORT, "BOOTSTRAP": "yes" if node is bootstrap else "no",
                  "KILL_CONN_TIMEOUT_S": tuning.SEMI_SYNC_KILL_CONN_TIMEOUT_S},
                 connect, Bundle({"REPL_PASSWORD": self.replication_password}, files),
-                cfg, self, depends_on=[ready[node.name]])
+                # mark_stores: every node's cluster-node, which installs the sync marks' store
+                # and the promotion's check of them; the guard that writes them comes after
+                cfg, self, depends_on=[ready[node.name], *(mark_stores or [])])
 
         # Every app node, the bootstrap node too: whichever node is replaced is seeded
         # from whichever node is primary then (on a first bring-up, the bootstrap node,

@@ -50,7 +50,8 @@ class HaStack(pulumi.ComponentResource):
         cluster = Cluster("cluster", cfg, nodes, connect, first_boot.ready,
                           secret_setting("failoverApiToken"), storage_tls.files, child)
         storage = SharedStorage("storage", cfg, nodes, connect, cluster.prepared, child)
-        database = Database("database", cfg, nodes, connect, first_boot.ready, cluster.formed, child)
+        database = Database("database", cfg, nodes, connect, first_boot.ready, cluster.formed, child,
+                            mark_stores=list(cluster.prepared.values()))
         web = Web("web", cfg, nodes, connect, storage.mounts, child)
         failover = Failover("failover", cfg, nodes, connect, reserved.address, database.replication_password,
                             [cluster.formed, *database.handed_over.values(), *web.installed.values(),

@@ -37,6 +37,7 @@ from infra import tuning
 from infra.config import StackConfig
 from infra.naming import droplet_name
 from tooling.health import Report
+from infra.cluster import SYNC_MARKS_PATH
 from tooling.node_ops import (
     OperationError, Operations, add_ssh_options, cli_operations, run_operation, settled, stack_config,
 )
@@ -142,9 +143,11 @@ def take_over_script(last: str, target_host: str, primary_host: str) -> str:
         f"if [ \"$caught\" != 0 ] && [ \"$(mariadb --batch --skip-column-names -e 'SELECT @@gtid_current_pos')\" "
         f"!= '{last}' ]; then\n"
         f"\techo \"did not apply {last} within {wait} s\" >&2\n\texit 3\nfi\n"
-        # caught up: in sync as the guard means it (its mark is the time, in ms: newer than
-        # any out-of-sync mark the nodes hold), whatever a blip marked it before
-        f"crm_attribute --lifetime forever --name {SYNC_ATTRIBUTE} --node {target} --update \"$(date +%s%3N)\"\n"
+        # caught up: in sync as the guard means it, whatever a blip marked it before; the
+        # mark is above every out-of-sync mark the nodes hold, or the promotion refuses
+        f"marks=${{DO_HA_SYNC_MARKS:-{SYNC_MARKS_PATH}}}\n"
+        f"if [ -x \"$marks\" ]; then \"$marks\" mark-in-sync {target} >/dev/null; else\n"
+        f"\tcrm_attribute --lifetime forever --name {SYNC_ATTRIBUTE} --node {target} --update \"$(date +%s%3N)\"\nfi\n"
         f"{score} --node {target} --update {PROMOTION_SCORE}\n"
         f"if ! {score} --node {primary} --delete; then\n"
         f"\t{score} --node {target} --delete || true\n\texit 4\nfi\n")

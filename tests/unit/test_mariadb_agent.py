@@ -574,6 +574,10 @@ def test_a_promotion_asks_the_majoritys_sync_marks_and_a_refusal_stops_it(bin_di
     rc, calls = run(bin_dir, "promote", slave_status="", marks_refuse="stack-app2 was marked out of sync at X")
     assert rc == 1 and "promote" not in calls
     assert any("promote: stack-app2 was marked out of sync at X" in c for c in calls), calls
+    # a replica refused goes on receiving (the promotion had stopped its IO thread)
+    rc, calls = run(bin_dir, "promote", slave_status=_slave(), marks_refuse="refused")
+    assert rc == 1 and "promote" not in calls
+    assert calls.index("sql: STOP SLAVE IO_THREAD") < calls.index("sql: START SLAVE IO_THREAD")
     # pacemaker's node name when it gives one
     run(bin_dir, "promote", slave_status="", on_node="stack-app9")
     assert (bin_dir.parent / "log.marks").read_text() == "check stack-app9\n"

@@ -142,7 +142,10 @@ def test_dependencies_through_outputs_reach_the_plan(staging: Run) -> None:
     assert staging.by_name("automation").urn in db_node.dependencies  # the key, in the connection
     assert staging.by_name("app1-first-boot").urn in db_node.dependencies  # the host key, in the connection
     plan = {c["name"]: c for c in commands(staging)}
-    assert plan["app1-db-node"]["dependsOn"] == ["app1-first-boot"]
+    # ...and after every node's cluster-node: the sync guard it installs writes marks to
+    # the stores, and relies on the promotion's check of them, that cluster-node installs
+    assert plan["app1-db-node"]["dependsOn"] == ["app1-cluster-node", "app1-first-boot", "app2-cluster-node",
+                                                 "witness-cluster-node"]
     # cluster-resources runs on app1: its connection waits for app1's gate's host key.
     # Every node's alert agent is in place before pacemaker is told to run it.
     assert plan["cluster-resources"]["dependsOn"] == [

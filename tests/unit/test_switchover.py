@@ -177,7 +177,7 @@ def test_commands_reach_a_node_as_one_word_over_one_shared_connection(tmp_path: 
     assert "ControlMaster=auto" in first
 
 
-SYNCED = "do-ha-db-in-sync app2 --update"
+SYNCED = "mark-in-sync app2"
 
 
 def _take_over(tmp_path: Path, waited: str, current: str, delete_rc: int = 0) -> tuple[int, list[str]]:
@@ -187,14 +187,18 @@ case "$*" in *MASTER_GTID_WAIT*) echo {waited} ;; *gtid_current_pos*) echo {curr
 """)
     (tmp_path / "crm_attribute").write_text(f"""#!/bin/sh
 echo "$4 ${{6#do-ha-stack-prod-}} $7" >> "{tmp_path}/calls"
-[ "$4 $7" != "do-ha-db-in-sync --update" ] || echo "$8" > "{tmp_path}/in-sync-value"
 case "$6 $7" in *app1" --delete") exit {delete_rc} ;; esac
 """)
-    for tool in ("mariadb", "crm_attribute"):
+    # the in-sync mark above every stored out-of-sync mark (cloudinit/app/sync-marks)
+    (tmp_path / "sync-marks").write_text(f"""#!/bin/sh
+echo "$1 ${{2#do-ha-stack-prod-}}" >> "{tmp_path}/calls"
+""")
+    for tool in ("mariadb", "crm_attribute", "sync-marks"):
         (tmp_path / tool).chmod(0o755)
     script = take_over_script("0-1-42", "do-ha-stack-prod-app2", "do-ha-stack-prod-app1")
-    result = subprocess.run(["sh", "-c", script], env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True,
-                            text=True, timeout=10)
+    result = subprocess.run(["sh", "-c", script], env={"PATH": f"{tmp_path}:/usr/bin:/bin",
+                                                       "DO_HA_SYNC_MARKS": str(tmp_path / "sync-marks")},
+                            capture_output=True, text=True, timeout=10)
     calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
     return result.returncode, calls
 
@@ -209,10 +213,22 @@ case "$6 $7" in *app1" --delete") exit {delete_rc} ;; esac
 ])
 def test_the_target_moves_the_scores_only_once_caught_up_and_all_or_nothing(
         tmp_path: Path, waited: str, current: str, delete_rc: int, rc: int, calls: list[str]) -> None:
-    before_ms = time.time_ns() // 1_000_000
     got_rc, got_calls = _take_over(tmp_path, waited, current, delete_rc)
     assert (got_rc, got_calls) == (rc, calls)
-    if SYNCED in calls:
-        # the guard's in-sync mark is a time in ms: newer than any out-of-sync mark the
-        # nodes hold (cloudinit/app/sync-marks), which a mark of 1 would not be
-        assert int((tmp_path / "in-sync-value").read_text()) >= before_ms
+
+
+def test_a_node_without_the_marks_store_is_marked_in_sync_with_the_time(tmp_path: Path) -> None:
+    before_ms = time.time_ns() // 1_000_000
+    script = take_over_script("0-1-42", "do-ha-stack-prod-app2", "do-ha-stack-prod-app1")
+    (tmp_path / "mariadb").write_text("#!/bin/sh\necho 0\n")
+    (tmp_path / "crm_attribute").write_text(f"""#!/bin/sh
+[ "$4 $7" != "do-ha-db-in-sync --update" ] || echo "$8" > "{tmp_path}/in-sync-value"
+""")
+    for tool in ("mariadb", "crm_attribute"):
+        (tmp_path / tool).chmod(0o755)
+    result = subprocess.run(["sh", "-c", script], env={"PATH": f"{tmp_path}:/usr/bin:/bin",
+                                                       "DO_HA_SYNC_MARKS": str(tmp_path / "absent")},
+                            capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0, result.stderr
+    # a time in ms, as the guard writes it (a mark of 1 is older than every stored mark)
+    assert int((tmp_path / "in-sync-value").read_text()) >= before_ms

@@ -19,10 +19,16 @@ G = load_node_script("app/db-sync-guard", "db_sync_guard")
 
 
 class FakeCluster:
+    """The CIB's marks ("0", or "1" for any in-sync mark; the values in `values`) and the
+    stores' (`stored`), `holders` of `total` nodes answering a store request."""
+
     def __init__(self, log: list[str]) -> None:
         self.log, self.quorum, self.refuse = log, [True], False
         self.marks: dict[str, str] = {}
-        self.holders = ["app1", "witness"]  # of 3 nodes: a majority
+        self.values: dict[str, int] = {"app2": 5}  # in sync since long ago
+        self.in_sync_of: dict[str, int] = {"app2": 5}
+        self.holders, self.total = ["app1", "witness"], 3  # a majority
+        self.stored: dict[str, int] = {}
 
     def managed(self) -> bool:
         return True
@@ -41,16 +47,24 @@ class FakeCluster:
     def peers(self) -> list[str] | None:
         return self.peer_list
 
-    def mark(self, node: str, in_sync: bool) -> bool:
+    def mark(self, node: str, value: int) -> bool:
         if self.refuse:
             return False
-        self.marks[node] = "1" if in_sync else "0"
+        self.values[node], self.marks[node] = value, "0" if value == 0 else "1"
         self.log.append(f"mark {node}={self.marks[node]}")
         return True
 
-    def store_out_of_sync(self, nodes: list[str]) -> tuple[list[str], int]:
+    def marked(self, node: str) -> int | None:
+        return None if self.refuse else self.values.get(node, 0)
+
+    def store_out_of_sync(self, nodes: list[str], value: int) -> tuple[list[str], int]:
         self.log.append(f"store {' '.join(nodes)}")
-        return self.holders, 3
+        if len(self.holders) >= self.total // 2 + 1:
+            self.stored |= dict.fromkeys(nodes, value)
+        return self.holders, self.total
+
+    def stored_marks(self, node: str) -> list[int]:
+        return [self.stored[node]] if node in self.stored else []
 
 
 class FakeServer:
@@ -144,17 +158,69 @@ def test_without_quorum_the_commits_keep_waiting(guard) -> None:
     assert guard.state != "released" and not any(line.startswith("store") for line in guard.log)
 
 
-@pytest.mark.parametrize("holders", [[], ["app1"]])
-def test_marks_short_of_a_majority_keep_the_commits_waiting(guard, holders: list[str]) -> None:
+@pytest.mark.parametrize("holders, total", [([], 3), (["app1"], 3), ([], 2)])
+def test_without_a_majority_of_stores_the_cib_is_marked_first(guard, holders: list[str], total: int) -> None:
+    """Stores short of a majority (not installed yet, down), or a cluster of two nodes
+    (no majority without both): the order before the stores, CIB mark and quorum first."""
     _poll(guard)
-    guard.cluster.holders = holders
+    guard.cluster.holders, guard.cluster.total = holders, total
+    guard.server.sample["waiting"] = 1
+    guard.log.clear()
+    _poll(guard, times=5)
+    assert guard.state == "released" and guard.cib_unmarked == []
+    assert guard.log[:6] == ["quorate=True", "store app2", "mark app2=0", "quorate=True", "override",
+                             "SET GLOBAL rpl_semi_sync_master_enabled = OFF"]
+
+
+@pytest.mark.parametrize("quorum", [[True, False]])
+def test_a_cib_first_release_without_quorum_after_the_mark_keeps_waiting(guard, quorum: list[bool]) -> None:
+    _poll(guard)
+    guard.cluster.holders, guard.cluster.quorum = [], list(quorum)
     guard.server.sample["waiting"] = 1
     _poll(guard, times=20)
-    assert not any("enabled = OFF" in line for line in guard.log) and not G.OVERRIDE.exists()
-    assert guard.state != "released" and guard.cluster.marks == {}
-    guard.cluster.holders = ["app1", "witness"]  # the majority answers again: released at the next try
+    assert not any("enabled = OFF" in line for line in guard.log) and guard.state != "released"
+
+
+def test_the_marks_order_above_each_other_whatever_the_clocks(guard) -> None:
+    """An out-of-sync mark is above the node's in-sync mark, and an in-sync mark above the
+    stored marks, even when another node's clock wrote the one before (far ahead here)."""
+    ahead = G.wall_ms() + 10**9
+    guard.cluster.values["app2"] = guard.cluster.in_sync_of["app2"] = ahead
+    _poll(guard)
+    guard.server.sample["waiting"] = 1
+    _poll(guard, times=5)
+    assert guard.state == "released" and guard.cluster.stored["app2"] == ahead + 1 == guard.released_mark
+    assert guard.cluster.values["app2"] == 0  # the CIB mark (its in-sync mark was older)
+    guard.server.sample.update(waiting=0)
+    _poll(guard, seconds=5.0)  # semi-sync on again (a replica connected and caught up)
+    guard.server.sample["yes_tx"] += 1
+    _poll(guard)
+    assert guard.state == "in-sync" and guard.cluster.values["app2"] > ahead + 1
+
+
+def test_a_late_cib_mark_never_overwrites_a_newer_in_sync_mark(guard) -> None:
+    _poll(guard)
+    guard.cluster.refuse = True  # the CIB takes nothing for now
+    guard.server.sample["waiting"] = 1
+    _poll(guard, times=5)
+    assert guard.state == "released" and guard.cib_unmarked == ["app2"]
+    guard.cluster.refuse = False
+    guard.cluster.values["app2"] = guard.released_mark + 1  # marked in sync since (a switchover)
     _poll(guard, seconds=1.0)
-    assert guard.state == "released" and guard.cluster.marks == {"app2": "0"}
+    assert guard.cib_unmarked == [] and guard.cluster.values["app2"] == guard.released_mark + 1
+
+
+def test_the_cib_mark_is_still_written_once_no_longer_the_primary(guard) -> None:
+    _poll(guard)
+    guard.cluster.refuse = True
+    guard.server.sample["waiting"] = 1
+    _poll(guard, times=5)
+    guard.server.sample["read_only"] = 1  # demoted
+    _poll(guard)
+    assert guard.state == "idle" and guard.cib_unmarked == ["app2"]
+    guard.cluster.refuse = False
+    _poll(guard, seconds=1.0)
+    assert guard.cluster.marks == {"app2": "0"} and guard.cib_unmarked == []
 
 
 def test_a_cib_that_takes_the_mark_late_does_not_hold_the_commits(guard) -> None:

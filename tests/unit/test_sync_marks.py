@@ -111,9 +111,27 @@ def test_an_answer_signed_with_another_key_does_not_count(stores, tmp_path: Path
     other.write_bytes(os.urandom(256))
     stores("127.0.0.1")
     foreign = stores("127.0.0.2", key=other)
-    holders, total = M.put_majority({"app2": 99}, [("app1", "127.0.0.1"), ("app2", "127.0.0.2")])
-    assert (holders, total) == (["app1"], 2)  # 1 of 2 is no majority
+    stores("127.0.0.3")
+    nodes = [("app1", "127.0.0.1"), ("app2", "127.0.0.2"), ("witness", "127.0.0.4")]  # nothing on .4
+    holders, total = M.put_majority({"app2": 99}, nodes)
+    assert (holders, total) == (["app1"], 3)  # 1 of 3 is no majority
     assert foreign.get("app2") == 0  # and our request was unsigned to it
+
+
+def test_text_that_is_not_ascii_is_refused_not_a_crash(stores) -> None:
+    store = stores("127.0.0.1")
+    with socket.create_connection(("127.0.0.1", M.PORT), timeout=5) as s:
+        s.sendall(("put " + "0" * 32 + " app2=5 " + "\u00e9" * 64 + "\n").encode())
+        assert s.makefile("rb").readline().startswith(b"err unsigned")
+    assert store.get("app2") == 0
+    assert not M.same("\u00e9" * 64, "a" * 64)
+
+
+def test_two_nodes_have_no_majority_but_both_so_no_store_is_asked(stores) -> None:
+    store = stores("127.0.0.1")
+    two = [("app1", "127.0.0.1"), ("app2", "127.0.0.2")]
+    assert M.put_majority({"app2": 7}, two) == ([], 2) and store.get("app2") == 0
+    assert M.read_majority("app2", two) == ({}, 2)
 
 
 CMAPCTL = """nodelist.local_node_pos (u32) = 0
@@ -147,6 +165,7 @@ def gate(monkeypatch: pytest.MonkeyPatch):
 
     def run(argv, **_kwargs):
         state["written"].append(" ".join(argv))
+        return M.subprocess.CompletedProcess(argv, 0, "", "")
     monkeypatch.setattr(M.subprocess, "run", run)
     return state
 
@@ -157,8 +176,9 @@ def test_the_promotion_gate(gate, capsys: pytest.CaptureFixture[str]) -> None:
     assert M.check("s-app2") == 0  # marked out of sync, then in sync since
     gate["marks"] = ({"s-app2": 0, "s-w": 6000}, 3)  # one of the majority holds a newer mark
     assert M.check("s-app2") == 1
-    assert gate["written"] == ["crm_attribute --lifetime forever --node s-app2 --name do-ha-db-in-sync --update 0"]
-    assert "held by s-w" in capsys.readouterr().out
+    assert gate["written"] == ["crm_attribute --lifetime forever --node s-app2 --update 0 --name do-ha-db-in-sync"]
+    said = capsys.readouterr().out
+    assert "held by s-w" in said and "sync-marks mark-in-sync s-app2" in said
     gate["in_sync"] = 1  # an in-sync mark from before the marks' time: any mark is newer
     gate["marks"] = ({"s-app2": 0, "s-w": 3}, 3)
     assert M.check("s-app2") == 1
@@ -168,9 +188,24 @@ def test_the_promotion_gate(gate, capsys: pytest.CaptureFixture[str]) -> None:
     assert "only 1 of 3 nodes answered" in capsys.readouterr().out
     gate["marks"] = ({}, 0)  # corosync's node list unreadable
     assert M.check("s-app2") == 1
+    gate["marks"] = ({}, 2)  # two nodes: the CIB decides (its rule; the guard marks it first there)
+    assert M.check("s-app2") == 0
     gate["marks"], gate["in_sync"] = ({"s-app1": 0, "s-w": 0}, 3), None  # the CIB does not answer
     assert M.check("s-app2") == 1
     assert M.check("../etc") == 1
+
+
+def test_an_operators_in_sync_mark_is_above_every_stored_mark(gate, capsys) -> None:
+    gate["marks"] = ({"s-app1": 0, "s-w": M.now_ms() + 10**9}, 3)  # a mark from a clock far ahead
+    assert M.mark_in_sync("s-app2") == 0
+    [written] = gate["written"]
+    value = int(written.split("--update ")[1].split()[0])
+    assert value == gate["marks"][0]["s-w"] + 1
+    gate["in_sync"] = value
+    assert M.check("s-app2") == 0  # now promotable
+    gate["written"].clear()
+    gate["marks"] = ({"s-w": 0}, 3)  # no majority answers: not marked (the stores may hold newer)
+    assert M.mark_in_sync("s-app2") == 1 and gate["written"] == []
 
 
 def test_the_port_is_the_one_the_firewalls_open() -> None:
