@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +86,34 @@ def test_a_killed_nginx_on_the_active_node_serves_again(nodes: list[LabNode], re
     assert result["primary_after"] == result["victim"], result
 
 
+def _settled_primary_and_other(nodes: list[LabNode]) -> tuple[LabNode, LabNode]:
+    """Once the cluster has settled: the primary, and the other app node."""
+    _wait("a settled cluster", 300, lambda: _settled(nodes))
+    primary = _promoted(nodes)
+    assert primary is not None
+    return primary, next(n for n in _apps(nodes) if n is not primary)
+
+
+def _old_primary_back_with_every_write(nodes: list[LabNode], primary: LabNode, replica: LabNode, out: Path,
+                                      alone_since: float) -> dict:
+    """The fenced old primary powered on: it must be the primary again, holding every
+    write the writer (attempts in `out`) saw acknowledged, and the replica must catch up
+    with it. Figures: how many were acknowledged (by the primary alone since
+    `alone_since`), and which were lost or are missing on the replica."""
+    api("POST", f"/v2/droplets/{primary.droplet_id}/actions", {"type": "power_on"})
+    _wait("the old primary back as the primary", 300, lambda: _settled(nodes) and _promoted(nodes) == primary)
+    attempts = json.loads(out.read_text())
+    acked = {a["key"] for a in attempts if a["outcome"] == "ok"}
+    alone = [a for a in attempts if a["outcome"] == "ok" and a["t"] >= alone_since]
+    stored = set(_sql(primary, "SELECT client_key FROM writes WHERE client_key LIKE 'w%'").split())
+
+    def on_replica() -> set[str]:
+        return set(_sql(replica, "SELECT client_key FROM writes WHERE client_key LIKE 'w%'").split())
+    _wait("the replica caught up with the old primary", 60, lambda: acked <= on_replica())
+    return {"acked": len(acked), "acked_by_the_primary_alone": len(alone), "lost": sorted(acked - stored),
+            "missing_on_replica": sorted(acked - on_replica())}
+
+
 @pytest.mark.disruptive(order=0)
 def test_a_replica_left_behind_is_never_promoted_when_the_primary_then_crashes(
         nodes: list[LabNode], report: dict) -> None:
@@ -92,10 +121,7 @@ def test_a_replica_left_behind_is_never_promoted_when_the_primary_then_crashes(
     or cut-off replica), commits go on on the primary alone, then the primary crashes.
     The replica must not be promoted (it lacks acknowledged writes); once the old primary
     is powered on again it is the primary, with every acknowledged write."""
-    _wait("a settled cluster", 300, lambda: _settled(nodes))
-    primary = _promoted(nodes)
-    assert primary is not None
-    replica = next(n for n in _apps(nodes) if n is not primary)
+    primary, replica = _settled_primary_and_other(nodes)
     out, stop = run_dir() / "writer-double-fault.json", run_dir() / "writer-double-fault.stop"
     stop.unlink(missing_ok=True)
     writer = subprocess.Popen(["ip", "netns", "exec", SWITCH_NS, sys.executable, "-m", "lab.writer", URL,
@@ -123,22 +149,11 @@ def test_a_replica_left_behind_is_never_promoted_when_the_primary_then_crashes(
         writer.wait(timeout=30)
     _wait("the old primary fenced", 120,
           lambda: api("GET", f"/v2/droplets/{primary.droplet_id}")[1]["droplet"]["status"] == "off")
-    api("POST", f"/v2/droplets/{primary.droplet_id}/actions", {"type": "power_on"})
-    _wait("the old primary back as the primary", 300,
-          lambda: _settled(nodes) and _promoted(nodes) == primary)
-    attempts = json.loads(out.read_text())
-    acked = {a["key"] for a in attempts if a["outcome"] == "ok"}
-    alone = [a for a in attempts if a["outcome"] == "ok" and a["t"] >= marked_wall]
-    stored = set(_sql(primary, "SELECT client_key FROM writes WHERE client_key LIKE 'w%'").split())
-
-    def on_replica() -> set[str]:
-        return set(_sql(replica, "SELECT client_key FROM writes WHERE client_key LIKE 'w%'").split())
-    _wait("the replica caught up with the old primary", 60, lambda: acked <= on_replica())
-    figures |= {"acked": len(acked), "acked_by_the_primary_alone": len(alone), "lost": sorted(acked - stored),
-                "missing_on_replica": sorted(acked - on_replica())}
+    figures |= _old_primary_back_with_every_write(nodes, primary, replica, out, marked_wall)
     report.setdefault("chaos", {})["double_fault"] = figures
     assert figures["lost"] == [] and figures["missing_on_replica"] == [], figures
-    assert alone, "no write was acknowledged by the primary alone: the fault did not happen as meant"
+    assert figures["acked_by_the_primary_alone"], \
+        "no write was acknowledged by the primary alone: the fault did not happen as meant"
 
 
 def _journal(node: LabNode, args: str, since: float) -> list[tuple[float, str]]:
@@ -165,10 +180,7 @@ def test_a_crashed_replica_pauses_the_primarys_commits_only_until_a_majority_hol
     out-of-sync mark is on a majority of the nodes (sync-marks), not after corosync's new
     membership, which a CIB write needs; the CIB has the mark later. The longest gap in
     acknowledged writes is the figure (the issue's goal: 1 s)."""
-    _wait("a settled cluster", 300, lambda: _settled(nodes))
-    primary = _promoted(nodes)
-    assert primary is not None
-    replica = next(n for n in _apps(nodes) if n is not primary)
+    primary, replica = _settled_primary_and_other(nodes)
     result = _write_through_fault(
         nodes, "chaos-replica-crash", kill_node, lambda _victim: _marks(nodes)[replica.name] == "0",
         victim=replica)
@@ -201,10 +213,7 @@ def test_a_replica_lost_then_the_primary_before_the_cib_has_the_mark_is_not_prom
     booted again, forms a quorum with the witness, yet its promotion must refuse (the
     witness holds the mark), and the old primary, back, is the primary with every
     acknowledged write."""
-    _wait("a settled cluster", 300, lambda: _settled(nodes))
-    primary = _promoted(nodes)
-    assert primary is not None
-    replica = next(n for n in _apps(nodes) if n is not primary)
+    primary, replica = _settled_primary_and_other(nodes)
     writer, out, stop = _writer("replica-then-primary")
     figures: dict = {"primary": primary.name, "replica": replica.name}
     try:
@@ -225,34 +234,29 @@ def test_a_replica_lost_then_the_primary_before_the_cib_has_the_mark_is_not_prom
         f"the CIB had the replica's mark before the primary was lost: the fault did not happen as meant {figures}"
     refused_since = time.time()
     boot_again(replica.name)  # nobody fenced it (the witness alone had no quorum)
-    _wait("the primary fenced by the replica and the witness", 300,
-          lambda: api("GET", f"/v2/droplets/{primary.droplet_id}")[1]["droplet"]["status"] == "off")
 
     def refusals() -> list[tuple[float, str]]:
         return [(t, m) for t, m in _journal(replica, "-t 'mariadb(mariadb)'", refused_since)
                 if "was marked out of sync at" in m and "not promoting" in m]
-    _wait("the replica's promotion refused", 180, refusals)
-    watch_until = time.monotonic() + NO_PROMOTION_WATCH_S
-    while time.monotonic() < watch_until:
-        assert _promoted(nodes) is not replica, "the replica that lacks writes was promoted"
-        assert _sql(replica, "SELECT @@read_only") == "1"
-        time.sleep(1)
+    # Its server never takes a write: from the boot, through pacemaker's attempt to promote
+    # it (the promotion's check refuses), and for a while after.
+    give_up, watch_until = time.monotonic() + 300, None
+    while watch_until is None or time.monotonic() < watch_until:
+        assert not _writable(replica), "the replica that lacks writes was promoted"
+        if watch_until is None and refusals():
+            watch_until = time.monotonic() + NO_PROMOTION_WATCH_S
+        assert time.monotonic() < give_up, "the replica's promotion was never attempted and refused"
+        time.sleep(0.5)
+    assert api("GET", f"/v2/droplets/{primary.droplet_id}")[1]["droplet"]["status"] == "off", \
+        "the replica and the witness did not fence the old primary"
+    assert _promoted(nodes) is not replica, "pacemaker holds the refused replica as promoted"
     figures["refused"] = refusals()[0][1].split(": ", 1)[-1][:200]
     assert _marks(nodes)[replica.name] == "0", "the refusal did not mark the replica out of sync in the CIB"
-    api("POST", f"/v2/droplets/{primary.droplet_id}/actions", {"type": "power_on"})
-    _wait("the old primary back as the primary", 300, lambda: _settled(nodes) and _promoted(nodes) == primary)
-    attempts = json.loads(out.read_text())
-    acked = {a["key"] for a in attempts if a["outcome"] == "ok"}
-    alone = [a for a in attempts if a["outcome"] == "ok" and a["t"] >= replica_lost_at]
-    stored = set(_sql(primary, "SELECT client_key FROM writes WHERE client_key LIKE 'w%'").split())
-
-    def on_replica() -> set[str]:
-        return set(_sql(replica, "SELECT client_key FROM writes WHERE client_key LIKE 'w%'").split())
-    _wait("the replica caught up with the old primary", 60, lambda: acked <= on_replica())
-    figures |= {"acked": len(acked), "acked_by_the_primary_alone": len(alone), "lost": sorted(acked - stored)}
+    figures |= _old_primary_back_with_every_write(nodes, primary, replica, out, replica_lost_at)
     report.setdefault("chaos", {})["replica_then_primary_lost"] = figures
-    assert figures["lost"] == [], figures
-    assert alone, "no write was acknowledged by the primary alone: the fault did not happen as meant"
+    assert figures["lost"] == [] and figures["missing_on_replica"] == [], figures
+    assert figures["acked_by_the_primary_alone"], \
+        "no write was acknowledged by the primary alone: the fault did not happen as meant"
     _clear_failures(nodes)
 
 
@@ -334,10 +338,8 @@ def test_with_the_witness_down_a_lone_survivor_never_takes_over(nodes: list[LabN
     node crashes. The survivor is alone, one vote of three: it must not fence, promote
     or take the reserved IP. Once the witness is powered on, quorum is back and the
     failover completes with every acknowledged write."""
-    _wait("a settled cluster", 300, lambda: _settled(nodes))
-    primary, witness = _promoted(nodes), nodes[-1]
-    assert primary is not None
-    survivor = next(n for n in _apps(nodes) if n is not primary)
+    primary, survivor = _settled_primary_and_other(nodes)
+    witness = nodes[-1]
     writer, out, stop = _writer("witness-down")
     figures: dict = {"primary": primary.name, "survivor": survivor.name}
     try:
@@ -384,10 +386,7 @@ def test_every_node_rebooted_in_turn_comes_back_without_help(nodes: list[LabNode
     witness and then the active node, each once the cluster has settled again. Nothing
     is fenced, the cluster and the reserved IP come back with no command, and no
     acknowledged write is lost; each reboot's longest gap in writes is a figure."""
-    _wait("a settled cluster", 300, lambda: _settled(nodes))
-    primary = _promoted(nodes)
-    assert primary is not None
-    replica = next(n for n in _apps(nodes) if n is not primary)
+    primary, replica = _settled_primary_and_other(nodes)
     power_calls = _power_actions()
     writer, out, stop = _writer("reboots")
     spans: list[tuple[str, float, float]] = []
