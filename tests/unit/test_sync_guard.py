@@ -210,17 +210,39 @@ def test_a_late_cib_mark_never_overwrites_a_newer_in_sync_mark(guard) -> None:
     assert guard.cib_unmarked == [] and guard.cluster.values["app2"] == guard.released_mark + 1
 
 
-def test_the_cib_mark_is_still_written_once_no_longer_the_primary(guard) -> None:
+def test_the_cib_mark_is_tried_again_only_while_released(guard) -> None:
+    """A CIB call can block for seconds: never while commits may wait on the guard's
+    stall check (probing, in sync), nor once it is no longer the primary (the
+    promotion's check writes the mark itself then)."""
     _poll(guard)
     guard.cluster.refuse = True
     guard.server.sample["waiting"] = 1
     _poll(guard, times=5)
+    assert guard.state == "released" and guard.cib_unmarked == ["app2"]
+    guard.log.clear()
+    _poll(guard, seconds=1.0)
+    assert "quorate=True" in guard.log  # released: tried again
     guard.server.sample["read_only"] = 1  # demoted
     _poll(guard)
-    assert guard.state == "idle" and guard.cib_unmarked == ["app2"]
     guard.cluster.refuse = False
-    _poll(guard, seconds=1.0)
-    assert guard.cluster.marks == {"app2": "0"} and guard.cib_unmarked == []
+    guard.log.clear()
+    _poll(guard, seconds=1.0, times=3)
+    assert guard.state == "idle" and guard.log == [] and guard.cluster.marks == {}
+
+
+def test_no_in_sync_mark_while_the_stores_marks_are_unreadable(guard) -> None:
+    guard.server.sample.update(clients=0, caught_up=0)
+    _poll(guard)
+    guard.server.sample.update(clients=1, caught_up=1)
+    _poll(guard, seconds=5.0)
+    assert guard.state == "probing"
+    guard.cluster.stored_marks = lambda node: None  # no majority of the stores answers
+    guard.server.sample["yes_tx"] += 1
+    _poll(guard, times=3)
+    assert guard.state == "probing" and guard.cluster.marks == {"app2": "0"}
+    guard.cluster.stored_marks = lambda node: [guard.released_mark + 50]
+    _poll(guard)
+    assert guard.state == "in-sync" and guard.cluster.values["app2"] > guard.released_mark + 50
 
 
 def test_a_cib_that_takes_the_mark_late_does_not_hold_the_commits(guard) -> None:
@@ -358,6 +380,41 @@ def test_the_guard_lists_every_other_app_node_the_cib_knows_even_a_dead_one() ->
     calls[QUERY] = (0, FOUND)
     calls[("crm_node", "--name")] = (1, "")
     assert Canned().peers() is None  # its own name unknown: it could mark itself
+
+
+def test_the_peers_in_sync_marks_are_their_instance_attributes_only() -> None:
+    found = FOUND.replace('<node id="2" uname="s-app2"/>',
+                          '<node id="2" uname="s-app2"><instance_attributes id="n2">'
+                          '<nvpair id="n2-s" name="do-ha-db-in-sync" value="1700000000000"/></instance_attributes>'
+                          '<utilization id="u2"><nvpair id="u2-s" name="do-ha-db-in-sync" value="9"/></utilization>'
+                          '</node>')
+    calls = {QUERY: (0, found), ("crm_node", "--name"): (0, "s-app1\n")}
+
+    class Canned(G.Cluster):
+        def run(self, *argv: str):
+            rc, out = calls[argv]
+            return G.subprocess.CompletedProcess(argv, rc, out, "")
+    cluster = Canned()
+    assert cluster.peers() == ["s-app2"] and cluster.in_sync_of == {"s-app2": 1700000000000}
+
+
+def test_the_stores_marks_count_only_when_a_majority_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Stores:
+        answer: tuple[dict[str, int], int] = ({"a": 1, "w": 5}, 3)
+
+        def read_majority(self, node: str, every: bool = False) -> tuple[dict[str, int], int]:
+            assert every  # every answering node's marks, not the first majority's
+            return self.answer
+    stores = Stores()
+    cluster = G.Cluster()
+    monkeypatch.setattr(cluster, "_stores", lambda: stores)
+    assert sorted(cluster.stored_marks("s-app2")) == [1, 5]
+    stores.answer = ({"w": 5}, 3)
+    assert cluster.stored_marks("s-app2") is None
+    stores.answer = ({}, 2)  # two nodes: the CIB's marks only
+    assert cluster.stored_marks("s-app2") == []
+    stores.answer = ({}, 0)
+    assert cluster.stored_marks("s-app2") is None
 
 
 def test_whether_a_peer_is_in_the_membership_is_read_from_crm_node() -> None:

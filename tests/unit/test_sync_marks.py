@@ -160,7 +160,7 @@ def test_the_voters_are_corosyncs_node_list(tmp_path: Path, monkeypatch: pytest.
 def gate(monkeypatch: pytest.MonkeyPatch):
     """check() with the majority's marks, the CIB's in-sync mark and its writes stood in for."""
     state = {"marks": ({"s-app1": 0, "s-w": 0}, 3), "in_sync": 5000, "written": []}
-    monkeypatch.setattr(M, "read_majority", lambda node: state["marks"])
+    monkeypatch.setattr(M, "read_majority", lambda node, **_kwargs: state["marks"])
     monkeypatch.setattr(M, "in_sync_mark", lambda node: state["in_sync"])
 
     def run(argv, **_kwargs):
@@ -206,6 +206,19 @@ def test_an_operators_in_sync_mark_is_above_every_stored_mark(gate, capsys) -> N
     gate["written"].clear()
     gate["marks"] = ({"s-w": 0}, 3)  # no majority answers: not marked (the stores may hold newer)
     assert M.mark_in_sync("s-app2") == 1 and gate["written"] == []
+    gate["marks"] = ({}, 0)  # corosync's node list unreadable: the stores unknown
+    assert M.mark_in_sync("s-app2") == 1 and gate["written"] == []
+
+
+def test_a_mark_a_minority_holds_is_read_for_an_in_sync_mark(stores) -> None:
+    """A promotion reads any majority, so an in-sync mark must be above the marks of
+    every node that answers, not only the first majority's."""
+    stores("127.0.0.1"), stores("127.0.0.2")
+    third = stores("127.0.0.3")
+    third.put({"app2": 99})  # left by a release that reached it alone
+    nodes = [("app1", "127.0.0.1"), ("app2", "127.0.0.2"), ("witness", "127.0.0.3")]
+    marks, _ = M.read_majority("app2", nodes, every=True)
+    assert marks == {"app1": 0, "app2": 0, "witness": 99}
 
 
 def test_the_port_is_the_one_the_firewalls_open() -> None:
