@@ -399,13 +399,14 @@ def test_the_peers_in_sync_marks_are_their_instance_attributes_only() -> None:
 
 
 def test_the_stores_marks_count_only_when_a_majority_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Stores:
-        answer: tuple[dict[str, int], int] = ({"a": 1, "w": 5}, 3)
+    # the real client (cloudinit/app/sync-marks), the stores' answers stood in for
+    stores = load_node_script("app/sync-marks", "sync_marks_for_guard")
+    stores.answer = ({"a": 1, "w": 5}, 3)
 
-        def read_majority(self, node: str, every: bool = False) -> tuple[dict[str, int], int]:
-            assert every  # every answering node's marks, not the first majority's
-            return self.answer
-    stores = Stores()
+    def read_majority(node: str, nodes: object = None, every: bool = False) -> tuple[dict[str, int], int]:
+        assert every  # every answering node's marks, not the first majority's
+        return stores.answer
+    monkeypatch.setattr(stores, "read_majority", read_majority)
     cluster = G.Cluster()
     monkeypatch.setattr(cluster, "_stores", lambda: stores)
     assert sorted(cluster.stored_marks("s-app2")) == [1, 5]

@@ -160,7 +160,7 @@ def test_the_voters_are_corosyncs_node_list(tmp_path: Path, monkeypatch: pytest.
 def gate(monkeypatch: pytest.MonkeyPatch):
     """check() with the majority's marks, the CIB's in-sync mark and its writes stood in for."""
     state = {"marks": ({"s-app1": 0, "s-w": 0}, 3), "in_sync": 5000, "written": []}
-    monkeypatch.setattr(M, "read_majority", lambda node, **_kwargs: state["marks"])
+    monkeypatch.setattr(M, "read_majority", lambda node, *_args, **_kwargs: state["marks"])
     monkeypatch.setattr(M, "in_sync_mark", lambda node: state["in_sync"])
 
     def run(argv, **_kwargs):
